@@ -1,0 +1,11 @@
+//! The contracts every source, sink and the broker share: events, acknowledgements, sources, sinks.
+
+mod ack;
+mod event;
+mod sink;
+mod source;
+
+pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
+pub use event::{Event, EventId, EventMetadata};
+pub use sink::{Sink, SinkError};
+pub use source::{Source, SourceError};

@@ -1,0 +1,10 @@
+//! HTTP triggers: Lambda's function URL payload format 2.0, for requests in and results out.
+//!
+//! The broker owns the server; this module owns the shapes, so that every HTTP-facing
+//! component encodes events and decodes results the same way (SEMANTICS.md §3).
+
+mod request;
+mod response;
+
+pub use request::{encode_request, HttpRequest};
+pub use response::{decode_response, HttpReply, ResponseError};

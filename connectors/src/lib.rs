@@ -1,0 +1,10 @@
+//! Impulse connectors: the protocol-free event contracts, telemetry, and one module per protocol.
+//!
+//! `contract` and `telemetry` never import a protocol crate: `invoker` depends on this crate
+//! with `default-features = false` and sees only them.
+#![warn(missing_docs)]
+
+pub mod contract;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod telemetry;

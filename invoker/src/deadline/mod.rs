@@ -1,0 +1,122 @@
+//! The deadline layer: every attempt ends by the function's timeout or the caller's deadline.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::{Invocation, InvocationResponse, InvokeError};
+
+/// Applies [`Deadline`] with a function's timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    /// A layer enforcing `timeout` (the function's configured timeout).
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline { inner, timeout: self.timeout }
+    }
+}
+
+/// Fails an attempt with [`InvokeError::Timeout`] at `min(now + timeout, invocation.deadline)`,
+/// and passes that absolute deadline down so the target can tell the function.
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Invocation> for Deadline<S>
+where
+    S: Service<Invocation, Response = InvocationResponse, Error = InvokeError>,
+    S::Future: Send + 'static,
+{
+    type Response = InvocationResponse;
+    type Error = InvokeError;
+    type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut invocation: Invocation) -> Self::Future {
+        let start = Instant::now();
+        let own = start + self.timeout;
+        let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
+        invocation.deadline = Some(deadline);
+        let call = self.inner.call(invocation);
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(InvokeError::Timeout { after: deadline - start }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::Arc;
+    use tower::{service_fn, ServiceExt};
+
+    fn invocation(deadline: Option<Instant>) -> Invocation {
+        Invocation {
+            request_id: "r".into(),
+            function: Arc::from("f"),
+            trigger: Arc::from("t"),
+            payload: Bytes::new(),
+            deadline,
+        }
+    }
+
+    fn sleeper(d: Duration) -> impl Service<
+        Invocation,
+        Response = InvocationResponse,
+        Error = InvokeError,
+        Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>,
+    > + Clone {
+        service_fn(move |_inv: Invocation| -> BoxFuture<'static, _> {
+            Box::pin(async move {
+                tokio::time::sleep(d).await;
+                Ok(InvocationResponse { payload: Bytes::from_static(b"done") })
+            })
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_at_the_function_timeout() {
+        let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(5)));
+        let err = svc.oneshot(invocation(None)).await.expect_err("must time out");
+        assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(3)));
+        assert_eq!(err.to_string(), "task timed out after 3.00 seconds");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_caller_deadline_wins() {
+        let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(2)));
+        let caller = Instant::now() + Duration::from_secs(1);
+        let err = svc.oneshot(invocation(Some(caller))).await.expect_err("must time out");
+        assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finishes_within_the_deadline() {
+        let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(2)));
+        let ok = svc.oneshot(invocation(None)).await.expect("in time");
+        assert_eq!(ok.payload, Bytes::from_static(b"done"));
+    }
+}

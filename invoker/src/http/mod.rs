@@ -1,0 +1,179 @@
+//! The `http` function target: POST the event to an endpoint; the response body is the result.
+//!
+//! Classification of the endpoint's answer (SEMANTICS.md §2):
+//!
+//! | answer | result |
+//! |---|---|
+//! | 2xx | success; the body is the result |
+//! | 2xx with `X-Amz-Function-Error` | function error; the body is the error document |
+//! | 5xx | function error |
+//! | 429 | throttle |
+//! | other 4xx (413 included) | permanent |
+//! | connect refused, reset, broken body | system error |
+//!
+//! Each request carries `Lambda-Runtime-Aws-Request-Id` and `Lambda-Runtime-Deadline-Ms`, the
+//! headers a Runtime-API function would see, so an HTTP function can log the id and budget
+//! its work.
+
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::{Invocation, InvocationResponse, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+
+/// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
+pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
+
+/// A function reached over HTTP, through a shared connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpFunction {
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+}
+
+/// An endpoint that cannot be used as an `http` target.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid function endpoint {endpoint:?}: {reason}")]
+pub struct EndpointError {
+    endpoint: String,
+    reason: String,
+}
+
+impl HttpFunction {
+    /// A target posting to `endpoint` with `client` (clone one client for every function so
+    /// they share its pool).
+    pub fn new(client: reqwest::Client, endpoint: &str) -> Result<Self, EndpointError> {
+        let error = |reason: String| EndpointError { endpoint: endpoint.to_owned(), reason };
+        let url = reqwest::Url::parse(endpoint).map_err(|e| error(e.to_string()))?;
+        match url.scheme() {
+            "http" => Ok(Self { client, endpoint: url }),
+            "https" => Err(error("https endpoints are not supported by this build yet".into())),
+            other => Err(error(format!("unsupported scheme {other:?}"))),
+        }
+    }
+
+    /// The client every `http` function should share: pooled connections, no proxy lookup.
+    pub fn default_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            // Building fails only when TLS back-ends cannot initialise; this build has none.
+            .expect("a plain-HTTP client always builds")
+    }
+}
+
+impl Service<Invocation> for HttpFunction {
+    type Response = InvocationResponse;
+    type Error = InvokeError;
+    type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pool grows on demand; admission is the broker limiter's job.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, invocation: Invocation) -> Self::Future {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("lambda-runtime-aws-request-id", invocation.request_id.as_str());
+        if let Some(deadline) = invocation.deadline {
+            request = request.header("lambda-runtime-deadline-ms", epoch_millis(deadline));
+        }
+        let request = request.body(invocation.payload);
+        Box::pin(async move {
+            let response = request.send().await.map_err(|e| InvokeError::System(Box::new(e)))?;
+            classify(response).await
+        })
+    }
+}
+
+async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse, InvokeError> {
+    let status = response.status();
+    let declared_error = response
+        .headers()
+        .get(FUNCTION_ERROR_HEADER)
+        .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
+    let body = match read_capped(&mut response).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => {
+            return Err(function_error(
+                "Function.ResponseSizeTooLarge",
+                &format!("Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD} bytes)."),
+            ))
+        }
+        Err(ReadError::Transport(e)) => return Err(InvokeError::System(Box::new(e))),
+    };
+
+    if status.is_success() {
+        return match declared_error {
+            None => Ok(InvocationResponse { payload: body }),
+            Some(error_type) => Err(InvokeError::Function { error_type, payload: body }),
+        };
+    }
+    if status == http::StatusCode::TOO_MANY_REQUESTS {
+        return Err(InvokeError::Throttled);
+    }
+    if status.is_server_error() {
+        let error_type = format!("HttpStatus{}", status.as_u16());
+        // Keep the endpoint's own error document when it wrote one; otherwise describe it.
+        let payload = if is_json_object(&body) {
+            body
+        } else {
+            let message = format!("The function's endpoint answered {status}.");
+            LambdaError { error_type: &error_type, error_message: &message }.to_bytes()
+        };
+        return Err(InvokeError::Function { error_type, payload });
+    }
+    Err(InvokeError::Permanent { status: status.as_u16(), message: snippet(&body) })
+}
+
+fn function_error(error_type: &str, message: &str) -> InvokeError {
+    InvokeError::Function {
+        error_type: error_type.to_owned(),
+        payload: LambdaError { error_type, error_message: message }.to_bytes(),
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads the body, refusing more than Lambda's 6 MB response limit.
+async fn read_capped(response: &mut reqwest::Response) -> Result<Bytes, ReadError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if body.len() + chunk.len() > MAX_SYNC_PAYLOAD {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn is_json_object(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(256)]);
+    text.trim().to_owned()
+}
+
+/// Converts a monotonic deadline to the wall-clock epoch milliseconds Lambda's header uses.
+fn epoch_millis(deadline: Instant) -> String {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let at = SystemTime::now() + remaining;
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string()
+}
+
+#[cfg(test)]
+mod tests;
