@@ -1,1 +1,143 @@
-fn main() {}
+//! `impulse`: the event-trigger broker's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod api;
+mod example_function;
+mod functions;
+mod logging;
+mod service;
+mod shutdown;
+mod telemetry;
+
+/// Impulse turns HTTP requests, schedules, Kafka topics and Redis streams into function
+/// invocations with AWS Lambda's semantics, on your own machines.
+#[derive(Debug, Parser)]
+#[command(name = "impulse", version, about, long_about = None)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker with a configuration file (TOML or YAML).
+    Run {
+        /// The configuration file; its extension (.toml, .yaml, .yml) picks the format.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long to let in-flight work finish after SIGTERM or SIGINT.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        shutdown_grace: Duration,
+    },
+    /// Check a configuration file and print every problem with its file, line and field.
+    Validate {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+    /// Serve the example function over HTTP (the quickstart's function).
+    ExampleFunction {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Schema => {
+            let schema = impulse_config::json_schema();
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: cannot print the schema: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            config,
+            shutdown_grace,
+        } => {
+            let config = match impulse_config::load(&config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    print_errors(&errors);
+                    return ExitCode::FAILURE;
+                }
+            };
+            block_on(service::run(config, shutdown_grace))
+        }
+        Command::ExampleFunction { listen } => block_on(example_function::serve(listen)),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match impulse_config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} functions, {} triggers)",
+                path.display(),
+                config.functions.len(),
+                config.triggers.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_errors(errors: &impulse_config::ConfigErrors) {
+    for error in &errors.0 {
+        eprintln!("error: {error}");
+    }
+    let n = errors.0.len();
+    eprintln!("{n} error{} found", if n == 1 { "" } else { "s" });
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "Impulse stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}

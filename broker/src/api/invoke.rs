@@ -1,0 +1,217 @@
+//! Lambda's Invoke API: `POST /2015-03-31/functions/{function}/invocations`.
+//!
+//! `X-Amz-Invocation-Type: RequestResponse` (the default) runs the function and returns its
+//! result; a function error still answers 200, with `X-Amz-Function-Error` set and Lambda's
+//! error document as the body. `DryRun` checks the function exists and answers 204.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use impulse_invoker::{Invocation, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+use tower::ServiceExt;
+
+use super::error::ApiError;
+use super::{request_id, AppState};
+
+/// The trigger label the Invoke API's invocations carry in metrics.
+const INVOKE_TRIGGER: &str = "invoke";
+
+pub(super) async fn invoke(
+    State(state): State<AppState>,
+    Path(function): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, qualifier) = parse_function_name(&function);
+    let qualifier = query.get("Qualifier").map(String::as_str).or(qualifier);
+    if qualifier.is_some_and(|q| q != "$LATEST") {
+        // Versions and aliases do not exist yet; only the latest code runs.
+        return Err(ApiError::not_found(&function));
+    }
+    let Some(function) = state.functions.get(name) else {
+        return Err(ApiError::not_found(name));
+    };
+
+    let invocation_type = headers
+        .get("x-amz-invocation-type")
+        .map(|v| v.to_str().unwrap_or_default())
+        .unwrap_or("RequestResponse");
+    match invocation_type {
+        "RequestResponse" => {}
+        "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
+        "Event" => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                "X-Amz-Invocation-Type Event (asynchronous invocation) is not supported by this \
+                 version of impulse yet; use RequestResponse.",
+            ))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                format!(
+                    "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}."
+                ),
+            ))
+        }
+    }
+
+    let payload = read_payload(body).await?;
+    let request_id = request_id();
+    let invocation = Invocation {
+        request_id: request_id.clone(),
+        function: function.name.clone(),
+        trigger: Arc::from(INVOKE_TRIGGER),
+        payload,
+        deadline: None,
+    };
+    let result = function.service.clone().oneshot(invocation).await;
+    let mut response = match result {
+        Ok(response) => json_response(response.payload),
+        Err(err) => error_response(err, &request_id, name)?,
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-requestid", value);
+    }
+    Ok(response)
+}
+
+/// Accepts what Lambda accepts: a name, `name:qualifier`, a full or partial function ARN.
+fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
+    let rest = raw.split_once(":function:").map_or(raw, |(_, rest)| rest);
+    match rest.split_once(':') {
+        Some((name, qualifier)) => (name, Some(qualifier)),
+        None => (rest, None),
+    }
+}
+
+/// Reads the payload: at most 6 MB, valid JSON; an empty body is `{}` as in Lambda.
+async fn read_payload(body: Body) -> Result<Bytes, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_SYNC_PAYLOAD)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                format!(
+                    "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction \
+                 operation"
+                ),
+            )
+        })?;
+    if bytes.is_empty() {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("Could not parse request body into json: {err}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn json_response(payload: Bytes) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        payload,
+    )
+        .into_response()
+}
+
+/// Function errors and timeouts are results (200 with `X-Amz-Function-Error`), as in Lambda;
+/// everything else is an API error.
+fn error_response(
+    err: InvokeError,
+    request_id: &str,
+    function: &str,
+) -> Result<Response, ApiError> {
+    tracing::warn!(function, request_id, error_code = err.error_code(), error = %err, "Invocation failed.");
+    match err {
+        InvokeError::Function {
+            error_type,
+            payload,
+        } => {
+            // Lambda reports every function error as Unhandled; `Handled` is the one other
+            // value an HTTP function may declare.
+            let header = if error_type == "Handled" {
+                "Handled"
+            } else {
+                "Unhandled"
+            };
+            let mut response = json_response(payload);
+            response
+                .headers_mut()
+                .insert("x-amz-function-error", HeaderValue::from_static(header));
+            Ok(response)
+        }
+        InvokeError::Timeout { after } => {
+            let message = format!(
+                "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+                after.as_secs_f64()
+            );
+            let payload = LambdaError {
+                error_type: "Sandbox.Timedout",
+                error_message: &message,
+            }
+            .to_bytes();
+            let mut response = json_response(payload);
+            response.headers_mut().insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
+            Ok(response)
+        }
+        InvokeError::Throttled => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate Exceeded.",
+        )
+        .with_reason("FunctionEndpointThrottled")),
+        InvokeError::Permanent { status: 413, .. } => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            "The function's endpoint refused the payload as too large.",
+        )),
+        err @ (InvokeError::System(_) | InvokeError::Permanent { .. }) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            format!("The function {function} could not be invoked: {err}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_function_name;
+
+    #[test]
+    fn function_names_and_arns() {
+        assert_eq!(parse_function_name("hello"), ("hello", None));
+        assert_eq!(
+            parse_function_name("hello:$LATEST"),
+            ("hello", Some("$LATEST"))
+        );
+        assert_eq!(
+            parse_function_name("arn:aws:lambda:us-east-1:123456789012:function:hello"),
+            ("hello", None)
+        );
+        assert_eq!(
+            parse_function_name("123456789012:function:hello:prod"),
+            ("hello", Some("prod"))
+        );
+    }
+}

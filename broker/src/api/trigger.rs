@@ -1,0 +1,212 @@
+//! HTTP triggers: a request on a configured path becomes a function URL event (payload
+//! format 2.0), and the function's result becomes the reply (SEMANTICS.md §3).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use impulse_config::{Config, InvocationMode, TriggerConfig};
+use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
+use impulse_invoker::{Invocation, InvokeError};
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::{request_id, AppState};
+
+/// One configured HTTP trigger, as the router needs it.
+#[derive(Debug)]
+struct TriggerRoute {
+    name: Arc<str>,
+    function: String,
+    /// Empty means any method.
+    methods: Vec<Method>,
+    body_limit: usize,
+}
+
+/// The path table of every HTTP trigger.
+#[derive(Debug)]
+pub(crate) struct TriggerRoutes {
+    router: matchit::Router<TriggerRoute>,
+}
+
+impl TriggerRoutes {
+    /// Builds the table; returns every problem found (conflicting or invalid path templates,
+    /// triggers this version cannot run yet), each prefixed with its config path.
+    pub(crate) fn build(config: &Config) -> Result<Self, Vec<String>> {
+        let mut router = matchit::Router::new();
+        let mut errors = Vec::new();
+        for (name, trigger) in &config.triggers {
+            let TriggerConfig::Http(http) = trigger else {
+                errors.push(format!(
+                    "triggers.{name}: {} triggers are not supported by this version of impulse \
+                     yet",
+                    trigger.kind()
+                ));
+                continue;
+            };
+            if http.invocation == InvocationMode::Async {
+                errors.push(format!(
+                    "triggers.{name}.invocation: asynchronous HTTP triggers are not supported by \
+                     this version of impulse yet; use \"sync\""
+                ));
+                continue;
+            }
+            let mut methods = Vec::new();
+            for method in &http.methods {
+                match Method::from_bytes(method.as_bytes()) {
+                    Ok(m) => methods.push(m),
+                    Err(_) => errors.push(format!(
+                        "triggers.{name}.methods: invalid method {method:?}"
+                    )),
+                }
+            }
+            let route = TriggerRoute {
+                name: Arc::from(name.as_str()),
+                function: http.function.clone(),
+                methods,
+                body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
+            };
+            if let Err(err) = router.insert(http.path.as_str(), route) {
+                errors.push(format!(
+                    "triggers.{name}.path: {:?} cannot be routed: {err}",
+                    http.path
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { router })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The fallback handler of the trigger listener.
+pub(super) async fn handle(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let received_at = SystemTime::now();
+    let path = request.uri().path().to_owned();
+    let Ok(matched) = state.triggers.router.at(&path) else {
+        return message(
+            StatusCode::NOT_FOUND,
+            "No trigger is configured for this path.",
+        );
+    };
+    let route = matched.value;
+    let path_parameters: BTreeMap<String, String> = matched
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if !route.methods.is_empty() && !route.methods.contains(request.method()) {
+        let allow = route
+            .methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut response = message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        if let Ok(value) = HeaderValue::from_str(&allow) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, value);
+        }
+        return response;
+    }
+    let Some(function) = state.functions.get(&route.function) else {
+        // Validation guarantees the function exists; answer sanely if that ever breaks.
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    };
+
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, route.body_limit).await else {
+        return message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "Request body exceeds this trigger's limit of {} bytes.",
+                route.body_limit
+            ),
+        );
+    };
+    let request_id = request_id();
+    let payload = encode_request(&HttpRequest {
+        method: &parts.method,
+        path: &path,
+        query: parts.uri.query().unwrap_or_default(),
+        version: parts.version,
+        headers: &parts.headers,
+        body: &body,
+        source_ip: peer.ip(),
+        request_id: &request_id,
+        received_at,
+        path_parameters: &path_parameters,
+        trigger: &route.name,
+    });
+    let invocation = Invocation {
+        request_id: request_id.clone(),
+        function: function.name.clone(),
+        trigger: route.name.clone(),
+        payload,
+        deadline: None,
+    };
+    let mut response = match function.service.clone().oneshot(invocation).await {
+        Ok(result) => reply(&result.payload, &route.name, &request_id),
+        Err(err) => failure(&err, &route.name, &request_id),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    response
+}
+
+fn reply(payload: &[u8], trigger: &str, request_id: &str) -> Response {
+    let reply = match decode_response(payload) {
+        Ok(reply) => reply,
+        Err(err) => {
+            tracing::warn!(trigger, request_id, error = %err, "The function's response cannot be mapped to HTTP.");
+            return message(StatusCode::BAD_GATEWAY, "Internal Server Error");
+        }
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, Body::from(reply.body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                tracing::warn!(trigger, request_id, header = %name, "Dropped an invalid response header.")
+            }
+        }
+    }
+    response
+}
+
+/// Function URLs answer 502 for function errors and timeouts, and 429 for throttles.
+fn failure(err: &InvokeError, trigger: &str, request_id: &str) -> Response {
+    tracing::warn!(trigger, request_id, error_code = err.error_code(), error = %err, "Invocation failed.");
+    match err {
+        InvokeError::Throttled => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
+        InvokeError::Permanent { status: 413, .. } => {
+            message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
+        }
+        _ => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "Message": text }))).into_response()
+}

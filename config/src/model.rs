@@ -1,0 +1,807 @@
+//! The configuration model: every type a config file deserialises into.
+//!
+//! Doc comments here are the user reference: they appear in rustdoc and in [`crate::json_schema`].
+//! Defaults copy Lambda's where Lambda has one (SEMANTICS.md), and say so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use schemars::JsonSchema;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::schedule::ScheduleExpression;
+use crate::support::{self, DebugKeys, DebugSecretMap, DebugUrl};
+
+/// Largest synchronous request body, in bytes: Lambda's 6 MB synchronous invocation payload.
+pub const SYNC_BODY_LIMIT: u64 = 6 * 1024 * 1024;
+/// Largest asynchronous request body, in bytes: Lambda's 1 MB asynchronous invocation payload.
+pub const ASYNC_BODY_LIMIT: u64 = 1024 * 1024;
+
+// === Config ===
+
+/// An Impulse configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Broker-wide limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The asynchronous-invocation queue.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Functions by name. A name is 1 to 64 characters from `A-Z a-z 0-9 _ -`, as Lambda's
+    /// function names.
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionConfig>,
+    /// Triggers by name (same name rules as functions). Each invokes one function.
+    #[serde(default)]
+    pub triggers: BTreeMap<String, TriggerConfig>,
+    /// Bearer tokens for the HTTP APIs. None configured means no authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+// === server ===
+
+/// Where the broker listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for HTTP triggers and the Lambda Invoke API (`/2015-03-31/functions/…`).
+    /// Environment override: `IMPULSE_LISTEN`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address for `/healthz`, `/readyz` and `/metrics`; must differ from `listen`.
+    /// Environment override: `IMPULSE_ADMIN_LISTEN`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+}
+
+/// `127.0.0.1:8080`: an Impulse default (Lambda has no listener); loopback, so nothing is exposed
+/// until configured.
+pub const fn default_listen() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
+}
+
+/// `127.0.0.1:8081`: an Impulse default, next to [`default_listen`].
+pub const fn default_admin_listen() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+        }
+    }
+}
+
+// === limits ===
+
+/// Broker-wide limits (SEMANTICS.md §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent invocations across all functions; greater than 0. Functions without
+    /// `reserved_concurrency` share what the reserved ones leave.
+    #[serde(default = "default_account_concurrency")]
+    pub account_concurrency: u32,
+}
+
+/// 1000: Lambda's default concurrency per account and Region.
+pub const fn default_account_concurrency() -> u32 {
+    1000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            account_concurrency: default_account_concurrency(),
+        }
+    }
+}
+
+// === queue ===
+
+/// The durable queue behind asynchronous invocations (async HTTP triggers, schedules,
+/// `InvocationType: Event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Where queued events live.
+    #[serde(default)]
+    pub backend: QueueBackend,
+    /// Directory for the embedded queue and `log` destinations, relative to the working
+    /// directory unless absolute. Environment override: `IMPULSE_DATA_DIR`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The Redis stream; required when `backend = "redis"`.
+    #[serde(default)]
+    pub redis: Option<RedisQueueConfig>,
+}
+
+/// `impulse-data`: an Impulse default (Lambda's queue is managed).
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("impulse-data")
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            backend: QueueBackend::default(),
+            data_dir: default_data_dir(),
+            redis: None,
+        }
+    }
+}
+
+/// Queue storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueBackend {
+    /// Files in `data_dir`: one broker instance.
+    #[default]
+    Embedded,
+    /// A Redis stream (`[queue.redis]`): shared by several broker instances.
+    Redis,
+}
+
+/// The async queue's Redis stream.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisQueueConfig {
+    /// `redis://` or `rediss://` URL. A `#insecure` fragment (which disables TLS certificate
+    /// verification in redis-rs) is rejected. Environment override: `IMPULSE_QUEUE_REDIS_URL`.
+    pub url: String,
+    /// Stream key.
+    #[serde(default = "default_queue_stream")]
+    pub stream: String,
+}
+
+/// `impulse:async`: an Impulse default.
+pub fn default_queue_stream() -> String {
+    "impulse:async".to_owned()
+}
+
+impl fmt::Debug for RedisQueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueueConfig")
+            .field("url", &DebugUrl(&self.url))
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+// === functions ===
+
+/// A function: where it runs, and Lambda's per-function settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// How the function is called.
+    pub target: TargetConfig,
+    /// Longest an invocation may run, greater than 0 and at most 900s (Lambda's maximum).
+    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Concurrency set aside for this function (and capping it). 0 disables the function, as in
+    /// Lambda. The sum over all functions must not exceed `limits.account_concurrency`.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u32>,
+    /// Invocation rate limit. Unset: 10 × the function's concurrency per second, Lambda's rule.
+    #[serde(default)]
+    pub rate: Option<RateConfig>,
+    /// Retries of a failed asynchronous invocation, 0 to 2.
+    #[serde(default = "default_max_retry_attempts")]
+    pub max_retry_attempts: u32,
+    /// Oldest an asynchronous event may be and still be tried, 60s to 6h.
+    #[serde(default = "default_max_event_age", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub max_event_age: Duration,
+    /// Where the record of a successful asynchronous invocation goes.
+    #[serde(default)]
+    pub on_success: Option<DestinationConfig>,
+    /// Where an asynchronous event goes once retries or its age run out.
+    #[serde(default)]
+    pub on_failure: Option<DestinationConfig>,
+}
+
+/// 3s: Lambda's default function timeout.
+pub const fn default_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// 2: Lambda's default `MaximumRetryAttempts` for asynchronous invocation.
+pub const fn default_max_retry_attempts() -> u32 {
+    2
+}
+
+/// 6h: Lambda's default `MaximumEventAgeInSeconds` (21600) for asynchronous invocation.
+pub const fn default_max_event_age() -> Duration {
+    Duration::from_secs(6 * 60 * 60)
+}
+
+/// How a function is called, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TargetConfig {
+    /// `type = "http"`: POST the event to an HTTP endpoint; the response body is the result.
+    Http(HttpTargetConfig),
+    /// `type = "process"`: start local execution environments that poll the Lambda Runtime API,
+    /// so functions built on any Lambda runtime client run unchanged.
+    Process(ProcessTargetConfig),
+}
+
+/// An HTTP function.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTargetConfig {
+    /// Absolute `http://` or `https://` URL. Environment override:
+    /// `IMPULSE_FUNCTION_<NAME>_ENDPOINT`.
+    pub endpoint: String,
+}
+
+impl fmt::Debug for HttpTargetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTargetConfig")
+            .field("endpoint", &DebugUrl(&self.endpoint))
+            .finish()
+    }
+}
+
+/// A function run as local processes speaking the Lambda Runtime API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessTargetConfig {
+    /// Program to start (a path, or a name looked up in `PATH`).
+    pub command: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Value of `_HANDLER` in the process environment, as Lambda's handler setting.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Extra environment variables. Values may be written as strings, numbers or booleans.
+    #[serde(default, deserialize_with = "support::string_map::deserialize")]
+    pub environment: BTreeMap<String, String>,
+    /// Working directory; default: the broker's.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Memory in MB, 128 to 10240 (Lambda's range); exposed as
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`.
+    #[serde(default = "default_memory_size")]
+    pub memory_size: u32,
+    /// Execution environments kept warm when idle; at most `reserved_concurrency` when that is
+    /// set.
+    #[serde(default)]
+    pub min_warm: u32,
+    /// How long an idle execution environment (above `min_warm`) lives; greater than 0.
+    #[serde(default = "default_idle_timeout", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+}
+
+/// 128: Lambda's default memory size in MB.
+pub const fn default_memory_size() -> u32 {
+    128
+}
+
+/// 10min: an Impulse default (Lambda does not document how long idle environments live).
+pub const fn default_idle_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+impl fmt::Debug for ProcessTargetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessTargetConfig")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("handler", &self.handler)
+            .field("environment", &DebugKeys(&self.environment))
+            .field("working_dir", &self.working_dir)
+            .field("memory_size", &self.memory_size)
+            .field("min_warm", &self.min_warm)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Sustained invocations per second; greater than 0.
+    pub per_second: u32,
+    /// Invocations allowed at once after an idle period; greater than 0. Unset: `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+// === destinations ===
+
+/// Where invocation records or failed events go, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DestinationConfig {
+    /// `type = "log"`: an embedded append-only log in `queue.data_dir`.
+    Log(LogDestinationConfig),
+    /// `type = "redis"`: a Redis stream.
+    Redis(RedisDestinationConfig),
+    /// `type = "kafka"`: a Kafka topic.
+    Kafka(KafkaDestinationConfig),
+}
+
+/// An embedded log destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogDestinationConfig {
+    /// Log name (a file name under `queue.data_dir`): 1 to 64 characters from
+    /// `A-Z a-z 0-9 _ -`.
+    pub name: String,
+}
+
+/// A Redis stream destination.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisDestinationConfig {
+    /// `redis://` or `rediss://` URL; `#insecure` is rejected.
+    pub url: String,
+    /// Stream key.
+    pub stream: String,
+}
+
+impl fmt::Debug for RedisDestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisDestinationConfig")
+            .field("url", &DebugUrl(&self.url))
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// A Kafka topic destination.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDestinationConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Topic name.
+    pub topic: String,
+    /// Extra librdkafka producer properties, passed through. `bootstrap.servers` is set from
+    /// `bootstrap_servers` and cannot be set here.
+    #[serde(default, deserialize_with = "support::string_map::deserialize")]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaDestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaDestinationConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic", &self.topic)
+            .field(
+                "librdkafka_options",
+                &DebugSecretMap(&self.librdkafka_options),
+            )
+            .finish()
+    }
+}
+
+// === triggers ===
+
+/// An event source invoking one function, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TriggerConfig {
+    /// `type = "http"`: an HTTP route (Lambda function URL, payload format 2.0).
+    Http(HttpTriggerConfig),
+    /// `type = "schedule"`: an EventBridge-style schedule.
+    Schedule(ScheduleTriggerConfig),
+    /// `type = "kafka"`: Kafka topics (Lambda's Kafka event source mapping).
+    Kafka(KafkaTriggerConfig),
+    /// `type = "redis"`: a Redis stream read by a consumer group.
+    Redis(RedisTriggerConfig),
+}
+
+impl TriggerConfig {
+    /// The name of the function this trigger invokes.
+    pub fn function(&self) -> &str {
+        match self {
+            Self::Http(t) => &t.function,
+            Self::Schedule(t) => &t.function,
+            Self::Kafka(t) => &t.function,
+            Self::Redis(t) => &t.function,
+        }
+    }
+
+    /// The trigger type: `"http"`, `"schedule"`, `"kafka"` or `"redis"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Schedule(_) => "schedule",
+            Self::Kafka(_) => "kafka",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// The trigger's own on-failure destination (Kafka and Redis triggers).
+    pub fn on_failure(&self) -> Option<&DestinationConfig> {
+        match self {
+            Self::Kafka(t) => t.on_failure.as_ref(),
+            Self::Redis(t) => t.on_failure.as_ref(),
+            Self::Http(_) | Self::Schedule(_) => None,
+        }
+    }
+}
+
+/// An HTTP route invoking a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTriggerConfig {
+    /// The function invoked.
+    pub function: String,
+    /// Route path: starts with `/`; a whole segment may be a parameter `{name}`, and the last
+    /// segment may be a catch-all `{*rest}`. Paths under `/2015-03-31/` belong to the Invoke API.
+    /// Unique across HTTP triggers.
+    pub path: String,
+    /// Accepted methods (case-insensitive, stored uppercase); empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// `sync`: reply with the function's response; `async`: reply `202` once the event is queued.
+    #[serde(default)]
+    pub invocation: InvocationMode,
+    /// Largest request body in bytes, at most 6 MB (sync) or 1 MB (async), Lambda's payload
+    /// limits; unset: that limit.
+    #[serde(default)]
+    pub max_body_size: Option<u64>,
+}
+
+impl HttpTriggerConfig {
+    /// The request body limit in bytes: `max_body_size`, or Lambda's payload limit for the mode
+    /// ([`SYNC_BODY_LIMIT`], [`ASYNC_BODY_LIMIT`]).
+    pub fn body_limit(&self) -> u64 {
+        self.max_body_size
+            .unwrap_or_else(|| self.invocation.body_limit())
+    }
+}
+
+/// Synchronous or asynchronous invocation (Lambda's `RequestResponse` / `Event`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationMode {
+    /// Wait for the function and return its response.
+    #[default]
+    Sync,
+    /// Queue the event and return `202 Accepted`; retries and destinations as Lambda's async
+    /// invocation.
+    Async,
+}
+
+impl InvocationMode {
+    /// Lambda's payload limit for this mode, in bytes.
+    pub const fn body_limit(self) -> u64 {
+        match self {
+            Self::Sync => SYNC_BODY_LIMIT,
+            Self::Async => ASYNC_BODY_LIMIT,
+        }
+    }
+}
+
+/// An EventBridge-style schedule. Events go through the async queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTriggerConfig {
+    /// The function invoked.
+    pub function: String,
+    /// `rate(5 minutes)`, `cron(0 10 * * ? *)` or `at(2026-12-01T09:00:00)`, with EventBridge's
+    /// rules. Rate ticks are aligned to the Unix epoch in UTC.
+    pub expression: ScheduleExpression,
+    /// IANA time zone for `cron()` and `at()`, e.g. `Europe/Berlin`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Spread each fire over a random delay up to this window, 1min to 1440min (EventBridge
+    /// Scheduler's `FlexibleTimeWindow`). Unset: fire on the tick.
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub flexible_window: Option<Duration>,
+    /// What to do with ticks missed while no broker was running.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// Most missed ticks fired by `catch_up = "all"`; greater than 0.
+    #[serde(default = "default_catch_up_limit")]
+    pub catch_up_limit: u32,
+    /// What to do when a tick comes while the previous fire's invocation still runs.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// The event's `detail`; default `{}`.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+}
+
+/// `UTC`: EventBridge Scheduler's default `ScheduleExpressionTimezone`.
+pub fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+/// 100: an Impulse default (EventBridge does not catch up).
+pub const fn default_catch_up_limit() -> u32 {
+    100
+}
+
+impl ScheduleTriggerConfig {
+    /// The time zone. A loaded config has a valid one; an invalid one reads as UTC.
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    /// The event's `detail`: `input`, or `{}`.
+    pub fn detail(&self) -> serde_json::Value {
+        self.input
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
+}
+
+/// Missed-tick policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Skip missed ticks, as EventBridge.
+    #[default]
+    None,
+    /// Fire once for the latest missed tick.
+    Latest,
+    /// Fire every missed tick, oldest first, up to `catch_up_limit`.
+    All,
+}
+
+/// Overlap policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Fire anyway, as EventBridge.
+    #[default]
+    Allow,
+    /// Skip the tick (counted in a metric).
+    Skip,
+}
+
+/// Kafka topics feeding a function, with Lambda's event source mapping settings (SEMANTICS.md §1).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTriggerConfig {
+    /// The function invoked.
+    pub function: String,
+    /// Comma-separated `host:port` list; not empty. Environment override:
+    /// `IMPULSE_TRIGGER_<NAME>_BOOTSTRAP_SERVERS`.
+    pub bootstrap_servers: String,
+    /// Topics read; not empty, valid Kafka topic names.
+    pub topics: Vec<String>,
+    /// Consumer group. Unset: derived from the trigger name.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Where a group without committed offsets starts.
+    #[serde(default)]
+    pub starting_position: StartingPosition,
+    /// Start time for `starting_position = "at_timestamp"` (RFC 3339); required exactly then.
+    #[serde(default, with = "support::timestamp")]
+    #[schemars(with = "Option<DateTime<Utc>>")]
+    pub starting_timestamp: Option<DateTime<Utc>>,
+    /// Most records per invocation, 1 to 10000.
+    #[serde(default = "default_kafka_batch_size")]
+    pub batch_size: u32,
+    /// Longest wait to fill a batch, from its first record; 0s to 300s.
+    #[serde(default = "default_batch_window", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub batch_window: Duration,
+    /// Retries of a failed batch, 0 to 10000. Unset: until it succeeds or its records expire
+    /// (Lambda's -1).
+    #[serde(default)]
+    pub max_retry_attempts: Option<u32>,
+    /// Oldest a record may be and still be tried, 60s to 604800s (7 days). Unset: no limit
+    /// (Lambda's -1).
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub max_record_age: Option<Duration>,
+    /// Split a failed batch in two and retry the halves.
+    #[serde(default)]
+    pub bisect_batch_on_error: bool,
+    /// Let the function report failed records (`batchItemFailures`) instead of failing the batch.
+    #[serde(default)]
+    pub report_batch_item_failures: bool,
+    /// Ordering guarantee: per partition (Lambda) or per key (several keys of a partition in
+    /// parallel).
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Where a batch goes once retries or record age run out. A Kafka destination on the same
+    /// cluster must not be one of `topics`.
+    #[serde(default)]
+    pub on_failure: Option<DestinationConfig>,
+    /// Extra librdkafka consumer properties, passed through. Properties the broker owns (group,
+    /// offsets, commits, bootstrap servers) are rejected.
+    #[serde(default, deserialize_with = "support::string_map::deserialize")]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+/// 100: Lambda's default `BatchSize` for Kafka.
+pub const fn default_kafka_batch_size() -> u32 {
+    100
+}
+
+/// 500ms: Lambda's default `MaximumBatchingWindowInSeconds` for Kafka.
+pub const fn default_batch_window() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl fmt::Debug for KafkaTriggerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaTriggerConfig")
+            .field("function", &self.function)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("starting_position", &self.starting_position)
+            .field("starting_timestamp", &self.starting_timestamp)
+            .field("batch_size", &self.batch_size)
+            .field("batch_window", &self.batch_window)
+            .field("max_retry_attempts", &self.max_retry_attempts)
+            .field("max_record_age", &self.max_record_age)
+            .field("bisect_batch_on_error", &self.bisect_batch_on_error)
+            .field(
+                "report_batch_item_failures",
+                &self.report_batch_item_failures,
+            )
+            .field("ordering", &self.ordering)
+            .field("on_failure", &self.on_failure)
+            .field(
+                "librdkafka_options",
+                &DebugSecretMap(&self.librdkafka_options),
+            )
+            .finish()
+    }
+}
+
+/// Lambda's `StartingPosition`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingPosition {
+    /// New records only (`LATEST`).
+    #[default]
+    Latest,
+    /// From the oldest retained record (`TRIM_HORIZON`).
+    Earliest,
+    /// From `starting_timestamp` (`AT_TIMESTAMP`).
+    AtTimestamp,
+}
+
+/// Kafka processing order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// One batch in flight per partition, as Lambda.
+    #[default]
+    Partition,
+    /// Several in flight per partition, serialised per record key; commits stay contiguous.
+    Key,
+}
+
+/// A Redis stream feeding a function through a consumer group.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTriggerConfig {
+    /// The function invoked.
+    pub function: String,
+    /// `redis://` or `rediss://` URL; `#insecure` is rejected. Environment override:
+    /// `IMPULSE_TRIGGER_<NAME>_URL`.
+    pub url: String,
+    /// Stream key.
+    pub stream: String,
+    /// Consumer group. Unset: derived from the trigger name.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Most entries per invocation, 1 to 10000.
+    #[serde(default = "default_redis_batch_size")]
+    pub batch_size: u32,
+    /// Retries of a failed batch, 0 to 10000. Unset: until it succeeds.
+    #[serde(default)]
+    pub max_retry_attempts: Option<u32>,
+    /// Where a batch goes once retries run out.
+    #[serde(default)]
+    pub on_failure: Option<DestinationConfig>,
+}
+
+/// 10: Lambda's default `BatchSize` for stream-style queue sources (SQS).
+pub const fn default_redis_batch_size() -> u32 {
+    10
+}
+
+impl fmt::Debug for RedisTriggerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTriggerConfig")
+            .field("function", &self.function)
+            .field("url", &DebugUrl(&self.url))
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("batch_size", &self.batch_size)
+            .field("max_retry_attempts", &self.max_retry_attempts)
+            .field("on_failure", &self.on_failure)
+            .finish()
+    }
+}
+
+// === auth ===
+
+/// API authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens by name (same name rules as functions). Empty: no authentication.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// A bearer token. Set exactly one of `token` and `token_sha256`.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// What the token may do.
+    pub role: Role,
+    /// The token itself: at least 16 visible ASCII characters (e.g. `openssl rand -hex 32`).
+    /// Prefer `token_sha256` in files, or the environment override `IMPULSE_AUTH_TOKEN_<NAME>`.
+    /// Serialised as `"***"`.
+    #[serde(default, serialize_with = "serialize_redacted")]
+    #[schemars(with = "Option<String>")]
+    pub token: Option<SecretString>,
+    /// Hex SHA-256 of the token (64 hex digits, stored lowercase).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+fn serialize_redacted<S: Serializer>(
+    value: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    value.as_ref().map(|_| "***").serialize(serializer)
+}
+
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("role", &self.role)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_sha256", &self.token_sha256)
+            .finish()
+    }
+}
+
+impl PartialEq for TokenConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let token = |t: &Self| t.token.as_ref().map(|s| s.expose_secret().to_owned());
+        self.role == other.role
+            && token(self) == token(other)
+            && self.token_sha256 == other.token_sha256
+    }
+}
+
+impl Eq for TokenConfig {}
+
+/// Token roles, mirroring Lambda's managed policies (SEMANTICS.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// `admin`: everything (`AWSLambda_FullAccess`).
+    Admin,
+    /// `read-only`: list, get, metrics (`AWSLambda_ReadOnlyAccess`).
+    ReadOnly,
+    /// `invoker`: invoke only (`AWSLambdaRole`).
+    Invoker,
+}

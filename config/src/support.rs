@@ -1,0 +1,222 @@
+//! Serde helpers shared by the model, and redaction for `Debug` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::Deserializer;
+
+/// String maps (`librdkafka_options`, `environment`) whose values may be written as strings,
+/// integers, floats or booleans: librdkafka and process environments take every value as a
+/// string, and YAML users write `fetch.max.bytes: 1048576` without quotes.
+pub(crate) mod string_map {
+    use super::*;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let raw = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+        Ok(raw.into_iter().map(|(k, Scalar(v))| (k, v)).collect())
+    }
+
+    use serde::Deserialize;
+
+    struct Scalar(String);
+
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(ScalarVisitor)
+        }
+    }
+
+    struct ScalarVisitor;
+
+    impl Visitor<'_> for ScalarVisitor {
+        type Value = Scalar;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, number or boolean")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+            Ok(Scalar(v.to_owned()))
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+            Ok(Scalar(v.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+            Ok(Scalar(v.to_string()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+            Ok(Scalar(v.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+            Ok(Scalar(v.to_string()))
+        }
+    }
+}
+
+/// `Option<DateTime<Utc>>` from an RFC 3339 string, or from a TOML offset date-time literal
+/// (`starting_timestamp = 2026-01-01T00:00:00Z`), which the `toml` crate hands to serde as a
+/// one-entry map.
+pub(crate) mod timestamp {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize, Serializer};
+
+    /// The field name the `toml` crate uses to pass a datetime literal through serde.
+    const TOML_DATETIME_FIELD: &str = "$__toml_private_datetime";
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.map(|v| v.to_rfc3339()).serialize(serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        struct Wrapper(DateTime<Utc>);
+        impl<'de> Deserialize<'de> for Wrapper {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(TimestampVisitor).map(Wrapper)
+            }
+        }
+        Ok(Option::<Wrapper>::deserialize(deserializer)?.map(|Wrapper(t)| t))
+    }
+
+    struct TimestampVisitor;
+
+    impl<'de> Visitor<'de> for TimestampVisitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an RFC 3339 timestamp with an offset, e.g. \"2026-01-01T00:00:00Z\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            DateTime::parse_from_rfc3339(v.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|err| {
+                    E::custom(format!(
+                        "invalid timestamp \"{v}\": {err}; expected RFC 3339 with an offset, \
+                         e.g. \"2026-01-01T00:00:00Z\""
+                    ))
+                })
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            match map.next_key::<String>()? {
+                Some(key) if key == TOML_DATETIME_FIELD => {
+                    let value: String = map.next_value()?;
+                    self.visit_str(&value)
+                }
+                _ => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+            }
+        }
+    }
+}
+
+// === redaction ===
+
+/// A URL with the password (or a lone userinfo, which Redis reads as a password) replaced by
+/// `***`. Works on malformed input too: it never echoes what follows `://` up to `@`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &url[..rest_start], &rest[at..])
+}
+
+/// Whether a librdkafka property (or an environment variable) likely holds a secret.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "sasl.oauthbearer.config",
+        "key.pem",
+        "private",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+/// `Debug` for a URL string, with credentials redacted.
+pub(crate) struct DebugUrl<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for DebugUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&redact_url(self.0), f)
+    }
+}
+
+/// `Debug` for a string map with the values of secret-looking keys redacted.
+pub(crate) struct DebugSecretMap<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl fmt::Debug for DebugSecretMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v: &str = if is_secret_key(k) { "***" } else { v };
+                (k, v)
+            }))
+            .finish()
+    }
+}
+
+/// `Debug` for a string map showing keys only (process environments may hold anything).
+pub(crate) struct DebugKeys<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl fmt::Debug for DebugKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "***")))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_url_credentials() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:hunter2@host"), "rediss://:***@host");
+        assert_eq!(redact_url("redis://hunter2@host"), "redis://***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("http://h/p@q"), "http://h/p@q");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn secret_keys() {
+        assert!(is_secret_key("sasl.password"));
+        assert!(is_secret_key("ssl.key.password"));
+        assert!(is_secret_key("API_TOKEN"));
+        assert!(!is_secret_key("fetch.max.bytes"));
+    }
+}

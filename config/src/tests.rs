@@ -1,0 +1,703 @@
+//! End-to-end tests of `parse`/`load`: fixtures, error reports, environment overrides, schema.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+const FULL_TOML: &str = include_str!("../tests/fixtures/full.toml");
+const FULL_YAML: &str = include_str!("../tests/fixtures/full.yaml");
+const BROKEN_TOML: &str = include_str!("../tests/fixtures/broken.toml");
+const BROKEN_YAML: &str = include_str!("../tests/fixtures/broken.yaml");
+
+fn no_env() -> HashMap<String, String> {
+    HashMap::new()
+}
+
+fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn ok(text: &str, format: Format) -> Config {
+    parse(text, format, "test", &no_env()).unwrap_or_else(|errors| panic!("{errors}"))
+}
+
+fn errors(text: &str, format: Format, file: &str, env: &dyn Env) -> Vec<String> {
+    match parse(text, format, file, env) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+// === full configs ===
+
+#[test]
+fn full_toml_and_yaml_are_equal() {
+    let toml = ok(FULL_TOML, Format::Toml);
+    let yaml = ok(FULL_YAML, Format::Yaml);
+    assert_eq!(toml, yaml);
+}
+
+#[test]
+fn full_config_values() {
+    let config = ok(FULL_TOML, Format::Toml);
+    assert_eq!(
+        config.server.listen,
+        "0.0.0.0:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.limits.account_concurrency, 500);
+    assert_eq!(config.queue.backend, QueueBackend::Redis);
+    assert_eq!(config.queue.data_dir, PathBuf::from("/var/lib/impulse"));
+
+    let resize = &config.functions["resize"];
+    assert_eq!(resize.timeout, Duration::from_secs(30));
+    assert_eq!(resize.max_event_age, Duration::from_secs(3600));
+    assert_eq!(resize.reserved_concurrency, Some(50));
+    assert_eq!(
+        resize.rate,
+        Some(RateConfig {
+            per_second: 20,
+            burst: Some(40)
+        })
+    );
+    assert!(
+        matches!(&resize.target, TargetConfig::Http(h) if h.endpoint == "http://localhost:9000/resize")
+    );
+    assert!(
+        matches!(&resize.on_failure, Some(DestinationConfig::Kafka(k)) if k.topic == "resize-dlq")
+    );
+
+    let TargetConfig::Process(report) = &config.functions["report"].target else {
+        panic!("report is a process function");
+    };
+    assert_eq!(report.environment["WORKERS"], "4");
+    assert_eq!(report.memory_size, 512);
+    assert_eq!(report.idle_timeout, Duration::from_secs(300));
+    // Defaults.
+    assert_eq!(config.functions["report"].timeout, Duration::from_secs(3));
+    assert_eq!(config.functions["report"].max_retry_attempts, 2);
+    assert_eq!(
+        config.functions["report"].max_event_age,
+        Duration::from_secs(21_600)
+    );
+
+    let TriggerConfig::Http(upload) = &config.triggers["upload"] else {
+        panic!("upload is http");
+    };
+    assert_eq!(upload.methods, ["POST", "PUT"]);
+    assert_eq!(upload.body_limit(), 1_000_000);
+    assert_eq!(config.triggers["upload"].kind(), "http");
+    assert_eq!(config.triggers["upload"].function(), "resize");
+
+    let TriggerConfig::Schedule(nightly) = &config.triggers["nightly"] else {
+        panic!("nightly is a schedule");
+    };
+    assert_eq!(nightly.tz(), chrono_tz::Europe::Berlin);
+    assert_eq!(nightly.flexible_window, Some(Duration::from_secs(900)));
+    assert_eq!(
+        nightly.detail(),
+        serde_json::json!({"kind": "nightly", "days": 1})
+    );
+    assert_eq!(nightly.expression.to_string(), "cron(0 2 * * ? *)");
+
+    let TriggerConfig::Kafka(orders) = &config.triggers["orders"] else {
+        panic!("orders is kafka");
+    };
+    assert_eq!(orders.starting_position, StartingPosition::AtTimestamp);
+    assert_eq!(
+        orders.starting_timestamp.map(|t| t.to_rfc3339()),
+        Some("2026-01-01T00:00:00+00:00".to_owned())
+    );
+    assert_eq!(orders.batch_window, Duration::from_secs(2));
+    assert_eq!(orders.librdkafka_options["fetch.max.bytes"], "1048576");
+    assert_eq!(orders.ordering, Ordering::Key);
+
+    let admin = &config.auth.tokens["admin"];
+    assert_eq!(admin.role, Role::Admin);
+    assert_eq!(
+        admin.token_sha256.as_deref(),
+        Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+    );
+    let ci = &config.auth.tokens["ci"];
+    assert_eq!(ci.role, Role::Invoker);
+    assert_eq!(
+        ci.token.as_ref().map(|t| t.expose_secret()),
+        Some("0123456789abcdef0123")
+    );
+    assert_eq!(config.auth.tokens["grafana"].role, Role::ReadOnly);
+}
+
+#[test]
+fn derived_deserialize_agrees_with_sectioned() {
+    // `Config: Deserialize` stays usable on its own and means the same thing.
+    let value: serde_json::Value = toml::from_str(FULL_TOML).expect("valid TOML");
+    let mut derived = deser::derived(&value).expect("derived Deserialize");
+    normalise(&mut derived);
+    assert_eq!(derived, ok(FULL_TOML, Format::Toml));
+}
+
+#[test]
+fn empty_files_are_all_defaults() {
+    let toml = ok("", Format::Toml);
+    assert_eq!(toml, Config::default());
+    assert_eq!(ok("", Format::Yaml), toml);
+    assert_eq!(ok("# nothing\n", Format::Yaml), toml);
+    assert_eq!(toml.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(toml.server.admin_listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(toml.limits.account_concurrency, 1000);
+    assert_eq!(toml.queue.data_dir, PathBuf::from("impulse-data"));
+}
+
+#[test]
+fn defaults_of_triggers() {
+    let config = ok(
+        r#"
+[functions.f]
+target = { type = "http", endpoint = "http://localhost:1" }
+
+[triggers.h]
+type = "http"
+function = "f"
+path = "/"
+
+[triggers.k]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+
+[triggers.r]
+type = "redis"
+function = "f"
+url = "redis://localhost"
+stream = "s"
+
+[triggers.s]
+type = "schedule"
+function = "f"
+expression = "rate(1 hour)"
+"#,
+        Format::Toml,
+    );
+    let TriggerConfig::Http(h) = &config.triggers["h"] else {
+        panic!()
+    };
+    assert_eq!(h.invocation, InvocationMode::Sync);
+    assert_eq!(h.body_limit(), 6 * 1024 * 1024);
+    assert!(h.methods.is_empty());
+    let TriggerConfig::Kafka(k) = &config.triggers["k"] else {
+        panic!()
+    };
+    assert_eq!(
+        (k.batch_size, k.batch_window),
+        (100, Duration::from_millis(500))
+    );
+    assert_eq!(k.max_retry_attempts, None);
+    assert_eq!(k.starting_position, StartingPosition::Latest);
+    let TriggerConfig::Redis(r) = &config.triggers["r"] else {
+        panic!()
+    };
+    assert_eq!(r.batch_size, 10);
+    let TriggerConfig::Schedule(s) = &config.triggers["s"] else {
+        panic!()
+    };
+    assert_eq!(s.tz(), chrono_tz::Tz::UTC);
+    assert_eq!(
+        (s.catch_up, s.overlap, s.catch_up_limit),
+        (CatchUp::None, Overlap::Allow, 100)
+    );
+    assert_eq!(s.detail(), serde_json::json!({}));
+}
+
+// === broken configs ===
+
+#[test]
+fn broken_toml_reports_everything() {
+    let found = errors(BROKEN_TOML, Format::Toml, "broken.toml", &no_env());
+    let expected = [
+        "broken.toml:3: limits.account_concurrency: must be greater than 0",
+        "broken.toml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
+        "broken.toml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
+        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `max_event_age`, `on_success`, `on_failure`",
+        "broken.toml:14: triggers.orders.batch_size: must be between 1 and 10000",
+        "broken.toml:19: triggers.orders.librdkafka_options.\"enable.auto.commit\": `enable.auto.commit` is owned by the broker: the broker commits offsets itself, only after the function succeeds (at-least-once)",
+        "broken.toml:24: triggers.orders.on_failure.topic: \"orders\" is a source topic of this trigger on the same cluster; failed records would be consumed again",
+        "broken.toml:29: triggers.tick.expression: invalid rate expression: use the singular unit for a value of 1: rate(1 minute)",
+        "broken.toml:33: triggers.hook.function: unknown function \"nope\"",
+        "broken.toml:34: triggers.hook.path: duplicate HTTP path \"/hook\" (also used by triggers.hook2)",
+        "broken.toml:39: triggers.hook2.path: duplicate HTTP path \"/hook\" (also used by triggers.hook)",
+        "broken.toml:42: queue.backend: backend \"redis\" requires a [queue.redis] section with a url",
+        "broken.toml:44: auth.tokens.ops: set one of `token` or `token_sha256`",
+    ];
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn broken_yaml_reports_everything() {
+    let found = errors(BROKEN_YAML, Format::Yaml, "broken.yaml", &no_env());
+    let expected = [
+        "broken.yaml:3: limits.account_concurrency: must be greater than 0",
+        "broken.yaml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
+        "broken.yaml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
+        "broken.yaml:12: functions.thumb.target.retries: unknown field `retries`, expected `endpoint`",
+        "broken.yaml:18: triggers.orders.topics[1]: invalid Kafka topic \"bad topic\": use A-Z, a-z, 0-9, `.`, `_` and `-`",
+        "broken.yaml:19: triggers.orders.batch_size: must be between 1 and 10000",
+        "broken.yaml:20: triggers.orders.batch_size: duplicate key (first defined on line 19)",
+        "broken.yaml:21: triggers.orders.max_record_age: must be between 1m and 7days",
+        "broken.yaml:25: triggers.tick.expression: invalid cron expression: `*` cannot be used in both day-of-month and day-of-week; use `?` in one of them",
+        "broken.yaml:28: triggers.hook.function: unknown function \"nope\"",
+        "broken.yaml:29: triggers.hook.path: must start with `/`",
+        "broken.yaml:34: auth.tokens.ops.token: must be at least 16 visible ASCII characters (e.g. `openssl rand -hex 32`)",
+    ];
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn unknown_fields_name_the_field_and_line() {
+    let toml = "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n";
+    let found = errors(toml, Format::Toml, "a.toml", &no_env());
+    assert_eq!(
+        found,
+        ["a.toml:3: server.lisen: unknown field `lisen`, expected `listen` or `admin_listen`"]
+    );
+    let yaml = "triggers:\n  t:\n    type: http\n    function: f\n    path: /\n    method: [GET]\n";
+    let found = errors(yaml, Format::Yaml, "a.yaml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("a.yaml:6: triggers.t.method: unknown field `method`"),
+        "{found:?}"
+    );
+    let found = errors("serverr = 1\n", Format::Toml, "a.toml", &no_env());
+    assert!(
+        found[0].starts_with("a.toml:1: serverr: unknown field `serverr`"),
+        "{found:?}"
+    );
+    // An unknown trigger type points at `type`.
+    let found = errors(
+        "[triggers.t]\nfunction = \"f\"\ntype = \"kafak\"\n",
+        Format::Toml,
+        "a.toml",
+        &no_env(),
+    );
+    assert!(
+        found[0].starts_with("a.toml:3: triggers.t.type: unknown variant `kafak`"),
+        "{found:?}"
+    );
+    // A missing field is reported at its table.
+    let found = errors(
+        "[functions.f]\ntimeout = \"1s\"\n",
+        Format::Toml,
+        "a.toml",
+        &no_env(),
+    );
+    assert_eq!(found, ["a.toml:1: functions.f: missing field `target`"]);
+}
+
+#[test]
+fn type_errors_inside_tagged_enums_have_the_field_path() {
+    let toml = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.k]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+batch_window = 5
+"#;
+    let found = errors(toml, Format::Toml, "a.toml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("a.toml:10: triggers.k.batch_window: invalid type: integer `5`, expected a duration string"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn toml_syntax_errors_have_lines() {
+    let found = errors(
+        "[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \n",
+        Format::Toml,
+        "s.toml",
+        &no_env(),
+    );
+    assert!(found[0].starts_with("s.toml:3: "), "{found:?}");
+    let found = errors(
+        "[limits]\naccount_concurrency = 1\naccount_concurrency = 2\n",
+        Format::Toml,
+        "d.toml",
+        &no_env(),
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("d.toml:3: ") && found[0].contains("duplicate key"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_lines() {
+    let found = errors(
+        "server:\n  listen: [1,\nlimits: 2\n",
+        Format::Yaml,
+        "s.yaml",
+        &no_env(),
+    );
+    assert_eq!(found, ["s.yaml:2: unclosed bracket '['"]);
+    let found = errors("a: 1\n  b: 2\n", Format::Yaml, "i.yaml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("i.yaml:2: "), "{found:?}");
+    let found = errors("- a\n- b\n", Format::Yaml, "l.yaml", &no_env());
+    assert_eq!(
+        found,
+        ["l.yaml: expected a table of settings, found a list"]
+    );
+}
+
+#[test]
+fn cross_field_rules() {
+    let toml = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8080"
+
+[limits]
+account_concurrency = 100
+
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+reserved_concurrency = 60
+
+[functions.b]
+target = { type = "process", command = "x", min_warm = 50 }
+reserved_concurrency = 41
+rate = { per_second = 0, burst = 0 }
+
+[functions."bad name"]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.k]
+type = "kafka"
+function = "a"
+bootstrap_servers = ""
+topics = []
+starting_position = "at_timestamp"
+
+[triggers.r]
+type = "redis"
+function = "a"
+url = "rediss://:hunter2@cache:6380/0#insecure"
+stream = "jobs"
+on_failure = { type = "redis", url = "redis://cache:6380/0", stream = "jobs" }
+
+[triggers.s]
+type = "schedule"
+function = "a"
+expression = "at(2026-03-29T02:30:00)"
+timezone = "Europe/Berlin"
+
+[triggers.z]
+type = "schedule"
+function = "a"
+expression = "rate(5 minutes)"
+timezone = "Mars/Olympus"
+catch_up_limit = 0
+flexible_window = "30s"
+"#;
+    let found = errors(toml, Format::Toml, "x.toml", &no_env());
+    let expected = [
+        "x.toml:4: server.admin_listen: must differ from server.listen (127.0.0.1:8080)",
+        "x.toml:14: functions.b.target.min_warm: must not exceed reserved_concurrency (41)",
+        "x.toml:15: functions.b.reserved_concurrency: reserved concurrency of all functions (101) exceeds limits.account_concurrency (100)",
+        "x.toml:16: functions.b.rate.per_second: must be greater than 0",
+        "x.toml:16: functions.b.rate.burst: must be greater than 0",
+        "x.toml:18: functions.\"bad name\": invalid function name \"bad name\": use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        "x.toml:24: triggers.k.bootstrap_servers: must not be empty",
+        "x.toml:25: triggers.k.topics: must list at least one topic",
+        "x.toml:21: triggers.k.starting_timestamp: required when starting_position = \"at_timestamp\"",
+        "x.toml:31: triggers.r.url: `#insecure` disables TLS certificate verification (redis-rs/redis-rs#549); use rediss:// with a certificate the host trusts",
+        "x.toml:33: triggers.r.on_failure.stream: \"jobs\" is this trigger's source stream on the same server; failed entries would be consumed again",
+        "x.toml:38: triggers.s.expression: at(2026-03-29T02:30:00) names a local time that does not exist in Europe/Berlin (daylight saving gap)",
+        "x.toml:45: triggers.z.timezone: unknown time zone \"Mars/Olympus\"; use an IANA name such as \"Europe/Berlin\"",
+        "x.toml:46: triggers.z.catch_up_limit: must be greater than 0",
+        "x.toml:47: triggers.z.flexible_window: must be between 1m and 1day",
+    ];
+    let mut sorted = expected.to_vec();
+    sorted.sort_by_key(|line| {
+        line.split(':')
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    });
+    assert_eq!(found, sorted);
+    // The Redis password never appears in messages.
+    assert!(found.iter().all(|line| !line.contains("hunter2")));
+}
+
+#[test]
+fn token_rules() {
+    let toml = r#"
+[auth.tokens.both]
+role = "admin"
+token = "0123456789abcdef0123"
+token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+[auth.tokens.hash]
+role = "invoker"
+token_sha256 = "abc"
+
+[auth.tokens.spaces]
+role = "invoker"
+token = "has spaces in the token"
+
+[auth.tokens.twin]
+role = "read-only"
+token_sha256 = "2C26B46B68FFC68FF99B453C1D30413413422D706483BFA0F98A5E886266E7AE"
+
+[auth.tokens.twin2]
+role = "admin"
+token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+[auth.tokens.badrole]
+role = "superuser"
+token = "0123456789abcdef0123"
+"#;
+    let found = errors(toml, Format::Toml, "t.toml", &no_env());
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert_eq!(
+        found[0],
+        "t.toml:2: auth.tokens.both: set one of `token` and `token_sha256`, not both"
+    );
+    assert_eq!(
+        found[1],
+        "t.toml:9: auth.tokens.hash.token_sha256: must be 64 hexadecimal digits"
+    );
+    assert!(
+        found[2].starts_with("t.toml:13: auth.tokens.spaces.token: must be at least 16 visible"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[3],
+        "t.toml:19: auth.tokens.twin2: same token as auth.tokens.twin; each token needs one role"
+    );
+    assert_eq!(found[4], "t.toml:24: auth.tokens.badrole.role: unknown variant `superuser`, expected one of `admin`, `read-only`, `invoker`");
+}
+
+// === environment overrides ===
+
+const SMALL: &str = r#"
+[functions.resize-images]
+target = { type = "http", endpoint = "http://localhost:9000" }
+
+[functions.worker]
+target = { type = "process", command = "./bootstrap" }
+
+[triggers.orders]
+type = "kafka"
+function = "resize-images"
+bootstrap_servers = "localhost:9092"
+topics = ["orders"]
+
+[triggers.jobs]
+type = "redis"
+function = "worker"
+url = "redis://localhost:6379"
+stream = "jobs"
+
+[auth.tokens.ci]
+role = "invoker"
+token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+"#;
+
+#[test]
+fn env_overrides_apply() {
+    let vars = env(&[
+        (IMPULSE_LISTEN, "0.0.0.0:9999"),
+        (IMPULSE_ADMIN_LISTEN, "0.0.0.0:9998"),
+        (IMPULSE_DATA_DIR, "/data"),
+        (IMPULSE_QUEUE_REDIS_URL, "rediss://queue:6380"),
+        (
+            "IMPULSE_FUNCTION_RESIZE_IMAGES_ENDPOINT",
+            "https://resize.internal/run",
+        ),
+        (
+            "IMPULSE_TRIGGER_ORDERS_BOOTSTRAP_SERVERS",
+            "kafka-1:9092,kafka-2:9092",
+        ),
+        ("IMPULSE_TRIGGER_JOBS_URL", "redis://other:6379/2"),
+        ("IMPULSE_AUTH_TOKEN_CI", "a-very-long-ci-token-value"),
+        // Not implied by the config: ignored.
+        ("IMPULSE_FUNCTION_GHOST_ENDPOINT", "nonsense"),
+    ]);
+    let config = parse(SMALL, Format::Toml, "small.toml", &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9999");
+    assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9998");
+    assert_eq!(config.queue.data_dir, PathBuf::from("/data"));
+    let redis = config
+        .queue
+        .redis
+        .as_ref()
+        .expect("created by the override");
+    assert_eq!(
+        (redis.url.as_str(), redis.stream.as_str()),
+        ("rediss://queue:6380", "impulse:async")
+    );
+    assert!(matches!(
+        &config.functions["resize-images"].target,
+        TargetConfig::Http(h) if h.endpoint == "https://resize.internal/run"
+    ));
+    assert!(matches!(
+        &config.triggers["orders"],
+        TriggerConfig::Kafka(k) if k.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    ));
+    assert!(
+        matches!(&config.triggers["jobs"], TriggerConfig::Redis(r) if r.url == "redis://other:6379/2")
+    );
+    let ci = &config.auth.tokens["ci"];
+    assert_eq!(
+        ci.token.as_ref().map(|t| t.expose_secret()),
+        Some("a-very-long-ci-token-value")
+    );
+    assert_eq!(ci.token_sha256, None);
+}
+
+#[test]
+fn env_override_errors_name_the_variable() {
+    let vars = env(&[
+        (IMPULSE_LISTEN, "localhost"),
+        ("IMPULSE_FUNCTION_WORKER_ENDPOINT", "http://x"),
+        ("IMPULSE_TRIGGER_JOBS_BOOTSTRAP_SERVERS", "k:9092"),
+        ("IMPULSE_TRIGGER_ORDERS_URL", "redis://x"),
+        ("IMPULSE_AUTH_TOKEN_CI", "short"),
+        (IMPULSE_QUEUE_REDIS_URL, "redis://:hunter2@queue#insecure"),
+    ]);
+    let found = errors(SMALL, Format::Toml, "small.toml", &vars);
+    let expected = [
+        "environment variable IMPULSE_LISTEN: server.listen: invalid socket address \"localhost\": invalid socket address syntax; expected an IP address and port, e.g. 0.0.0.0:8080",
+        "environment variable IMPULSE_FUNCTION_WORKER_ENDPOINT: functions.worker.target: function \"worker\" has a process target; only http targets take an endpoint",
+        "environment variable IMPULSE_TRIGGER_JOBS_BOOTSTRAP_SERVERS: triggers.jobs: trigger \"jobs\" is a redis trigger; only kafka triggers take bootstrap_servers",
+        "environment variable IMPULSE_TRIGGER_ORDERS_URL: triggers.orders: trigger \"orders\" is a kafka trigger; only redis triggers take a url",
+        "environment variable IMPULSE_QUEUE_REDIS_URL: queue.redis.url: `#insecure` disables TLS certificate verification (redis-rs/redis-rs#549); use rediss:// with a certificate the host trusts",
+        "environment variable IMPULSE_AUTH_TOKEN_CI: auth.tokens.ci.token: must be at least 16 visible ASCII characters (e.g. `openssl rand -hex 32`)",
+    ];
+    assert_eq!(found, expected);
+    assert!(found.iter().all(|line| !line.contains("hunter2")));
+}
+
+#[test]
+fn env_names_that_collide_are_errors() {
+    let toml = r#"
+[functions.a-b]
+target = { type = "http", endpoint = "http://x" }
+[functions.a_b]
+target = { type = "http", endpoint = "http://y" }
+"#;
+    assert!(parse(toml, Format::Toml, "c.toml", &no_env()).is_ok());
+    let vars = env(&[("IMPULSE_FUNCTION_A_B_ENDPOINT", "http://z")]);
+    let found = errors(toml, Format::Toml, "c.toml", &vars);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("ambiguous: functions \"a-b\" and \"a_b\""),
+        "{found:?}"
+    );
+}
+
+// === load ===
+
+#[test]
+fn load_picks_the_format_by_extension() {
+    let toml = load_with_env(&fixture("full.toml"), &no_env()).unwrap_or_else(|e| panic!("{e}"));
+    let yaml = load_with_env(&fixture("full.yaml"), &no_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(toml, yaml);
+
+    let err = load_with_env(Path::new("impulse.json"), &no_env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "impulse.json: unsupported config file extension; use .toml, .yaml or .yml"
+    );
+    let err = load_with_env(&fixture("missing.toml"), &no_env()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("missing.toml: cannot read the config file"),
+        "{err}"
+    );
+
+    let err = load_with_env(&fixture("broken.toml"), &no_env()).unwrap_err();
+    let first = err.0.first().expect("errors");
+    assert!(first.file.ends_with("broken.toml"));
+    assert_eq!(first.line, Some(3));
+    assert_eq!(first.path, "limits.account_concurrency");
+}
+
+// === secrets and schema ===
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let toml = r#"
+[queue.redis]
+url = "redis://user:canary-redis-pw@localhost"
+
+[functions.f]
+target = { type = "process", command = "x", environment = { API_KEY = "canary-env" } }
+
+[triggers.k]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+librdkafka_options = { "sasl.password" = "canary-sasl", "fetch.max.bytes" = "100" }
+
+[auth.tokens.t]
+role = "admin"
+token = "canary-token-0123456789"
+"#;
+    let config = ok(toml, Format::Toml);
+    let debug = format!("{config:?}");
+    for canary in [
+        "canary-redis-pw",
+        "canary-env",
+        "canary-sasl",
+        "canary-token",
+    ] {
+        assert!(!debug.contains(canary), "{canary} leaked: {debug}");
+    }
+    assert!(debug.contains("fetch.max.bytes"));
+    let serialized = serde_json::to_string(&config).expect("serialisable");
+    assert!(!serialized.contains("canary-token"), "{serialized}");
+}
+
+#[test]
+fn json_schema_describes_the_model() {
+    let schema = json_schema();
+    assert!(schema.is_object());
+    assert!(schema["properties"]["functions"].is_object(), "{schema}");
+    assert!(schema["properties"]["triggers"].is_object());
+    let text = schema.to_string();
+    // Doc comments become descriptions.
+    assert!(text.contains("Lambda"), "descriptions missing");
+    assert!(text.contains("ScheduleExpression"));
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let depth = 100_000;
+    let toml = format!("a = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let found = errors(&toml, Format::Toml, "d.toml", &no_env());
+    assert!(found[0].starts_with("d.toml:1: "), "{found:?}");
+    let yaml = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let found = errors(&yaml, Format::Yaml, "d.yaml", &no_env());
+    assert!(found[0].starts_with("d.yaml:1: "), "{found:?}");
+}

@@ -1,0 +1,190 @@
+//! Running the real `impulse` binary: build it once, start it with a config, stop it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long `impulse run` may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `impulse` binary, built by this function the first time it is needed (in the same
+/// profile and target directory as the running test), or `IMPULSE_BIN` when set.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Ok(path) = std::env::var("IMPULSE_BIN") {
+            return PathBuf::from(path);
+        }
+        // target/<profile>/deps/<test> → target/<profile>/impulse
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "impulse-broker",
+            "--bin",
+            "impulse",
+        ]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the impulse binary failed");
+        profile_dir.join("impulse")
+    })
+}
+
+/// Runs `impulse ARGS…` to completion.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("impulse runs")
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("bound socket has an address")
+}
+
+/// A running `impulse run`, killed on drop.
+#[derive(Debug)]
+pub struct Impulse {
+    child: Option<Child>,
+    /// The trigger listener (HTTP triggers and the Invoke API).
+    pub listen: SocketAddr,
+    /// The admin listener (health, readiness, metrics).
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Impulse {
+    /// Starts `impulse run` with `config` (TOML) and waits until `/readyz` answers 200.
+    ///
+    /// `[server]` is added by this function: do not include it in `config`.
+    pub async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listen = free_addr();
+        let admin = free_addr();
+        let data_dir = dir.path().join("data");
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n[queue]\ndata_dir = \
+             {data_dir:?}\n\n{config}"
+        );
+        let path = dir.path().join("impulse.toml");
+        std::fs::write(&path, text).expect("write config");
+        let log = dir.path().join("impulse.log");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--shutdown-grace")
+            .arg("10s")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn impulse");
+        let mut impulse = Self {
+            child: Some(child),
+            listen,
+            admin,
+            log,
+            _dir: dir,
+        };
+        impulse.wait_ready().await;
+        impulse
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/readyz", self.admin);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "impulse exited with {status} before it was ready:\n{}",
+                    self.logs()
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "impulse was not ready within {READY_TIMEOUT:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The URL of `path` on the trigger listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// The URL of `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "impulse did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Impulse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Already exited is fine; the process must not outlive the test.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

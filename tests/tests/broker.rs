@@ -1,0 +1,388 @@
+//! End to end over real sockets: HTTP triggers, the Invoke API, metrics and shutdown.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use impulse_tests::function::FunctionServer;
+use impulse_tests::impulse::Impulse;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+fn config(endpoint: &str, timeout: &str) -> String {
+    format!(
+        r#"
+[functions.echo]
+timeout = "{timeout}"
+target = {{ type = "http", endpoint = "{endpoint}" }}
+
+[triggers.orders]
+type = "http"
+function = "echo"
+path = "/orders/{{id}}"
+methods = ["POST", "GET"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn http_trigger_round_trip_in_function_url_format() {
+    let mut function = FunctionServer::start(|_event: Value| async {
+        axum::Json(json!({
+            "statusCode": 201,
+            "headers": { "content-type": "application/json", "x-order": "42" },
+            "cookies": ["seen=1; Max-Age=60"],
+            "body": "{\"created\":true}",
+        }))
+    })
+    .await;
+    let impulse = Impulse::start(&config(&function.endpoint(), "3s")).await;
+
+    let response = reqwest::Client::new()
+        .post(impulse.url("/orders/42?verbose=1&tag=a&tag=b"))
+        .header("content-type", "application/json")
+        .header("cookie", "session=abc")
+        .header("x-multi", "one")
+        .body(r#"{"qty": 1}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-order"], "42");
+    assert_eq!(response.headers()["set-cookie"], "seen=1; Max-Age=60");
+    assert!(response.headers().contains_key("x-amzn-requestid"));
+    assert_eq!(response.text().await.expect("body"), r#"{"created":true}"#);
+
+    let received = function.next().await;
+    let event = received.event;
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["routeKey"], "$default");
+    assert_eq!(event["rawPath"], "/orders/42");
+    assert_eq!(event["rawQueryString"], "verbose=1&tag=a&tag=b");
+    assert_eq!(
+        event["queryStringParameters"],
+        json!({ "verbose": "1", "tag": "a,b" })
+    );
+    assert_eq!(event["pathParameters"], json!({ "id": "42" }));
+    assert_eq!(event["cookies"], json!(["session=abc"]));
+    assert_eq!(event["headers"]["x-multi"], "one");
+    assert_eq!(event["headers"]["content-type"], "application/json");
+    assert_eq!(event["body"], r#"{"qty": 1}"#);
+    assert_eq!(event["isBase64Encoded"], false);
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+    assert_eq!(event["requestContext"]["apiId"], "orders");
+    let request_id = event["requestContext"]["requestId"]
+        .as_str()
+        .expect("request id");
+    assert_eq!(
+        received.headers["lambda-runtime-aws-request-id"],
+        request_id
+    );
+}
+
+#[tokio::test]
+async fn http_trigger_maps_plain_json_errors_and_unknown_paths() {
+    let function = FunctionServer::start(|event: Value| async move {
+        let body = event["body"].as_str().unwrap_or_default().to_owned();
+        if body.contains("fail") {
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+        } else {
+            axum::Json(json!({ "echo": body })).into_response()
+        }
+    })
+    .await;
+    let impulse = Impulse::start(&config(&function.endpoint(), "3s")).await;
+    let client = reqwest::Client::new();
+
+    // JSON without statusCode: 200, application/json, the JSON as the body.
+    let ok = client
+        .post(impulse.url("/orders/1"))
+        .body("hi")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "application/json");
+    assert_eq!(
+        ok.json::<Value>().await.expect("json"),
+        json!({ "echo": "hi" })
+    );
+
+    // A function error is a 502, as on a function URL.
+    let failed = client
+        .post(impulse.url("/orders/1"))
+        .body("fail")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(failed.status(), 502);
+
+    let missing = client
+        .post(impulse.url("/nowhere"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+
+    let wrong_method = client
+        .delete(impulse.url("/orders/1"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "POST, GET");
+
+    let too_big = client
+        .post(impulse.url("/orders/1"))
+        .body(vec![b'x'; 6 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(too_big.status(), 413);
+}
+
+#[tokio::test]
+async fn invoke_api_request_response() {
+    let function = FunctionServer::start(|event: Value| async move {
+        if event["fail"] == json!(true) {
+            (
+                [("x-amz-function-error", "Unhandled")],
+                axum::Json(json!({ "errorType": "Oops", "errorMessage": "asked to fail" })),
+            )
+                .into_response()
+        } else {
+            axum::Json(json!({ "got": event })).into_response()
+        }
+    })
+    .await;
+    let impulse = Impulse::start(&config(&function.endpoint(), "3s")).await;
+    let client = reqwest::Client::new();
+    let invoke = |name: &str| impulse.url(&format!("/2015-03-31/functions/{name}/invocations"));
+
+    let ok = client
+        .post(invoke("echo"))
+        .header("x-amz-invocation-type", "RequestResponse")
+        .body(r#"{"n": 1}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-amz-executed-version"], "$LATEST");
+    assert!(!ok.headers().contains_key("x-amz-function-error"));
+    assert_eq!(
+        ok.json::<Value>().await.expect("json"),
+        json!({ "got": { "n": 1 } })
+    );
+
+    // A full ARN names the function too.
+    let arn = client
+        .post(invoke(
+            "arn:aws:lambda:us-east-1:123456789012:function:echo",
+        ))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(arn.status(), 200);
+
+    let failed = client
+        .post(invoke("echo"))
+        .body(r#"{"fail": true}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(failed.status(), 200);
+    assert_eq!(failed.headers()["x-amz-function-error"], "Unhandled");
+    assert_eq!(
+        failed.json::<Value>().await.expect("json"),
+        json!({ "errorType": "Oops", "errorMessage": "asked to fail" })
+    );
+
+    let missing = client
+        .post(invoke("nope"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["x-amzn-errortype"],
+        "ResourceNotFoundException"
+    );
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["Type"], "User");
+    assert_eq!(body["Message"], "Function not found: nope");
+
+    let not_json = client
+        .post(invoke("echo"))
+        .body("{oops")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(
+        not_json.headers()["x-amzn-errortype"],
+        "InvalidRequestContentException"
+    );
+
+    let dry_run = client
+        .post(invoke("echo"))
+        .header("x-amz-invocation-type", "DryRun")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(dry_run.status(), 204);
+}
+
+#[tokio::test]
+async fn invoke_api_times_out_like_lambda() {
+    let function = FunctionServer::start(|_event: Value| async {
+        // Longer than the function's 1 s timeout; Impulse must give up first.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        "late"
+    })
+    .await;
+    let impulse = Impulse::start(&config(&function.endpoint(), "1s")).await;
+    let response = reqwest::Client::new()
+        .post(impulse.url("/2015-03-31/functions/echo/invocations"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["errorType"], "Sandbox.Timedout");
+    let message = body["errorMessage"].as_str().expect("message");
+    assert!(
+        message.ends_with("Task timed out after 1.00 seconds"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_function_is_a_service_error() {
+    let closed = impulse_tests::impulse::free_addr();
+    let impulse = Impulse::start(&config(&format!("http://{closed}/"), "3s")).await;
+    let response = reqwest::Client::new()
+        .post(impulse.url("/2015-03-31/functions/echo/invocations"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["x-amzn-errortype"], "ServiceException");
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["Type"],
+        "Service"
+    );
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() {
+    let function = FunctionServer::start(|_event: Value| async { axum::Json(json!({})) }).await;
+    let impulse = Impulse::start(&config(&function.endpoint(), "3s")).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let ok = client
+            .post(impulse.url("/2015-03-31/functions/echo/invocations"))
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(ok.status(), 200);
+    }
+    let health = client
+        .get(impulse.admin_url("/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status(), 200);
+    let ready = client
+        .get(impulse.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ready.status(), 200);
+    let metrics = client
+        .get(impulse.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            r#"impulse_invocations_total{function="echo",trigger="invoke",outcome="success"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"impulse_invocation_duration_seconds_bucket{function="echo",le="0.5"}"#),
+        "histogram buckets must be exported, not a summary:\n{metrics}"
+    );
+    assert!(metrics.contains(r#"impulse_invocation_duration_seconds_count{function="echo"} 3"#));
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let entered = std::sync::Mutex::new(Some(entered_tx));
+    let release = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let function = FunctionServer::start(move |_event: Value| {
+        if let Some(tx) = entered.lock().expect("lock").take() {
+            let _ = tx.send(());
+        }
+        let release = release.clone();
+        async move {
+            if let Some(rx) = release.lock().await.take() {
+                let _ = rx.await;
+            }
+            axum::Json(json!({ "finished": true }))
+        }
+    })
+    .await;
+    let mut impulse = Impulse::start(&config(&function.endpoint(), "30s")).await;
+    let url = impulse.url("/2015-03-31/functions/echo/invocations");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body("{}")
+            .send()
+            .await
+            .expect("request")
+    });
+    entered_rx.await.expect("the function received the request");
+
+    impulse.terminate();
+    // While draining, readiness fails so load balancers stop sending.
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = client.get(impulse.admin_url("/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 503) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never went down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release_tx.send(()).expect("the function waits for release");
+    let response = in_flight.await.expect("join");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({ "finished": true })
+    );
+    let status = impulse.wait(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        impulse.logs()
+    );
+}

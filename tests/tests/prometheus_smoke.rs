@@ -1,0 +1,59 @@
+//! Prometheus scrapes a running `impulse`, and a query for its invocations returns a sample.
+
+use std::time::{Duration, Instant};
+
+use impulse_tests::function::FunctionServer;
+use impulse_tests::impulse::Impulse;
+use impulse_tests::services;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn prometheus_scrapes_impulse_invocations() {
+    let prometheus = services::require_prometheus().await;
+    let function =
+        FunctionServer::start(|_event: Value| async { axum::Json(json!({"ok": true})) }).await;
+    let impulse = Impulse::start(&format!(
+        r#"
+[functions.scraped]
+target = {{ type = "http", endpoint = "{}" }}
+"#,
+        function.endpoint()
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(impulse.url("/2015-03-31/functions/scraped/invocations"))
+        .body("{}")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(ok.status(), 200);
+
+    services::prometheus_set_targets(&[impulse.admin]);
+    let query = format!(
+        "{prometheus}/api/v1/query?query=impulse_invocations_total%7Bfunction%3D%22scraped%22%7D"
+    );
+    // Prometheus re-reads its target file every second and scrapes every second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = client
+            .get(&query)
+            .send()
+            .await
+            .expect("query prometheus")
+            .json()
+            .await
+            .expect("json");
+        let results = body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(sample) = results.first() {
+            assert_eq!(sample["metric"]["outcome"], "success");
+            assert_eq!(sample["value"][1], "1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no sample after 30 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
