@@ -63,9 +63,21 @@ impl Ack {
     /// A new handle and the receiver its source awaits.
     pub fn new() -> (Self, AckReceiver) {
         let (tx, rx) = oneshot::channel();
-        let state = State { combined: None, abandoned: false, notify: Some(tx) };
-        let shared = Arc::new(Shared { state: Mutex::new(state) });
-        (Self { shared, resolved: false }, AckReceiver(rx))
+        let state = State {
+            combined: None,
+            abandoned: false,
+            notify: Some(tx),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+        });
+        (
+            Self {
+                shared,
+                resolved: false,
+            },
+            AckReceiver(rx),
+        )
     }
 
     /// Records this clone's final outcome and consumes it.
@@ -108,13 +120,18 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another clone panicked mid-update of two plain fields;
         // the state is still meaningful, and an abandoned flag errs on the safe side.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let status = match (state.abandoned, state.combined) {
             (false, Some(outcome)) => AckStatus::Final(outcome),
             _ => AckStatus::Abandoned,
@@ -193,8 +210,17 @@ mod tests {
 
     #[test]
     fn dropped_only_wins_when_alone() {
-        assert_eq!(combine(Outcome::Dropped, Outcome::Delivered), Outcome::Delivered);
-        assert_eq!(combine(Outcome::Dropped, Outcome::Dropped), Outcome::Dropped);
-        assert_eq!(combine(Outcome::Delivered, Outcome::DeadLettered), Outcome::DeadLettered);
+        assert_eq!(
+            combine(Outcome::Dropped, Outcome::Delivered),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            combine(Outcome::Dropped, Outcome::Dropped),
+            Outcome::Dropped
+        );
+        assert_eq!(
+            combine(Outcome::Delivered, Outcome::DeadLettered),
+            Outcome::DeadLettered
+        );
     }
 }

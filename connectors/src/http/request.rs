@@ -112,7 +112,10 @@ pub fn encode_request(req: &HttpRequest<'_>) -> Bytes {
     let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
 
     let (body, is_base64_encoded) = encode_body(req.body, headers.get("content-type"));
-    let since_epoch = req.received_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = req
+        .received_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let event = Event {
         version: "2.0",
         route_key: "$default",
@@ -154,12 +157,20 @@ fn encode_body(body: &[u8], content_type: Option<&String>) -> (Option<String>, b
     let textual = content_type.is_none_or(|ct| is_textual(ct));
     match std::str::from_utf8(body) {
         Ok(text) if textual => (Some(text.to_owned()), false),
-        _ => (Some(base64::engine::general_purpose::STANDARD.encode(body)), true),
+        _ => (
+            Some(base64::engine::general_purpose::STANDARD.encode(body)),
+            true,
+        ),
     }
 }
 
 fn is_textual(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence.starts_with("text/")
         || essence.ends_with("+json")
         || essence.ends_with("+xml")
@@ -177,7 +188,9 @@ fn query_parameters(query: &str) -> BTreeMap<String, String> {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy().into_owned();
+        let name = percent_encoding::percent_decode_str(name)
+            .decode_utf8_lossy()
+            .into_owned();
         let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         params
             .entry(name)
@@ -202,7 +215,9 @@ fn protocol(version: Version) -> &'static str {
 
 /// The Common Log Format time Lambda uses: `12/Mar/2020:19:03:58 +0000`.
 fn clf_time(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at).format("%d/%b/%Y:%H:%M:%S +0000").to_string()
+    chrono::DateTime::<chrono::Utc>::from(at)
+        .format("%d/%b/%Y:%H:%M:%S +0000")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -238,7 +253,10 @@ mod tests {
         headers.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
-        headers.insert("cookie", HeaderValue::from_static("session=abc; theme=dark"));
+        headers.insert(
+            "cookie",
+            HeaderValue::from_static("session=abc; theme=dark"),
+        );
         let event = encode(
             Method::POST,
             "/orders/42",
@@ -274,7 +292,10 @@ mod tests {
     #[test]
     fn binary_bodies_are_base64() {
         let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/octet-stream"),
+        );
         let event = encode(Method::PUT, "/", "", headers, &[0xff, 0x00, 0x10]);
         assert_eq!(event["body"], "/wAQ");
         assert_eq!(event["isBase64Encoded"], true);

@@ -55,7 +55,9 @@ pub fn decode_response(payload: &[u8]) -> Result<HttpReply, ResponseError> {
             body: Bytes::copy_from_slice(payload),
         });
     };
-    let structured = value.as_object().is_some_and(|o| o.contains_key("statusCode"));
+    let structured = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("statusCode"));
     if !structured {
         return Ok(HttpReply {
             status: 200,
@@ -66,7 +68,10 @@ pub fn decode_response(payload: &[u8]) -> Result<HttpReply, ResponseError> {
     let response: Structured =
         serde_json::from_value(value).map_err(|e| ResponseError(e.to_string()))?;
     if !(100..=599).contains(&response.status_code) {
-        return Err(ResponseError(format!("statusCode {} is out of range", response.status_code)));
+        return Err(ResponseError(format!(
+            "statusCode {} is out of range",
+            response.status_code
+        )));
     }
     let mut headers = Vec::with_capacity(response.headers.len() + response.cookies.len());
     for (name, value) in response.headers {
@@ -78,7 +83,12 @@ pub fn decode_response(payload: &[u8]) -> Result<HttpReply, ResponseError> {
         };
         headers.push((name, value));
     }
-    headers.extend(response.cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)));
+    headers.extend(
+        response
+            .cookies
+            .into_iter()
+            .map(|c| ("set-cookie".to_owned(), c)),
+    );
     let body = match response.body {
         None => Bytes::new(),
         Some(body) if response.is_base64_encoded => base64::engine::general_purpose::STANDARD
@@ -87,7 +97,11 @@ pub fn decode_response(payload: &[u8]) -> Result<HttpReply, ResponseError> {
             .map_err(|e| ResponseError(format!("body is not valid base64: {e}")))?,
         Some(body) => Bytes::from(body),
     };
-    Ok(HttpReply { status: response.status_code, headers, body })
+    Ok(HttpReply {
+        status: response.status_code,
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -140,8 +154,9 @@ mod tests {
     fn broken_structured_responses_are_errors() {
         assert!(decode_response(br#"{"statusCode":"abc"}"#).is_err());
         assert!(decode_response(br#"{"statusCode":42}"#).is_err());
-        assert!(decode_response(br#"{"statusCode":200,"body":"!!","isBase64Encoded":true}"#)
-            .is_err());
+        assert!(
+            decode_response(br#"{"statusCode":200,"body":"!!","isBase64Encoded":true}"#).is_err()
+        );
         assert!(decode_response(br#"{"statusCode":200,"headers":{"x":[1]}}"#).is_err());
     }
 }

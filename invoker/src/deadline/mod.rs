@@ -26,7 +26,10 @@ impl<S> Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline { inner, timeout: self.timeout }
+        Deadline {
+            inner,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -60,7 +63,9 @@ where
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
-                Err(_elapsed) => Err(InvokeError::Timeout { after: deadline - start }),
+                Err(_elapsed) => Err(InvokeError::Timeout {
+                    after: deadline - start,
+                }),
             }
         })
     }
@@ -83,7 +88,9 @@ mod tests {
         }
     }
 
-    fn sleeper(d: Duration) -> impl Service<
+    fn sleeper(
+        d: Duration,
+    ) -> impl Service<
         Invocation,
         Response = InvocationResponse,
         Error = InvokeError,
@@ -92,7 +99,9 @@ mod tests {
         service_fn(move |_inv: Invocation| -> BoxFuture<'static, _> {
             Box::pin(async move {
                 tokio::time::sleep(d).await;
-                Ok(InvocationResponse { payload: Bytes::from_static(b"done") })
+                Ok(InvocationResponse {
+                    payload: Bytes::from_static(b"done"),
+                })
             })
         })
     }
@@ -100,7 +109,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn times_out_at_the_function_timeout() {
         let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(5)));
-        let err = svc.oneshot(invocation(None)).await.expect_err("must time out");
+        let err = svc
+            .oneshot(invocation(None))
+            .await
+            .expect_err("must time out");
         assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(3)));
         assert_eq!(err.to_string(), "task timed out after 3.00 seconds");
     }
@@ -109,7 +121,10 @@ mod tests {
     async fn an_earlier_caller_deadline_wins() {
         let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(2)));
         let caller = Instant::now() + Duration::from_secs(1);
-        let err = svc.oneshot(invocation(Some(caller))).await.expect_err("must time out");
+        let err = svc
+            .oneshot(invocation(Some(caller)))
+            .await
+            .expect_err("must time out");
         assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(1)));
     }
 

@@ -47,11 +47,19 @@ impl HttpFunction {
     /// A target posting to `endpoint` with `client` (clone one client for every function so
     /// they share its pool).
     pub fn new(client: reqwest::Client, endpoint: &str) -> Result<Self, EndpointError> {
-        let error = |reason: String| EndpointError { endpoint: endpoint.to_owned(), reason };
+        let error = |reason: String| EndpointError {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
         let url = reqwest::Url::parse(endpoint).map_err(|e| error(e.to_string()))?;
         match url.scheme() {
-            "http" => Ok(Self { client, endpoint: url }),
-            "https" => Err(error("https endpoints are not supported by this build yet".into())),
+            "http" => Ok(Self {
+                client,
+                endpoint: url,
+            }),
+            "https" => Err(error(
+                "https endpoints are not supported by this build yet".into(),
+            )),
             other => Err(error(format!("unsupported scheme {other:?}"))),
         }
     }
@@ -83,13 +91,19 @@ impl Service<Invocation> for HttpFunction {
             .client
             .post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("lambda-runtime-aws-request-id", invocation.request_id.as_str());
+            .header(
+                "lambda-runtime-aws-request-id",
+                invocation.request_id.as_str(),
+            );
         if let Some(deadline) = invocation.deadline {
             request = request.header("lambda-runtime-deadline-ms", epoch_millis(deadline));
         }
         let request = request.body(invocation.payload);
         Box::pin(async move {
-            let response = request.send().await.map_err(|e| InvokeError::System(Box::new(e)))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| InvokeError::System(Box::new(e)))?;
             classify(response).await
         })
     }
@@ -115,7 +129,10 @@ async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse,
     if status.is_success() {
         return match declared_error {
             None => Ok(InvocationResponse { payload: body }),
-            Some(error_type) => Err(InvokeError::Function { error_type, payload: body }),
+            Some(error_type) => Err(InvokeError::Function {
+                error_type,
+                payload: body,
+            }),
         };
     }
     if status == http::StatusCode::TOO_MANY_REQUESTS {
@@ -128,17 +145,31 @@ async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse,
             body
         } else {
             let message = format!("The function's endpoint answered {status}.");
-            LambdaError { error_type: &error_type, error_message: &message }.to_bytes()
+            LambdaError {
+                error_type: &error_type,
+                error_message: &message,
+            }
+            .to_bytes()
         };
-        return Err(InvokeError::Function { error_type, payload });
+        return Err(InvokeError::Function {
+            error_type,
+            payload,
+        });
     }
-    Err(InvokeError::Permanent { status: status.as_u16(), message: snippet(&body) })
+    Err(InvokeError::Permanent {
+        status: status.as_u16(),
+        message: snippet(&body),
+    })
 }
 
 fn function_error(error_type: &str, message: &str) -> InvokeError {
     InvokeError::Function {
         error_type: error_type.to_owned(),
-        payload: LambdaError { error_type, error_message: message }.to_bytes(),
+        payload: LambdaError {
+            error_type,
+            error_message: message,
+        }
+        .to_bytes(),
     }
 }
 
@@ -172,7 +203,10 @@ fn snippet(body: &[u8]) -> String {
 fn epoch_millis(deadline: Instant) -> String {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let at = SystemTime::now() + remaining;
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string()
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .to_string()
 }
 
 #[cfg(test)]

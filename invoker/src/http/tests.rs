@@ -10,7 +10,9 @@ use tower::ServiceExt;
 use super::*;
 
 async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{addr}/fn")
@@ -36,11 +38,23 @@ async fn success_returns_the_body_and_sends_lambda_headers() {
     let endpoint = serve(Router::new().route(
         "/fn",
         post(|headers: HeaderMap, body: String| async move {
-            let id = headers["lambda-runtime-aws-request-id"].to_str().unwrap_or("").to_owned();
-            let deadline: u128 =
-                headers["lambda-runtime-deadline-ms"].to_str().unwrap_or("0").parse().unwrap_or(0);
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-            assert!(deadline > now && deadline <= now + 5_100, "deadline {deadline} now {now}");
+            let id = headers["lambda-runtime-aws-request-id"]
+                .to_str()
+                .unwrap_or("")
+                .to_owned();
+            let deadline: u128 = headers["lambda-runtime-deadline-ms"]
+                .to_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            assert!(
+                deadline > now && deadline <= now + 5_100,
+                "deadline {deadline} now {now}"
+            );
             format!("{id}:{body}")
         }),
     ))
@@ -53,13 +67,21 @@ async fn success_returns_the_body_and_sends_lambda_headers() {
 async fn declared_function_error_is_a_function_error() {
     let endpoint = serve(Router::new().route(
         "/fn",
-        post(|| async { ([("x-amz-function-error", "Handled")], r#"{"errorMessage":"no"}"#) }),
+        post(|| async {
+            (
+                [("x-amz-function-error", "Handled")],
+                r#"{"errorMessage":"no"}"#,
+            )
+        }),
     ))
     .await;
     let err = call(&endpoint).await.expect_err("function error");
     assert_eq!(err.class(), crate::ErrorClass::Function);
     match err {
-        InvokeError::Function { error_type, payload } => {
+        InvokeError::Function {
+            error_type,
+            payload,
+        } => {
             assert_eq!(error_type, "Handled");
             assert_eq!(payload, Bytes::from_static(br#"{"errorMessage":"no"}"#));
         }
@@ -75,7 +97,10 @@ async fn server_errors_are_function_errors_with_a_lambda_document() {
     ))
     .await;
     match call(&endpoint).await.expect_err("function error") {
-        InvokeError::Function { error_type, payload } => {
+        InvokeError::Function {
+            error_type,
+            payload,
+        } => {
             assert_eq!(error_type, "HttpStatus500");
             let doc: serde_json::Value = serde_json::from_slice(&payload).expect("json");
             assert_eq!(doc["errorType"], "HttpStatus500");
@@ -101,26 +126,30 @@ async fn other_client_errors_are_permanent() {
     .await;
     let err = call(&endpoint).await.expect_err("permanent");
     assert_eq!(err.class(), crate::ErrorClass::Permanent);
-    assert!(matches!(err, InvokeError::Permanent { status: 413, ref message } if message == "too big"));
+    assert!(
+        matches!(err, InvokeError::Permanent { status: 413, ref message } if message == "too big")
+    );
 }
 
 #[tokio::test]
 async fn connection_refused_is_a_system_error() {
     // Bind then drop a listener, so the port is known to be closed.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
-    let err = call(&format!("http://{addr}/fn")).await.expect_err("refused");
+    let err = call(&format!("http://{addr}/fn"))
+        .await
+        .expect_err("refused");
     assert_eq!(err.class(), crate::ErrorClass::System);
 }
 
 #[tokio::test]
 async fn oversized_responses_are_function_errors() {
-    let endpoint = serve(Router::new().route(
-        "/fn",
-        post(|| async { vec![b'a'; MAX_SYNC_PAYLOAD + 1] }),
-    ))
-    .await;
+    let endpoint =
+        serve(Router::new().route("/fn", post(|| async { vec![b'a'; MAX_SYNC_PAYLOAD + 1] })))
+            .await;
     match call(&endpoint).await.expect_err("too large") {
         InvokeError::Function { error_type, .. } => {
             assert_eq!(error_type, "Function.ResponseSizeTooLarge");
