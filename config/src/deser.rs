@@ -47,6 +47,9 @@ pub(crate) struct Deserialized {
     /// Functions that exist in the file but failed to deserialise: triggers naming them are not
     /// reported as naming an unknown function.
     pub(crate) broken_functions: BTreeSet<String>,
+    /// Triggers that failed to deserialise, with the function each names (when it names one as
+    /// a string), so a reference to an unknown function is still reported.
+    pub(crate) broken_triggers: BTreeMap<String, String>,
 }
 
 const CONFIG_FIELDS: &[&str] = &["server", "limits", "queue", "functions", "triggers", "auth"];
@@ -91,7 +94,15 @@ pub(crate) fn config_from_value(root: &Value) -> Deserialized {
                 out.broken_functions = broken;
             }
             "triggers" => {
-                out.config.triggers = named::<TriggerConfig>(value, &path, &mut out.errors).0;
+                let (triggers, broken) = named::<TriggerConfig>(value, &path, &mut out.errors);
+                out.config.triggers = triggers;
+                out.broken_triggers = broken
+                    .into_iter()
+                    .filter_map(|name| {
+                        let function = value.get(&name)?.get("function")?.as_str()?.to_owned();
+                        Some((name, function))
+                    })
+                    .collect();
             }
             "auth" => out.config.auth = auth(value, &path, &mut out.errors),
             _ => out.errors.push(unknown_field(path, key, CONFIG_FIELDS)),

@@ -201,8 +201,11 @@ pub fn parse(
         errors.push(env_error(&error.var, &error.path, error.message.clone()));
     }
     normalise(&mut config);
-    for FieldError { path, message } in validate::validate(&config, &deserialized.broken_functions)
-    {
+    for FieldError { path, message } in validate::validate(
+        &config,
+        &deserialized.broken_functions,
+        &deserialized.broken_triggers,
+    ) {
         match applied.source_of(&path) {
             Some(var) => errors.push(env_error(var, &path, message)),
             None => errors.push(at(index.nearest(&path), &path, message)),

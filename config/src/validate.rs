@@ -60,8 +60,13 @@ const RESERVED_ENVIRONMENT: &[(&str, &str)] = &[
 ];
 
 /// Validates `config`. `broken_functions` failed to deserialise: triggers naming them are not
-/// reported again.
-pub(crate) fn validate(config: &Config, broken_functions: &BTreeSet<String>) -> Vec<FieldError> {
+/// reported again. `broken_triggers` (name → function) failed to deserialise too, but their
+/// function references are still checked, so one mistake does not hide another.
+pub(crate) fn validate(
+    config: &Config,
+    broken_functions: &BTreeSet<String>,
+    broken_triggers: &BTreeMap<String, String>,
+) -> Vec<FieldError> {
     let mut v = Validator::default();
     v.server(config);
     if config.limits.account_concurrency == 0 {
@@ -75,6 +80,14 @@ pub(crate) fn validate(config: &Config, broken_functions: &BTreeSet<String>) -> 
         v.function(name, function);
     }
     v.reserved_concurrency(config);
+    for (name, function) in broken_triggers {
+        if !config.functions.contains_key(function) && !broken_functions.contains(function) {
+            v.error(
+                FieldPath::keys(["triggers", name, "function"]),
+                format!("unknown function \"{function}\""),
+            );
+        }
+    }
     let mut http_paths: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (name, trigger) in &config.triggers {
         let path = FieldPath::keys(["triggers", name]);
@@ -175,7 +188,8 @@ impl Validator {
     }
 
     fn server(&mut self, config: &Config) {
-        if config.server.listen == config.server.admin_listen {
+        // Port 0 asks the OS for any free port, so two of them never clash.
+        if config.server.listen == config.server.admin_listen && config.server.listen.port() != 0 {
             self.error(
                 FieldPath::keys(["server", "admin_listen"]),
                 format!("must differ from server.listen ({})", config.server.listen),

@@ -138,7 +138,9 @@ impl Drop for Shared {
         };
         if let Some(tx) = state.notify.take() {
             // The source may have stopped listening (shutdown); then nobody needs the status.
-            let _ = tx.send(status);
+            if tx.send(status).is_err() {
+                tracing::trace!("An ack status had no listener.");
+            }
         }
     }
 }

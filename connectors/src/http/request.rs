@@ -227,14 +227,14 @@ mod tests {
     use serde_json::{json, Value};
     use std::time::Duration;
 
-    fn encode(method: Method, path: &str, query: &str, headers: HeaderMap, body: &[u8]) -> Value {
+    fn encode(method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Value {
         let params = BTreeMap::from([("id".to_owned(), "42".to_owned())]);
         let req = HttpRequest {
-            method: &method,
+            method,
             path,
             query,
             version: Version::HTTP_11,
-            headers: &headers,
+            headers,
             body,
             source_ip: "203.0.113.7".parse().expect("literal ip"),
             request_id: "req-1",
@@ -257,11 +257,10 @@ mod tests {
             "cookie",
             HeaderValue::from_static("session=abc; theme=dark"),
         );
-        let event = encode(
-            Method::POST,
+        let event = encode(&Method::POST,
             "/orders/42",
             "verbose=1&tag=a&tag=b&q=hello%20world",
-            headers,
+            &headers,
             br#"{"qty": 1}"#,
         );
         assert_eq!(
@@ -296,7 +295,7 @@ mod tests {
             "content-type",
             HeaderValue::from_static("application/octet-stream"),
         );
-        let event = encode(Method::PUT, "/", "", headers, &[0xff, 0x00, 0x10]);
+        let event = encode(&Method::PUT, "/", "", &headers, &[0xff, 0x00, 0x10]);
         assert_eq!(event["body"], "/wAQ");
         assert_eq!(event["isBase64Encoded"], true);
     }
@@ -305,13 +304,13 @@ mod tests {
     fn invalid_utf8_is_base64_even_when_labelled_text() {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
-        let event = encode(Method::POST, "/", "", headers, &[0xc3, 0x28]);
+        let event = encode(&Method::POST, "/", "", &headers, &[0xc3, 0x28]);
         assert_eq!(event["isBase64Encoded"], true);
     }
 
     #[test]
     fn empty_parts_are_omitted() {
-        let event = encode(Method::GET, "/", "", HeaderMap::new(), b"");
+        let event = encode(&Method::GET, "/", "", &HeaderMap::new(), b"");
         assert!(event.get("body").is_none());
         assert!(event.get("cookies").is_none());
         assert!(event.get("queryStringParameters").is_none());
