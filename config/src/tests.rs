@@ -294,7 +294,7 @@ fn unknown_fields_name_the_field_and_line() {
         &no_env(),
     );
     assert!(
-        found[0].starts_with("a.toml:3: triggers.t.type: unknown variant `kafak`"),
+        found.iter().any(|e| e.starts_with("a.toml:3: triggers.t.type: unknown variant `kafak`")),
         "{found:?}"
     );
     // A missing field is reported at its table.
