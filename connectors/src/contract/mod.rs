@@ -2,10 +2,12 @@
 
 mod ack;
 mod event;
+mod queue;
 mod sink;
 mod source;
 
 pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
 pub use event::{Event, EventId, EventMetadata};
+pub use queue::{Delivery, LeaseId, PendingDestination, QueuedEvent, Queue, QueueError};
 pub use sink::{Sink, SinkError};
 pub use source::{Source, SourceError};
