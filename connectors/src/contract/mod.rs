@@ -8,6 +8,6 @@ mod source;
 
 pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
 pub use event::{Event, EventId, EventMetadata};
-pub use queue::{Delivery, LeaseId, PendingDestination, QueuedEvent, Queue, QueueError};
+pub use queue::{Delivery, LeaseId, PendingDestination, Queue, QueueError, QueuedEvent};
 pub use sink::{Sink, SinkError};
 pub use source::{Source, SourceError};

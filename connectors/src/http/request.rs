@@ -257,7 +257,8 @@ mod tests {
             "cookie",
             HeaderValue::from_static("session=abc; theme=dark"),
         );
-        let event = encode(&Method::POST,
+        let event = encode(
+            &Method::POST,
             "/orders/42",
             "verbose=1&tag=a&tag=b&q=hello%20world",
             &headers,

@@ -11,6 +11,49 @@ pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
 pub const INVOCATION_DURATION_SECONDS: &str = "impulse_invocation_duration_seconds";
 /// Gauge set to 1, labelled with the running version.
 pub const BUILD_INFO: &str = "impulse_build_info";
+/// Counter of admissions refused or delayed by a limit; labels `function`, `limit`.
+pub const THROTTLES_TOTAL: &str = "impulse_throttles_total";
+/// Gauge of attempts holding a concurrency permit; label `function`.
+pub const CONCURRENT_EXECUTIONS: &str = "impulse_concurrent_executions";
+/// Counter of events durably added to the async queue; label `function`.
+pub const ASYNC_EVENTS_ENQUEUED_TOTAL: &str = "impulse_async_events_enqueued_total";
+/// Counter of async events whose outcome became final; labels `function`, `result`.
+pub const ASYNC_EVENTS_FINISHED_TOTAL: &str = "impulse_async_events_finished_total";
+/// Histogram of async event age at each attempt, in seconds; label `function`.
+pub const ASYNC_EVENT_AGE_SECONDS: &str = "impulse_async_event_age_seconds";
+/// Counter of retries scheduled; labels `function`, `class`.
+pub const RETRIES_TOTAL: &str = "impulse_retries_total";
+/// Counter of records written to on-failure destinations; labels `function`, `trigger`,
+/// `result` (`ok` or `error`).
+pub const DEAD_LETTERS_TOTAL: &str = "impulse_dead_letters_total";
+/// Counter of failed destination writes; labels `function`, `destination`.
+pub const DESTINATION_FAILURES_TOTAL: &str = "impulse_destination_failures_total";
+/// Counter of schedule ticks; labels `trigger`, `result` (`fired`, `skipped`, `caught_up`).
+pub const SCHEDULE_TICKS_TOTAL: &str = "impulse_schedule_ticks_total";
+
+/// Buckets for [`ASYNC_EVENT_AGE_SECONDS`]: 10 ms to Lambda's 6 h maximum event age.
+pub const AGE_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 180.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+/// Which limit held an admission back, as the `limit` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A concurrency cap (the function's reserved concurrency or the account's).
+    Concurrency,
+    /// The function's invocation rate.
+    Rate,
+}
+
+impl Limit {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Concurrency => "concurrency",
+            Self::Rate => "rate",
+        }
+    }
+}
 
 /// Buckets for [`INVOCATION_DURATION_SECONDS`]: 1 ms to 900 s (Lambda's longest timeout).
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -58,6 +101,40 @@ pub fn describe() {
         "Time from sending an invocation to its result."
     );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; the `version` label names the build.");
+    metrics::describe_counter!(
+        THROTTLES_TOTAL,
+        "Admissions refused (sync) or delayed (queued) by a limit."
+    );
+    metrics::describe_gauge!(
+        CONCURRENT_EXECUTIONS,
+        "Attempts currently holding a concurrency permit."
+    );
+    metrics::describe_counter!(
+        ASYNC_EVENTS_ENQUEUED_TOTAL,
+        "Events durably added to the async queue."
+    );
+    metrics::describe_counter!(
+        ASYNC_EVENTS_FINISHED_TOTAL,
+        "Async events whose outcome became final, by result."
+    );
+    metrics::describe_histogram!(
+        ASYNC_EVENT_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of async events when an attempt starts."
+    );
+    metrics::describe_counter!(RETRIES_TOTAL, "Retries scheduled, by error class.");
+    metrics::describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Records written to on-failure destinations."
+    );
+    metrics::describe_counter!(
+        DESTINATION_FAILURES_TOTAL,
+        "Destination writes that failed (and will be retried)."
+    );
+    metrics::describe_counter!(
+        SCHEDULE_TICKS_TOTAL,
+        "Schedule ticks, by what happened to them."
+    );
 }
 
 /// Emitted once at start-up.
@@ -81,4 +158,71 @@ pub fn invocation_completed(
     .increment(1);
     metrics::histogram!(INVOCATION_DURATION_SECONDS, "function" => function.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// Emitted when a limit refuses a synchronous call or makes a queued one wait.
+pub fn throttled(function: &str, limit: Limit) {
+    metrics::counter!(THROTTLES_TOTAL, "function" => function.to_owned(), "limit" => limit.as_str())
+        .increment(1);
+}
+
+/// Emitted whenever a function's number of permits in use changes.
+pub fn concurrent_executions(function: &str, in_use: usize) {
+    metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned()).set(in_use as f64);
+}
+
+/// Emitted once an async event is durable in the queue.
+pub fn async_event_enqueued(function: &str) {
+    metrics::counter!(ASYNC_EVENTS_ENQUEUED_TOTAL, "function" => function.to_owned()).increment(1);
+}
+
+/// Emitted when an async event's outcome is final; `result` is `success`, `dead_lettered`,
+/// `dropped` or `expired`.
+pub fn async_event_finished(function: &str, result: &'static str) {
+    metrics::counter!(
+        ASYNC_EVENTS_FINISHED_TOTAL,
+        "function" => function.to_owned(),
+        "result" => result,
+    )
+    .increment(1);
+}
+
+/// Emitted as an async attempt starts.
+pub fn async_event_age(function: &str, age: Duration) {
+    metrics::histogram!(ASYNC_EVENT_AGE_SECONDS, "function" => function.to_owned())
+        .record(age.as_secs_f64());
+}
+
+/// Emitted when a retry is scheduled; `class` is the error class (`function`, `throttle`,
+/// `system`).
+pub fn retry_scheduled(function: &str, class: &'static str) {
+    metrics::counter!(RETRIES_TOTAL, "function" => function.to_owned(), "class" => class)
+        .increment(1);
+}
+
+/// Emitted after an on-failure destination write, successful or not.
+pub fn dead_letter_written(function: &str, trigger: &str, ok: bool) {
+    metrics::counter!(
+        DEAD_LETTERS_TOTAL,
+        "function" => function.to_owned(),
+        "trigger" => trigger.to_owned(),
+        "result" => if ok { "ok" } else { "error" },
+    )
+    .increment(1);
+}
+
+/// Emitted when a destination write fails; `destination` is `on_success` or `on_failure`.
+pub fn destination_failed(function: &str, destination: &'static str) {
+    metrics::counter!(
+        DESTINATION_FAILURES_TOTAL,
+        "function" => function.to_owned(),
+        "destination" => destination,
+    )
+    .increment(1);
+}
+
+/// Emitted for every schedule tick; `result` is `fired`, `skipped` or `caught_up`.
+pub fn schedule_tick(trigger: &str, result: &'static str) {
+    metrics::counter!(SCHEDULE_TICKS_TOTAL, "trigger" => trigger.to_owned(), "result" => result)
+        .increment(1);
 }
