@@ -185,7 +185,7 @@ impl fmt::Debug for RedisQueueConfig {
 // === functions ===
 
 /// A function: where it runs, and Lambda's per-function settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
     /// How the function is called.
@@ -204,6 +204,9 @@ pub struct FunctionConfig {
     /// Retries of a failed asynchronous invocation, 0 to 2.
     #[serde(default = "default_max_retry_attempts")]
     pub max_retry_attempts: u32,
+    /// Delays between asynchronous retries after function errors and timeouts.
+    #[serde(default)]
+    pub retry_delay: RetryDelayConfig,
     /// Oldest an asynchronous event may be and still be tried, 60s to 6h.
     #[serde(default = "default_max_event_age", with = "crate::duration")]
     #[schemars(with = "String")]
@@ -314,6 +317,47 @@ impl fmt::Debug for ProcessTargetConfig {
             .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
+}
+
+/// Backoff between asynchronous retries after function errors and timeouts: the n-th retry
+/// waits `base × 2^(n-1)`, at most `max`, shortened by up to `jitter` of itself at random.
+/// The defaults give Lambda's schedule: 1 minute before the second attempt, 2 before the third.
+/// (Throttles and system errors back off on their own schedule, 1 s doubling to 5 min, as
+/// Lambda's do, until `max_event_age`.)
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDelayConfig {
+    /// The first retry's delay; default 1 minute (Lambda).
+    #[serde(default = "default_retry_base", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub base: Duration,
+    /// The longest delay; default 5 minutes.
+    #[serde(default = "default_retry_max", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub max: Duration,
+    /// The fraction of each delay that is random, 0 to 1; default 0 (Lambda's fixed delays).
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+impl Default for RetryDelayConfig {
+    fn default() -> Self {
+        Self {
+            base: default_retry_base(),
+            max: default_retry_max(),
+            jitter: 0.0,
+        }
+    }
+}
+
+/// Lambda waits 1 minute before the second attempt of a failed asynchronous invocation.
+pub const fn default_retry_base() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The cap on function-error retry delays: 5 minutes, Lambda's cap for throttle backoff.
+pub const fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// A token-bucket rate limit.

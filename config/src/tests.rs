@@ -230,7 +230,7 @@ fn broken_toml_reports_everything() {
         "broken.toml:3: limits.account_concurrency: must be greater than 0",
         "broken.toml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
         "broken.toml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
-        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `max_event_age`, `on_success`, `on_failure`",
+        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`",
         "broken.toml:14: triggers.orders.batch_size: must be between 1 and 10000",
         "broken.toml:19: triggers.orders.librdkafka_options.\"enable.auto.commit\": `enable.auto.commit` is owned by the broker: the broker commits offsets itself, only after the function succeeds (at-least-once)",
         "broken.toml:24: triggers.orders.on_failure.topic: \"orders\" is a source topic of this trigger on the same cluster; failed records would be consumed again",
@@ -276,7 +276,10 @@ fn unknown_fields_name_the_field_and_line() {
     let found = errors(yaml, Format::Yaml, "a.yaml", &no_env());
     // The trigger did not parse, but its reference to a missing function is still reported.
     assert_eq!(found.len(), 2, "{found:?}");
-    assert_eq!(found[0], "a.yaml:4: triggers.t.function: unknown function \"f\"");
+    assert_eq!(
+        found[0],
+        "a.yaml:4: triggers.t.function: unknown function \"f\""
+    );
     assert!(
         found[1].starts_with("a.yaml:6: triggers.t.method: unknown field `method`"),
         "{found:?}"
@@ -294,7 +297,9 @@ fn unknown_fields_name_the_field_and_line() {
         &no_env(),
     );
     assert!(
-        found.iter().any(|e| e.starts_with("a.toml:3: triggers.t.type: unknown variant `kafak`")),
+        found
+            .iter()
+            .any(|e| e.starts_with("a.toml:3: triggers.t.type: unknown variant `kafak`")),
         "{found:?}"
     );
     // A missing field is reported at its table.

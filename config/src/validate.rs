@@ -272,6 +272,20 @@ impl Validator {
                 self.positive(path.key("rate").key("burst"), burst);
             }
         }
+        let delay = &function.retry_delay;
+        let delay_path = path.key("retry_delay");
+        if delay.base.is_zero() {
+            self.error(delay_path.key("base"), "must be greater than 0");
+        }
+        if delay.max < delay.base {
+            self.error(
+                delay_path.key("max"),
+                "must not be less than retry_delay.base",
+            );
+        }
+        if !(0.0..=1.0).contains(&delay.jitter) {
+            self.error(delay_path.key("jitter"), "must be between 0 and 1");
+        }
         self.range_u32(
             path.key("max_retry_attempts"),
             function.max_retry_attempts,
