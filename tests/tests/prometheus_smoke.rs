@@ -30,10 +30,10 @@ target = {{ type = "http", endpoint = "{}" }}
     assert_eq!(ok.status(), 200);
 
     services::prometheus_set_targets(&[impulse.admin]);
-    let query = format!(
-        "{prometheus}/api/v1/query?query=impulse_invocations_total%7Bfunction%3D%22scraped%22%7D"
-    );
-    // Prometheus re-reads its target file every second and scrapes every second.
+    // Filter on this instance: Prometheus may still hold samples of earlier runs.
+    let selector = format!(r#"impulse_invocations_total{{function="scraped",instance="{}"}}"#, impulse.admin);
+    let query = format!("{prometheus}/api/v1/query?query={}", encode(&selector));
+    // Prometheus re-reads its target file every second, but passes changes on at most every 5 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let body: Value = client
@@ -56,4 +56,15 @@ target = {{ type = "http", endpoint = "{}" }}
         assert!(Instant::now() < deadline, "no sample after 30 s: {body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn encode(query: &str) -> String {
+    query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
