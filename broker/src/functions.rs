@@ -1,21 +1,43 @@
-//! The function registry: each configured function's composed service stack.
+//! The function registry: each configured function's composed service stack, retry policy and
+//! destinations.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use impulse_config::{Config, TargetConfig};
+use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
+use impulse_invoker::retry::RetryPolicy;
 use impulse_invoker::{DeadlineLayer, FunctionService, MetricsLayer};
 use tower::ServiceBuilder;
 
+use crate::async_invoke::build_sink;
+
 /// A callable function.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Function {
     /// The configured name.
     pub(crate) name: Arc<str>,
-    /// The stack: metrics → deadline → target. (The limiter, retries and dead-lettering
-    /// will sit between metrics and deadline, so metrics see every attempt.)
+    /// The stack: metrics → deadline → target. Admission (the limiter) happens before a call,
+    /// retries and destinations after it, in the callers: so metrics see every attempt and no
+    /// permit is held during backoff.
     pub(crate) service: FunctionService,
+    /// When failed async attempts are retried.
+    pub(crate) retry: RetryPolicy,
+    /// Where records of successful async invocations go.
+    pub(crate) on_success: Option<Arc<dyn Sink>>,
+    /// Where failed async events go.
+    pub(crate) on_failure: Option<Arc<dyn Sink>>,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .field("on_success", &self.on_success.is_some())
+            .field("on_failure", &self.on_failure.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every configured function, by name.
@@ -50,6 +72,21 @@ impl Functions {
                     continue;
                 }
             };
+            let mut sinks = [None, None];
+            for (slot, (field, destination)) in sinks.iter_mut().zip([
+                ("on_success", &function.on_success),
+                ("on_failure", &function.on_failure),
+            ]) {
+                let Some(destination) = destination else {
+                    continue;
+                };
+                let path = format!("functions.{name}.{field}");
+                match build_sink(destination, &config.queue.data_dir, &path) {
+                    Ok(sink) => *slot = Some(sink),
+                    Err(err) => errors.push(format!("{err:#}")),
+                }
+            }
+            let [on_success, on_failure] = sinks;
             let service = ServiceBuilder::new()
                 .layer(MetricsLayer)
                 .layer(DeadlineLayer::new(function.timeout))
@@ -57,6 +94,9 @@ impl Functions {
             let function = Function {
                 name: Arc::from(name.as_str()),
                 service: FunctionService::new(service),
+                retry: RetryPolicy::new(function),
+                on_success,
+                on_failure,
             };
             by_name.insert(name.clone(), function);
         }

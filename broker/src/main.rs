@@ -7,9 +7,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod api;
+mod async_invoke;
+mod dlq;
 mod example_function;
 mod functions;
+mod limiter;
 mod logging;
+mod schedules;
 mod service;
 mod shutdown;
 mod telemetry;
@@ -53,11 +57,59 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Inspect and replay the records in a function's destinations (embedded log or Redis).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
     /// Serve the example function over HTTP (the quickstart's function).
     ExampleFunction {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DlqTarget {
+    /// The configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The function whose destination to read.
+    #[arg(long, short)]
+    function: String,
+    /// Which destination.
+    #[arg(long, value_enum, default_value_t = dlq::Which::OnFailure)]
+    destination: dlq::Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the records.
+    List {
+        #[command(flatten)]
+        target: DlqTarget,
+    },
+    /// Print the records with this event id (or position).
+    Show {
+        #[command(flatten)]
+        target: DlqTarget,
+        /// An event id, or a position from `list`.
+        id: String,
+    },
+    /// Queue records' payloads again through the running broker (as `Event` invocations).
+    Replay {
+        #[command(flatten)]
+        target: DlqTarget,
+        /// Replay only these ids or positions (repeatable); default: every record.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        /// Invoke this function instead of the one the records came from.
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many records per second.
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
     },
 }
 
@@ -93,6 +145,47 @@ fn main() -> ExitCode {
             block_on(service::run(config, shutdown_grace))
         }
         Command::ExampleFunction { listen } => block_on(example_function::serve(listen)),
+        Command::Dlq { action } => {
+            let target = match &action {
+                DlqCommand::List { target }
+                | DlqCommand::Show { target, .. }
+                | DlqCommand::Replay { target, .. } => target,
+            };
+            let config = match impulse_config::load(&target.config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    print_errors(&errors);
+                    return ExitCode::FAILURE;
+                }
+            };
+            block_on(async move {
+                match &action {
+                    DlqCommand::List { target } => {
+                        dlq::list(&config, &target.function, target.destination).await
+                    }
+                    DlqCommand::Show { target, id } => {
+                        dlq::show(&config, &target.function, target.destination, id).await
+                    }
+                    DlqCommand::Replay {
+                        target,
+                        ids,
+                        to,
+                        rate,
+                    } => {
+                        let to = to.as_deref();
+                        dlq::replay(
+                            &config,
+                            &target.function,
+                            target.destination,
+                            ids,
+                            to,
+                            *rate,
+                        )
+                        .await
+                    }
+                }
+            })
+        }
     }
 }
 
@@ -136,7 +229,7 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "Impulse stopped with an error.");
+            tracing::error!(error = %format!("{err:#}"), "Impulse stopped with an error.");
             ExitCode::FAILURE
         }
     }

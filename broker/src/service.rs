@@ -7,31 +7,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use impulse_config::Config;
+use impulse_config::{Config, TriggerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AdminState, AppState, TriggerRoutes};
+use crate::async_invoke::{open_queue, Completions, Dispatcher};
 use crate::functions::Functions;
+use crate::limiter::Limiter;
 
 /// How often histogram buffers are folded into the exporter's state.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// Leased async events per account-concurrency slot: enough to keep every slot busy while
+/// some events wait for a saturated function.
+const LEASES_PER_SLOT: usize = 2;
 
 /// Runs until SIGTERM or SIGINT, then stops accepting, lets in-flight invocations finish for
 /// up to `grace`, and returns.
 pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let (functions, triggers) = build(&config)?;
+    let functions = Arc::new(functions);
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
+    let limiter = Limiter::new(&config);
+    let queue = open_queue(
+        &config.queue,
+        &consumer_name(&config),
+        lease_timeout(&config),
+    )
+    .await?;
+    let completions = Arc::new(Completions::default());
 
     let trigger_listener = bind(config.server.listen, "server.listen").await?;
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
     let ready = Arc::new(AtomicBool::new(false));
     let stop_triggers = CancellationToken::new();
+    let stop_async = CancellationToken::new();
     let stop_admin = CancellationToken::new();
 
     let app = api::router(AppState {
-        functions: Arc::new(functions),
+        functions: functions.clone(),
         triggers: Arc::new(triggers),
+        limiter: limiter.clone(),
+        queue: queue.clone(),
     });
     let trigger_server = tokio::spawn(
         axum::serve(
@@ -57,6 +74,13 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             metrics.run_upkeep();
         }
     });
+    let mut schedules =
+        crate::schedules::start(&config, queue.clone(), completions.clone(), &stop_async)?;
+    let max_leased = usize::try_from(config.limits.account_concurrency)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(LEASES_PER_SLOT);
+    let dispatcher = Dispatcher::new(queue, functions, limiter, completions, max_leased);
+    let dispatcher = tokio::spawn(dispatcher.run(stop_async.clone()));
 
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -71,13 +95,26 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     // Readiness goes first, so load balancers stop sending while in-flight work drains.
     ready.store(false, Ordering::Release);
     stop_triggers.cancel();
-    match tokio::time::timeout(grace, trigger_server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("In-flight requests finished."),
-        Ok(Ok(Err(err))) => tracing::error!(error = %err, "The trigger listener failed."),
-        Ok(Err(err)) => tracing::error!(error = %err, "The trigger listener task panicked."),
+    stop_async.cancel();
+    let drain = async {
+        let (triggers, dispatcher) = tokio::join!(trigger_server, dispatcher);
+        while schedules.join_next().await.is_some() {}
+        (triggers, dispatcher)
+    };
+    match tokio::time::timeout(grace, drain).await {
+        Ok((Ok(Ok(())), Ok(()))) => tracing::info!("In-flight work finished."),
+        Ok((triggers, dispatcher)) => {
+            if let Ok(Err(err)) = &triggers {
+                tracing::error!(error = %err, "The trigger listener failed.");
+            }
+            if triggers.is_err() || dispatcher.is_err() {
+                tracing::error!("A listener or the dispatcher panicked.");
+            }
+        }
+        // Unsettled async events stay in the queue and are delivered after a restart.
         Err(_) => tracing::warn!(
             grace = %humantime::format_duration(grace),
-            "Grace period over; abandoning requests still in flight."
+            "Grace period over; abandoning work still in flight."
         ),
     }
     stop_admin.cancel();
@@ -93,10 +130,21 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
 fn build(config: &Config) -> anyhow::Result<(Functions, TriggerRoutes)> {
     let functions = Functions::build(config);
     let triggers = TriggerRoutes::build(config);
+    let unsupported: Vec<String> = config
+        .triggers
+        .iter()
+        .filter(|(_, trigger)| matches!(trigger, TriggerConfig::Kafka(_) | TriggerConfig::Redis(_)))
+        .map(|(name, trigger)| {
+            format!(
+                "triggers.{name}: {} triggers are not supported by this version of impulse yet",
+                trigger.kind()
+            )
+        })
+        .collect();
     match (functions, triggers) {
-        (Ok(functions), Ok(triggers)) => Ok((functions, triggers)),
+        (Ok(functions), Ok(triggers)) if unsupported.is_empty() => Ok((functions, triggers)),
         (functions, triggers) => {
-            let errors: Vec<String> = [functions.err(), triggers.err()]
+            let errors: Vec<String> = [functions.err(), triggers.err(), Some(unsupported)]
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -104,6 +152,30 @@ fn build(config: &Config) -> anyhow::Result<(Functions, TriggerRoutes)> {
             anyhow::bail!("the configuration cannot run:\n  {}", errors.join("\n  "))
         }
     }
+}
+
+/// This instance's name in the Redis consumer group: the host name and the trigger port, so
+/// that a restarted instance picks up its own pending events at once and two instances on one
+/// host never share a name.
+fn consumer_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "impulse".to_owned());
+    format!("{host}-{}", config.server.listen.port())
+}
+
+/// How long an event leased by a dead instance waits before another takes it over: longer
+/// than any attempt may run.
+fn lease_timeout(config: &Config) -> Duration {
+    let longest = config
+        .functions
+        .values()
+        .map(|f| f.timeout)
+        .max()
+        .unwrap_or_default();
+    longest + Duration::from_secs(60)
 }
 
 async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {

@@ -7,4 +7,12 @@
 pub mod contract;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "log")]
+pub mod log;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "schedule")]
+pub mod schedule;
 pub mod telemetry;

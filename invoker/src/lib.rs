@@ -9,6 +9,8 @@ mod error;
 pub mod http;
 mod invocation;
 mod metrics;
+pub mod record;
+pub mod retry;
 
 pub use deadline::{Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};

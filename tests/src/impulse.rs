@@ -51,10 +51,55 @@ pub fn cli(args: &[&str]) -> Output {
         .expect("impulse runs")
 }
 
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("bound socket has an address")
+}
+
+/// Where an `impulse` instance keeps its files and listens; reusable across restarts.
+#[derive(Debug)]
+pub struct Instance {
+    /// The directory holding the config file, the log and the data directory.
+    pub dir: tempfile::TempDir,
+    /// The trigger listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl Instance {
+    /// A fresh directory and two free ports.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            listen: free_addr(),
+            admin: free_addr(),
+        }
+    }
+
+    /// The data directory (`queue.data_dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file `start` writes.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("impulse.toml")
+    }
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A running `impulse run`, killed on drop.
@@ -66,25 +111,37 @@ pub struct Impulse {
     /// The admin listener (health, readiness, metrics).
     pub admin: SocketAddr,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Impulse {
-    /// Starts `impulse run` with `config` (TOML) and waits until `/readyz` answers 200.
+    /// Starts `impulse run` with `config` (TOML) in a fresh directory and waits until
+    /// `/readyz` answers 200.
     ///
-    /// `[server]` is added by this function: do not include it in `config`.
+    /// `[server]` and `[queue]` (the embedded backend in the fresh directory) are added by this
+    /// function: `config` must not contain them. Tests that need another queue, or a restart on
+    /// the same data, use [`Impulse::start_in`].
     pub async fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let listen = free_addr();
-        let admin = free_addr();
-        let data_dir = dir.path().join("data");
-        let text = format!(
-            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n[queue]\ndata_dir = \
-             {data_dir:?}\n\n{config}"
-        );
-        let path = dir.path().join("impulse.toml");
+        let instance = Instance::new();
+        let data_dir = instance.data_dir();
+        let config = format!("[queue]\ndata_dir = {data_dir:?}\n\n{config}");
+        let mut impulse = Self::start_in(&instance, &config).await;
+        impulse._dir = Some(instance.dir);
+        impulse
+    }
+
+    /// Starts `impulse run` for `instance` (its ports; the data directory is for `config` to
+    /// use) and waits until ready. `[server]` is added: do not include it in `config`.
+    pub async fn start_in(instance: &Instance, config: &str) -> Self {
+        let (listen, admin) = (instance.listen, instance.admin);
+        let text =
+            format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n{config}");
+        let path = instance.config_path();
         std::fs::write(&path, text).expect("write config");
-        let log = dir.path().join("impulse.log");
+        let log = instance
+            .dir
+            .path()
+            .join(format!("impulse-{}.log", unique()));
         let log_file = std::fs::File::create(&log).expect("create log");
         let child = Command::new(binary())
             .arg("run")
@@ -102,10 +159,18 @@ impl Impulse {
             listen,
             admin,
             log,
-            _dir: dir,
+            _dir: None,
         };
         impulse.wait_ready().await;
         impulse
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
     }
 
     async fn wait_ready(&mut self) {

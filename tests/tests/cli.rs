@@ -103,10 +103,11 @@ admin_listen = "127.0.0.1:0"
 [functions.worker]
 target = { type = "process", command = "/bin/true" }
 
-[triggers.tick]
-type = "schedule"
+[triggers.orders]
+type = "kafka"
 function = "worker"
-expression = "rate(1 minute)"
+bootstrap_servers = "127.0.0.1:9092"
+topics = ["orders"]
 "#,
     )
     .expect("write");
@@ -118,7 +119,7 @@ expression = "rate(1 minute)"
         "{stderr}"
     );
     assert!(
-        stderr.contains("triggers.tick: schedule triggers"),
+        stderr.contains("triggers.orders: kafka triggers"),
         "{stderr}"
     );
 }

@@ -31,7 +31,10 @@ target = {{ type = "http", endpoint = "{}" }}
 
     services::prometheus_set_targets(&[impulse.admin]);
     // Filter on this instance: Prometheus may still hold samples of earlier runs.
-    let selector = format!(r#"impulse_invocations_total{{function="scraped",instance="{}"}}"#, impulse.admin);
+    let selector = format!(
+        r#"impulse_invocations_total{{function="scraped",instance="{}"}}"#,
+        impulse.admin
+    );
     let query = format!("{prometheus}/api/v1/query?query={}", encode(&selector));
     // Prometheus re-reads its target file every second, but passes changes on at most every 5 s.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -11,11 +11,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use impulse_config::ASYNC_BODY_LIMIT;
 use impulse_invoker::{Invocation, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
 use tower::ServiceExt;
 
 use super::error::ApiError;
-use super::{request_id, AppState};
+use super::{enqueue, request_id, throttled, AppState};
 
 /// The trigger label the Invoke API's invocations carry in metrics.
 const INVOKE_TRIGGER: &str = "invoke";
@@ -41,16 +42,19 @@ pub(super) async fn invoke(
         .get("x-amz-invocation-type")
         .map(|v| v.to_str().unwrap_or_default())
         .unwrap_or("RequestResponse");
+    let request_id = request_id();
     match invocation_type {
         "RequestResponse" => {}
         "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
         "Event" => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                "X-Amz-Invocation-Type Event (asynchronous invocation) is not supported by this \
-                 version of impulse yet; use RequestResponse.",
-            ))
+            let limit = usize::try_from(ASYNC_BODY_LIMIT).unwrap_or(usize::MAX);
+            let payload = read_payload(body, limit).await?;
+            enqueue(&state, &request_id, name, INVOKE_TRIGGER, payload).await?;
+            let mut response = StatusCode::ACCEPTED.into_response();
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-amzn-requestid", value);
+            }
+            return Ok(response);
         }
         other => {
             return Err(ApiError::new(
@@ -63,8 +67,9 @@ pub(super) async fn invoke(
         }
     }
 
-    let payload = read_payload(body).await?;
-    let request_id = request_id();
+    let payload = read_payload(body, MAX_SYNC_PAYLOAD).await?;
+    // A synchronous caller is never queued: admitted now, or 429 at once.
+    let permit = state.limiter.try_acquire(name).map_err(throttled)?;
     let invocation = Invocation {
         request_id: request_id.clone(),
         function: function.name.clone(),
@@ -73,6 +78,7 @@ pub(super) async fn invoke(
         deadline: None,
     };
     let result = function.service.clone().oneshot(invocation).await;
+    drop(permit);
     let mut response = match result {
         Ok(response) => json_response(response.payload),
         Err(err) => error_response(err, &request_id, name)?,
@@ -97,20 +103,15 @@ fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Reads the payload: at most 6 MB, valid JSON; an empty body is `{}` as in Lambda.
-async fn read_payload(body: Body) -> Result<Bytes, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_SYNC_PAYLOAD)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLargeException",
-                format!(
-                    "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction \
-                 operation"
-                ),
-            )
-        })?;
+/// Reads the payload: at most `limit` bytes, valid JSON; an empty body is `{}` as in Lambda.
+async fn read_payload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
+        )
+    })?;
     if bytes.is_empty() {
         return Ok(Bytes::from_static(b"{}"));
     }

@@ -8,19 +8,32 @@ mod trigger;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use impulse_connectors::contract::{Queue, QueuedEvent};
+use impulse_connectors::telemetry;
 
 pub(crate) use admin::{router as admin_router, AdminState};
 pub(crate) use trigger::TriggerRoutes;
 
 use crate::functions::Functions;
+use crate::limiter::{Limiter, Throttle};
 
 /// What the trigger listener's handlers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) functions: Arc<Functions>,
     pub(crate) triggers: Arc<TriggerRoutes>,
+    pub(crate) limiter: Limiter,
+    pub(crate) queue: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
 }
 
 /// The trigger listener: Lambda's Invoke API at its usual path; every other path is matched
@@ -38,4 +51,44 @@ pub(crate) fn router(state: AppState) -> Router {
 /// A fresh request id (also the event's idempotency key for HTTP input).
 fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Durably queues an async invocation; only then may the caller answer `202`.
+async fn enqueue(
+    state: &AppState,
+    id: &str,
+    function: &str,
+    trigger: &str,
+    payload: Bytes,
+) -> Result<(), error::ApiError> {
+    let event = QueuedEvent::new(
+        id.to_owned(),
+        function.to_owned(),
+        trigger.to_owned(),
+        payload,
+    );
+    match state.queue.enqueue(event).await {
+        Ok(()) => {
+            telemetry::async_event_enqueued(function);
+            Ok(())
+        }
+        Err(err) => {
+            tracing::error!(function, id, error = %err, "Cannot queue an async invocation.");
+            Err(error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceException",
+                "The event could not be queued durably; it was not accepted. Retry later.",
+            ))
+        }
+    }
+}
+
+/// Lambda's `TooManyRequestsException` for a synchronous call the limiter refused.
+fn throttled(throttle: Throttle) -> error::ApiError {
+    error::ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        throttle.error_type(),
+        throttle.message(),
+    )
+    .with_reason(throttle.reason())
 }

@@ -17,7 +17,7 @@ use impulse_invoker::{Invocation, InvokeError};
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::{request_id, AppState};
+use super::{enqueue, request_id, AppState};
 
 /// One configured HTTP trigger, as the router needs it.
 #[derive(Debug)]
@@ -27,6 +27,7 @@ struct TriggerRoute {
     /// Empty means any method.
     methods: Vec<Method>,
     body_limit: usize,
+    invocation: InvocationMode,
 }
 
 /// The path table of every HTTP trigger.
@@ -36,27 +37,15 @@ pub(crate) struct TriggerRoutes {
 }
 
 impl TriggerRoutes {
-    /// Builds the table; returns every problem found (conflicting or invalid path templates,
-    /// triggers this version cannot run yet), each prefixed with its config path.
+    /// Builds the table of HTTP triggers; returns every problem found (conflicting or invalid
+    /// path templates), each prefixed with its config path. Other kinds are not routed here.
     pub(crate) fn build(config: &Config) -> Result<Self, Vec<String>> {
         let mut router = matchit::Router::new();
         let mut errors = Vec::new();
         for (name, trigger) in &config.triggers {
             let TriggerConfig::Http(http) = trigger else {
-                errors.push(format!(
-                    "triggers.{name}: {} triggers are not supported by this version of impulse \
-                     yet",
-                    trigger.kind()
-                ));
                 continue;
             };
-            if http.invocation == InvocationMode::Async {
-                errors.push(format!(
-                    "triggers.{name}.invocation: asynchronous HTTP triggers are not supported by \
-                     this version of impulse yet; use \"sync\""
-                ));
-                continue;
-            }
             let mut methods = Vec::new();
             for method in &http.methods {
                 match Method::from_bytes(method.as_bytes()) {
@@ -71,6 +60,7 @@ impl TriggerRoutes {
                 function: http.function.clone(),
                 methods,
                 body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
+                invocation: http.invocation,
             };
             if let Err(err) = router.insert(http.path.as_str(), route) {
                 errors.push(format!(
@@ -151,16 +141,41 @@ pub(super) async fn handle(
         path_parameters: &path_parameters,
         trigger: &route.name,
     });
-    let invocation = Invocation {
-        request_id: request_id.clone(),
-        function: function.name.clone(),
-        trigger: route.name.clone(),
-        payload,
-        deadline: None,
-    };
-    let mut response = match function.service.clone().oneshot(invocation).await {
-        Ok(result) => reply(&result.payload, &route.name, &request_id),
-        Err(err) => failure(&err, &route.name, &request_id),
+    let mut response = match route.invocation {
+        InvocationMode::Async => {
+            match enqueue(&state, &request_id, &route.function, &route.name, payload).await {
+                Ok(()) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "requestId": request_id })),
+                )
+                    .into_response(),
+                Err(err) => err.into_response(),
+            }
+        }
+        InvocationMode::Sync => {
+            // Never queued: admitted now, or 429 at once.
+            let permit = match state.limiter.try_acquire(&route.function) {
+                Ok(permit) => permit,
+                Err(throttle) => {
+                    let body =
+                        json!({ "Message": throttle.message(), "Reason": throttle.reason() });
+                    return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                }
+            };
+            let invocation = Invocation {
+                request_id: request_id.clone(),
+                function: function.name.clone(),
+                trigger: route.name.clone(),
+                payload,
+                deadline: None,
+            };
+            let result = function.service.clone().oneshot(invocation).await;
+            drop(permit);
+            match result {
+                Ok(result) => reply(&result.payload, &route.name, &request_id),
+                Err(err) => failure(&err, &route.name, &request_id),
+            }
+        }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-requestid", value);

@@ -8,6 +8,10 @@ mod source;
 
 pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
 pub use event::{Event, EventId, EventMetadata};
-pub use queue::{Delivery, LeaseId, PendingDestination, Queue, QueueError, QueuedEvent};
+#[cfg(any(feature = "log", feature = "redis"))]
+pub(crate) use queue::unix_millis;
+pub use queue::{
+    DecodeError, Delivery, LeaseId, PendingDestination, Queue, QueueError, QueuedEvent,
+};
 pub use sink::{Sink, SinkError};
 pub use source::{Source, SourceError};

@@ -1,0 +1,428 @@
+//! Admission control: reserved and account concurrency, and per-function invocation rates.
+//!
+//! Lambda's rules (SEMANTICS.md §6):
+//!
+//! - **Account concurrency** (`limits.account_concurrency`, default 1000) is shared by every
+//!   function *without* `reserved_concurrency`: they draw from one unreserved pool of
+//!   `account_concurrency − Σ reserved_concurrency` slots.
+//! - **Reserved concurrency** `N` carves `N` slots out of the account for one function: they are
+//!   guaranteed to it and also cap it. `reserved_concurrency = 0` disables the function.
+//!   Validation guarantees `Σ reserved ≤ account`, so the account cap holds by construction.
+//! - **Rate**: each function has its own GCRA limit (governor). `rate.per_second` defaults to
+//!   10 × the function's concurrency (its reserved concurrency, or the size of the unreserved
+//!   pool); `rate.burst` defaults to the rate itself, which is governor's default for
+//!   `Quota::per_second` (one second's worth of invocations may arrive at once after an idle
+//!   second).
+//!
+//! Admission takes the concurrency slot first and then a rate cell: a slot costs nothing to give
+//! back, a rate cell does. Queue callers (the async dispatcher, schedules, Kafka, Redis) use
+//! [`Limiter::acquire`], which waits: backpressure, never a drop. Synchronous callers use
+//! [`Limiter::try_acquire`], which admits or refuses at once with Lambda's throttle reason.
+//!
+//! The [`Permit`] covers one attempt. Callers drop it when the attempt ends and before any retry
+//! backoff; each retry is admitted again (STYLE.md example 10).
+//!
+//! **Limits are per process.** N broker instances admit up to N × every limit. Cluster-wide
+//! limits (Redis leases and a Redis GCRA script, RELIABILITY.md §4) are future work.
+//!
+//! This module imports nothing from the rest of the crate, so that `benches/limiter.rs` can
+//! include it with `#[path]`.
+
+// TODO(lead): remove once the dispatcher and the HTTP routes call the limiter; until then (and in
+// the benchmark, which includes this file) parts of it are unused.
+#![allow(dead_code)]
+
+mod clock;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use impulse_config::{Config, RateConfig};
+use impulse_connectors::telemetry::{self, Limit};
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+
+use self::clock::{TokioClock, TokioInstant};
+
+/// Lambda's default invocation rate: 10 per second for each unit of concurrency.
+const RATE_PER_CONCURRENCY: u32 = 10;
+
+/// A direct (un-keyed) GCRA limiter on tokio's clock.
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+// === Limiter ===
+
+/// Admits invocation attempts under each function's concurrency and rate limits.
+///
+/// Cheap to clone: clones share all state (unlike tower's per-clone `RateLimit`, STYLE.md
+/// example 6). The set of functions is fixed when it is built; a config reload builds a new one.
+#[derive(Clone)]
+pub(crate) struct Limiter {
+    functions: Arc<HashMap<Box<str>, Arc<FunctionLimits>>>,
+}
+
+impl Limiter {
+    /// Builds the limits of every function in `config`.
+    ///
+    /// Expects a validated config. It does not panic on one that is not: a zero `rate` is
+    /// treated as 1 per second, and reserved concurrency beyond the account leaves an empty
+    /// unreserved pool.
+    pub(crate) fn new(config: &Config) -> Self {
+        let reserved_total = config
+            .functions
+            .values()
+            .filter_map(|function| function.reserved_concurrency)
+            .fold(0_u32, u32::saturating_add);
+        let unreserved = config
+            .limits
+            .account_concurrency
+            .saturating_sub(reserved_total);
+        let pool = Arc::new(Semaphore::new(permits(unreserved)));
+
+        let functions = config
+            .functions
+            .iter()
+            .map(|(name, function)| {
+                let (concurrency, capacity) = match function.reserved_concurrency {
+                    Some(0) => (Concurrency::Disabled, 0),
+                    Some(reserved) => (
+                        Concurrency::Reserved(Arc::new(Semaphore::new(permits(reserved)))),
+                        reserved,
+                    ),
+                    None => (
+                        Concurrency::Unreserved {
+                            pool: Arc::clone(&pool),
+                            size: unreserved,
+                        },
+                        unreserved,
+                    ),
+                };
+                let quota = quota(function.rate, capacity);
+                let limits = FunctionLimits {
+                    name: name.as_str().into(),
+                    concurrency,
+                    quota,
+                    rate: RateLimiter::direct_with_clock(quota, TokioClock),
+                    rate_queue: AsyncMutex::new(()),
+                    executions: Mutex::new(0),
+                };
+                (name.as_str().into(), Arc::new(limits))
+            })
+            .collect();
+        Self {
+            functions: Arc::new(functions),
+        }
+    }
+
+    /// Waits until `function` may start an attempt: backpressure for queue callers.
+    ///
+    /// Takes a concurrency slot first (waiting in FIFO order while the function's reserved
+    /// concurrency or the unreserved pool is full), then, holding it, waits for the rate. Each
+    /// limit that makes the call wait counts one throttle. Cancel-safe: dropping the future gives
+    /// back whatever it holds.
+    ///
+    /// # Errors
+    ///
+    /// Only when the function can never be admitted: [`Throttle::UnknownFunction`],
+    /// [`Throttle::Disabled`] (`reserved_concurrency = 0`), or [`Throttle::AccountConcurrency`]
+    /// when the function draws from an unreserved pool of size 0 (reserved concurrency takes the
+    /// whole account) — waiting would never end.
+    pub(crate) async fn acquire(&self, function: &str) -> Result<Permit, Throttle> {
+        let limits = self.get(function)?;
+        let (semaphore, full) = limits.slots()?;
+        let slot = match Arc::clone(semaphore).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                telemetry::throttled(&limits.name, Limit::Concurrency);
+                // FIFO: tokio's semaphore serves waiters in order, and a `try_acquire` cannot
+                // take a released slot from a waiter. It is never closed, so the error arm is
+                // unreachable; report the limit rather than panic.
+                Arc::clone(semaphore)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_closed| full)?
+            }
+        };
+        limits.wait_for_rate().await;
+        Ok(Permit::new(Arc::clone(limits), slot))
+    }
+
+    /// Admits an attempt of `function` now, or refuses at once: for synchronous callers, which
+    /// answer `429` with [`Throttle::reason`].
+    ///
+    /// # Errors
+    ///
+    /// The limit that refused. Every refusal but [`Throttle::UnknownFunction`] counts one
+    /// throttle (an unknown name must not become a metric label).
+    pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit, Throttle> {
+        let limits = self.get(function)?;
+        let (semaphore, full) = limits.slots()?;
+        let Ok(slot) = Arc::clone(semaphore).try_acquire_owned() else {
+            telemetry::throttled(&limits.name, Limit::Concurrency);
+            return Err(full);
+        };
+        if limits.rate.check().is_err() {
+            // `slot` drops here: the refused call holds nothing.
+            telemetry::throttled(&limits.name, Limit::Rate);
+            return Err(Throttle::Rate);
+        }
+        Ok(Permit::new(Arc::clone(limits), slot))
+    }
+
+    fn get(&self, function: &str) -> Result<&Arc<FunctionLimits>, Throttle> {
+        self.functions
+            .get(function)
+            .ok_or(Throttle::UnknownFunction)
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.functions.values()).finish()
+    }
+}
+
+/// The number of semaphore permits for `n` slots.
+fn permits(n: u32) -> usize {
+    usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
+}
+
+/// The GCRA quota of a function with `rate` configured and `concurrency` slots.
+///
+/// Unset `per_second`: 10 × `concurrency` (Lambda's rule). Unset `burst`: the rate per second,
+/// governor's default for `Quota::per_second`.
+fn quota(rate: Option<RateConfig>, concurrency: u32) -> Quota {
+    let per_second = rate.map_or(concurrency.saturating_mul(RATE_PER_CONCURRENCY), |rate| {
+        rate.per_second
+    });
+    // Validation rejects 0; a disabled function (or an empty pool) never reaches the rate.
+    let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN));
+    match rate.and_then(|rate| rate.burst).and_then(NonZeroU32::new) {
+        Some(burst) => quota.allow_burst(burst),
+        None => quota,
+    }
+}
+
+// === FunctionLimits ===
+
+/// One function's limits and its count of running attempts.
+struct FunctionLimits {
+    /// The configured name: the `function` label.
+    name: Box<str>,
+    concurrency: Concurrency,
+    /// Kept for `Debug`; `rate` holds its own copy.
+    quota: Quota,
+    rate: Gcra,
+    /// Queue of [`Limiter::acquire`] callers waiting for the rate. Only the head of the queue
+    /// sleeps on the limiter, until the exact instant governor names, so waiters are admitted in
+    /// FIFO order and a free cell wakes one task, not all of them. This does the job governor's
+    /// `until_ready_with_jitter` does with random delays (avoid a thundering herd), without the
+    /// delays, which would cost throughput when the burst is small. (tokio's `Mutex` is fair.)
+    rate_queue: AsyncMutex<()>,
+    /// Attempts holding a [`Permit`]: the `impulse_concurrent_executions` gauge.
+    executions: Mutex<usize>,
+}
+
+/// Where a function's concurrency slots come from.
+#[derive(Debug)]
+enum Concurrency {
+    /// `reserved_concurrency = 0`: never admitted.
+    Disabled,
+    /// The function's own `reserved_concurrency` slots.
+    Reserved(Arc<Semaphore>),
+    /// The unreserved pool, shared by every function without reserved concurrency.
+    Unreserved {
+        /// The pool, shared with the other unreserved functions.
+        pool: Arc<Semaphore>,
+        /// Its size: account concurrency less all reserved concurrency.
+        size: u32,
+    },
+}
+
+impl FunctionLimits {
+    /// The semaphore to take a slot from, and the throttle to report when it is full; or the
+    /// throttle (counted) when no slot can ever be had.
+    fn slots(&self) -> Result<(&Arc<Semaphore>, Throttle), Throttle> {
+        match &self.concurrency {
+            Concurrency::Reserved(semaphore) => Ok((semaphore, Throttle::ReservedConcurrency)),
+            Concurrency::Unreserved { pool, size } if *size > 0 => {
+                Ok((pool, Throttle::AccountConcurrency))
+            }
+            Concurrency::Unreserved { .. } => {
+                telemetry::throttled(&self.name, Limit::Concurrency);
+                Err(Throttle::AccountConcurrency)
+            }
+            Concurrency::Disabled => {
+                // Lambda counts invocations of a function with reserved concurrency 0 as
+                // throttles.
+                telemetry::throttled(&self.name, Limit::Concurrency);
+                Err(Throttle::Disabled)
+            }
+        }
+    }
+
+    /// Waits for one rate cell, behind earlier waiters.
+    async fn wait_for_rate(&self) {
+        // Fast path: nobody is waiting and a cell is free.
+        let turn = match self.rate_queue.try_lock() {
+            Ok(turn) => {
+                if self.rate.check().is_ok() {
+                    return;
+                }
+                telemetry::throttled(&self.name, Limit::Rate);
+                turn
+            }
+            Err(_) => {
+                telemetry::throttled(&self.name, Limit::Rate);
+                self.rate_queue.lock().await
+            }
+        };
+        // At the head of the queue. `try_acquire` callers may take the cell first; then sleep
+        // again until the next one.
+        while let Err(not_until) = self.rate.check() {
+            tokio::time::sleep_until(not_until.earliest_possible().into_inner()).await;
+        }
+        drop(turn);
+    }
+
+    /// Records one more (`started`) or one fewer running attempt.
+    fn executions_changed(&self, started: bool) {
+        // The gauge is set while the lock is held, so gauge updates happen in the order of the
+        // count's changes and the last value set is the current count. (With an atomic count, a
+        // thread could set a stale value after another had set a newer one.)
+        let mut executions = self
+            .executions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if started {
+            *executions += 1;
+        } else {
+            *executions = executions.saturating_sub(1);
+        }
+        telemetry::concurrent_executions(&self.name, *executions);
+    }
+}
+
+impl fmt::Debug for FunctionLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionLimits")
+            .field("name", &self.name)
+            .field("concurrency", &self.concurrency)
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+// === Permit ===
+
+/// Admission of one attempt. Dropping it gives the concurrency slot back and updates the
+/// `impulse_concurrent_executions` gauge.
+///
+/// Hold it for exactly one attempt: callers MUST drop it before a retry's backoff and acquire a
+/// new one for the retry.
+#[must_use = "the attempt is admitted only while the permit is held"]
+pub(crate) struct Permit {
+    limits: Arc<FunctionLimits>,
+    /// Released when the permit drops (after `Drop::drop`, so the gauge never counts a slot
+    /// that is already free).
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Permit {
+    fn new(limits: Arc<FunctionLimits>, slot: OwnedSemaphorePermit) -> Self {
+        limits.executions_changed(true);
+        Self {
+            limits,
+            _slot: slot,
+        }
+    }
+
+    /// The function admitted.
+    pub(crate) fn function(&self) -> &str {
+        &self.limits.name
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limits.executions_changed(false);
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("function", &self.limits.name)
+            .finish()
+    }
+}
+
+// === Throttle ===
+
+/// Why an attempt was not admitted.
+///
+/// All but [`Throttle::UnknownFunction`] are Lambda's `TooManyRequestsException` (HTTP 429) with
+/// [`Throttle::reason`] as its `Reason`; an unknown function is `ResourceNotFoundException`
+/// (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// The function's reserved concurrency is in use.
+    ReservedConcurrency,
+    /// The unreserved pool, shared by functions without reserved concurrency, is in use.
+    AccountConcurrency,
+    /// The function's invocation rate is exceeded.
+    Rate,
+    /// `reserved_concurrency = 0`.
+    Disabled,
+    /// No function has this name.
+    UnknownFunction,
+}
+
+impl Throttle {
+    /// Lambda's `TooManyRequestsException` `Reason`.
+    ///
+    /// A disabled function gets `ReservedFunctionConcurrentInvocationLimitExceeded`, as in
+    /// Lambda (its reserved concurrency, 0, is exceeded). [`Throttle::UnknownFunction`] is no
+    /// throttle and Lambda sends no `Reason` for it: this returns the exception name, and callers
+    /// should answer with their not-found error instead.
+    pub(crate) const fn reason(self) -> &'static str {
+        match self {
+            Self::ReservedConcurrency | Self::Disabled => {
+                "ReservedFunctionConcurrentInvocationLimitExceeded"
+            }
+            Self::AccountConcurrency => "ConcurrentInvocationLimitExceeded",
+            Self::Rate => "CallerRateLimitExceeded",
+            Self::UnknownFunction => "ResourceNotFoundException",
+        }
+    }
+
+    /// The error message: Lambda says `Rate Exceeded.` for every throttle.
+    pub(crate) const fn message(self) -> &'static str {
+        match self {
+            Self::UnknownFunction => "Function not found.",
+            _ => "Rate Exceeded.",
+        }
+    }
+
+    /// Lambda's exception name (`x-amzn-ErrorType`).
+    pub(crate) const fn error_type(self) -> &'static str {
+        match self {
+            Self::UnknownFunction => "ResourceNotFoundException",
+            _ => "TooManyRequestsException",
+        }
+    }
+}
+
+impl fmt::Display for Throttle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message(), self.reason())
+    }
+}

@@ -1,0 +1,5 @@
+//! The Kafka backends: a sink writing through an idempotent producer.
+
+mod sink;
+
+pub use sink::KafkaSink;

@@ -1,0 +1,8 @@
+//! The embedded backends: a durable queue in a redb file and an append-only JSON-lines log sink,
+//! both in the data directory, both syncing to disk before they answer.
+
+mod queue;
+mod sink;
+
+pub use queue::{Commit, EmbeddedQueue, QUEUE_FILE};
+pub use sink::{read_log, LogEntry, LogReadError, LogSink, LOGS_DIR};

@@ -1,0 +1,179 @@
+//! The Redis backends: the async-invocation queue on a stream with a consumer group, and a
+//! stream sink for destinations and dead letters.
+
+mod queue;
+mod sink;
+
+pub use queue::{RedisQueue, GROUP};
+pub use sink::{read_stream, RedisStreamSink};
+
+use redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
+
+/// `url` with any password replaced by `***`, for `Debug` output and error messages.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let shown = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &url[..rest_start], &rest[at..])
+}
+
+/// Whether a command that failed with `e` may succeed when tried again (after a reconnect).
+fn is_transient(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+            )
+        )
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect | RetryMethod::ReconnectFromInitialConnections
+        )
+}
+
+/// A stable code for a failed command, for [`crate::contract::SinkError::code`].
+fn error_code(e: &RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if is_transient(e) {
+        "unavailable"
+    } else {
+        "rejected"
+    }
+}
+
+/// The bytes of a bulk or simple string reply.
+fn value_bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+/// A stream entry as Redis returned it; `fields` is `None` for an entry still pending but
+/// deleted from the stream.
+#[derive(Debug)]
+struct RawEntry {
+    id: String,
+    fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl RawEntry {
+    fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Parses `[[id, [field, value, …] | nil], …]` (XRANGE, and the entries of XREADGROUP and
+/// XAUTOCLAIM replies). Malformed elements are skipped: a reply is untrusted input.
+fn parse_entries(value: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let mut pair = pair.into_iter();
+            let id = String::from_utf8(value_bytes(pair.next()?)?).ok()?;
+            let fields = match pair.next() {
+                Some(Value::Array(flat)) => {
+                    let mut fields = Vec::with_capacity(flat.len() / 2);
+                    let mut flat = flat.into_iter();
+                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                        fields.push((value_bytes(k)?, value_bytes(v)?));
+                    }
+                    Some(fields)
+                }
+                Some(Value::Map(map)) => Some(
+                    map.into_iter()
+                        .filter_map(|(k, v)| Some((value_bytes(k)?, value_bytes(v)?)))
+                        .collect(),
+                ),
+                _ => None,
+            };
+            Some(RawEntry { id, fields })
+        })
+        .collect()
+}
+
+/// Parses an XREADGROUP reply for one stream: `nil`, `[[stream, entries]]`, or (RESP3) a map.
+fn parse_read_reply(value: Value) -> Vec<RawEntry> {
+    match value {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|stream| match stream {
+                Value::Array(pair) => pair.into_iter().nth(1).map(parse_entries),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Value::Map(streams) => streams
+            .into_iter()
+            .flat_map(|(_, entries)| parse_entries(entries))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:hunter2@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("rediss://tok@host"), "rediss://***@host");
+    }
+
+    #[test]
+    fn parses_replies_defensively() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![
+                Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("e"), bulk("x")])]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+                Value::Int(3),
+                Value::Array(vec![]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, "1-0");
+        assert_eq!(entries[0].field(b"e"), Some(b"x".as_slice()));
+        assert_eq!(entries[1].id, "2-0");
+        assert!(entries[1].fields.is_none());
+        assert!(parse_read_reply(Value::Nil).is_empty());
+    }
+}

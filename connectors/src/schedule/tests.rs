@@ -1,0 +1,759 @@
+//! Schedule source tests, on paused tokio time with a [`TokioClock`]: no real sleeps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use impulse_config::{CatchUp, Overlap, ScheduleTriggerConfig};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::contract::{Event, Outcome, Source, SourceError};
+use crate::telemetry::SCHEDULE_TICKS_TOTAL;
+
+const NAME: &str = "nightly";
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test timestamp")
+        .with_timezone(&Utc)
+}
+
+fn config(expression: &str) -> ScheduleTriggerConfig {
+    ScheduleTriggerConfig {
+        function: "report".to_owned(),
+        expression: expression.parse().expect("test expression"),
+        timezone: "UTC".to_owned(),
+        flexible_window: None,
+        catch_up: CatchUp::None,
+        catch_up_limit: 100,
+        overlap: Overlap::Allow,
+        input: None,
+    }
+}
+
+fn payload(event: &Event) -> serde_json::Value {
+    serde_json::from_slice(&event.payload).expect("the payload is JSON")
+}
+
+/// The event's `time` field, parsed.
+fn tick_of(event: &Event) -> DateTime<Utc> {
+    utc(payload(event)["time"].as_str().expect("time is a string"))
+}
+
+// === Harness ===
+
+struct Harness {
+    events: mpsc::Receiver<Event>,
+    clock: Arc<TokioClock>,
+    state: Arc<MemoryScheduleState>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), SourceError>>,
+}
+
+fn start(config: ScheduleTriggerConfig, state: MemoryScheduleState, at: &str) -> Harness {
+    start_with_capacity(config, state, at, 16)
+}
+
+fn start_with_capacity(
+    config: ScheduleTriggerConfig,
+    state: MemoryScheduleState,
+    at: &str,
+    capacity: usize,
+) -> Harness {
+    let clock = Arc::new(TokioClock::starting_at(utc(at)));
+    let state = Arc::new(state);
+    let source =
+        ScheduleSource::new(NAME.to_owned(), config, state.clone()).with_clock(clock.clone());
+    let (out, events) = mpsc::channel(capacity);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        // A dropped sender is a shutdown as well.
+        match stopped.await {
+            Ok(()) | Err(_) => {}
+        }
+    }
+    .boxed();
+    let task = tokio::spawn(Box::new(source).run(out, shutdown));
+    Harness {
+        events,
+        clock,
+        state,
+        stop,
+        task,
+    }
+}
+
+impl Harness {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn next(&mut self) -> Event {
+        self.events.recv().await.expect("the source is running")
+    }
+
+    /// The next event within `wait` of paused time, if any.
+    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        tokio::time::timeout(wait, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Sleeps (paused time) until the clock reads `at`.
+    async fn sleep_until(&self, at: &str) {
+        let delay = (utc(at) - self.now()).to_std().expect("a future time");
+        tokio::time::sleep(delay).await;
+    }
+
+    fn recorded(&self) -> Option<DateTime<Utc>> {
+        self.state.last_fired(NAME)
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).expect("the source is running");
+        self.task
+            .await
+            .expect("the source does not panic")
+            .expect("the source stops cleanly");
+    }
+}
+
+fn state_at(last: &str) -> MemoryScheduleState {
+    let state = MemoryScheduleState::new();
+    state.record_fired(NAME, utc(last)).expect("memory state");
+    state
+}
+
+// === Metrics ===
+
+/// Counts `impulse_schedule_ticks_total` by `result`. Installed as the thread's local recorder:
+/// `#[tokio::test]` runs the source on the test's thread.
+#[derive(Debug, Default)]
+struct TickCounts(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+impl TickCounts {
+    fn get(&self, result: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("test lock")
+            .get(result)
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+}
+
+impl Recorder for TickCounts {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let label = |name: &str| {
+            key.labels()
+                .find(|label| label.key() == name)
+                .map(|label| label.value().to_owned())
+        };
+        if key.name() != SCHEDULE_TICKS_TOTAL || label("trigger").as_deref() != Some(NAME) {
+            return Counter::noop();
+        }
+        let result = label("result").expect("schedule ticks carry a result");
+        let count = self
+            .0
+            .lock()
+            .expect("test lock")
+            .entry(result)
+            .or_default()
+            .clone();
+        Counter::from_arc(count)
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+// === Events and ids ===
+
+#[test]
+fn the_event_is_eventbridge_scheduled_event_shape() {
+    let tick = utc("2026-01-01T10:00:00Z");
+    let bytes = encode_scheduled_event(NAME, tick, &json!({"job": "report"})).expect("encodes");
+    let event: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(
+        event,
+        json!({
+            "version": "0",
+            // Pinned: ids are idempotency keys and MUST survive upgrades.
+            "id": "df9c2a5f-64b5-5e4e-aecd-1b2f24644db6",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "000000000000",
+            "time": "2026-01-01T10:00:00Z",
+            "region": "local",
+            "resources": ["arn:aws:events:local:000000000000:rule/nightly"],
+            "detail": {"job": "report"}
+        })
+    );
+    // EventBridge's field order, for readers of the raw bytes.
+    let text = std::str::from_utf8(&bytes).expect("UTF-8");
+    assert!(text.starts_with(r#"{"version":"0","id":""#), "{text}");
+}
+
+#[test]
+fn ids_are_deterministic_per_schedule_and_tick() {
+    let tick = utc("2026-01-01T10:00:00Z");
+    let next = utc("2026-01-01T10:01:00Z");
+    assert_eq!(
+        scheduled_event_uuid(NAME, tick),
+        scheduled_event_uuid(NAME, tick)
+    );
+    assert_ne!(
+        scheduled_event_uuid(NAME, tick),
+        scheduled_event_uuid(NAME, next)
+    );
+    assert_ne!(
+        scheduled_event_uuid(NAME, tick),
+        scheduled_event_uuid("hourly", tick)
+    );
+    assert_eq!(scheduled_event_uuid(NAME, tick).get_version_num(), 5);
+    assert_eq!(event_id(NAME, tick).as_str(), "schedule/nightly/1767261600");
+}
+
+// === Firing ===
+
+#[tokio::test(start_paused = true)]
+async fn rate_fires_on_each_minute_boundary() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut config = config("rate(1 minute)");
+    config.input = Some(json!({"job": "report"}));
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:20Z");
+
+    for expected in [
+        "2026-01-01T10:01:00Z",
+        "2026-01-01T10:02:00Z",
+        "2026-01-01T10:03:00Z",
+    ] {
+        let tick = utc(expected);
+        let event = h.next().await;
+        assert_eq!(h.now(), tick, "fires on the tick");
+        assert_eq!(event.id, event_id(NAME, tick));
+        assert_eq!(event.metadata.trigger, NAME);
+        assert_eq!(event.metadata.source, "schedule");
+        assert_eq!(event.metadata.received_at, SystemTime::from(tick));
+        let expected_payload: serde_json::Value = serde_json::from_slice(
+            &encode_scheduled_event(NAME, tick, &json!({"job": "report"})).expect("encodes"),
+        )
+        .expect("JSON");
+        assert_eq!(payload(&event), expected_payload);
+        assert_eq!(payload(&event)["time"], expected);
+        assert_eq!(
+            payload(&event)["id"],
+            scheduled_event_uuid(NAME, tick).to_string()
+        );
+        event.ack.resolve(Outcome::Delivered);
+    }
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:03:00Z")));
+    assert_eq!(counts.get("fired"), 3);
+    assert_eq!(counts.get("skipped"), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cron_fires_at_local_time_in_its_time_zone() {
+    let mut config = config("cron(0 10 * * ? *)");
+    config.timezone = "Europe/Berlin".to_owned();
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T00:00:00Z");
+    // 10:00 in Berlin in winter (CET, UTC+1) is 09:00Z.
+    let first = h.next().await;
+    assert_eq!(tick_of(&first), utc("2026-01-01T09:00:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T09:00:00Z"));
+    let second = h.next().await;
+    assert_eq!(tick_of(&second), utc("2026-01-02T09:00:00Z"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_fires_once_then_waits_for_shutdown() {
+    let mut config = config("at(2026-01-01T11:05:00)");
+    config.timezone = "Europe/Berlin".to_owned();
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:00Z");
+    let event = h.next().await;
+    assert_eq!(tick_of(&event), utc("2026-01-01T10:05:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:05:00Z"));
+    assert!(h
+        .next_within(Duration::from_secs(3 * 86_400))
+        .await
+        .is_none());
+    assert!(!h.task.is_finished(), "the source waits for shutdown");
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:05:00Z")));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_at_already_recorded_does_not_fire_again() {
+    let config = config("at(2026-01-01T10:05:00)");
+    let mut h = start(
+        config,
+        state_at("2026-01-01T10:05:00Z"),
+        "2026-01-01T10:00:00Z",
+    );
+    assert!(h.next_within(Duration::from_secs(86_400)).await.is_none());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn flexible_window_delays_within_bounds_and_keeps_the_tick() {
+    let mut config = config("rate(1 hour)");
+    let window = chrono::TimeDelta::minutes(30);
+    config.flexible_window = Some(window.to_std().expect("positive"));
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T09:30:00Z");
+    let mut delays = Vec::new();
+    let mut expected = utc("2026-01-01T10:00:00Z");
+    for _ in 0..8 {
+        let event = h.next().await;
+        let fired = h.now();
+        assert_eq!(tick_of(&event), expected, "time stays the tick's");
+        assert_eq!(event.id, event_id(NAME, expected));
+        assert!(
+            fired >= expected && fired < expected + window,
+            "fired at {fired} for tick {expected}"
+        );
+        delays.push(fired - expected);
+        expected += chrono::TimeDelta::hours(1);
+    }
+    assert!(
+        delays
+            .iter()
+            .any(|delay| *delay > chrono::TimeDelta::zero()),
+        "the window spreads fires: {delays:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_longer_than_the_period_keeps_ticks_independent() {
+    let mut config = config("rate(1 minute)");
+    config.flexible_window = Some(Duration::from_secs(10 * 60));
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:00Z");
+    let mut ticks = Vec::new();
+    for _ in 0..20 {
+        let event = h.next().await;
+        let tick = tick_of(&event);
+        let fired = h.now();
+        assert!(fired >= tick && fired < tick + chrono::TimeDelta::minutes(10));
+        ticks.push(tick);
+    }
+    ticks.sort();
+    ticks.dedup();
+    assert_eq!(ticks.len(), 20, "each tick fires once");
+    // Only ticks whose every predecessor fired may be recorded.
+    let recorded = h.recorded().expect("a tick is recorded");
+    let mut expected = utc("2026-01-01T10:01:00Z");
+    while expected <= recorded {
+        assert!(
+            ticks.contains(&expected),
+            "{expected} recorded but not fired"
+        );
+        expected += chrono::TimeDelta::minutes(1);
+    }
+    h.stop().await;
+}
+
+// === Overlap ===
+
+#[tokio::test(start_paused = true)]
+async fn overlap_skip_skips_while_the_previous_event_is_open() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut config = config("rate(1 minute)");
+    config.overlap = Overlap::Skip;
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:00Z");
+
+    let first = h.next().await;
+    assert_eq!(tick_of(&first), utc("2026-01-01T10:01:00Z"));
+    // The first event's ack is held: 10:02 is skipped.
+    assert!(h.next_within(Duration::from_secs(90)).await.is_none());
+    assert_eq!(h.now(), utc("2026-01-01T10:02:30Z"));
+    assert_eq!(counts.get("skipped"), 1);
+    assert_eq!(
+        h.recorded(),
+        Some(utc("2026-01-01T10:02:00Z")),
+        "a skipped tick is handled"
+    );
+
+    first.ack.resolve(Outcome::Delivered);
+    let next = h.next().await;
+    assert_eq!(tick_of(&next), utc("2026-01-01T10:03:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:03:00Z"));
+    assert_eq!(counts.get("fired"), 2);
+
+    // An abandoned ack is a finished one too.
+    drop(next);
+    let after = h.next().await;
+    assert_eq!(tick_of(&after), utc("2026-01-01T10:04:00Z"));
+    assert_eq!(counts.get("skipped"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_allow_fires_while_the_previous_event_is_open() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut h = start(
+        config("rate(1 minute)"),
+        MemoryScheduleState::new(),
+        "2026-01-01T10:00:00Z",
+    );
+    let first = h.next().await;
+    let second = h.next().await;
+    assert_eq!(tick_of(&first), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(tick_of(&second), utc("2026-01-01T10:02:00Z"));
+    assert_eq!(counts.get("fired"), 2);
+    assert_eq!(counts.get("skipped"), 0);
+    h.stop().await;
+}
+
+// === Catch-up ===
+
+#[tokio::test(start_paused = true)]
+async fn without_state_the_first_tick_is_the_next_one_and_the_start_is_recorded() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut config = config("rate(1 minute)");
+    config.catch_up = CatchUp::All;
+    let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:20Z");
+    let event = h.next().await;
+    assert_eq!(tick_of(&event), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(counts.get("caught_up"), 0);
+    h.stop().await;
+
+    // The start time itself was recorded before the first fire.
+    let state = MemoryScheduleState::new();
+    let h = start(config_all(), state, "2026-01-01T10:00:20Z");
+    tokio::task::yield_now().await;
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:00:20Z")));
+    h.stop().await;
+}
+
+fn config_all() -> ScheduleTriggerConfig {
+    let mut config = config("rate(1 minute)");
+    config.catch_up = CatchUp::All;
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_none_skips_missed_ticks() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    // Last fired 09:57; down until 10:00:00: 09:58, 09:59 and 10:00 were missed.
+    let mut h = start(
+        config("rate(1 minute)"),
+        state_at("2026-01-01T09:57:00Z"),
+        "2026-01-01T10:00:00Z",
+    );
+    let event = h.next().await;
+    assert_eq!(tick_of(&event), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(counts.get("skipped"), 3);
+    assert_eq!(counts.get("caught_up"), 0);
+    assert_eq!(counts.get("fired"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_latest_fires_the_newest_missed_tick() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut config = config("rate(1 minute)");
+    config.catch_up = CatchUp::Latest;
+    let mut h = start(
+        config,
+        state_at("2026-01-01T09:57:00Z"),
+        "2026-01-01T10:00:30Z",
+    );
+    let caught = h.next().await;
+    assert_eq!(tick_of(&caught), utc("2026-01-01T10:00:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:00:30Z"), "at once");
+    assert_eq!(caught.id, event_id(NAME, utc("2026-01-01T10:00:00Z")));
+    let next = h.next().await;
+    assert_eq!(tick_of(&next), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(counts.get("caught_up"), 1);
+    assert_eq!(counts.get("skipped"), 2);
+    assert_eq!(counts.get("fired"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_all_fires_every_missed_tick_in_order() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut h = start(
+        config_all(),
+        state_at("2026-01-01T09:57:00Z"),
+        "2026-01-01T10:00:30Z",
+    );
+    for expected in [
+        "2026-01-01T09:58:00Z",
+        "2026-01-01T09:59:00Z",
+        "2026-01-01T10:00:00Z",
+    ] {
+        let event = h.next().await;
+        assert_eq!(tick_of(&event), utc(expected));
+        assert_eq!(h.now(), utc("2026-01-01T10:00:30Z"), "at once");
+    }
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:00:00Z")));
+    let next = h.next().await;
+    assert_eq!(tick_of(&next), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(counts.get("caught_up"), 3);
+    assert_eq!(counts.get("skipped"), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_all_fires_only_the_newest_up_to_the_limit() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut config = config_all();
+    config.catch_up_limit = 2;
+    // Five missed: 09:56 .. 10:00; the newest two fire.
+    let mut h = start(
+        config,
+        state_at("2026-01-01T09:55:00Z"),
+        "2026-01-01T10:00:30Z",
+    );
+    assert_eq!(tick_of(&h.next().await), utc("2026-01-01T09:59:00Z"));
+    assert_eq!(tick_of(&h.next().await), utc("2026-01-01T10:00:00Z"));
+    assert_eq!(tick_of(&h.next().await), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(counts.get("caught_up"), 2);
+    assert_eq!(counts.get("skipped"), 3);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_with_overlap_skip_fires_one_after_another() {
+    let mut config = config_all();
+    config.overlap = Overlap::Skip;
+    let mut h = start(
+        config,
+        state_at("2026-01-01T09:57:00Z"),
+        "2026-01-01T10:00:30Z",
+    );
+    let first = h.next().await;
+    assert_eq!(tick_of(&first), utc("2026-01-01T09:58:00Z"));
+    assert!(
+        h.next_within(Duration::from_secs(10)).await.is_none(),
+        "the backlog waits for the previous event"
+    );
+    first.ack.resolve(Outcome::Delivered);
+    let second = h.next().await;
+    assert_eq!(tick_of(&second), utc("2026-01-01T09:59:00Z"));
+    second.ack.resolve(Outcome::Delivered);
+    let third = h.next().await;
+    assert_eq!(tick_of(&third), utc("2026-01-01T10:00:00Z"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_passed_under_backpressure_follow_the_catch_up_policy() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    // One slot: 10:01 fills it, 10:02 waits to be sent, 10:03 and 10:04 pass meanwhile.
+    let mut h = start_with_capacity(
+        config("rate(1 minute)"),
+        MemoryScheduleState::new(),
+        "2026-01-01T10:00:00Z",
+        1,
+    );
+    h.sleep_until("2026-01-01T10:04:30Z").await;
+    assert_eq!(tick_of(&h.next().await), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(tick_of(&h.next().await), utc("2026-01-01T10:02:00Z"));
+    // The newest passed tick fires late; 10:03 is skipped (catch_up = none).
+    let late = h.next().await;
+    assert_eq!(tick_of(&late), utc("2026-01-01T10:04:00Z"));
+    assert_eq!(h.now(), utc("2026-01-01T10:04:30Z"));
+    assert_eq!(counts.get("skipped"), 1);
+    assert_eq!(counts.get("fired"), 3);
+    h.stop().await;
+}
+
+// === Shutdown ===
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_the_loop_promptly() {
+    let h = start(
+        config("cron(0 10 * * ? *)"),
+        MemoryScheduleState::new(),
+        "2026-01-01T00:00:00Z",
+    );
+    tokio::task::yield_now().await;
+    let clock = h.clock.clone();
+    h.stop().await;
+    assert_eq!(
+        clock.now(),
+        utc("2026-01-01T00:00:00Z"),
+        "no timer had to run out"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_the_broker_is_saturated_leaves_the_tick_unrecorded() {
+    let h = start_with_capacity(
+        config("rate(1 minute)"),
+        MemoryScheduleState::new(),
+        "2026-01-01T10:00:00Z",
+        1,
+    );
+    // 10:01 fills the channel; 10:02 waits to be sent.
+    h.sleep_until("2026-01-01T10:02:30Z").await;
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:01:00Z")));
+    let clock = h.clock.clone();
+    let state = h.state.clone();
+    let blocked_at = clock.now();
+    h.stop().await;
+    assert_eq!(clock.now(), blocked_at, "stopped without waiting");
+    assert_eq!(
+        state.last_fired(NAME),
+        Some(utc("2026-01-01T10:01:00Z")),
+        "the unsent 10:02 is not recorded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_channel_is_an_error() {
+    let h = start(
+        config("rate(1 minute)"),
+        MemoryScheduleState::new(),
+        "2026-01-01T10:00:00Z",
+    );
+    let Harness {
+        events, task, stop, ..
+    } = h;
+    drop(events);
+    let result = task.await.expect("the source does not panic");
+    let err = result.expect_err("the broker is gone");
+    assert_eq!(err.trigger, NAME);
+    drop(stop);
+}
+
+// === FileScheduleState ===
+
+#[test]
+fn file_state_round_trips_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = FileScheduleState::open(dir.path()).expect("a missing file is an empty state");
+    assert_eq!(state.last_fired(NAME), None);
+    state
+        .record_fired(NAME, utc("2026-01-01T10:00:00Z"))
+        .expect("writes");
+    state
+        .record_fired("hourly", utc("2026-01-01T09:00:00Z"))
+        .expect("writes");
+    state
+        .record_fired(NAME, utc("2026-01-01T10:01:00Z"))
+        .expect("writes");
+    assert_eq!(state.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    assert_eq!(state.path(), dir.path().join("schedules.json"));
+    drop(state);
+
+    let reopened = FileScheduleState::open(dir.path()).expect("reopens");
+    assert_eq!(reopened.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    assert_eq!(
+        reopened.last_fired("hourly"),
+        Some(utc("2026-01-01T09:00:00Z"))
+    );
+    assert_eq!(reopened.last_fired("other"), None);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, ["schedules.json"], "no temporary file is left");
+}
+
+#[test]
+fn file_state_creates_a_missing_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nested = dir.path().join("data").join("impulse");
+    let state = FileScheduleState::open(&nested).expect("opens");
+    state
+        .record_fired(NAME, utc("2026-01-01T10:00:00Z"))
+        .expect("writes");
+    assert!(nested.join("schedules.json").is_file());
+}
+
+#[test]
+fn file_state_reports_a_corrupt_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("schedules.json"), b"{not json").expect("writes");
+    let err = FileScheduleState::open(dir.path()).expect_err("corrupt");
+    assert!(matches!(err, ScheduleStateError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("schedules.json is corrupt"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("schedules.json"),
+        br#"{"version":1,"schedules":{"nightly":"yesterday"}}"#,
+    )
+    .expect("writes");
+    assert!(matches!(
+        FileScheduleState::open(dir.path()),
+        Err(ScheduleStateError::Corrupt { .. })
+    ));
+
+    std::fs::write(
+        dir.path().join("schedules.json"),
+        br#"{"version":2,"schedules":{}}"#,
+    )
+    .expect("writes");
+    assert!(matches!(
+        FileScheduleState::open(dir.path()),
+        Err(ScheduleStateError::Version { version: 2, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_on_the_file_state_catches_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = FileScheduleState::open(dir.path()).expect("opens");
+    state
+        .record_fired(NAME, utc("2026-01-01T09:58:00Z"))
+        .expect("writes");
+    drop(state);
+
+    let state: Arc<dyn ScheduleState> =
+        Arc::new(FileScheduleState::open(dir.path()).expect("reopens"));
+    let clock = Arc::new(TokioClock::starting_at(utc("2026-01-01T10:00:10Z")));
+    let source =
+        ScheduleSource::new(NAME.to_owned(), config_all(), state.clone()).with_clock(clock.clone());
+    let (out, mut events) = mpsc::channel(8);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        match stopped.await {
+            Ok(()) | Err(_) => {}
+        }
+    }
+    .boxed();
+    let task = tokio::spawn(Box::new(source).run(out, shutdown));
+    for expected in ["2026-01-01T09:59:00Z", "2026-01-01T10:00:00Z"] {
+        let event = events.recv().await.expect("running");
+        assert_eq!(tick_of(&event), utc(expected));
+    }
+    stop.send(()).expect("running");
+    task.await.expect("no panic").expect("clean stop");
+    let reopened = FileScheduleState::open(dir.path()).expect("reopens");
+    assert_eq!(reopened.last_fired(NAME), Some(utc("2026-01-01T10:00:00Z")));
+}

@@ -1,0 +1,5 @@
+//! Support code for Impulse integration tests.
+
+pub mod function;
+pub mod impulse;
+pub mod services;
