@@ -431,3 +431,54 @@ async fn redis_queue_loses_nothing_across_kill9() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn dead_letters_can_be_listed_and_replayed() {
+    // Fails while `failing` is set, then succeeds: the replayed event must get through.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let failing_fn = failing.clone();
+    let mut function = FunctionServer::start(move |_event: Value| {
+        let failing = failing_fn.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if failing {
+                (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()
+            } else {
+                axum::Json(json!({ "ok": true })).into_response()
+            }
+        }
+    })
+    .await;
+    let instance = Instance::new();
+    let config = format!(
+        r#"
+[queue]
+data_dir = {data:?}
+
+[functions.orders]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+max_retry_attempts = 0
+on_failure = {{ type = "log", name = "orders-dlq" }}
+"#,
+        data = instance.data_dir(),
+        endpoint = function.endpoint()
+    );
+    let impulse = Impulse::start_in(&instance, &config).await;
+    let client = reqwest::Client::new();
+    let id = invoke_event(&client, &invoke_url(&impulse, "orders"), r#"{"order": 42}"#.into()).await;
+    function.next().await;
+    destination_record(&instance.config_path(), "orders", "on-failure", &id).await;
+
+    let config_path = instance.config_path();
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    let list = cli(&["dlq", "list", "--config", config_arg, "--function", "orders"]);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(listing.contains(&id) && listing.contains("RetriesExhausted"), "{listing}");
+    assert!(listing.contains("1 records"), "{listing}");
+
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let replay = cli(&["dlq", "replay", "--config", config_arg, "--function", "orders", "--id", &id]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replayed = function.next().await;
+    assert_eq!(replayed.event, json!({ "order": 42 }));
+}

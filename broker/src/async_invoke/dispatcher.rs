@@ -143,8 +143,9 @@ impl Inner {
         }
         let permit = match self.limiter.acquire(&event.function).await {
             Ok(permit) => permit,
-            // Reserved concurrency 0: Lambda sends async events straight to the destination.
-            Err(Throttle::Disabled) => {
+            // Reserved concurrency 0 (or an unreserved pool that reserved functions emptied):
+            // the event can never run. Lambda sends such events straight to the destination.
+            Err(Throttle::Disabled | Throttle::AccountConcurrency) => {
                 return self
                     .fail(function, event, FailureCondition::RetriesExhausted, None)
                     .await

@@ -28,10 +28,6 @@
 //! This module imports nothing from the rest of the crate, so that `benches/limiter.rs` can
 //! include it with `#[path]`.
 
-// TODO(lead): remove once the dispatcher and the HTTP routes call the limiter; until then (and in
-// the benchmark, which includes this file) parts of it are unused.
-#![allow(dead_code)]
-
 mod clock;
 #[cfg(test)]
 mod tests;
@@ -343,11 +339,6 @@ impl Permit {
             limits,
             _slot: slot,
         }
-    }
-
-    /// The function admitted.
-    pub(crate) fn function(&self) -> &str {
-        &self.limits.name
     }
 }
 

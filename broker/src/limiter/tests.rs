@@ -202,7 +202,6 @@ async fn try_acquire_reports_each_throttle() {
     let refuse = |name: &str| limiter.try_acquire(name).map(|_| ()).unwrap_err();
 
     let held = limiter.try_acquire("reserved").expect("a free slot");
-    assert_eq!(held.function(), "reserved");
     assert_eq!(refuse("reserved"), Throttle::ReservedConcurrency);
     drop(held);
     let held = limiter.try_acquire("reserved").expect("the released slot");
@@ -392,8 +391,7 @@ async fn acquire_waits_while_full_and_proceeds_on_release() {
     assert_pending!(waiting.poll());
     drop(held);
     assert!(waiting.is_woken(), "the release wakes the waiter");
-    let permit = assert_ready!(waiting.poll()).expect("admitted");
-    assert_eq!(permit.function(), "f");
+    assert!(assert_ready!(waiting.poll()).is_ok(), "admitted");
 }
 
 #[tokio::test]
