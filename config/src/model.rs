@@ -674,6 +674,18 @@ pub struct KafkaTriggerConfig {
     /// offsets, commits, bootstrap servers) are rejected.
     #[serde(default, deserialize_with = "support::string_map::deserialize")]
     pub librdkafka_options: BTreeMap<String, String>,
+    /// Records passed to the function: up to 5 EventBridge-style patterns, OR-ed (Lambda's
+    /// `FilterCriteria`); empty: every record. A pattern is an object with any of `value`, `key`
+    /// and `headers` (Lambda filters `value` only), e.g.
+    /// `{"value": {"device_ID": [{"prefix": "AB"}]}, "headers": {"tenant": ["acme"]}}`.
+    /// Leaves are lists of exact values (string, number, boolean, null) and matchers:
+    /// `{"prefix": "s"}`, `{"numeric": [">", 0, "<=", 5]}`, `{"exists": true}`,
+    /// `{"anything-but": …}`. An object under `value` or `key` matches fields of JSON bytes; a
+    /// list matches the bytes as a whole (as text, and as JSON when they are JSON). Records that
+    /// match no pattern are committed without invoking, and counted.
+    #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub filter: Vec<serde_json::Value>,
 }
 
 /// 100: Lambda's default `BatchSize` for Kafka.
@@ -710,6 +722,7 @@ impl fmt::Debug for KafkaTriggerConfig {
                 "librdkafka_options",
                 &DebugSecretMap(&self.librdkafka_options),
             )
+            .field("filter", &self.filter)
             .finish()
     }
 }

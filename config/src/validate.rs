@@ -44,6 +44,9 @@ const KAFKA_CONSUMER_OWNED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Most patterns in a Kafka trigger's `filter` (Lambda's `FilterCriteria` limit).
+const MAX_FILTER_PATTERNS: usize = 5;
+
 /// Producer properties the broker sets itself for Kafka destinations.
 const KAFKA_PRODUCER_OWNED: &[(&str, &str)] = &[
     ("bootstrap.servers", "set `bootstrap_servers` instead"),
@@ -533,6 +536,153 @@ impl Validator {
             &kafka.librdkafka_options,
             KAFKA_CONSUMER_OWNED,
         );
+        self.kafka_filter(&path.key("filter"), &kafka.filter);
+    }
+
+    /// Filter patterns (EventBridge subset). The Kafka source compiles them with the same
+    /// rules (`connectors::kafka::KafkaFilter`); keep the two in step.
+    fn kafka_filter(&mut self, path: &FieldPath, patterns: &[serde_json::Value]) {
+        use serde_json::Value;
+        if patterns.len() > MAX_FILTER_PATTERNS {
+            self.error(
+                path.clone(),
+                format!("at most {MAX_FILTER_PATTERNS} patterns, found {}", patterns.len()),
+            );
+        }
+        for (i, pattern) in patterns.iter().enumerate() {
+            let path = path.index(i);
+            let Value::Object(fields) = pattern else {
+                self.error(path, "a pattern must be an object");
+                continue;
+            };
+            if fields.is_empty() {
+                self.error(path, "a pattern must name `value`, `key` or `headers`");
+                continue;
+            }
+            for (field, sub) in fields {
+                let sub_path = path.key(field);
+                match (field.as_str(), sub) {
+                    ("value" | "key", _) => self.filter_node(&sub_path, sub),
+                    ("headers", Value::Object(headers)) if !headers.is_empty() => {
+                        for (name, node) in headers {
+                            self.filter_node(&sub_path.key(name), node);
+                        }
+                    }
+                    ("headers", Value::Object(_)) => {
+                        self.error(sub_path, "must name at least one header");
+                    }
+                    ("headers", _) => self.error(sub_path, "must map header names to patterns"),
+                    (other, _) => self.error(
+                        sub_path,
+                        format!("unknown field `{other}`: use `value`, `key` or `headers`"),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn filter_node(&mut self, path: &FieldPath, node: &serde_json::Value) {
+        use serde_json::Value;
+        match node {
+            Value::Array(matchers) if matchers.is_empty() => {
+                self.error(path.clone(), "must list at least one value or matcher");
+            }
+            Value::Array(matchers) => {
+                for (i, matcher) in matchers.iter().enumerate() {
+                    self.filter_matcher(&path.index(i), matcher);
+                }
+            }
+            Value::Object(fields) if fields.is_empty() => {
+                self.error(path.clone(), "must name at least one field");
+            }
+            Value::Object(fields) => {
+                for (name, sub) in fields {
+                    self.filter_node(&path.key(name), sub);
+                }
+            }
+            _ => self.error(
+                path.clone(),
+                "must be a list of values and matchers, or an object of fields",
+            ),
+        }
+    }
+
+    fn filter_matcher(&mut self, path: &FieldPath, matcher: &serde_json::Value) {
+        use serde_json::Value;
+        let is_scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
+        if is_scalar(matcher) {
+            return;
+        }
+        let Value::Object(map) = matcher else {
+            self.error(
+                path.clone(),
+                "must be a string, number, boolean, null or matcher object",
+            );
+            return;
+        };
+        let mut entries = map.iter();
+        let (Some((name, arg)), None) = (entries.next(), entries.next()) else {
+            self.error(
+                path.clone(),
+                "a matcher object has exactly one of `prefix`, `numeric`, `exists`, \
+                 `anything-but`",
+            );
+            return;
+        };
+        let arg_path = path.key(name);
+        match (name.as_str(), arg) {
+            ("prefix", Value::String(_)) | ("exists", Value::Bool(_)) => {}
+            ("prefix", _) => self.error(arg_path, "must be a string"),
+            ("exists", _) => self.error(arg_path, "must be true or false"),
+            ("numeric", Value::Array(items))
+                if !items.is_empty() && items.len() <= 4 && items.len() % 2 == 0 =>
+            {
+                for (i, pair) in items.chunks(2).enumerate() {
+                    if !matches!(pair[0].as_str(), Some("<" | "<=" | "=" | ">" | ">=")) {
+                        self.error(
+                            arg_path.index(2 * i),
+                            "must be one of \"<\", \"<=\", \"=\", \">\", \">=\"",
+                        );
+                    }
+                    if pair[1].as_f64().is_none() {
+                        self.error(arg_path.index(2 * i + 1), "must be a number");
+                    }
+                }
+            }
+            ("numeric", _) => self.error(
+                arg_path,
+                "must hold one or two comparisons, such as [\">\", 0, \"<=\", 5]",
+            ),
+            ("anything-but", Value::Array(values)) if values.is_empty() => {
+                self.error(arg_path, "must list at least one value");
+            }
+            ("anything-but", Value::Array(values)) => {
+                for (i, value) in values.iter().enumerate() {
+                    if !is_scalar(value) {
+                        self.error(
+                            arg_path.index(i),
+                            "must be a string, number, boolean or null",
+                        );
+                    }
+                }
+            }
+            ("anything-but", Value::Object(inner)) => match (inner.len(), inner.get("prefix")) {
+                (1, Some(Value::String(_))) => {}
+                (1, Some(_)) => self.error(arg_path.key("prefix"), "must be a string"),
+                _ => self.error(
+                    arg_path,
+                    "only `{\"prefix\": …}` may be nested in `anything-but`",
+                ),
+            },
+            ("anything-but", _) => {}
+            (other, _) => self.error(
+                arg_path,
+                format!(
+                    "unknown matcher `{other}`: use `prefix`, `numeric`, `exists` or \
+                     `anything-but`"
+                ),
+            ),
+        }
     }
 
     fn redis_trigger(&mut self, path: &FieldPath, redis: &RedisTriggerConfig) {
@@ -831,6 +981,77 @@ mod tests {
         assert!(check_redis_url("http://host").is_err());
         assert!(same_redis("redis://h:6379/0", "redis://H/0"));
         assert!(!same_redis("redis://h/0", "redis://h/1"));
+    }
+
+    #[test]
+    fn kafka_filters() {
+        let config = |filter: &str| {
+            format!(
+                r#"
+[functions.f]
+target = {{ type = "http", endpoint = "http://localhost:1" }}
+
+[triggers.k]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+filter = {filter}
+"#
+            )
+        };
+        let env: std::collections::HashMap<String, String> = Default::default();
+        let good = config(
+            r#"[
+  { value = { device_ID = [{ prefix = "AB" }], reading = [{ numeric = [">", 0, "<=", 5] }] } },
+  { key = ["order-42", { anything-but = { prefix = "test-" } }] },
+  { headers = { tenant = ["acme", { exists = true }], ctx = { region = [{ anything-but = ["eu", 1] }] } } },
+]"#,
+        );
+        let parsed = crate::parse(&good, crate::Format::Toml, "ok.toml", &env).expect("valid");
+        let crate::TriggerConfig::Kafka(k) = &parsed.triggers["k"] else {
+            panic!("kafka")
+        };
+        assert_eq!(k.filter.len(), 3);
+        assert_eq!(
+            k.filter[0]["value"]["device_ID"][0]["prefix"],
+            serde_json::json!("AB")
+        );
+
+        let bad = config(
+            r#"[
+  { value = { a = [{ prefix = 1 }], b = [{ numeric = ["~", "x"] }], c = [] } },
+  { body = ["x"] },
+  { headers = { h = [{ suffix = "x" }] } },
+  { key = [{ anything-but = {} }] },
+  { key = "x" },
+  { key = ["a"] },
+]"#,
+        );
+        let errors = crate::parse(&bad, crate::Format::Toml, "bad.toml", &env)
+            .expect_err("invalid filters")
+            .0
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>();
+        let expected = [
+            "triggers.k.filter: at most 5 patterns, found 6",
+            "triggers.k.filter[0].value.a[0].prefix: must be a string",
+            "triggers.k.filter[0].value.b[0].numeric[0]: must be one of",
+            "triggers.k.filter[0].value.b[0].numeric[1]: must be a number",
+            "triggers.k.filter[0].value.c: must list at least one value or matcher",
+            "triggers.k.filter[1].body: unknown field `body`",
+            "triggers.k.filter[2].headers.h[0].suffix: unknown matcher `suffix`",
+            "triggers.k.filter[3].key[0].anything-but: only `{\"prefix\": …}`",
+            "triggers.k.filter[4].key: must be a list of values and matchers",
+        ];
+        for needle in expected {
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "no error containing {needle:?} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
     }
 
     #[test]

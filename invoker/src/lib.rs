@@ -9,6 +9,7 @@ mod error;
 pub mod http;
 mod invocation;
 mod metrics;
+pub mod process;
 pub mod record;
 pub mod retry;
 

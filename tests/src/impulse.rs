@@ -248,8 +248,8 @@ impl Drop for Impulse {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Already exited is fine; the process must not outlive the test.
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill().ok();
+            child.wait().ok();
         }
     }
 }

@@ -103,9 +103,9 @@ impl Backend for Redis {
 
 async fn delete_stream(url: &str, stream: &str) {
     let deleted = async {
-        let client = redis::Client::open(url)?;
+        let client = ::redis::Client::open(url)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("DEL")
+        ::redis::cmd("DEL")
             .arg(stream)
             .arg(format!("{stream}:delayed"))
             .arg(format!("{stream}:corrupt"))

@@ -1,5 +1,19 @@
-//! The Kafka backends: a sink writing through an idempotent producer.
+//! The Kafka backends: a source (Lambda's Kafka event source mapping) and a sink writing
+//! through an idempotent producer.
 
+mod event;
+mod filter;
+mod offsets;
 mod sink;
+mod source;
 
+#[cfg(test)]
+mod tests;
+
+pub use event::{
+    encode_event, KafkaBatch, KafkaRecord, RecordId, RecordIdError, CREATE_TIME, EVENT_SOURCE,
+    LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
+};
+pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
 pub use sink::KafkaSink;
+pub use source::{KafkaSource, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES};

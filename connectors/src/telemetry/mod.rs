@@ -31,6 +31,38 @@ pub const DESTINATION_FAILURES_TOTAL: &str = "impulse_destination_failures_total
 /// Counter of schedule ticks; labels `trigger`, `result` (`fired`, `skipped`, `caught_up`).
 pub const SCHEDULE_TICKS_TOTAL: &str = "impulse_schedule_ticks_total";
 
+/// Counter of invocations that had to wait for a new execution environment to start (process
+/// functions); label `function`.
+pub const COLD_STARTS_TOTAL: &str = "impulse_cold_starts_total";
+/// Histogram of execution-environment init durations in seconds (process start to the first
+/// Runtime API `/next`); label `function`.
+pub const INIT_DURATION_SECONDS: &str = "impulse_init_duration_seconds";
+/// Gauge of live execution environments (running processes) of a process function; label
+/// `function`.
+pub const ENVIRONMENTS: &str = "impulse_environments";
+
+/// Buckets for [`INIT_DURATION_SECONDS`]: 5 ms to Lambda's 10 s init limit.
+pub const INIT_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counter of records a Kafka source read; label `trigger`.
+pub const KAFKA_RECORDS_RECEIVED_TOTAL: &str = "impulse_kafka_records_received_total";
+/// Counter of Kafka records that matched no filter pattern (acked as dropped); label `trigger`.
+pub const KAFKA_RECORDS_FILTERED_TOTAL: &str = "impulse_kafka_records_filtered_total";
+/// Counter of batches a Kafka source handed on; label `trigger`.
+pub const KAFKA_BATCHES_TOTAL: &str = "impulse_kafka_batches_total";
+/// Histogram of records per Kafka batch; label `trigger`. Buckets: [`KAFKA_BATCH_SIZE_BUCKETS`].
+pub const KAFKA_BATCH_SIZE: &str = "impulse_kafka_batch_size";
+/// Gauge of records behind the high watermark, summed over a trigger's assigned partitions
+/// (Lambda's `OffsetLag`); label `trigger`.
+pub const OFFSET_LAG_RECORDS: &str = "impulse_offset_lag_records";
+
+/// Buckets for [`KAFKA_BATCH_SIZE`]: 1 record to Lambda's largest `BatchSize`, 10,000.
+pub const KAFKA_BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
 /// Buckets for [`ASYNC_EVENT_AGE_SECONDS`]: 10 ms to Lambda's 6 h maximum event age.
 pub const AGE_BUCKETS: &[f64] = &[
     0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 180.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
@@ -135,6 +167,33 @@ pub fn describe() {
         SCHEDULE_TICKS_TOTAL,
         "Schedule ticks, by what happened to them."
     );
+    metrics::describe_counter!(
+        KAFKA_RECORDS_RECEIVED_TOTAL,
+        "Records read by Kafka sources."
+    );
+    metrics::describe_counter!(
+        KAFKA_RECORDS_FILTERED_TOTAL,
+        "Kafka records that matched no filter pattern; acked as dropped and committed."
+    );
+    metrics::describe_counter!(KAFKA_BATCHES_TOTAL, "Batches handed on by Kafka sources.");
+    metrics::describe_histogram!(KAFKA_BATCH_SIZE, "Records per Kafka batch.");
+    metrics::describe_gauge!(
+        OFFSET_LAG_RECORDS,
+        "Records between a trigger's stored (or committed) offsets and the high watermarks."
+    );
+    metrics::describe_counter!(
+        COLD_STARTS_TOTAL,
+        "Invocations that waited for a new execution environment to start."
+    );
+    metrics::describe_histogram!(
+        INIT_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from starting an execution environment to its first Runtime API /next."
+    );
+    metrics::describe_gauge!(
+        ENVIRONMENTS,
+        "Live execution environments (processes) of a process function."
+    );
 }
 
 /// Emitted once at start-up.
@@ -225,4 +284,65 @@ pub fn destination_failed(function: &str, destination: &'static str) {
 pub fn schedule_tick(trigger: &str, result: &'static str) {
     metrics::counter!(SCHEDULE_TICKS_TOTAL, "trigger" => trigger.to_owned(), "result" => result)
         .increment(1);
+}
+
+/// Emitted when an invocation has to wait for a new execution environment (a cold start).
+pub fn cold_start(function: &str) {
+    metrics::counter!(COLD_STARTS_TOTAL, "function" => function.to_owned()).increment(1);
+}
+
+/// Emitted when an execution environment finishes its init phase.
+pub fn init_duration(function: &str, elapsed: Duration) {
+    metrics::histogram!(INIT_DURATION_SECONDS, "function" => function.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Emitted whenever a process function's number of live execution environments changes.
+pub fn environments(function: &str, live: usize) {
+    metrics::gauge!(ENVIRONMENTS, "function" => function.to_owned()).set(live as f64);
+}
+
+/// A Kafka source's metric handles, resolved once for its trigger: records are counted on the
+/// hot path, so no per-record registry lookup.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceMetrics {
+    received: metrics::Counter,
+    filtered: metrics::Counter,
+    batches: metrics::Counter,
+    batch_size: metrics::Histogram,
+    lag: metrics::Gauge,
+}
+
+impl KafkaSourceMetrics {
+    /// Handles labelled with `trigger`. Create them after the recorder is installed.
+    pub fn new(trigger: &str) -> Self {
+        Self {
+            received: metrics::counter!(KAFKA_RECORDS_RECEIVED_TOTAL, "trigger" => trigger.to_owned()),
+            filtered: metrics::counter!(KAFKA_RECORDS_FILTERED_TOTAL, "trigger" => trigger.to_owned()),
+            batches: metrics::counter!(KAFKA_BATCHES_TOTAL, "trigger" => trigger.to_owned()),
+            batch_size: metrics::histogram!(KAFKA_BATCH_SIZE, "trigger" => trigger.to_owned()),
+            lag: metrics::gauge!(OFFSET_LAG_RECORDS, "trigger" => trigger.to_owned()),
+        }
+    }
+
+    /// Emitted for every record read.
+    pub fn record_received(&self) {
+        self.received.increment(1);
+    }
+
+    /// Emitted for every record that matched no filter pattern.
+    pub fn record_filtered(&self) {
+        self.filtered.increment(1);
+    }
+
+    /// Emitted when a batch of `records` is handed on.
+    pub fn batch_sent(&self, records: usize) {
+        self.batches.increment(1);
+        self.batch_size.record(records as f64);
+    }
+
+    /// Emitted periodically with the records behind the high watermarks.
+    pub fn offset_lag(&self, records: i64) {
+        self.lag.set(records as f64);
+    }
 }

@@ -1,0 +1,92 @@
+//! Kafka triggers: Lambda's event-source-mapping semantics on top of the Kafka source.
+//!
+//! The source (in `connectors`) batches records per partition, keeps one batch in flight per
+//! partition (or per key), and commits only up to the lowest record without a final ack. This
+//! module decides each batch's fate: invoke under the limiter; on failure retry with backoff
+//! while the partition waits (bisecting, or honouring a partial batch response); once retries
+//! or the records' age run out, write each failed record to `on_failure` — and only when the
+//! write is confirmed, ack the records so the partition moves on.
+
+mod attempts;
+mod batch;
+mod response;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use impulse_config::{Config, TriggerConfig};
+use impulse_connectors::kafka::{KafkaBatch, KafkaSource};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::async_invoke::build_sink;
+use crate::functions::Functions;
+use crate::limiter::Limiter;
+
+use self::attempts::AttemptStore;
+use self::batch::BatchContext;
+
+/// Batches handed from a source to its processor; small, so a busy function slows the source
+/// (which pauses partitions) instead of buffering.
+const HANDOFF_CAPACITY: usize = 64;
+
+/// Starts every Kafka trigger. The tasks end after `shutdown`: in-flight batches stop between
+/// attempts, leaving their records unacknowledged (redelivered after a restart).
+pub(crate) fn start(
+    config: &Config,
+    functions: &Arc<Functions>,
+    limiter: &Limiter,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinSet<()>> {
+    let mut tasks = JoinSet::new();
+    for (name, trigger) in &config.triggers {
+        let TriggerConfig::Kafka(kafka) = trigger else { continue };
+        let function = functions
+            .get(&kafka.function)
+            .with_context(|| format!("triggers.{name}.function: no such function"))?
+            .clone();
+        let on_failure = match &kafka.on_failure {
+            Some(destination) => {
+                let path = format!("triggers.{name}.on_failure");
+                Some(build_sink(destination, &config.queue.data_dir, &path)?)
+            }
+            None => None,
+        };
+        let attempts = AttemptStore::open(&config.queue.data_dir, name)
+            .with_context(|| format!("triggers.{name}: cannot open the attempt counts"))?;
+        let context = Arc::new(BatchContext::new(
+            name,
+            kafka,
+            function,
+            limiter.clone(),
+            on_failure,
+            attempts,
+            shutdown.clone(),
+        ));
+        let source = KafkaSource::new(name, kafka)
+            .with_context(|| format!("triggers.{name}: cannot create the Kafka consumer"))?;
+        let (tx, rx) = mpsc::channel(HANDOFF_CAPACITY);
+        let stop = shutdown.clone();
+        let trigger = name.clone();
+        tasks.spawn(async move {
+            if let Err(err) = source.run(tx, stop.cancelled_owned()).await {
+                tracing::error!(trigger, error = %err, "Kafka source stopped.");
+            }
+        });
+        tasks.spawn(process_batches(rx, context));
+    }
+    Ok(tasks)
+}
+
+/// Processes batches as they come; partitions run concurrently (the source keeps each
+/// partition's batches in order).
+async fn process_batches(mut rx: mpsc::Receiver<KafkaBatch>, context: Arc<BatchContext>) {
+    let mut in_flight = JoinSet::new();
+    while let Some(batch) = rx.recv().await {
+        while in_flight.try_join_next().is_some() {}
+        let context = context.clone();
+        in_flight.spawn(async move { context.process(batch).await });
+    }
+    while in_flight.join_next().await.is_some() {}
+}

@@ -1,0 +1,635 @@
+//! Kafka records, batches, their identifiers, and Lambda's Kafka event (SEMANTICS.md §1.1).
+//!
+//! # The event
+//!
+//! [`encode_event`] writes Lambda's self-managed Kafka event, compact, fields in this order:
+//!
+//! ```json
+//! {"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k1:9092,k2:9092",
+//!  "records":{"orders-0":[{"topic":"orders","partition":0,"offset":15,
+//!   "timestamp":1545084650987,"timestampType":"CREATE_TIME",
+//!   "key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9",
+//!   "headers":[{"headerKey":[104,101,97,100,101,114]}]}]}}
+//! ```
+//!
+//! - `records` is keyed `<topic>-<partition>`, groups in order of first appearance, records in
+//!   the order given.
+//! - `key` and `value` are standard base64 (with padding) of the raw bytes, whatever they hold:
+//!   the value is never parsed or decoded. An empty key or value is `""`; a **null** key or
+//!   value (a tombstone) is JSON `null`, so every record has the same fields.
+//! - `headers` is a list of single-entry objects in record order (duplicate names survive);
+//!   each value is an array of **unsigned** bytes, 0–255, which `bytes(list)` (Python) or a
+//!   `byte[]` (Java) accepts. A header with a null value is `{"name": null}`.
+//! - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
+//!   has `-1`, Kafka's own convention.
+//!
+//! # Identifiers
+//!
+//! A record's identifier, used as `itemIdentifier` in partial batch responses, is
+//! `<topic>-<partition>@<offset>` (`orders-0@15`): the event's `records` key, `@`, and the
+//! record's `offset`. [`RecordId::from_json`] also reads the forms functions commonly return:
+//! `{"partition": "orders-0", "offset": 15}` and `{"topic": "orders", "partition": 0,
+//! "offset": 15}` (numbers or numeric strings), and the idempotency key `orders/0/15`.
+
+use std::fmt;
+use std::io::Write as _;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+
+use crate::contract::{Ack, EventId};
+
+/// `eventSource` of Lambda's self-managed Kafka event.
+pub const EVENT_SOURCE: &str = "aws:SelfManagedKafka";
+
+/// `timestampType` of a record without a timestamp.
+pub const NO_TIMESTAMP_TYPE: &str = "NO_TIMESTAMP_TYPE";
+/// `timestampType` of a record stamped by its producer.
+pub const CREATE_TIME: &str = "CREATE_TIME";
+/// `timestampType` of a record stamped by the broker.
+pub const LOG_APPEND_TIME: &str = "LOG_APPEND_TIME";
+
+/// One Kafka record on its way to a function, with the ack its source waits on.
+#[derive(Debug)]
+pub struct KafkaRecord {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch; `None` for `NO_TIMESTAMP_TYPE`.
+    pub timestamp: Option<i64>,
+    /// `CREATE_TIME`, `LOG_APPEND_TIME` or `NO_TIMESTAMP_TYPE`.
+    pub timestamp_type: &'static str,
+    /// The key bytes; `None` for a null key.
+    pub key: Option<Bytes>,
+    /// The value bytes; `None` for a null value (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in record order; a name may repeat, a value may be null.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Resolve once the record's outcome is final (`Delivered`, `DeadLettered`, `Dropped`).
+    /// Dropping it unresolved abandons the record: its offset is never committed.
+    pub ack: Ack,
+}
+
+impl KafkaRecord {
+    /// The identifier used in partial batch responses: `<topic>-<partition>@<offset>`.
+    pub fn identifier(&self) -> String {
+        self.id().to_string()
+    }
+
+    /// The record's coordinates.
+    pub fn id(&self) -> RecordId {
+        RecordId {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    /// The idempotency key, the same on every delivery: `<topic>/<partition>/<offset>`
+    /// (RELIABILITY.md, invariant 4). Topic names cannot contain `/`.
+    pub fn event_id(&self) -> EventId {
+        EventId::new(format!("{}/{}/{}", self.topic, self.partition, self.offset))
+    }
+
+    /// Whether `id` names this record.
+    pub fn is(&self, id: &RecordId) -> bool {
+        self.offset == id.offset && self.partition == id.partition && self.topic == id.topic
+    }
+}
+
+/// Records of one partition, in offset order, sent together to a function.
+#[derive(Debug)]
+pub struct KafkaBatch {
+    /// The trigger that read them.
+    pub trigger: String,
+    /// Their topic.
+    pub topic: String,
+    /// Their partition.
+    pub partition: i32,
+    /// The records, ascending offsets.
+    pub records: Vec<KafkaRecord>,
+}
+
+impl KafkaBatch {
+    /// Lambda's Kafka event for the whole batch; see [`encode_event`].
+    pub fn encode(&self, bootstrap_servers: &str) -> Bytes {
+        let records: Vec<&KafkaRecord> = self.records.iter().collect();
+        encode_event(bootstrap_servers, &records)
+    }
+}
+
+// === RecordId ===
+
+/// A record's coordinates, as named by an identifier (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A string or JSON value that names no record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Kafka record identifier (expected \"<topic>-<partition>@<offset>\")")]
+pub struct RecordIdError(());
+
+impl FromStr for RecordId {
+    type Err = RecordIdError;
+
+    /// Reads `orders-0@15` (the identifier) or `orders/0/15` (the idempotency key).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some((partition_key, offset)) = s.rsplit_once('@') {
+            let (topic, partition) = split_partition_key(partition_key).ok_or(RecordIdError(()))?;
+            return Ok(Self {
+                topic: topic.to_owned(),
+                partition,
+                offset: parse_offset(offset).ok_or(RecordIdError(()))?,
+            });
+        }
+        let mut parts = s.rsplitn(3, '/');
+        let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RecordIdError(()));
+        };
+        Ok(Self {
+            topic: valid_topic(topic).ok_or(RecordIdError(()))?.to_owned(),
+            partition: parse_partition(partition).ok_or(RecordIdError(()))?,
+            offset: parse_offset(offset).ok_or(RecordIdError(()))?,
+        })
+    }
+}
+
+impl RecordId {
+    /// Reads an `itemIdentifier` as a function returned it: a string (see [`FromStr`]),
+    /// `{"partition": "orders-0", "offset": 15}`, or `{"topic": "orders", "partition": 0,
+    /// "offset": 15}`; numbers may also be numeric strings. `None` for anything else (the
+    /// caller treats that as Lambda does an invalid identifier: the whole batch failed).
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => s.parse().ok(),
+            Value::Object(map) => {
+                let offset = match map.get("offset")? {
+                    Value::Number(n) => n.as_i64().filter(|o| *o >= 0)?,
+                    Value::String(s) => parse_offset(s)?,
+                    _ => return None,
+                };
+                let (topic, partition) = match (map.get("topic"), map.get("partition")?) {
+                    (Some(Value::String(topic)), Value::Number(n)) => {
+                        (valid_topic(topic)?, i32::try_from(n.as_i64()?).ok()?)
+                    }
+                    (Some(Value::String(topic)), Value::String(p)) => {
+                        (valid_topic(topic)?, parse_partition(p)?)
+                    }
+                    (None, Value::String(key)) => split_partition_key(key)?,
+                    _ => return None,
+                };
+                if partition < 0 {
+                    return None;
+                }
+                Some(Self {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `orders-0` → (`orders`, 0). Topic names may contain `-`; the partition is the digits after
+/// the last one.
+fn split_partition_key(key: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = key.rsplit_once('-')?;
+    Some((valid_topic(topic)?, parse_partition(partition)?))
+}
+
+fn valid_topic(topic: &str) -> Option<&str> {
+    (!topic.is_empty()).then_some(topic)
+}
+
+fn parse_partition(s: &str) -> Option<i32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_offset(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+// === encoding ===
+
+/// Lambda's Kafka event for `records` (see the module docs for the exact shape). Keys, values
+/// and header values are written as base64 or byte arrays without ever being parsed.
+pub fn encode_event(bootstrap_servers: &str, records: &[&KafkaRecord]) -> Bytes {
+    // Group by partition, keeping first-appearance order (batches hold one partition, so this
+    // is usually a single group).
+    let mut groups: Vec<(&str, i32, Vec<&KafkaRecord>)> = Vec::new();
+    for record in records {
+        match groups
+            .iter_mut()
+            .find(|(t, p, _)| *t == record.topic && *p == record.partition)
+        {
+            Some((_, _, group)) => group.push(record),
+            None => groups.push((&record.topic, record.partition, vec![record])),
+        }
+    }
+    let capacity = groups
+        .iter()
+        .map(|(topic, partition, group)| {
+            group_envelope_len(topic, *partition)
+                + group.iter().map(|r| record_len(r) + 1).sum::<usize>()
+        })
+        .sum::<usize>()
+        + envelope_len(bootstrap_servers);
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(b"{\"eventSource\":\"");
+    out.extend_from_slice(EVENT_SOURCE.as_bytes());
+    out.extend_from_slice(b"\",\"bootstrapServers\":");
+    write_str(&mut out, bootstrap_servers);
+    out.extend_from_slice(b",\"records\":{");
+    for (i, (topic, partition, group)) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_partition_key(&mut out, topic, *partition);
+        out.extend_from_slice(b":[");
+        for (j, record) in group.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_record(&mut out, record);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
+}
+
+/// Bytes of the event around its groups: everything but `"<key>":[…]` entries.
+pub(crate) fn envelope_len(bootstrap_servers: &str) -> usize {
+    r#"{"eventSource":"","bootstrapServers":,"records":{}}"#.len()
+        + EVENT_SOURCE.len()
+        + json_str_len(bootstrap_servers)
+}
+
+/// Bytes of one group's `"<topic>-<partition>":[]` (plus a separating comma).
+pub(crate) fn group_envelope_len(topic: &str, partition: i32) -> usize {
+    // `"`, key, `"`, `:`, `[`, `]`, and a comma before every group but the first.
+    json_str_len(topic) + 1 + decimal_len(i64::from(partition)) + 5
+}
+
+/// Exact bytes [`encode_event`] writes for one record (without a separating comma).
+pub(crate) fn record_len(record: &KafkaRecord) -> usize {
+    let fixed = r#"{"topic":,"partition":,"offset":,"timestamp":,"timestampType":"","key":,"value":,"headers":[]}"#.len();
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            // `{` name `:` value `}`
+            3 + json_str_len(name)
+                + value
+                    .as_ref()
+                    .map_or(4, |v| 2 + v.iter().map(|b| byte_len(*b) + 1).sum::<usize>() - usize::from(!v.is_empty()))
+        })
+        .sum::<usize>()
+        + record.headers.len().saturating_sub(1);
+    fixed
+        + json_str_len(&record.topic)
+        + decimal_len(i64::from(record.partition))
+        + decimal_len(record.offset)
+        + decimal_len(record.timestamp.unwrap_or(-1))
+        + record.timestamp_type.len()
+        + optional_base64_len(record.key.as_deref())
+        + optional_base64_len(record.value.as_deref())
+        + headers
+}
+
+fn write_partition_key(out: &mut Vec<u8>, topic: &str, partition: i32) {
+    write_str(out, &format!("{topic}-{partition}"));
+}
+
+fn write_record(out: &mut Vec<u8>, record: &KafkaRecord) {
+    out.extend_from_slice(b"{\"topic\":");
+    write_str(out, &record.topic);
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"timestampType\":\"{}\",\"key\":",
+        record.partition,
+        record.offset,
+        record.timestamp.unwrap_or(-1),
+        record.timestamp_type,
+    );
+    write_base64(out, record.key.as_deref());
+    out.extend_from_slice(b",\"value\":");
+    write_base64(out, record.value.as_deref());
+    out.extend_from_slice(b",\"headers\":[");
+    for (i, (name, value)) in record.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        write_str(out, name);
+        out.push(b':');
+        match value {
+            None => out.extend_from_slice(b"null"),
+            Some(bytes) => {
+                out.push(b'[');
+                for (j, b) in bytes.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    let _ = write!(out, "{b}");
+                }
+                out.push(b']');
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+fn write_base64(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => out.extend_from_slice(b"null"),
+        Some(bytes) => {
+            out.push(b'"');
+            let start = out.len();
+            out.resize(start + base64_len(bytes.len()), 0);
+            // The buffer is exactly the encoded length, so this cannot fail.
+            let _ = STANDARD.encode_slice(bytes, &mut out[start..]);
+            out.push(b'"');
+        }
+    }
+}
+
+/// A JSON string, escaped as serde_json does.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `&str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Length of `s` as a JSON string, quotes included, escaped as serde_json does: `"` and `\`
+/// take two bytes, `\b \f \n \r \t` two, other control characters six (`\u001f`).
+pub(crate) fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+fn optional_base64_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(4, |b| base64_len(b.len()) + 2)
+}
+
+fn byte_len(b: u8) -> usize {
+    match b {
+        0..=9 => 1,
+        10..=99 => 2,
+        _ => 3,
+    }
+}
+
+fn decimal_len(n: i64) -> usize {
+    let sign = usize::from(n < 0);
+    let mut v = n.unsigned_abs();
+    let mut digits = 1;
+    while v >= 10 {
+        v /= 10;
+        digits += 1;
+    }
+    sign + digits
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(offset: i64) -> KafkaRecord {
+        KafkaRecord {
+            topic: "orders".to_owned(),
+            partition: 0,
+            offset,
+            timestamp: Some(1_545_084_650_987),
+            timestamp_type: CREATE_TIME,
+            key: Some(Bytes::from_static(b"recordKey")),
+            value: Some(Bytes::from_static(br#"{"key":"value"}"#)),
+            headers: vec![(
+                "headerKey".to_owned(),
+                Some(Bytes::from_static(b"headerValue")),
+            )],
+            ack: Ack::new().0,
+        }
+    }
+
+    #[test]
+    fn encodes_lambdas_example_exactly() {
+        let r = record(15);
+        let event = encode_event("kafka-1:9092,kafka-2:9092", &[&r]);
+        let expected = concat!(
+            r#"{"eventSource":"aws:SelfManagedKafka","bootstrapServers":"kafka-1:9092,kafka-2:9092","#,
+            r#""records":{"orders-0":[{"topic":"orders","partition":0,"offset":15,"#,
+            r#""timestamp":1545084650987,"timestampType":"CREATE_TIME","#,
+            r#""key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9","#,
+            r#""headers":[{"headerKey":[104,101,97,100,101,114,86,97,108,117,101]}]}]}}"#
+        );
+        assert_eq!(std::str::from_utf8(&event).unwrap(), expected);
+    }
+
+    #[test]
+    fn encodes_binary_empty_and_null_fields() {
+        let mut binary = record(1);
+        binary.partition = 12;
+        binary.topic = "a.b_c-d".to_owned();
+        binary.value = Some(Bytes::from_static(&[0xff, 0x00, 0x80, b'"']));
+        binary.key = Some(Bytes::new());
+        binary.headers = vec![
+            ("dup".to_owned(), Some(Bytes::from_static(&[0, 9, 10, 99, 100, 255]))),
+            ("dup".to_owned(), None),
+            ("empty\"\n".to_owned(), Some(Bytes::new())),
+        ];
+        binary.timestamp = None;
+        binary.timestamp_type = NO_TIMESTAMP_TYPE;
+        let mut tombstone = record(2);
+        tombstone.topic = "a.b_c-d".to_owned();
+        tombstone.partition = 12;
+        tombstone.key = None;
+        tombstone.value = None;
+        tombstone.headers = Vec::new();
+        tombstone.timestamp_type = LOG_APPEND_TIME;
+        let event = encode_event("k:9092", &[&binary, &tombstone]);
+        let parsed: serde_json::Value = serde_json::from_slice(&event).expect("valid JSON");
+        assert_eq!(
+            parsed,
+            json!({
+                "eventSource": "aws:SelfManagedKafka",
+                "bootstrapServers": "k:9092",
+                "records": {"a.b_c-d-12": [
+                    {"topic": "a.b_c-d", "partition": 12, "offset": 1, "timestamp": -1,
+                     "timestampType": "NO_TIMESTAMP_TYPE", "key": "", "value": "/wCAIg==",
+                     "headers": [{"dup": [0, 9, 10, 99, 100, 255]}, {"dup": null},
+                                 {"empty\"\n": []}]},
+                    {"topic": "a.b_c-d", "partition": 12, "offset": 2,
+                     "timestamp": 1_545_084_650_987_i64, "timestampType": "LOG_APPEND_TIME",
+                     "key": null, "value": null, "headers": []}
+                ]}
+            })
+        );
+    }
+
+    #[test]
+    fn groups_by_partition_in_first_appearance_order() {
+        let a = record(1);
+        let mut b = record(7);
+        b.partition = 3;
+        let c = record(2);
+        let event = encode_event("k", &[&a, &b, &c]);
+        let text = std::str::from_utf8(&event).unwrap();
+        let p0 = text.find("\"orders-0\"").unwrap();
+        let p3 = text.find("\"orders-3\"").unwrap();
+        assert!(p0 < p3);
+        let parsed: serde_json::Value = serde_json::from_slice(&event).unwrap();
+        let offsets: Vec<i64> = parsed["records"]["orders-0"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["offset"].as_i64().unwrap())
+            .collect();
+        assert_eq!(offsets, [1, 2]);
+        assert_eq!(encode_event("k", &[]).as_ref(), br#"{"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k","records":{}}"#);
+    }
+
+    #[test]
+    fn predicted_lengths_are_exact() {
+        let mut variants = Vec::new();
+        for (i, value) in [
+            None,
+            Some(Bytes::new()),
+            Some(Bytes::from_static(b"a")),
+            Some(Bytes::from_static(b"ab")),
+            Some(Bytes::from(vec![7u8; 1000])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = record(i as i64 * 1_000_003);
+            r.value = value.clone();
+            r.key = value;
+            r.partition = i as i32 * 11;
+            r.timestamp = if i % 2 == 0 { None } else { Some(-5) };
+            r.headers = match i {
+                0 => Vec::new(),
+                1 => vec![("h".to_owned(), None)],
+                2 => vec![("\u{1}\t".to_owned(), Some(Bytes::new()))],
+                _ => vec![
+                    ("x".to_owned(), Some(Bytes::from_static(&[0, 10, 200]))),
+                    ("é".to_owned(), Some(Bytes::from_static(&[1]))),
+                ],
+            };
+            variants.push(r);
+        }
+        for r in &variants {
+            let mut out = Vec::new();
+            write_record(&mut out, r);
+            assert_eq!(record_len(r), out.len(), "{}", String::from_utf8_lossy(&out));
+        }
+        let refs: Vec<&KafkaRecord> = variants.iter().collect();
+        let mut expected = envelope_len("b\"s");
+        let mut partitions = Vec::new();
+        for r in &refs {
+            if !partitions.contains(&r.partition) {
+                partitions.push(r.partition);
+                expected += group_envelope_len(&r.topic, r.partition);
+            }
+            expected += record_len(r);
+        }
+        // Commas: one less per group than records, and one less than groups.
+        expected -= 1;
+        assert_eq!(encode_event("b\"s", &refs).len(), expected);
+    }
+
+    #[test]
+    fn identifiers_round_trip() {
+        let mut r = record(15);
+        r.topic = "my-orders.v2".to_owned();
+        r.partition = 10;
+        assert_eq!(r.identifier(), "my-orders.v2-10@15");
+        assert_eq!(r.event_id().as_str(), "my-orders.v2/10/15");
+        let id: RecordId = r.identifier().parse().unwrap();
+        assert!(r.is(&id));
+        assert_eq!(r.event_id().as_str().parse::<RecordId>().unwrap(), id);
+        assert_eq!(RecordId::from_json(&json!("my-orders.v2-10@15")), Some(id.clone()));
+        assert_eq!(
+            RecordId::from_json(&json!({"partition": "my-orders.v2-10", "offset": 15})),
+            Some(id.clone())
+        );
+        assert_eq!(
+            RecordId::from_json(&json!({"partition": "my-orders.v2-10", "offset": "15"})),
+            Some(id.clone())
+        );
+        assert_eq!(
+            RecordId::from_json(&json!({"topic": "my-orders.v2", "partition": 10, "offset": 15})),
+            Some(id.clone())
+        );
+        assert_eq!(
+            RecordId::from_json(&json!({"topic": "my-orders.v2", "partition": "10", "offset": 15})),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn invalid_identifiers_are_rejected() {
+        for bad in [
+            "", "orders", "orders@15", "orders-@15", "-0@15", "orders-0@", "orders-0@-1",
+            "orders-x@1", "orders-0@1.5", "orders/0", "/0/1", "orders/-1/1", "orders-99999999999@1",
+        ] {
+            assert!(bad.parse::<RecordId>().is_err(), "{bad:?} parsed");
+        }
+        for bad in [
+            json!(null),
+            json!(15),
+            json!({}),
+            json!({"partition": "orders-0"}),
+            json!({"offset": 15}),
+            json!({"partition": 0, "offset": 15}),
+            json!({"partition": "orders-0", "offset": -1}),
+            json!({"partition": "orders-0", "offset": 1.5}),
+            json!({"topic": "orders", "partition": -1, "offset": 1}),
+            json!({"topic": "", "partition": 0, "offset": 1}),
+        ] {
+            assert_eq!(RecordId::from_json(&bad), None, "{bad} parsed");
+        }
+    }
+}

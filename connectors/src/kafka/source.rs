@@ -1,0 +1,1273 @@
+//! The Kafka source: the consumer side of Lambda's Kafka event source mapping.
+//!
+//! # Shape
+//!
+//! - One consumer group member per [`KafkaSource`] (`group_id`, default `impulse-<trigger>`),
+//!   `cooperative-sticky` assignment, offsets stored by hand (`enable.auto.offset.store=false`)
+//!   and committed in the background (`enable.auto.commit=true`) plus synchronously on every
+//!   revoke and at shutdown (RELIABILITY.md §2).
+//! - A dedicated thread awaits the consumer's main queue, which serves rebalances, statistics
+//!   and errors. The rebalance callback runs there, so it may block: on revoke it drains.
+//! - Each assigned partition gets its own queue (split in the assign callback, before the
+//!   partition is assigned) and its own task, which reads records, filters them, batches them,
+//!   sends batches on `out` and tracks acks. A partition that cannot send (backpressure, a
+//!   batch in flight) stops reading its queue; librdkafka then stops fetching it once
+//!   `queued.max.messages.kbytes` is reached, and no other partition stalls.
+//!
+//! # Batches
+//!
+//! Per partition, a batch is sent when it holds `batch_size` records, when `batch_window` has
+//! passed since its first record, or when the next record would make the event larger than
+//! 6 MB (Lambda's payload limit; a single larger record goes alone).
+//!
+//! - `ordering = "partition"` (Lambda): at most **one** batch in flight per partition; the
+//!   next is sent once every record of the previous one has a final or abandoned ack.
+//! - `ordering = "key"`: up to [`KEY_MODE_MAX_IN_FLIGHT`] batches in flight per partition.
+//!   A batch may hold several records of one key, in offset order; a record whose key has a
+//!   record in an **earlier batch still in flight** waits (and so does every later record of
+//!   that key). Records with a null key have no order among themselves.
+//!
+//! # Offsets
+//!
+//! Per partition, a [`Watermark`] stores the lowest unresolved offset with `store_offsets`
+//! (as is: the next record to read). Only a final ack resolves a record; an abandoned one
+//! (dropped without an outcome) is logged and never resolved, so the partition stops
+//! advancing and a restart redelivers it. Filtered-out records resolve at once (as
+//! `Outcome::Dropped`) and are counted. Each assignment has an epoch; stores from an ended
+//! epoch are refused. On revoke: stop dispatching, wait up to the drain timeout for in-flight
+//! acks, store, commit synchronously, end the epoch. A lost assignment is not committed.
+//!
+//! # Starting position
+//!
+//! Applies only to partitions for which the group has **no committed offset**, looked up in
+//! the assign callback: `earliest` starts at the beginning, `latest` at the end, and
+//! `at_timestamp` at the first record at or after `starting_timestamp` (the end if there is
+//! none). `auto.offset.reset` is always `earliest`, so a committed offset that fell out of
+//! retention — or a failed lookup — resumes at the oldest record: duplicates, never a skip.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use impulse_config::{KafkaTriggerConfig, Ordering, StartingPosition, SYNC_BODY_LIMIT};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, Timestamp, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::event::{
+    envelope_len, group_envelope_len, record_len, KafkaBatch, KafkaRecord, CREATE_TIME,
+    LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
+};
+use super::filter::KafkaFilter;
+use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
+use crate::contract::{Ack, AckReceiver, AckStatus, SourceError};
+use crate::telemetry::KafkaSourceMetrics;
+
+/// How long a revoke or shutdown waits for in-flight acks by default. Records still unresolved
+/// then are redelivered by the next owner. Must stay below `session.timeout.ms` (45 s).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Batches in flight per partition with `ordering = "key"`, by default.
+pub const KEY_MODE_MAX_IN_FLIGHT: usize = 8;
+
+/// Largest event, in bytes: Lambda's 6 MB synchronous payload.
+pub const MAX_EVENT_BYTES: usize = SYNC_BODY_LIMIT as usize;
+
+/// Fewest records a partition buffers before it stops reading (more with a large batch size).
+const MIN_BUFFERED_RECORDS: usize = 1_000;
+
+/// How often librdkafka reports statistics (the lag gauge), unless the options say otherwise.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Bound on the metadata look-ups in the assign callback (committed offsets, offsets for a
+/// timestamp).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopped partition task may take to exit after its drain.
+const TASK_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Bound on the final commit and on closing the consumer: `drop` can hang while Kafka is down
+/// (fede1024/rust-rdkafka#611); correctness never depends on finishing it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Properties the source sets after the caller's options: without them, offsets would be
+/// stored for records that were never processed.
+const OWNED: &[(&str, &str)] = &[
+    ("enable.auto.offset.store", "false"),
+    ("enable.auto.commit", "true"),
+    ("auto.offset.reset", "earliest"),
+    ("enable.partition.eof", "false"),
+];
+
+type SourceConsumer = StreamConsumer<SourceContext>;
+type PartitionQueue = StreamPartitionQueue<SourceContext>;
+
+// === KafkaSource ===
+
+/// Reads a Kafka trigger's topics and hands out per-partition batches; see the module docs.
+pub struct KafkaSource {
+    trigger: String,
+    group_id: String,
+    bootstrap_servers: String,
+    topics: Vec<String>,
+    client: ClientConfig,
+    /// The caller's options, kept for `Debug` (redacted there).
+    options: BTreeMap<String, String>,
+    start: Start,
+    settings: Settings,
+    filter: KafkaFilter,
+    drain_timeout: Duration,
+}
+
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Earliest,
+    Latest,
+    /// Milliseconds since the Unix epoch.
+    AtTimestamp(i64),
+}
+
+/// Batching rules of one source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) batch_size: usize,
+    pub(crate) window: Duration,
+    pub(crate) max_bytes: usize,
+    pub(crate) ordering: Ordering,
+    pub(crate) max_in_flight: usize,
+}
+
+impl KafkaSource {
+    /// A source for trigger `trigger`. Checks the librdkafka options and filter patterns; does
+    /// not connect.
+    pub fn new(trigger: &str, config: &KafkaTriggerConfig) -> Result<Self, SourceError> {
+        let fail = |message: String| SourceError {
+            trigger: trigger.to_owned(),
+            message,
+        };
+        let filter = KafkaFilter::compile(&config.filter).map_err(|e| fail(e.to_string()))?;
+        let start = match config.starting_position {
+            StartingPosition::Earliest => Start::Earliest,
+            StartingPosition::Latest => Start::Latest,
+            StartingPosition::AtTimestamp => Start::AtTimestamp(
+                config
+                    .starting_timestamp
+                    .ok_or_else(|| {
+                        fail("starting_position = \"at_timestamp\" needs starting_timestamp".into())
+                    })?
+                    .timestamp_millis(),
+            ),
+        };
+        let group_id = config
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("impulse-{trigger}"));
+
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &group_id)
+            .set("client.id", format!("impulse-{trigger}"))
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        for (key, value) in &config.librdkafka_options {
+            client.set(key, value);
+        }
+        for (key, value) in OWNED {
+            client.set(*key, *value);
+        }
+        // Only partitions that move are revoked. The KIP-848 protocol has no client-side
+        // strategy (the broker assigns, incrementally), and refuses the property.
+        let next_gen_protocol = config
+            .librdkafka_options
+            .get("group.protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("consumer"));
+        if !next_gen_protocol {
+            client.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        client.create_native_config().map_err(|e| {
+            // librdkafka's message may quote the offending property's value.
+            fail(redact_values(
+                &format!("invalid Kafka consumer configuration: {e}"),
+                &config.librdkafka_options,
+            ))
+        })?;
+
+        Ok(Self {
+            trigger: trigger.to_owned(),
+            group_id,
+            bootstrap_servers: config.bootstrap_servers.clone(),
+            topics: config.topics.clone(),
+            client,
+            options: config.librdkafka_options.clone(),
+            start,
+            settings: Settings {
+                batch_size: usize::try_from(config.batch_size).unwrap_or(1).max(1),
+                window: config.batch_window,
+                max_bytes: MAX_EVENT_BYTES,
+                ordering: config.ordering,
+                max_in_flight: KEY_MODE_MAX_IN_FLIGHT,
+            },
+            filter,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        })
+    }
+
+    /// How long a revoke or shutdown waits for in-flight acks (default
+    /// [`DEFAULT_DRAIN_TIMEOUT`]). Keep it below `session.timeout.ms`.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Batches in flight per partition with `ordering = "key"` (default
+    /// [`KEY_MODE_MAX_IN_FLIGHT`], at least 1). Ignored with `ordering = "partition"`.
+    pub fn with_max_in_flight_per_partition(mut self, batches: usize) -> Self {
+        self.settings.max_in_flight = batches.max(1);
+        self
+    }
+
+    /// The largest event a batch may make, in bytes (default [`MAX_EVENT_BYTES`]).
+    pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
+        self.settings.max_bytes = bytes;
+        self
+    }
+
+    /// The consumer group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The trigger's bootstrap servers, as the event's `bootstrapServers` names them.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Runs until `shutdown` resolves, sending batches on `out`; waiting for room in `out` is
+    /// the backpressure path. On shutdown it drains in-flight acks (up to the drain timeout),
+    /// commits what is final and leaves the group. An error means the source cannot go on (the
+    /// consumer could not be created, `out` was closed, a record reached the wrong queue);
+    /// what was not committed is redelivered when it runs again.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<KafkaBatch>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), SourceError> {
+        let fail = |message: String| SourceError {
+            trigger: self.trigger.clone(),
+            message,
+        };
+        let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            trigger: self.trigger.clone(),
+            envelope: envelope_len(&self.bootstrap_servers),
+            settings: self.settings,
+            filter: self.filter,
+            start: self.start,
+            drain_timeout: self.drain_timeout,
+            runtime: tokio::runtime::Handle::current(),
+            out,
+            metrics: KafkaSourceMetrics::new(&self.trigger),
+            consumer: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            fatal: fatal_tx,
+        });
+        let consumer: Arc<SourceConsumer> = Arc::new(
+            self.client
+                .create_with_context(SourceContext {
+                    shared: Arc::clone(&shared),
+                })
+                .map_err(|e| {
+                    fail(redact_values(
+                        &format!("creating the Kafka consumer: {e}"),
+                        &self.options,
+                    ))
+                })?,
+        );
+        // The rebalance callback splits partition queues, which needs the `Arc`.
+        let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| fail(format!("subscribing to {topics:?}: {e}")))?;
+
+        let (stop_poll, stop_poll_rx) = oneshot::channel();
+        let poller = std::thread::Builder::new()
+            .name(format!("kafka-{}", self.trigger))
+            .spawn({
+                let consumer = Arc::clone(&consumer);
+                let shared = Arc::clone(&shared);
+                move || poll_main_queue(&consumer, &shared, stop_poll_rx)
+            })
+            .map_err(|e| fail(format!("starting the consumer thread: {e}")))?;
+        tracing::info!(trigger = %self.trigger, group = %self.group_id, topics = ?self.topics, "Kafka source started.");
+
+        let outcome = tokio::select! {
+            () = shutdown => Ok(()),
+            Some(message) = fatal_rx.recv() => Err(fail(message)),
+        };
+        close(&shared, consumer, poller, stop_poll).await;
+        tracing::info!(trigger = %self.trigger, "Kafka source stopped.");
+        outcome
+    }
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("trigger", &self.trigger)
+            .field("group_id", &self.group_id)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topics", &self.topics)
+            .field("librdkafka_options", &Redacted(&self.options))
+            .field("start", &self.start)
+            .field("settings", &self.settings)
+            .field("filter", &self.filter)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops every partition (draining), the consumer thread, commits and closes.
+async fn close(
+    shared: &Arc<Shared>,
+    consumer: Arc<SourceConsumer>,
+    poller: std::thread::JoinHandle<()>,
+    stop_poll: oneshot::Sender<()>,
+) {
+    let tasks: Vec<(TopicPartition, TaskHandle)> = {
+        let mut state = shared.lock();
+        state.shutting_down = true;
+        state.tasks.drain().collect()
+    };
+    for (_, task) in &tasks {
+        task.stop.send_replace(Stop::Drain(shared.drain_timeout));
+    }
+    let wait = shared.drain_timeout + TASK_EXIT_GRACE;
+    let trigger = shared.trigger.clone();
+    let waited = tokio::task::spawn_blocking(move || wait_for_tasks(&trigger, tasks, wait)).await;
+    if let Err(e) = waited {
+        tracing::error!(trigger = %shared.trigger, error = %e, "Waiting for partition tasks failed.");
+    }
+
+    // A rebalance callback in progress finishes first; none starts after this.
+    let _ = stop_poll.send(());
+    let joined = tokio::time::timeout(CLOSE_TIMEOUT, tokio::task::spawn_blocking(move || poller.join())).await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        tracing::error!(trigger = %shared.trigger, "The Kafka consumer thread did not stop cleanly.");
+    }
+
+    let stored = shared.lock().assignments.revoke_all();
+    if !stored.is_empty() {
+        let committer = Arc::clone(&consumer);
+        let list = store_list(&stored);
+        let commit = tokio::task::spawn_blocking(move || committer.commit(&list, CommitMode::Sync));
+        match tokio::time::timeout(CLOSE_TIMEOUT, commit).await {
+            Ok(Ok(Ok(()))) => {
+                tracing::debug!(trigger = %shared.trigger, offsets = ?stored, "Committed offsets at shutdown.");
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(trigger = %shared.trigger, error = %e, "Final commit failed; uncommitted records will be redelivered.");
+            }
+            _ => {
+                tracing::warn!(trigger = %shared.trigger, "Final commit timed out; uncommitted records will be redelivered.");
+            }
+        }
+    }
+    // Dropping the last handle leaves the group (and may hang while Kafka is unreachable).
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!(trigger = %shared.trigger, "Closing the Kafka consumer timed out.");
+    }
+}
+
+/// Waits, blocking, until every task has exited or `wait` has passed.
+fn wait_for_tasks(trigger: &str, tasks: Vec<(TopicPartition, TaskHandle)>, wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
+    for ((topic, partition), task) in tasks {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if task.done.recv_timeout(left) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            tracing::error!(
+                trigger, topic = %topic, partition,
+                "A partition task did not stop in time; its completions will be discarded."
+            );
+        }
+    }
+}
+
+// === shared state ===
+
+/// What the consumer thread, the rebalance callback and the partition tasks share.
+struct Shared {
+    trigger: String,
+    /// Event bytes outside the records: envelope and one partition group (added per task).
+    envelope: usize,
+    settings: Settings,
+    filter: KafkaFilter,
+    start: Start,
+    drain_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    out: mpsc::Sender<KafkaBatch>,
+    metrics: KafkaSourceMetrics,
+    /// Set right after the consumer is created; weak, as the consumer owns this (its context).
+    consumer: OnceLock<Weak<SourceConsumer>>,
+    state: Mutex<State>,
+    /// Reasons the source must stop.
+    fatal: mpsc::UnboundedSender<String>,
+}
+
+#[derive(Default)]
+struct State {
+    shutting_down: bool,
+    assignments: Assignments,
+    tasks: HashMap<TopicPartition, TaskHandle>,
+}
+
+/// The rebalance callback's handle on a partition task.
+struct TaskHandle {
+    stop: watch::Sender<Stop>,
+    /// Disconnects when the task has exited, its queue dropped.
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// What a partition task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// Stop dispatching; wait this long for in-flight acks, store, exit.
+    Drain(Duration),
+    /// Exit now (the assignment was lost): nothing more may be stored.
+    Abort,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind; carrying on is safe because
+        // a store needs a live epoch, and a lost store only means redelivery.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn fail(&self, message: String) {
+        tracing::error!(trigger = %self.trigger, "{message}");
+        let _ = self.fatal.send(message);
+    }
+
+    /// Stores `offset` for `tp` if `epoch` is still its live epoch.
+    fn store(&self, consumer: &SourceConsumer, tp: &TopicPartition, epoch: u64, offset: i64) {
+        let mut state = self.lock();
+        if !state.assignments.is_current(tp, epoch) {
+            tracing::debug!(trigger = %self.trigger, topic = %tp.0, partition = tp.1, offset, "Discarded a store from an ended assignment.");
+            return;
+        }
+        let list = store_list(&[(tp.clone(), offset)]);
+        match consumer.store_offsets(&list) {
+            Ok(()) => state.assignments.stored(tp, epoch, offset),
+            // Expected right after a revoke (confluentinc/librdkafka#3774): not stored, the
+            // next owner redelivers.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                tracing::debug!(trigger = %self.trigger, topic = %tp.0, partition = tp.1, offset, "Offset not stored: the partition is no longer assigned.");
+            }
+            Err(e) => {
+                tracing::warn!(trigger = %self.trigger, topic = %tp.0, partition = tp.1, offset, error = %e, "Offset not stored.");
+            }
+        }
+    }
+
+    /// Assign callback: starting positions, then one split queue and task per partition.
+    fn on_assign(self: &Arc<Self>, base: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
+        let partitions = partitions_of(tpl);
+        if partitions.is_empty() || self.lock().shutting_down {
+            return;
+        }
+        tracing::info!(trigger = %self.trigger, partitions = ?partitions, "Partitions assigned.");
+        self.apply_start(base, tpl);
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            self.fail("the Kafka consumer is gone during an assignment".to_owned());
+            return;
+        };
+        for tp in partitions {
+            // A task of an earlier assignment must be gone before the queue is split again:
+            // dropping its queue would switch off the new queue's wake-ups (vector#26438).
+            let previous = self.lock().tasks.remove(&tp);
+            if let Some(previous) = previous {
+                previous.stop.send_replace(Stop::Abort);
+                wait_for_tasks(&self.trigger, vec![(tp.clone(), previous)], TASK_EXIT_GRACE);
+            }
+            let mut state = self.lock();
+            if state.shutting_down {
+                return;
+            }
+            let epoch = state.assignments.assign(&tp);
+            let Some(queue) = consumer.split_partition_queue(&tp.0, tp.1) else {
+                drop(state);
+                self.fail(format!("could not split the queue of {}-{}", tp.0, tp.1));
+                continue;
+            };
+            let (stop, stop_rx) = watch::channel(Stop::Run);
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let task = PartitionTask {
+                shared: Arc::clone(self),
+                consumer: Arc::clone(&consumer),
+                tp: tp.clone(),
+                epoch,
+            };
+            self.runtime.spawn(task.run(queue, stop_rx, done_tx));
+            state.tasks.insert(tp, TaskHandle { stop, done });
+        }
+    }
+
+    /// Sets the start offset of partitions the group has no committed offset for.
+    fn apply_start(&self, base: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
+        let committed = match base.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(trigger = %self.trigger, error = %e, "Could not read committed offsets; partitions without one start at the earliest record.");
+                return;
+            }
+        };
+        let fresh: Vec<TopicPartition> = committed
+            .elements()
+            .iter()
+            .filter(|e| e.offset() == Offset::Invalid)
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let starts: Vec<(TopicPartition, Offset)> = match self.start {
+            Start::Earliest => fresh.into_iter().map(|tp| (tp, Offset::Beginning)).collect(),
+            Start::Latest => fresh.into_iter().map(|tp| (tp, Offset::End)).collect(),
+            Start::AtTimestamp(millis) => {
+                let mut query = TopicPartitionList::new();
+                for (topic, partition) in &fresh {
+                    let _ = query.add_partition_offset(topic, *partition, Offset::Offset(millis));
+                }
+                match base.offsets_for_times(query, LOOKUP_TIMEOUT) {
+                    Ok(found) => found
+                        .elements()
+                        .iter()
+                        .filter(|e| e.error().is_ok())
+                        .map(|e| {
+                            let offset = match e.offset() {
+                                Offset::Offset(o) => Offset::Offset(o),
+                                // No record at or after the timestamp.
+                                _ => Offset::End,
+                            };
+                            ((e.topic().to_owned(), e.partition()), offset)
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(trigger = %self.trigger, error = %e, "Could not look up offsets for starting_timestamp; starting at the earliest record.");
+                        return;
+                    }
+                }
+            }
+        };
+        for ((topic, partition), offset) in starts {
+            tracing::info!(trigger = %self.trigger, topic = %topic, partition, start = ?offset, "No committed offset: applying starting_position.");
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                tracing::warn!(trigger = %self.trigger, error = %e, "Could not set a start offset.");
+            }
+        }
+    }
+
+    /// Revoke callback: stop, drain, store, commit, end the epochs.
+    fn on_revoke(&self, base: &BaseConsumer<SourceContext>, partitions: &[TopicPartition], lost: bool) {
+        if partitions.is_empty() {
+            return;
+        }
+        tracing::info!(trigger = %self.trigger, partitions = ?partitions, lost, "Partitions revoked.");
+        let tasks: Vec<(TopicPartition, TaskHandle)> = {
+            let mut state = self.lock();
+            partitions
+                .iter()
+                .filter_map(|tp| state.tasks.remove(tp).map(|t| (tp.clone(), t)))
+                .collect()
+        };
+        let (stop, wait) = if lost {
+            (Stop::Abort, TASK_EXIT_GRACE)
+        } else {
+            (
+                Stop::Drain(self.drain_timeout),
+                self.drain_timeout + TASK_EXIT_GRACE,
+            )
+        };
+        for (_, task) in &tasks {
+            task.stop.send_replace(stop);
+        }
+        wait_for_tasks(&self.trigger, tasks, wait);
+        let stored: Vec<(TopicPartition, i64)> = {
+            let mut state = self.lock();
+            partitions
+                .iter()
+                .filter_map(|tp| state.assignments.revoke(tp).map(|o| (tp.clone(), o)))
+                .collect()
+        };
+        if lost {
+            // Someone else may own them already: committing could move their offsets.
+            tracing::warn!(trigger = %self.trigger, "Assignment lost; nothing committed, unfinished records will be redelivered.");
+            return;
+        }
+        if stored.is_empty() {
+            return;
+        }
+        match base.commit(&store_list(&stored), CommitMode::Sync) {
+            Ok(()) => tracing::debug!(trigger = %self.trigger, offsets = ?stored, "Committed offsets on revoke."),
+            Err(e) => tracing::warn!(trigger = %self.trigger, error = %e, "Commit on revoke failed; uncommitted records will be redelivered."),
+        }
+    }
+
+    fn on_unexpected_message(&self, topic: &str, partition: i32) {
+        if self.lock().shutting_down {
+            return;
+        }
+        self.fail(format!(
+            "a record of {topic}-{partition} reached the consumer's main queue instead of its \
+             partition queue; stopping so that it is redelivered"
+        ));
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// The consumer thread: awaits the main queue, which serves rebalances (running the callbacks
+/// below on this thread), statistics and errors. Records never arrive here: every assigned
+/// partition has its own queue.
+fn poll_main_queue(
+    consumer: &SourceConsumer,
+    shared: &Shared,
+    mut stop: oneshot::Receiver<()>,
+) {
+    futures::executor::block_on(async {
+        loop {
+            let next = consumer.recv();
+            futures::pin_mut!(next);
+            match futures::future::select(next, &mut stop).await {
+                futures::future::Either::Left((Ok(message), _)) => {
+                    shared.on_unexpected_message(message.topic(), message.partition());
+                }
+                futures::future::Either::Left((Err(e), _)) => {
+                    tracing::warn!(trigger = %shared.trigger, error = %e, "Kafka consumer error.");
+                }
+                futures::future::Either::Right(_) => return,
+            }
+        }
+    });
+}
+
+// === context ===
+
+/// The consumer's callbacks: rebalances and statistics.
+struct SourceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+            .filter(|p| p.partition >= 0 && p.desired)
+            .filter_map(|p| {
+                let position = [p.stored_offset, p.committed_offset]
+                    .into_iter()
+                    .find(|o| *o >= 0)?;
+                (p.hi_offset >= 0).then(|| (p.hi_offset - position).max(0))
+            })
+            .sum();
+        self.shared.metrics.offset_lag(lag);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result: KafkaResult<()> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.shared.on_assign(base, tpl);
+                if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = base.assignment_lost();
+                self.shared.on_revoke(base, &partitions_of(tpl), lost);
+                if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                }
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::error!(trigger = %self.shared.trigger, error = %code, "Rebalance error; dropping the assignment.");
+                let owned: Vec<TopicPartition> = self.shared.lock().tasks.keys().cloned().collect();
+                self.shared.on_revoke(base, &owned, true);
+                base.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(trigger = %self.shared.trigger, error = %e, "Applying a rebalance failed.");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(trigger = %self.shared.trigger, error = %e, "Offset commit failed; it is retried with the next one.");
+            }
+        }
+    }
+}
+
+// === partition task ===
+
+struct PartitionTask {
+    shared: Arc<Shared>,
+    consumer: Arc<SourceConsumer>,
+    tp: TopicPartition,
+    epoch: u64,
+}
+
+/// An ack being awaited: which batch, which record, which key it holds back.
+pub(crate) struct Tracked {
+    batch: u64,
+    offset: i64,
+    key: Option<Bytes>,
+    rx: AckReceiver,
+}
+
+/// A finished ack.
+pub(crate) struct Completion {
+    batch: u64,
+    offset: i64,
+    key: Option<Bytes>,
+    status: AckStatus,
+}
+
+async fn completion(tracked: Tracked) -> Completion {
+    let status = tracked.rx.status().await;
+    Completion {
+        batch: tracked.batch,
+        offset: tracked.offset,
+        key: tracked.key,
+        status,
+    }
+}
+
+impl PartitionTask {
+    async fn run(
+        self,
+        queue: PartitionQueue,
+        mut stop: watch::Receiver<Stop>,
+        done: std::sync::mpsc::Sender<()>,
+    ) {
+        let (topic, partition) = self.tp.clone();
+        let shared = Arc::clone(&self.shared);
+        let mut dispatcher = Dispatcher::new(
+            shared.settings,
+            shared.trigger.clone(),
+            topic.clone(),
+            partition,
+            shared.envelope + group_envelope_len(&topic, partition),
+        );
+        let mut acks = FuturesUnordered::new();
+        let mut stopped = Stop::Abort;
+        {
+            let mut stream = queue.stream();
+            loop {
+                let now = Instant::now();
+                let ready = dispatcher.ready(now);
+                let timer = dispatcher.deadline();
+                tokio::select! {
+                    // Stop first, then acks (they free capacity and move the watermark), then
+                    // the window timer, sending, and reading last: a partition that cannot send
+                    // stops reading, which bounds its memory.
+                    biased;
+                    changed = stop.changed() => {
+                        stopped = if changed.is_ok() { *stop.borrow() } else { Stop::Abort };
+                        if stopped != Stop::Run {
+                            break;
+                        }
+                    }
+                    Some(done) = acks.next(), if !acks.is_empty() => {
+                        self.complete(&mut dispatcher, done);
+                        // Take every other finished ack before storing once.
+                        while let Some(Some(done)) = acks.next().now_or_never() {
+                            self.complete(&mut dispatcher, done);
+                        }
+                        self.store(&mut dispatcher);
+                    }
+                    () = sleep_until(timer), if timer.is_some() && !ready => {}
+                    permit = shared.out.reserve(), if ready => {
+                        let Ok(permit) = permit else {
+                            shared.fail("the batch receiver was dropped".to_owned());
+                            break;
+                        };
+                        if let Some((batch, tracked)) = dispatcher.take_batch(Instant::now()) {
+                            shared.metrics.batch_sent(batch.records.len());
+                            permit.send(batch);
+                            acks.extend(tracked.into_iter().map(completion));
+                        }
+                    }
+                    message = stream.next(), if dispatcher.has_room() => {
+                        if let Some(message) = message {
+                            self.receive(&mut dispatcher, message);
+                        }
+                        // Take what is already fetched, so a batch fills before its window.
+                        while dispatcher.has_room() {
+                            match stream.next().now_or_never() {
+                                Some(Some(message)) => self.receive(&mut dispatcher, message),
+                                _ => break,
+                            }
+                        }
+                        self.store(&mut dispatcher);
+                    }
+                }
+            }
+        }
+
+        if let Stop::Drain(timeout) = stopped {
+            let deadline = Instant::now() + timeout;
+            while !acks.is_empty() {
+                tokio::select! {
+                    biased;
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() == Stop::Abort {
+                            break;
+                        }
+                    }
+                    Some(done) = acks.next() => {
+                        self.complete(&mut dispatcher, done);
+                        self.store(&mut dispatcher);
+                    }
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.store(&mut dispatcher);
+        }
+        let unresolved = dispatcher.watermark.unresolved();
+        if unresolved > 0 {
+            tracing::info!(
+                trigger = %shared.trigger, topic = %topic, partition, unresolved,
+                position = ?dispatcher.watermark.position(),
+                "Partition stopped with unresolved records; they will be redelivered."
+            );
+        }
+        // The queue goes before `done` disconnects: a new queue for this partition must not
+        // be split while this one still exists.
+        drop(queue);
+        drop(done);
+    }
+
+    fn receive(&self, dispatcher: &mut Dispatcher, message: KafkaResult<BorrowedMessage<'_>>) {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(trigger = %self.shared.trigger, topic = %self.tp.0, partition = self.tp.1, error = %e, "Kafka fetch error.");
+                return;
+            }
+        };
+        self.shared.metrics.record_received();
+        let key = message.key();
+        let value = message.payload();
+        let headers: Vec<(String, Option<Bytes>)> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !self.shared.filter.matches(key, value, &headers) {
+            // Resolved at once as `Outcome::Dropped`: it commits with its neighbours.
+            self.shared.metrics.record_filtered();
+            dispatcher.filtered(message.offset());
+            return;
+        }
+        let (timestamp, timestamp_type) = match message.timestamp() {
+            Timestamp::NotAvailable => (None, NO_TIMESTAMP_TYPE),
+            Timestamp::CreateTime(t) => (Some(t), CREATE_TIME),
+            Timestamp::LogAppendTime(t) => (Some(t), LOG_APPEND_TIME),
+        };
+        let (ack, rx) = Ack::new();
+        let record = KafkaRecord {
+            topic: self.tp.0.clone(),
+            partition: self.tp.1,
+            offset: message.offset(),
+            timestamp,
+            timestamp_type,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers,
+            ack,
+        };
+        dispatcher.push(record, rx, Instant::now());
+    }
+
+    fn complete(&self, dispatcher: &mut Dispatcher, done: Completion) {
+        if done.status == AckStatus::Abandoned {
+            tracing::error!(
+                trigger = %self.shared.trigger, topic = %self.tp.0, partition = self.tp.1,
+                offset = done.offset,
+                "A record was abandoned without a final outcome; its partition will not commit past it until it is redelivered."
+            );
+        }
+        dispatcher.complete(done, Instant::now());
+    }
+
+    fn store(&self, dispatcher: &mut Dispatcher) {
+        if let Some(offset) = dispatcher.watermark.take_store() {
+            self.shared
+                .store(&self.consumer, &self.tp, self.epoch, offset);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+// === Dispatcher ===
+
+/// A record read and not yet sent.
+struct Pending {
+    record: KafkaRecord,
+    rx: AckReceiver,
+    /// Its bytes in the event.
+    len: usize,
+}
+
+/// One partition's batching and ordering rules, without I/O: what to send, and when.
+pub(crate) struct Dispatcher {
+    settings: Settings,
+    trigger: String,
+    topic: String,
+    partition: i32,
+    /// Event bytes outside the records.
+    envelope: usize,
+    /// Read, not yet in a batch (in key mode, possibly held back by an in-flight key).
+    waiting: VecDeque<Pending>,
+    /// The batch being filled.
+    current: Vec<Pending>,
+    current_bytes: usize,
+    current_since: Option<Instant>,
+    /// The batch is full (count or bytes): send it as soon as allowed.
+    closed: bool,
+    /// Bytes in `waiting` and `current`.
+    buffered_bytes: usize,
+    /// Unresolved records per batch in flight.
+    batches: HashMap<u64, usize>,
+    next_batch: u64,
+    /// Key mode: records in flight per key.
+    in_flight_keys: HashMap<Bytes, usize>,
+    pub(crate) watermark: Watermark,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        settings: Settings,
+        trigger: String,
+        topic: String,
+        partition: i32,
+        envelope: usize,
+    ) -> Self {
+        Self {
+            settings,
+            trigger,
+            topic,
+            partition,
+            envelope,
+            waiting: VecDeque::new(),
+            current: Vec::new(),
+            current_bytes: 0,
+            current_since: None,
+            closed: false,
+            buffered_bytes: 0,
+            batches: HashMap::new(),
+            next_batch: 0,
+            in_flight_keys: HashMap::new(),
+            watermark: Watermark::new(),
+        }
+    }
+
+    /// Whether the partition may read more records (bounded memory).
+    pub(crate) fn has_room(&self) -> bool {
+        let max_records = (2 * self.settings.batch_size).max(MIN_BUFFERED_RECORDS);
+        self.waiting.len() + self.current.len() < max_records
+            && self.buffered_bytes < 2 * self.settings.max_bytes
+    }
+
+    /// A record to send.
+    fn push(&mut self, record: KafkaRecord, rx: AckReceiver, now: Instant) {
+        self.watermark.track(record.offset);
+        let len = record_len(&record);
+        self.buffered_bytes += len;
+        self.waiting.push_back(Pending { record, rx, len });
+        self.fill(now);
+    }
+
+    /// A record that matched no filter: final at once.
+    pub(crate) fn filtered(&mut self, offset: i64) {
+        self.watermark.track(offset);
+        self.watermark.resolve(offset);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn can_send(&self) -> bool {
+        match self.settings.ordering {
+            Ordering::Partition => self.in_flight() == 0,
+            Ordering::Key => self.in_flight() < self.settings.max_in_flight,
+        }
+    }
+
+    /// Whether the current batch should go now.
+    pub(crate) fn ready(&self, now: Instant) -> bool {
+        !self.current.is_empty()
+            && self.can_send()
+            && (self.closed
+                || self
+                    .current_since
+                    .is_some_and(|since| now >= since + self.settings.window))
+    }
+
+    /// When the current batch's window ends, if it is waiting for it and could then be sent.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        if self.current.is_empty() || self.closed || !self.can_send() {
+            return None;
+        }
+        self.current_since.map(|since| since + self.settings.window)
+    }
+
+    /// Moves waiting records into the current batch, as far as the rules allow.
+    fn fill(&mut self, now: Instant) {
+        let mut held_back: HashSet<Bytes> = HashSet::new();
+        let mut i = 0;
+        while i < self.waiting.len() && !self.closed {
+            let key = self.waiting[i].record.key.as_ref();
+            let eligible = match (self.settings.ordering, key) {
+                (Ordering::Partition, _) | (Ordering::Key, None) => true,
+                (Ordering::Key, Some(key)) => {
+                    !self.in_flight_keys.contains_key(key) && !held_back.contains(key)
+                }
+            };
+            if !eligible {
+                // Later records of this key must wait too, or they would overtake it.
+                if let Some(key) = key {
+                    held_back.insert(key.clone());
+                }
+                i += 1;
+                continue;
+            }
+            let len = self.waiting[i].len;
+            // +1 for the comma; a record alone always fits (the lead's side judges it).
+            if !self.current.is_empty()
+                && self.envelope + self.current_bytes + len + 1 > self.settings.max_bytes
+            {
+                self.closed = true;
+                break;
+            }
+            let Some(pending) = self.waiting.remove(i) else {
+                break;
+            };
+            if self.current.is_empty() {
+                self.current_since = Some(now);
+            }
+            self.current_bytes += len + 1;
+            self.current.push(pending);
+            if self.current.len() >= self.settings.batch_size {
+                self.closed = true;
+            }
+        }
+    }
+
+    /// Takes the current batch (if any) and the acks to await for it.
+    pub(crate) fn take_batch(&mut self, now: Instant) -> Option<(KafkaBatch, Vec<Tracked>)> {
+        if self.current.is_empty() {
+            return None;
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let pending = std::mem::take(&mut self.current);
+        self.closed = false;
+        self.current_bytes = 0;
+        self.current_since = None;
+        let key_mode = self.settings.ordering == Ordering::Key;
+        let mut records = Vec::with_capacity(pending.len());
+        let mut tracked = Vec::with_capacity(pending.len());
+        for Pending { record, rx, len } in pending {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(len);
+            let key = if key_mode { record.key.clone() } else { None };
+            if let Some(key) = &key {
+                *self.in_flight_keys.entry(key.clone()).or_default() += 1;
+            }
+            tracked.push(Tracked {
+                batch: id,
+                offset: record.offset,
+                key,
+                rx,
+            });
+            records.push(record);
+        }
+        self.batches.insert(id, records.len());
+        self.fill(now);
+        Some((
+            KafkaBatch {
+                trigger: self.trigger.clone(),
+                topic: self.topic.clone(),
+                partition: self.partition,
+                records,
+            },
+            tracked,
+        ))
+    }
+
+    /// A record's ack finished. Final outcomes move the watermark; abandoned ones only free
+    /// their batch and key.
+    fn complete(&mut self, done: Completion, now: Instant) {
+        if let Some(left) = self.batches.get_mut(&done.batch) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.batches.remove(&done.batch);
+            }
+        }
+        if let Some(key) = &done.key {
+            if let Some(count) = self.in_flight_keys.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.in_flight_keys.remove(key);
+                }
+            }
+        }
+        if let AckStatus::Final(_) = done.status {
+            self.watermark.resolve(done.offset);
+        }
+        self.fill(now);
+    }
+}
+
+// === redaction ===
+
+/// `Debug` for librdkafka options, with the values of secret-looking properties hidden.
+struct Redacted<'a>(&'a BTreeMap<String, String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v: &str = if is_secret_key(k) { "***" } else { v };
+                (k, v)
+            }))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property likely holds a secret (`sasl.password`, `ssl.key.pem`, …).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "sasl.oauthbearer.config",
+        "sasl.jaas",
+        "key.pem",
+        "private",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+/// `text` with the value of every secret-looking option replaced by `***`.
+fn redact_values(text: &str, options: &BTreeMap<String, String>) -> String {
+    options
+        .iter()
+        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
+        .fold(text.to_owned(), |text, (_, v)| text.replace(v.as_str(), "***"))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Hooks for the unit tests in `kafka/tests.rs`.
+
+    use super::*;
+
+    pub(crate) use super::{Completion, Tracked};
+
+    pub(crate) fn settings(batch_size: usize, window: Duration, ordering: Ordering) -> Settings {
+        Settings {
+            batch_size,
+            window,
+            max_bytes: MAX_EVENT_BYTES,
+            ordering,
+            max_in_flight: KEY_MODE_MAX_IN_FLIGHT,
+        }
+    }
+
+    pub(crate) fn with_limits(mut settings: Settings, max_bytes: usize, max_in_flight: usize) -> Settings {
+        settings.max_bytes = max_bytes;
+        settings.max_in_flight = max_in_flight;
+        settings
+    }
+
+    pub(crate) fn push(d: &mut Dispatcher, record: KafkaRecord, rx: AckReceiver, now: Instant) {
+        d.push(record, rx, now);
+    }
+
+    pub(crate) fn complete(d: &mut Dispatcher, tracked: Tracked, status: AckStatus, now: Instant) {
+        d.complete(
+            Completion {
+                batch: tracked.batch,
+                offset: tracked.offset,
+                key: tracked.key,
+                status,
+            },
+            now,
+        );
+    }
+
+    pub(crate) fn is_secret(key: &str) -> bool {
+        is_secret_key(key)
+    }
+
+    pub(crate) fn offset_of(t: &Tracked) -> i64 {
+        t.offset
+    }
+}

@@ -1,0 +1,288 @@
+//! Unit tests of the Kafka source's batching and ordering rules (no broker): the
+//! `Dispatcher` decides what to send and when; the watermark decides what to commit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use impulse_config::{KafkaTriggerConfig, Ordering};
+use tokio::time::Instant;
+
+use super::event::{envelope_len, group_envelope_len, record_len, CREATE_TIME};
+use super::source::test_support::{self, Tracked};
+use super::source::Dispatcher;
+use super::{KafkaBatch, KafkaRecord, KafkaSource};
+use crate::contract::{Ack, AckReceiver, AckStatus, Outcome};
+
+const WINDOW: Duration = Duration::from_millis(500);
+
+fn record(offset: i64, key: Option<&str>) -> (KafkaRecord, AckReceiver) {
+    let (ack, rx) = Ack::new();
+    (
+        KafkaRecord {
+            topic: "t".to_owned(),
+            partition: 0,
+            offset,
+            timestamp: Some(1),
+            timestamp_type: CREATE_TIME,
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::from_static(b"{}")),
+            headers: Vec::new(),
+            ack,
+        },
+        rx,
+    )
+}
+
+fn dispatcher(batch_size: usize, ordering: Ordering) -> Dispatcher {
+    dispatcher_with(batch_size, ordering, super::MAX_EVENT_BYTES, 8)
+}
+
+fn dispatcher_with(
+    batch_size: usize,
+    ordering: Ordering,
+    max_bytes: usize,
+    max_in_flight: usize,
+) -> Dispatcher {
+    let settings = test_support::with_limits(
+        test_support::settings(batch_size, WINDOW, ordering),
+        max_bytes,
+        max_in_flight,
+    );
+    Dispatcher::new(
+        settings,
+        "trig".to_owned(),
+        "t".to_owned(),
+        0,
+        envelope_len("k:9092") + group_envelope_len("t", 0),
+    )
+}
+
+fn push(d: &mut Dispatcher, offset: i64, key: Option<&str>, now: Instant) {
+    let (r, rx) = record(offset, key);
+    test_support::push(d, r, rx, now);
+}
+
+fn offsets(batch: &KafkaBatch) -> Vec<i64> {
+    batch.records.iter().map(|r| r.offset).collect()
+}
+
+/// Takes a batch, resolving the records' acks later through `tracked`.
+fn take(d: &mut Dispatcher, now: Instant) -> (KafkaBatch, Vec<Tracked>) {
+    assert!(d.ready(now), "no batch is ready");
+    d.take_batch(now).expect("a batch")
+}
+
+fn complete_all(d: &mut Dispatcher, tracked: Vec<Tracked>, now: Instant) {
+    for t in tracked {
+        test_support::complete(d, t, AckStatus::Final(Outcome::Delivered), now);
+    }
+}
+
+#[test]
+fn a_full_batch_goes_at_once_and_a_partial_one_after_the_window() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(3, Ordering::Partition);
+    for o in 0..4 {
+        push(&mut d, o, None, t0);
+    }
+    let (batch, tracked) = take(&mut d, t0);
+    assert_eq!(offsets(&batch), [0, 1, 2]);
+    assert_eq!((batch.trigger.as_str(), batch.topic.as_str(), batch.partition), ("trig", "t", 0));
+    // Offset 3 is buffered, but one batch is in flight: nothing is ready, no timer runs.
+    assert!(!d.ready(t0 + WINDOW * 10));
+    assert_eq!(d.deadline(), None);
+    complete_all(&mut d, tracked, t0);
+    assert_eq!(d.watermark.take_store(), Some(3));
+    // The window of offset 3 started when it joined the batch (at t0).
+    assert_eq!(d.deadline(), Some(t0 + WINDOW));
+    assert!(!d.ready(t0 + WINDOW - Duration::from_millis(1)));
+    let (batch, _) = take(&mut d, t0 + WINDOW);
+    assert_eq!(offsets(&batch), [3]);
+}
+
+#[test]
+fn partition_mode_keeps_one_batch_in_flight_until_every_ack_is_in() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(2, Ordering::Partition);
+    for o in 0..6 {
+        push(&mut d, o, Some("k"), t0);
+    }
+    let (first, mut tracked) = take(&mut d, t0);
+    assert_eq!(offsets(&first), [0, 1]);
+    let last = tracked.pop().expect("two");
+    complete_all(&mut d, tracked, t0);
+    assert!(!d.ready(t0 + WINDOW), "a record of the first batch is still out");
+    // An abandoned ack frees the batch but not the watermark.
+    test_support::complete(&mut d, last, AckStatus::Abandoned, t0);
+    let (second, tracked) = take(&mut d, t0);
+    assert_eq!(offsets(&second), [2, 3]);
+    assert_eq!(d.watermark.take_store(), Some(1), "offset 1 was abandoned");
+    complete_all(&mut d, tracked, t0);
+    assert_eq!(d.watermark.take_store(), None, "still held at 1");
+}
+
+#[test]
+fn key_mode_runs_batches_in_parallel_but_never_overtakes_a_key() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(2, Ordering::Key);
+    // a0 b1 | a2 c3 | …: a2 must wait for a0's batch.
+    push(&mut d, 0, Some("a"), t0);
+    push(&mut d, 1, Some("b"), t0);
+    let (first, first_acks) = take(&mut d, t0);
+    assert_eq!(offsets(&first), [0, 1]);
+    push(&mut d, 2, Some("a"), t0);
+    push(&mut d, 3, Some("c"), t0);
+    push(&mut d, 4, Some("c"), t0);
+    push(&mut d, 5, None, t0);
+    // a2 is held back; c3 and c4 (same key, offset order, one batch) go in parallel.
+    let (second, second_acks) = take(&mut d, t0);
+    assert_eq!(offsets(&second), [3, 4]);
+    // The null-key record has no order: it may go now too.
+    let (third, third_acks) = take(&mut d, t0 + WINDOW);
+    assert_eq!(offsets(&third), [5]);
+    assert!(!d.ready(t0 + WINDOW * 2), "a2 waits for a0");
+    complete_all(&mut d, third_acks, t0);
+    complete_all(&mut d, second_acks, t0);
+    assert_eq!(d.watermark.take_store(), Some(0), "offsets 0 and 1 are unresolved");
+    complete_all(&mut d, first_acks, t0);
+    assert_eq!(d.watermark.take_store(), Some(2));
+    let (fourth, _) = take(&mut d, t0 + WINDOW * 2);
+    assert_eq!(offsets(&fourth), [2]);
+}
+
+#[test]
+fn key_mode_holds_back_every_later_record_of_a_waiting_key() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(10, Ordering::Key);
+    push(&mut d, 0, Some("a"), t0);
+    let (_, first_acks) = take(&mut d, t0 + WINDOW);
+    push(&mut d, 1, Some("a"), t0);
+    push(&mut d, 2, Some("b"), t0);
+    push(&mut d, 3, Some("a"), t0);
+    let (batch, _) = take(&mut d, t0 + WINDOW);
+    assert_eq!(offsets(&batch), [2], "both later `a` records wait");
+    complete_all(&mut d, first_acks, t0);
+    let (batch, _) = take(&mut d, t0 + WINDOW * 2);
+    assert_eq!(offsets(&batch), [1, 3], "in offset order, one batch");
+}
+
+#[test]
+fn key_mode_caps_batches_in_flight() {
+    let t0 = Instant::now();
+    let mut d = dispatcher_with(1, Ordering::Key, super::MAX_EVENT_BYTES, 2);
+    for (o, k) in ["a", "b", "c"].iter().enumerate() {
+        push(&mut d, o as i64, Some(k), t0);
+    }
+    let (_, first) = take(&mut d, t0);
+    let _second = take(&mut d, t0);
+    assert!(!d.ready(t0 + WINDOW), "two in flight");
+    complete_all(&mut d, first, t0);
+    let (third, _) = take(&mut d, t0);
+    assert_eq!(offsets(&third), [2]);
+}
+
+#[test]
+fn a_batch_never_passes_the_byte_limit_but_a_big_record_goes_alone() {
+    let t0 = Instant::now();
+    let (probe, _) = record(0, None);
+    let one = record_len(&probe) + 1;
+    let envelope = envelope_len("k:9092") + group_envelope_len("t", 0);
+    // Room for exactly two records.
+    let mut d = dispatcher_with(100, Ordering::Partition, envelope + 2 * one, 1);
+    for o in 0..5 {
+        push(&mut d, o, None, t0);
+    }
+    let (batch, acks) = take(&mut d, t0);
+    assert_eq!(offsets(&batch), [0, 1]);
+    assert!(batch.encode("k:9092").len() <= envelope + 2 * one);
+    complete_all(&mut d, acks, t0);
+    let (batch, _) = take(&mut d, t0);
+    assert_eq!(offsets(&batch), [2, 3]);
+
+    // Smaller than one record: each goes alone.
+    let mut d = dispatcher_with(100, Ordering::Partition, 10, 1);
+    push(&mut d, 0, None, t0);
+    push(&mut d, 1, None, t0);
+    let (batch, acks) = take(&mut d, t0);
+    assert_eq!(offsets(&batch), [0]);
+    complete_all(&mut d, acks, t0);
+    assert_eq!(offsets(&take(&mut d, t0).0), [1]);
+}
+
+#[test]
+fn filtered_records_resolve_at_once_but_never_pass_an_open_record() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(10, Ordering::Partition);
+    push(&mut d, 0, None, t0);
+    d.filtered(1);
+    d.filtered(2);
+    assert_eq!(d.watermark.take_store(), Some(0));
+    let (_, acks) = take(&mut d, t0 + WINDOW);
+    complete_all(&mut d, acks, t0);
+    assert_eq!(d.watermark.take_store(), Some(3));
+    d.filtered(3);
+    assert_eq!(d.watermark.take_store(), Some(4));
+}
+
+#[test]
+fn out_of_order_completions_store_the_contiguous_prefix() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(5, Ordering::Partition);
+    for o in 10..15 {
+        push(&mut d, o, None, t0);
+    }
+    let (_, mut acks) = take(&mut d, t0);
+    assert_eq!(d.watermark.take_store(), Some(10));
+    acks.sort_by_key(|t| std::cmp::Reverse(test_support::offset_of(t)));
+    let mut stores = Vec::new();
+    for t in acks {
+        test_support::complete(&mut d, t, AckStatus::Final(Outcome::DeadLettered), t0);
+        stores.push(d.watermark.take_store());
+    }
+    assert_eq!(stores, [None, None, None, None, Some(15)]);
+}
+
+#[test]
+fn buffers_are_bounded() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(10, Ordering::Partition);
+    let mut o = 0;
+    while d.has_room() {
+        push(&mut d, o, None, t0);
+        o += 1;
+        assert!(o <= 10_000, "unbounded");
+    }
+    assert_eq!(o, 1_000);
+}
+
+fn trigger_config(json: serde_json::Value) -> KafkaTriggerConfig {
+    serde_json::from_value(json).expect("a trigger config")
+}
+
+#[test]
+fn new_checks_options_filters_and_hides_secrets() {
+    let base = serde_json::json!({
+        "function": "f", "bootstrap_servers": "127.0.0.1:9092", "topics": ["t"],
+        "librdkafka_options": {"sasl.password": "canary-sasl", "client.id": "visible"},
+        "filter": [{"value": {"a": ["b"]}}]
+    });
+    let source = KafkaSource::new("orders", &trigger_config(base.clone())).expect("valid");
+    assert_eq!(source.group_id(), "impulse-orders");
+    let shown = format!("{source:?}");
+    assert!(!shown.contains("canary"), "{shown}");
+    assert!(shown.contains("visible"), "{shown}");
+
+    let mut bad_option = base.clone();
+    bad_option["librdkafka_options"]["no.such.property"] = "1".into();
+    let err = KafkaSource::new("orders", &trigger_config(bad_option)).expect_err("unknown property");
+    assert_eq!(err.trigger, "orders");
+    assert!(!err.message.contains("canary"), "{err}");
+
+    let mut bad_filter = base;
+    bad_filter["filter"] = serde_json::json!([{"value": {"a": "b"}}]);
+    let err = KafkaSource::new("orders", &trigger_config(bad_filter)).expect_err("bad filter");
+    assert!(err.message.contains("filter[0].value.a"), "{err}");
+
+    assert!(test_support::is_secret("SASL.PASSWORD"));
+    assert!(!test_support::is_secret("fetch.max.bytes"));
+}

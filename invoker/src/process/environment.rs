@@ -1,0 +1,462 @@
+//! One execution environment: a child process, its Runtime API listener and its supervisor.
+//!
+//! The [`Environment`] handle is owned by whoever uses it (the pool while idle, the call future
+//! while busy). Dropping the handle kills the process: an environment whose state is unknown is
+//! never reused. A supervisor task owns the child and the environment's pool [`Slot`]; it
+//! releases the slot only once the process has been reaped, so the pool never has more live
+//! processes than slots.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::pool::Slot;
+use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
+
+/// Lambda's init limit: a worker must call `/next` within this long of starting.
+pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lambda's shutdown budget: SIGTERM, then SIGKILL after this long.
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Longest log line forwarded as one event; longer lines are split.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// Variables passed through from the broker's own environment; nothing else is inherited, so
+/// the broker's secrets never reach a function.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
+
+/// How to start a function's environments, fixed when the function is built.
+#[derive(Debug)]
+pub(super) struct Launch {
+    pub(super) function: Arc<str>,
+    pub(super) command: String,
+    pub(super) args: Vec<String>,
+    /// The function's own variables, applied after the defaults and before the reserved ones.
+    pub(super) environment: Vec<(String, String)>,
+    pub(super) handler: String,
+    pub(super) memory_size: u32,
+    pub(super) working_dir: PathBuf,
+    pub(super) function_arn: HeaderValue,
+}
+
+/// How to stop an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// SIGKILL now (timeouts, unknown state).
+    Kill,
+    /// SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`] (idle reaping, shutdown).
+    Terminate,
+}
+
+/// Why an environment failed to start.
+#[derive(Debug)]
+pub(super) enum StartError {
+    /// No listener for its Runtime API.
+    Listen(std::io::Error),
+    /// The command could not be started.
+    Spawn(std::io::Error),
+    /// The worker called `/init/error`.
+    Init {
+        /// The error type it reported.
+        error_type: String,
+        /// Its error document.
+        payload: Bytes,
+    },
+    /// The process exited during init.
+    Exited(String),
+    /// The worker did not call `/next` within the init limit.
+    InitTimeout(Duration),
+}
+
+/// How an invocation on an environment ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The worker answered; the environment can be reused.
+    Replied(Reply),
+    /// The process exited first; `String` describes how.
+    Exited(String),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// A handle on one running environment. Dropping it kills the process.
+#[derive(Debug)]
+pub(super) struct Environment {
+    pid: u32,
+    jobs: mpsc::Sender<Job>,
+    exit: watch::Receiver<Option<String>>,
+    /// Sending stops the process the chosen way; dropping the sender kills it.
+    stop: oneshot::Sender<Stop>,
+}
+
+/// What every environment of a pool shares with its supervisor.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    /// Live processes of the pool (started, not yet reaped).
+    pub(super) live: Arc<watch::Sender<usize>>,
+    /// Set once the pool shuts down: every supervisor terminates its process.
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl Environment {
+    /// Starts an environment and waits for its init phase to end (the first `/next`).
+    /// On any failure the process is killed and `slot` released.
+    pub(super) async fn start(
+        launch: &Launch,
+        slot: Slot,
+        shared: &Shared,
+        init_timeout: Duration,
+    ) -> Result<(Self, Duration), StartError> {
+        let started = Instant::now();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(StartError::Listen)?;
+        let addr = listener.local_addr().map_err(StartError::Listen)?;
+
+        let (jobs_tx, jobs_rx) = mpsc::channel(1);
+        let (init_tx, init_rx) = oneshot::channel();
+        let api = Arc::new(RuntimeApi::new(launch.function_arn.clone(), jobs_rx, init_tx));
+        let router = api.clone().router();
+        let server = tokio::spawn(async move {
+            // Serving ends only with an I/O error on the listener; the supervisor aborts it.
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(error = %e, "Runtime API listener failed.");
+            }
+        });
+
+        let mut child = match command(launch, &addr.to_string()).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                server.abort();
+                return Err(StartError::Spawn(e));
+            }
+        };
+        // A spawned child always has a pid until it is reaped, which only we do.
+        let pid = child.id().unwrap_or(0);
+        shared.live.send_modify(|n| *n += 1);
+        impulse_connectors::telemetry::environments(&launch.function, *shared.live.borrow());
+        tracing::debug!(function = %launch.function, pid, runtime_api = %addr, "Execution environment started.");
+
+        for (stream, reader) in [
+            ("stdout", child.stdout.take().map(box_reader)),
+            ("stderr", child.stderr.take().map(box_reader)),
+        ] {
+            if let Some(reader) = reader {
+                tokio::spawn(forward_lines(reader, stream, launch.function.clone(), api.clone()));
+            }
+        }
+
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(supervise(Supervised {
+            child,
+            pid,
+            stop: stop_rx,
+            shutdown: shared.shutdown.clone(),
+            exit: exit_tx,
+            server,
+            slot,
+            live: shared.live.clone(),
+            function: launch.function.clone(),
+        }));
+        let env = Self {
+            pid,
+            jobs: jobs_tx,
+            exit: exit_rx,
+            stop: stop_tx,
+        };
+
+        let mut exit = env.exit.clone();
+        let ended = tokio::time::timeout(init_timeout, async {
+            tokio::select! {
+                signal = init_rx => Ok(signal),
+                status = exit.wait_for(Option::is_some) => {
+                    Err(status.ok().and_then(|s| s.clone()).unwrap_or_default())
+                }
+            }
+        })
+        .await;
+        match ended {
+            Ok(Ok(Ok(InitSignal::Ready))) => Ok((env, started.elapsed())),
+            Ok(Ok(Ok(InitSignal::Failed {
+                error_type,
+                payload,
+            }))) => Err(StartError::Init {
+                error_type,
+                payload,
+            }),
+            // The init channel closes only when the API is dropped, i.e. the process is gone.
+            Ok(Ok(Err(_))) => Err(StartError::Exited(env.wait_exit().await)),
+            Ok(Err(status)) => Err(StartError::Exited(status)),
+            Err(_elapsed) => Err(StartError::InitTimeout(init_timeout)),
+        }
+    }
+
+    /// The process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process is still running.
+    pub(super) fn is_alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Stops the process the given way, without waiting.
+    pub(super) fn stop(self, how: Stop) {
+        // The supervisor is gone only once the process is reaped.
+        let _ = self.stop.send(how);
+    }
+
+    /// Runs one invocation: hands the job to the worker's `/next` and waits for its answer,
+    /// the process's exit, or the deadline, whichever comes first.
+    pub(super) async fn invoke(&self, request_id: Arc<str>, payload: Bytes, deadline: Instant) -> Outcome {
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        let job = Job {
+            request_id,
+            payload,
+            deadline,
+            reply: reply_tx,
+        };
+        let mut reply_open = self.jobs.send(job).await.is_ok();
+        let mut exit = self.exit.clone();
+        loop {
+            tokio::select! {
+                // An answer that raced the exit or the deadline still counts.
+                biased;
+                reply = &mut reply_rx, if reply_open => match reply {
+                    Ok(reply) => return Outcome::Replied(reply),
+                    // The API dropped the job: the environment is going away; wait for it.
+                    Err(_) => reply_open = false,
+                },
+                status = exit.wait_for(Option::is_some) => {
+                    return Outcome::Exited(status.ok().and_then(|s| s.clone()).unwrap_or_default());
+                }
+                () = tokio::time::sleep_until(deadline) => return Outcome::TimedOut,
+            }
+        }
+    }
+
+    async fn wait_exit(&self) -> String {
+        let mut exit = self.exit.clone();
+        let status = exit.wait_for(Option::is_some).await;
+        status.ok().and_then(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+fn command(launch: &Launch, runtime_api: &str) -> Command {
+    let mut command = Command::new(&launch.command);
+    command
+        .args(&launch.args)
+        .current_dir(&launch.working_dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a kill reaches the worker's children too.
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.env("TZ", "UTC");
+    for (name, value) in &launch.environment {
+        command.env(name, value);
+    }
+    let task_root = launch.working_dir.as_os_str();
+    let log_stream = format!(
+        "{}/[$LATEST]{}",
+        chrono::Utc::now().format("%Y/%m/%d"),
+        super::runtime_api::random_hex::<2>()
+    );
+    // Reserved variables come last: a function's own environment cannot override them.
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("_HANDLER", &launch.handler)
+        .env("AWS_LAMBDA_FUNCTION_NAME", &*launch.function)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", launch.memory_size.to_string())
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", launch.function),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
+        .env("AWS_REGION", "local")
+        .env("AWS_DEFAULT_REGION", "local")
+        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        .env("AWS_EXECUTION_ENV", "AWS_Lambda_impulse")
+        .env("LAMBDA_TASK_ROOT", task_root);
+    command
+}
+
+// === supervisor ===
+
+struct Supervised {
+    child: Child,
+    pid: u32,
+    stop: oneshot::Receiver<Stop>,
+    shutdown: watch::Receiver<bool>,
+    exit: watch::Sender<Option<String>>,
+    server: tokio::task::JoinHandle<()>,
+    slot: Slot,
+    live: Arc<watch::Sender<usize>>,
+    function: Arc<str>,
+}
+
+/// Owns the child until it is reaped, then publishes its exit and frees its slot.
+async fn supervise(s: Supervised) {
+    let Supervised {
+        mut child,
+        pid,
+        mut stop,
+        mut shutdown,
+        exit,
+        server,
+        slot,
+        live,
+        function,
+    } = s;
+    let stopped = tokio::select! {
+        status = child.wait() => Err(status),
+        // A dropped handle (Err) means the environment's state is unknown: kill.
+        how = &mut stop => Ok(how.unwrap_or(Stop::Kill)),
+        down = shutdown.wait_for(|down| *down) => {
+            drop(down);
+            Ok(Stop::Terminate)
+        }
+    };
+    let status = match stopped {
+        Err(exited) => exited,
+        Ok(how) => halt(&mut child, pid, how).await,
+    };
+    // Anything the worker left behind in its process group goes too.
+    signal_group(pid, Signal::SIGKILL);
+    let description = match &status {
+        Ok(status) => describe_exit(*status),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    tracing::debug!(%function, pid, status = %description, "Execution environment exited.");
+    exit.send_replace(Some(description));
+    server.abort();
+    live.send_modify(|n| *n = n.saturating_sub(1));
+    impulse_connectors::telemetry::environments(&function, *live.borrow());
+    drop(slot);
+}
+
+async fn halt(child: &mut Child, pid: u32, how: Stop) -> std::io::Result<ExitStatus> {
+    if how == Stop::Terminate {
+        signal_group(pid, Signal::SIGTERM);
+        if let Ok(status) = tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await {
+            return status;
+        }
+    }
+    signal_group(pid, Signal::SIGKILL);
+    // `kill` also covers a leader that left its group; it then reaps the child.
+    match child.kill().await {
+        Ok(()) => child.wait().await,
+        Err(e) => Err(e),
+    }
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        // ESRCH (the group is gone already) is the expected failure.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// How a process ended, worded as Lambda words it (Go's `ProcessState.String()`):
+/// `exit status 3`, `signal: killed`.
+pub(super) fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(signal) => {
+            let name = match signal {
+                1 => "hangup",
+                2 => "interrupt",
+                6 => "aborted",
+                9 => "killed",
+                11 => "segmentation fault",
+                15 => "terminated",
+                n => return format!("signal: {n}"),
+            };
+            format!("signal: {name}")
+        }
+        None => "exited".to_owned(),
+    }
+}
+
+// === logs ===
+
+type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
+
+fn box_reader(reader: impl AsyncRead + Send + Unpin + 'static) -> BoxReader {
+    Box::new(reader)
+}
+
+/// Forwards a worker's output to tracing, one event per line, tagged with the function and the
+/// request id of its latest invocation.
+async fn forward_lines(reader: BoxReader, stream: &'static str, function: Arc<str>, api: Arc<RuntimeApi>) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        match read_line_capped(&mut reader, &mut line, MAX_LOG_LINE).await {
+            Ok(true) => {
+                let request_id = api.last_request_id();
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(
+                    target: "impulse::function",
+                    %function,
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    stream,
+                    "{}",
+                    text.trim_end_matches(['\n', '\r'])
+                );
+            }
+            Ok(false) | Err(_) => return,
+        }
+    }
+}
+
+/// Reads one line (up to `max` bytes, the rest of a longer line comes as further lines) into
+/// `line`; false at end of input.
+pub(super) async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    line.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let room = max - line.len();
+        let window = &available[..available.len().min(room)];
+        if let Some(end) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..=end]);
+            reader.consume(end + 1);
+            return Ok(true);
+        }
+        let taken = window.len();
+        line.extend_from_slice(window);
+        reader.consume(taken);
+        if line.len() >= max {
+            return Ok(true);
+        }
+    }
+}
