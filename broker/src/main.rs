@@ -11,6 +11,7 @@ mod async_invoke;
 mod dlq;
 mod example_function;
 mod functions;
+mod kafka_trigger;
 mod limiter;
 mod logging;
 mod schedules;

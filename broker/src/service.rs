@@ -76,6 +76,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     });
     let mut schedules =
         crate::schedules::start(&config, queue.clone(), completions.clone(), &stop_async)?;
+    let mut kafka = crate::kafka_trigger::start(&config, &functions, &limiter, &stop_async)?;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)
         .saturating_mul(LEASES_PER_SLOT);
@@ -99,6 +100,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let drain = async {
         let (triggers, dispatcher) = tokio::join!(trigger_server, dispatcher);
         while schedules.join_next().await.is_some() {}
+        while kafka.join_next().await.is_some() {}
         (triggers, dispatcher)
     };
     match tokio::time::timeout(grace, drain).await {
@@ -133,7 +135,7 @@ fn build(config: &Config) -> anyhow::Result<(Functions, TriggerRoutes)> {
     let unsupported: Vec<String> = config
         .triggers
         .iter()
-        .filter(|(_, trigger)| matches!(trigger, TriggerConfig::Kafka(_) | TriggerConfig::Redis(_)))
+        .filter(|(_, trigger)| matches!(trigger, TriggerConfig::Redis(_)))
         .map(|(name, trigger)| {
             format!(
                 "triggers.{name}: {} triggers are not supported by this version of impulse yet",

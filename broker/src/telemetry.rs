@@ -11,6 +11,14 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(names::INVOCATION_DURATION_SECONDS.to_owned()),
             names::DURATION_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::ASYNC_EVENT_AGE_SECONDS.to_owned()),
+            names::AGE_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::KAFKA_BATCH_SIZE.to_owned()),
+            names::KAFKA_BATCH_SIZE_BUCKETS,
+        )?
         .install_recorder()?;
     names::describe();
     names::build_info(env!("CARGO_PKG_VERSION"));

@@ -546,7 +546,10 @@ impl Validator {
         if patterns.len() > MAX_FILTER_PATTERNS {
             self.error(
                 path.clone(),
-                format!("at most {MAX_FILTER_PATTERNS} patterns, found {}", patterns.len()),
+                format!(
+                    "at most {MAX_FILTER_PATTERNS} patterns, found {}",
+                    patterns.len()
+                ),
             );
         }
         for (i, pattern) in patterns.iter().enumerate() {

@@ -2,4 +2,5 @@
 
 pub mod function;
 pub mod impulse;
+pub mod kafka;
 pub mod services;

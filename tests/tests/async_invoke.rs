@@ -224,7 +224,7 @@ async fn synchronous_overflow_gets_429_at_once() {
         let entered = entered_tx.clone();
         let release = release_fn.clone();
         async move {
-            let _ = entered.send(());
+            entered.send(()).ok();
             release.notified().await;
             axum::Json(json!({}))
         }
@@ -464,21 +464,53 @@ on_failure = {{ type = "log", name = "orders-dlq" }}
     );
     let impulse = Impulse::start_in(&instance, &config).await;
     let client = reqwest::Client::new();
-    let id = invoke_event(&client, &invoke_url(&impulse, "orders"), r#"{"order": 42}"#.into()).await;
+    let id = invoke_event(
+        &client,
+        &invoke_url(&impulse, "orders"),
+        r#"{"order": 42}"#.into(),
+    )
+    .await;
     function.next().await;
     destination_record(&instance.config_path(), "orders", "on-failure", &id).await;
 
     let config_path = instance.config_path();
     let config_arg = config_path.to_str().expect("utf-8 path");
-    let list = cli(&["dlq", "list", "--config", config_arg, "--function", "orders"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let list = cli(&[
+        "dlq",
+        "list",
+        "--config",
+        config_arg,
+        "--function",
+        "orders",
+    ]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let listing = String::from_utf8_lossy(&list.stdout);
-    assert!(listing.contains(&id) && listing.contains("RetriesExhausted"), "{listing}");
+    assert!(
+        listing.contains(&id) && listing.contains("RetriesExhausted"),
+        "{listing}"
+    );
     assert!(listing.contains("1 records"), "{listing}");
 
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
-    let replay = cli(&["dlq", "replay", "--config", config_arg, "--function", "orders", "--id", &id]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replay = cli(&[
+        "dlq",
+        "replay",
+        "--config",
+        config_arg,
+        "--function",
+        "orders",
+        "--id",
+        &id,
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let replayed = function.next().await;
     assert_eq!(replayed.event, json!({ "order": 42 }));
 }

@@ -334,12 +334,12 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let release = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
     let function = FunctionServer::start(move |_event: Value| {
         if let Some(tx) = entered.lock().expect("lock").take() {
-            let _ = tx.send(());
+            tx.send(()).ok();
         }
         let release = release.clone();
         async move {
             if let Some(rx) = release.lock().await.take() {
-                let _ = rx.await;
+                rx.await.ok();
             }
             axum::Json(json!({ "finished": true }))
         }

@@ -96,7 +96,9 @@ fn install_python() -> PathBuf {
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == AWSLAMBDARIC) && python.exists() {
         return python;
     }
-    let _ = std::fs::remove_dir_all(&venv);
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv).expect("remove an unfinished venv");
+    }
     run(
         Command::new("python3").args(["-m", "venv"]).arg(&venv),
         "python3 -m venv (on Debian's system Python this needs `apt-get install python3-venv`)",
@@ -131,7 +133,7 @@ fn run(command: &mut Command, what: &str) {
 
 // === helpers ===
 
-fn invocation(request_id: &str, event: Value, deadline: Option<Instant>) -> Invocation {
+fn invocation(request_id: &str, event: &Value, deadline: Option<Instant>) -> Invocation {
     Invocation {
         request_id: request_id.to_owned(),
         function: Arc::from("orders"),
@@ -146,7 +148,7 @@ fn new_id() -> String {
 }
 
 async fn call(f: &ProcessFunction, event: Value) -> Result<Value, InvokeError> {
-    call_with(f, invocation(&new_id(), event, None)).await
+    call_with(f, invocation(&new_id(), &event, None)).await
 }
 
 async fn call_with(f: &ProcessFunction, invocation: Invocation) -> Result<Value, InvokeError> {
@@ -218,7 +220,7 @@ async fn success_with_lambdas_context(runtime: Runtime) {
     let before = epoch_ms();
     let result = call_with(
         &f,
-        invocation(&id, json!({ "echo": {"n": 1}, "context": true }), None),
+        invocation(&id, &json!({ "echo": {"n": 1}, "context": true }), None),
     )
     .await
     .expect("success");
@@ -254,7 +256,10 @@ async fn success_with_lambdas_context(runtime: Runtime) {
     for (name, value) in expected {
         assert_eq!(env[name], json!(value), "{name}");
     }
-    assert_eq!(env["LAMBDA_TASK_ROOT"], json!(task_root.display().to_string()));
+    assert_eq!(
+        env["LAMBDA_TASK_ROOT"],
+        json!(task_root.display().to_string())
+    );
     let handler = match runtime {
         Runtime::Rust => "bootstrap",
         Runtime::Python => "handler.handler",
@@ -304,7 +309,7 @@ async fn timeout_kills_and_replaces_the_environment(runtime: Runtime) {
     let deadline = started + Duration::from_millis(500);
     let err = call_with(
         &f,
-        invocation(&new_id(), json!({ "sleep_ms": 20_000 }), Some(deadline)),
+        invocation(&new_id(), &json!({ "sleep_ms": 20_000 }), Some(deadline)),
     )
     .await
     .expect_err("timeout");
@@ -312,7 +317,10 @@ async fn timeout_kills_and_replaces_the_environment(runtime: Runtime) {
         matches!(err, InvokeError::Timeout { after } if after <= Duration::from_millis(500)),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "returned at the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "returned at the deadline"
+    );
     eventually("the timed-out environment is gone", || !alive(first)).await;
     let second = pid(&f).await;
     assert_ne!(second, first, "a new environment serves the next call");
@@ -323,7 +331,7 @@ async fn crash_is_an_exit_error_and_replaced(runtime: Runtime) {
     let f = function(runtime, 1);
     let first = pid(&f).await;
     let id = new_id();
-    let err = call_with(&f, invocation(&id, json!({ "crash": true }), None))
+    let err = call_with(&f, invocation(&id, &json!({ "crash": true }), None))
         .await
         .expect_err("crash");
     let (error_type, document) = error_document(&err);
@@ -370,13 +378,20 @@ async fn scales_to_the_cap_and_no_further(runtime: Runtime) {
         .await
         .expect("N concurrent calls");
     let pids: BTreeSet<u64> = first.iter().filter_map(|r| r["pid"].as_u64()).collect();
-    assert_eq!(pids.len(), N, "N concurrent slow calls run in N environments");
+    assert_eq!(
+        pids.len(),
+        N,
+        "N concurrent slow calls run in N environments"
+    );
 
     let more: Vec<Value> = futures::future::try_join_all((0..2 * N).map(|_| slow(200)))
         .await
         .expect("2N concurrent calls, queued beyond the cap");
     let all: BTreeSet<u64> = more.iter().filter_map(|r| r["pid"].as_u64()).collect();
-    assert!(all.is_subset(&pids), "no environment beyond the cap: {all:?} vs {pids:?}");
+    assert!(
+        all.is_subset(&pids),
+        "no environment beyond the cap: {all:?} vs {pids:?}"
+    );
     assert!(f.live_environments() <= N);
     assert!(!sampler.is_finished(), "live environments exceeded {N}");
     sampler.abort();
@@ -389,7 +404,10 @@ async fn idle_environments_are_reaped(runtime: Runtime) {
     let f = ProcessFunction::new("orders", &config, TIMEOUT, 2).expect("valid");
     let first = pid(&f).await;
     assert_eq!(f.live_environments(), 1);
-    eventually("the idle environment is reaped", || f.live_environments() == 0).await;
+    eventually("the idle environment is reaped", || {
+        f.live_environments() == 0
+    })
+    .await;
     assert!(!alive(first));
     assert_ne!(pid(&f).await, first);
 }
@@ -447,7 +465,7 @@ async fn a_dropped_call_kills_its_environment() {
 async fn a_deadline_during_init_leaves_the_environment_to_the_pool() {
     let f = function(Runtime::Rust, 1);
     let deadline = Instant::now() + Duration::from_millis(1);
-    let err = call_with(&f, invocation(&new_id(), json!({}), Some(deadline)))
+    let err = call_with(&f, invocation(&new_id(), &json!({}), Some(deadline)))
         .await
         .expect_err("no environment starts in 1 ms");
     assert!(matches!(err, InvokeError::Timeout { .. }), "{err:?}");
@@ -507,7 +525,11 @@ async fn a_missing_command_is_an_invalid_entrypoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_init_error_fails_the_invocation_and_is_retried() {
     let mut config = target(Runtime::Python);
-    config.args = vec!["-m".into(), "awslambdaric".into(), "missing_module.handler".into()];
+    config.args = vec![
+        "-m".into(),
+        "awslambdaric".into(),
+        "missing_module.handler".into(),
+    ];
     let f = ProcessFunction::new("orders", &config, TIMEOUT, 1).expect("valid");
     for _ in 0..2 {
         let err = call(&f, json!({})).await.expect_err("init error");
@@ -520,7 +542,10 @@ async fn python_init_error_fails_the_invocation_and_is_retried() {
             "{document}"
         );
     }
-    eventually("failed environments are gone", || f.live_environments() == 0).await;
+    eventually("failed environments are gone", || {
+        f.live_environments() == 0
+    })
+    .await;
 }
 
 // === the Runtime API, driven by the test as a hostile worker ===
@@ -570,11 +595,15 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
     let id_a = new_id();
     let call_a = tokio::spawn({
         let f = f.clone();
-        let inv = invocation(&id_a, json!({ "n": "a" }), None);
+        let inv = invocation(&id_a, &json!({ "n": "a" }), None);
         async move { f.oneshot(inv).await }
     });
     let (api, _keepalive) = scripted.environment().await;
-    let next = client.get(format!("{api}/invocation/next")).send().await.expect("next");
+    let next = client
+        .get(format!("{api}/invocation/next"))
+        .send()
+        .await
+        .expect("next");
     assert_eq!(next.status(), 200);
     let headers = next.headers().clone();
     let header = |name: &str| {
@@ -589,10 +618,15 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
         header("lambda-runtime-invoked-function-arn"),
         "arn:aws:lambda:local:000000000000:function:orders:$LATEST"
     );
-    let deadline: u64 = header("lambda-runtime-deadline-ms").parse().expect("epoch ms");
+    let deadline: u64 = header("lambda-runtime-deadline-ms")
+        .parse()
+        .expect("epoch ms");
     assert!(deadline > epoch_ms() && deadline <= epoch_ms() + TIMEOUT.as_millis() as u64);
     let trace = header("lambda-runtime-trace-id");
-    assert!(trace.starts_with("Root=1-") && trace.contains(";Parent="), "{trace}");
+    assert!(
+        trace.starts_with("Root=1-") && trace.contains(";Parent="),
+        "{trace}"
+    );
     let invocation_id = header("lambda-runtime-invocation-id");
     assert!(headers.get("lambda-runtime-client-context").is_none());
     assert!(headers.get("lambda-runtime-cognito-identity").is_none());
@@ -612,8 +646,14 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
                 .as_u16()
         }
     };
-    assert_eq!(post("/invocation/unknown-id/response".into(), "x").await, 400);
-    assert!(!call_a.is_finished(), "a stranger's answer completed nothing");
+    assert_eq!(
+        post("/invocation/unknown-id/response".into(), "x").await,
+        400
+    );
+    assert!(
+        !call_a.is_finished(),
+        "a stranger's answer completed nothing"
+    );
     let wrong_delivery = client
         .post(format!("{api}/invocation/{id_a}/response"))
         .header("lambda-runtime-invocation-id", "not-this-delivery")
@@ -633,7 +673,10 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
     let result = call_a.await.expect("join").expect("success");
     assert_eq!(result.payload, Bytes::from_static(b"42"));
     // Answered once: every later answer for it is stale.
-    assert_eq!(post(format!("/invocation/{id_a}/response"), "43").await, 400);
+    assert_eq!(
+        post(format!("/invocation/{id_a}/response"), "43").await,
+        400
+    );
     assert_eq!(post(format!("/invocation/{id_a}/error"), "{}").await, 400);
     assert_eq!(post("/init/error".into(), "{}").await, 403);
 
@@ -642,12 +685,19 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
     let id_b = new_id();
     let call_b = tokio::spawn({
         let f = f.clone();
-        let inv = invocation(&id_b, json!({ "n": "b" }), None);
+        let inv = invocation(&id_b, &json!({ "n": "b" }), None);
         async move { f.oneshot(inv).await }
     });
-    let next = client.get(format!("{api}/invocation/next")).send().await.expect("next");
+    let next = client
+        .get(format!("{api}/invocation/next"))
+        .send()
+        .await
+        .expect("next");
     assert_eq!(next.status(), 200);
-    assert_eq!(post(format!("/invocation/{id_a}/response"), "stale").await, 400);
+    assert_eq!(
+        post(format!("/invocation/{id_a}/response"), "stale").await,
+        400
+    );
     let error = client
         .post(format!("{api}/invocation/{id_b}/error"))
         .header("lambda-runtime-function-error-type", "Custom.Broken")
@@ -668,10 +718,14 @@ async fn answers_are_accepted_only_for_the_current_request_once() {
     let id_c = new_id();
     let call_c = tokio::spawn({
         let f = f.clone();
-        let inv = invocation(&id_c, json!({}), None);
+        let inv = invocation(&id_c, &json!({}), None);
         async move { f.oneshot(inv).await }
     });
-    let next = client.get(format!("{api}/invocation/next")).send().await.expect("next");
+    let next = client
+        .get(format!("{api}/invocation/next"))
+        .send()
+        .await
+        .expect("next");
     assert_eq!(next.status(), 200);
     let huge = client
         .post(format!("{api}/invocation/{id_c}/response"))
@@ -704,7 +758,9 @@ async fn a_worker_that_never_polls_fails_init_and_is_killed() {
     assert_eq!(error_document(&err).0, "Runtime.InitError");
     // The killed worker's end of the report connection closes.
     let mut rest = Vec::new();
-    // Ends at EOF (or a reset): either way the worker is gone.
-    let _ = tokio::io::AsyncReadExt::read_to_end(&mut keepalive, &mut rest).await;
+    match tokio::io::AsyncReadExt::read_to_end(&mut keepalive, &mut rest).await {
+        // EOF or a reset: either way the worker is gone.
+        Ok(_) | Err(_) => {}
+    }
     eventually("the environment is reaped", || f.live_environments() == 0).await;
 }

@@ -32,7 +32,10 @@ impl AttemptStore {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(err) => return Err(err),
         };
-        Ok(Self { path, counts: Mutex::new(counts) })
+        Ok(Self {
+            path,
+            counts: Mutex::new(counts),
+        })
     }
 
     /// Attempts recorded for `key`.
@@ -70,7 +73,9 @@ impl AttemptStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -136,7 +136,8 @@ impl BatchContext {
                 let made = if failed_from > 0 { 1 } else { done_before + 1 };
                 if self.max_retry_attempts.is_some_and(|max| made > max) {
                     self.attempts.clear(&key);
-                    self.give_up(records, Condition::RetriesExhausted, made, error.as_ref()).await;
+                    self.give_up(records, Condition::RetriesExhausted, made, error.as_ref())
+                        .await;
                     break;
                 }
                 self.attempts.set(&key, made);
@@ -178,7 +179,7 @@ impl BatchContext {
         drop(permit);
         match result {
             Ok(response) if self.report_item_failures => {
-                let ids: Vec<String> = records.iter().map(KafkaRecord::identifier).collect();
+                let ids: Vec<_> = records.iter().map(KafkaRecord::id).collect();
                 match first_failed(&response.payload, &ids) {
                     None => Attempt::Success,
                     Some(index) => Attempt::FailedFrom(index, None),
@@ -191,8 +192,13 @@ impl BatchContext {
 
     /// Fails records older than `max_record_age` (they sort first in a partition's batch).
     async fn expire(&self, mut records: Vec<KafkaRecord>) -> Vec<KafkaRecord> {
-        let Some(max_age) = self.max_record_age else { return records };
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let Some(max_age) = self.max_record_age else {
+            return records;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         let too_old = |r: &KafkaRecord| {
             r.timestamp.is_some_and(|ts| {
                 let ts = u128::try_from(ts).unwrap_or(0);
@@ -205,7 +211,8 @@ impl BatchContext {
         }
         let rest = records.split_off(expired);
         let attempts = self.attempts.get(&records[0].identifier());
-        self.give_up(records, Condition::RecordAgeExceeded, attempts, None).await;
+        self.give_up(records, Condition::RecordAgeExceeded, attempts, None)
+            .await;
         rest
     }
 
@@ -274,7 +281,9 @@ impl BatchContext {
             Some(InvokeError::Function { payload, .. }) => {
                 serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
             }
-            Some(other) => json!({ "errorType": other.error_code(), "errorMessage": other.to_string() }),
+            Some(other) => {
+                json!({ "errorType": other.error_code(), "errorMessage": other.to_string() })
+            }
             None => serde_json::Value::Null,
         };
         let document = json!({

@@ -41,7 +41,9 @@ pub(crate) fn start(
 ) -> anyhow::Result<JoinSet<()>> {
     let mut tasks = JoinSet::new();
     for (name, trigger) in &config.triggers {
-        let TriggerConfig::Kafka(kafka) = trigger else { continue };
+        let TriggerConfig::Kafka(kafka) = trigger else {
+            continue;
+        };
         let function = functions
             .get(&kafka.function)
             .with_context(|| format!("triggers.{name}.function: no such function"))?

@@ -1,5 +1,6 @@
 //! Partial batch responses: `{"batchItemFailures": [{"itemIdentifier": …}]}` (SEMANTICS §1.2).
 
+use impulse_connectors::kafka::RecordId;
 use serde_json::Value;
 
 /// Where retrying starts after a response, as an index into the batch's records.
@@ -7,7 +8,7 @@ use serde_json::Value;
 /// Lambda's stream rules: an empty or null list, or an empty or null response, is full
 /// success; an empty or null `itemIdentifier`, an identifier not in the batch, or a misspelt
 /// key is full failure; otherwise the batch checkpoints at the lowest failed record.
-pub(crate) fn first_failed(payload: &[u8], identifiers: &[String]) -> Option<usize> {
+pub(crate) fn first_failed(payload: &[u8], identifiers: &[RecordId]) -> Option<usize> {
     let trimmed = payload.iter().filter(|b| !b.is_ascii_whitespace()).count();
     if trimmed == 0 {
         return None;
@@ -28,7 +29,10 @@ pub(crate) fn first_failed(payload: &[u8], identifiers: &[String]) -> Option<usi
     };
     let mut lowest: Option<usize> = None;
     for item in failures {
-        let Some(index) = item.get("itemIdentifier").and_then(|id| locate(id, identifiers)) else {
+        let Some(index) = item
+            .get("itemIdentifier")
+            .and_then(|id| locate(id, identifiers))
+        else {
             return Some(0);
         };
         lowest = Some(lowest.map_or(index, |l| l.min(index)));
@@ -36,32 +40,41 @@ pub(crate) fn first_failed(payload: &[u8], identifiers: &[String]) -> Option<usi
     lowest
 }
 
-/// The index of an identifier: our string form, or `{"partition": "topic-p", "offset": n}`.
-fn locate(id: &Value, identifiers: &[String]) -> Option<usize> {
-    let text = match id {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        Value::Object(map) => {
-            let partition = map.get("partition")?.as_str()?;
-            let offset = map.get("offset")?.as_i64()?;
-            format!("{partition}@{offset}")
-        }
-        _ => return None,
-    };
-    identifiers.iter().position(|known| *known == text)
+/// The index of an identifier in the batch, in any form [`RecordId::from_json`] reads.
+fn locate(id: &Value, identifiers: &[RecordId]) -> Option<usize> {
+    let id = RecordId::from_json(id)?;
+    identifiers.iter().position(|known| *known == id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ids() -> Vec<String> {
-        vec!["orders-0@10".into(), "orders-0@11".into(), "orders-0@12".into()]
+    fn ids() -> Vec<RecordId> {
+        (10..13)
+            .map(|offset| RecordId {
+                topic: "orders".into(),
+                partition: 0,
+                offset,
+            })
+            .collect()
     }
 
     #[test]
     fn success_shapes() {
-        for payload in [&b""[..], b"null", b"{}", br#"{"batchItemFailures":[]}"#, br#"{"batchItemFailures":null}"#] {
-            assert_eq!(first_failed(payload, &ids()), None, "{}", String::from_utf8_lossy(payload));
+        for payload in [
+            &b""[..],
+            b"null",
+            b"{}",
+            br#"{"batchItemFailures":[]}"#,
+            br#"{"batchItemFailures":null}"#,
+        ] {
+            assert_eq!(
+                first_failed(payload, &ids()),
+                None,
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 
@@ -69,7 +82,8 @@ mod tests {
     fn lowest_failed_item_wins() {
         let payload = br#"{"batchItemFailures":[{"itemIdentifier":"orders-0@12"},{"itemIdentifier":"orders-0@11"}]}"#;
         assert_eq!(first_failed(payload, &ids()), Some(1));
-        let object_form = br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"orders-0","offset":12}}]}"#;
+        let object_form =
+            br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"orders-0","offset":12}}]}"#;
         assert_eq!(first_failed(object_form, &ids()), Some(2));
     }
 
@@ -82,7 +96,12 @@ mod tests {
             br#"{"batchItemFailure":[]}"#,
             b"not json",
         ] {
-            assert_eq!(first_failed(payload, &ids()), Some(0), "{}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                first_failed(payload, &ids()),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 }

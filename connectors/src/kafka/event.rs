@@ -1,38 +1,6 @@
 //! Kafka records, batches, their identifiers, and Lambda's Kafka event (SEMANTICS.md §1.1).
-//!
-//! # The event
-//!
-//! [`encode_event`] writes Lambda's self-managed Kafka event, compact, fields in this order:
-//!
-//! ```json
-//! {"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k1:9092,k2:9092",
-//!  "records":{"orders-0":[{"topic":"orders","partition":0,"offset":15,
-//!   "timestamp":1545084650987,"timestampType":"CREATE_TIME",
-//!   "key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9",
-//!   "headers":[{"headerKey":[104,101,97,100,101,114]}]}]}}
-//! ```
-//!
-//! - `records` is keyed `<topic>-<partition>`, groups in order of first appearance, records in
-//!   the order given.
-//! - `key` and `value` are standard base64 (with padding) of the raw bytes, whatever they hold:
-//!   the value is never parsed or decoded. An empty key or value is `""`; a **null** key or
-//!   value (a tombstone) is JSON `null`, so every record has the same fields.
-//! - `headers` is a list of single-entry objects in record order (duplicate names survive);
-//!   each value is an array of **unsigned** bytes, 0–255, which `bytes(list)` (Python) or a
-//!   `byte[]` (Java) accepts. A header with a null value is `{"name": null}`.
-//! - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
-//!   has `-1`, Kafka's own convention.
-//!
-//! # Identifiers
-//!
-//! A record's identifier, used as `itemIdentifier` in partial batch responses, is
-//! `<topic>-<partition>@<offset>` (`orders-0@15`): the event's `records` key, `@`, and the
-//! record's `offset`. [`RecordId::from_json`] also reads the forms functions commonly return:
-//! `{"partition": "orders-0", "offset": 15}` and `{"topic": "orders", "partition": 0,
-//! "offset": 15}` (numbers or numeric strings), and the idempotency key `orders/0/15`.
 
 use std::fmt;
-use std::io::Write as _;
 use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD;
@@ -76,7 +44,8 @@ pub struct KafkaRecord {
 }
 
 impl KafkaRecord {
-    /// The identifier used in partial batch responses: `<topic>-<partition>@<offset>`.
+    /// The identifier used in partial batch responses: `<topic>-<partition>@<offset>`; see
+    /// [`RecordId`].
     pub fn identifier(&self) -> String {
         self.id().to_string()
     }
@@ -125,7 +94,13 @@ impl KafkaBatch {
 
 // === RecordId ===
 
-/// A record's coordinates, as named by an identifier (see the module docs).
+/// A record's coordinates, as named by an identifier.
+///
+/// A record's identifier, used as `itemIdentifier` in partial batch responses, is
+/// `<topic>-<partition>@<offset>` (`orders-0@15`): the event's `records` key, `@`, and the
+/// record's `offset`. [`RecordId::from_json`] also reads the forms functions commonly return:
+/// `{"partition": "orders-0", "offset": 15}` and `{"topic": "orders", "partition": 0,
+/// "offset": 15}` (numbers or numeric strings), and the idempotency key `orders/0/15`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId {
     /// The topic.
@@ -162,7 +137,8 @@ impl FromStr for RecordId {
             });
         }
         let mut parts = s.rsplitn(3, '/');
-        let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
+        let (Some(offset), Some(partition), Some(topic)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(RecordIdError(()));
         };
@@ -240,8 +216,29 @@ fn parse_offset(s: &str) -> Option<i64> {
 
 // === encoding ===
 
-/// Lambda's Kafka event for `records` (see the module docs for the exact shape). Keys, values
-/// and header values are written as base64 or byte arrays without ever being parsed.
+/// Lambda's Kafka event for `records`. Keys, values and header values are written as base64 or
+/// byte arrays without ever being parsed.
+///
+/// The event is compact JSON with fields in this order:
+///
+/// ```json
+/// {"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k1:9092,k2:9092",
+///  "records":{"orders-0":[{"topic":"orders","partition":0,"offset":15,
+///   "timestamp":1545084650987,"timestampType":"CREATE_TIME",
+///   "key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9",
+///   "headers":[{"headerKey":[104,101,97,100,101,114]}]}]}}
+/// ```
+///
+/// - `records` is keyed `<topic>-<partition>`, groups in order of first appearance, records in
+///   the order given.
+/// - `key` and `value` are standard base64 (with padding) of the raw bytes, whatever they hold:
+///   the value is never parsed or decoded. An empty key or value is `""`; a **null** key or
+///   value (a tombstone) is JSON `null`, so every record has the same fields.
+/// - `headers` is a list of single-entry objects in record order (duplicate names survive);
+///   each value is an array of **unsigned** bytes, 0–255, which `bytes(list)` (Python) or a
+///   `byte[]` (Java) accepts. A header with a null value is `{"name": null}`.
+/// - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
+///   has `-1`, Kafka's own convention.
 pub fn encode_event(bootstrap_servers: &str, records: &[&KafkaRecord]) -> Bytes {
     // Group by partition, keeping first-appearance order (batches hold one partition, so this
     // is usually a single group).
@@ -296,8 +293,9 @@ pub(crate) fn envelope_len(bootstrap_servers: &str) -> usize {
 
 /// Bytes of one group's `"<topic>-<partition>":[]` (plus a separating comma).
 pub(crate) fn group_envelope_len(topic: &str, partition: i32) -> usize {
-    // `"`, key, `"`, `:`, `[`, `]`, and a comma before every group but the first.
-    json_str_len(topic) + 1 + decimal_len(i64::from(partition)) + 5
+    // The quoted `<topic>-<partition>`, then `:[]`, and a comma (one too many for the first
+    // group: an upper bound).
+    json_str_len(topic) + 1 + decimal_len(i64::from(partition)) + 4
 }
 
 /// Exact bytes [`encode_event`] writes for one record (without a separating comma).
@@ -309,9 +307,10 @@ pub(crate) fn record_len(record: &KafkaRecord) -> usize {
         .map(|(name, value)| {
             // `{` name `:` value `}`
             3 + json_str_len(name)
-                + value
-                    .as_ref()
-                    .map_or(4, |v| 2 + v.iter().map(|b| byte_len(*b) + 1).sum::<usize>() - usize::from(!v.is_empty()))
+                + value.as_ref().map_or(4, |v| {
+                    2 + v.iter().map(|b| byte_len(*b) + 1).sum::<usize>()
+                        - usize::from(!v.is_empty())
+                })
         })
         .sum::<usize>()
         + record.headers.len().saturating_sub(1);
@@ -333,15 +332,15 @@ fn write_partition_key(out: &mut Vec<u8>, topic: &str, partition: i32) {
 fn write_record(out: &mut Vec<u8>, record: &KafkaRecord) {
     out.extend_from_slice(b"{\"topic\":");
     write_str(out, &record.topic);
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"timestampType\":\"{}\",\"key\":",
-        record.partition,
-        record.offset,
-        record.timestamp.unwrap_or(-1),
-        record.timestamp_type,
-    );
+    out.extend_from_slice(b",\"partition\":");
+    write_decimal(out, i64::from(record.partition));
+    out.extend_from_slice(b",\"offset\":");
+    write_decimal(out, record.offset);
+    out.extend_from_slice(b",\"timestamp\":");
+    write_decimal(out, record.timestamp.unwrap_or(-1));
+    out.extend_from_slice(b",\"timestampType\":\"");
+    out.extend_from_slice(record.timestamp_type.as_bytes());
+    out.extend_from_slice(b"\",\"key\":");
     write_base64(out, record.key.as_deref());
     out.extend_from_slice(b",\"value\":");
     write_base64(out, record.value.as_deref());
@@ -361,7 +360,7 @@ fn write_record(out: &mut Vec<u8>, record: &KafkaRecord) {
                     if j > 0 {
                         out.push(b',');
                     }
-                    let _ = write!(out, "{b}");
+                    write_decimal(out, i64::from(*b));
                 }
                 out.push(b']');
             }
@@ -378,17 +377,57 @@ fn write_base64(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
             out.push(b'"');
             let start = out.len();
             out.resize(start + base64_len(bytes.len()), 0);
-            // The buffer is exactly the encoded length, so this cannot fail.
-            let _ = STANDARD.encode_slice(bytes, &mut out[start..]);
+            // The space is exactly the encoded length, so this cannot fail; if it ever did,
+            // an empty string is still valid JSON.
+            if STANDARD.encode_slice(bytes, &mut out[start..]).is_err() {
+                out.truncate(start);
+            }
             out.push(b'"');
         }
     }
 }
 
-/// A JSON string, escaped as serde_json does.
+fn write_decimal(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut v = n.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // Truncation intended: a single decimal digit.
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A JSON string, escaped as serde_json escapes (see [`json_str_len`]).
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Serialising a `&str` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\x08' => out.extend_from_slice(b"\\b"),
+            b'\x0c' => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
 }
 
 /// Length of `s` as a JSON string, quotes included, escaped as serde_json does: `"` and `\`
@@ -476,7 +515,10 @@ mod tests {
         binary.value = Some(Bytes::from_static(&[0xff, 0x00, 0x80, b'"']));
         binary.key = Some(Bytes::new());
         binary.headers = vec![
-            ("dup".to_owned(), Some(Bytes::from_static(&[0, 9, 10, 99, 100, 255]))),
+            (
+                "dup".to_owned(),
+                Some(Bytes::from_static(&[0, 9, 10, 99, 100, 255])),
+            ),
             ("dup".to_owned(), None),
             ("empty\"\n".to_owned(), Some(Bytes::new())),
         ];
@@ -528,7 +570,10 @@ mod tests {
             .map(|r| r["offset"].as_i64().unwrap())
             .collect();
         assert_eq!(offsets, [1, 2]);
-        assert_eq!(encode_event("k", &[]).as_ref(), br#"{"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k","records":{}}"#);
+        assert_eq!(
+            encode_event("k", &[]).as_ref(),
+            br#"{"eventSource":"aws:SelfManagedKafka","bootstrapServers":"k","records":{}}"#
+        );
     }
 
     #[test]
@@ -563,7 +608,12 @@ mod tests {
         for r in &variants {
             let mut out = Vec::new();
             write_record(&mut out, r);
-            assert_eq!(record_len(r), out.len(), "{}", String::from_utf8_lossy(&out));
+            assert_eq!(
+                record_len(r),
+                out.len(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
         }
         let refs: Vec<&KafkaRecord> = variants.iter().collect();
         let mut expected = envelope_len("b\"s");
@@ -581,6 +631,31 @@ mod tests {
     }
 
     #[test]
+    fn strings_and_numbers_are_written_as_serde_json_does() {
+        for s in [
+            "",
+            "plain",
+            "q\"b\\s/",
+            "\u{0}\u{1f}\u{7f}\n\r\t\u{8}\u{c}",
+            "é✓🦀",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+            assert_eq!(json_str_len(s), serde_json::to_string(s).unwrap().len());
+        }
+        for n in [0, 7, -1, 10, 255, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
+    }
+
+    #[test]
     fn identifiers_round_trip() {
         let mut r = record(15);
         r.topic = "my-orders.v2".to_owned();
@@ -590,7 +665,10 @@ mod tests {
         let id: RecordId = r.identifier().parse().unwrap();
         assert!(r.is(&id));
         assert_eq!(r.event_id().as_str().parse::<RecordId>().unwrap(), id);
-        assert_eq!(RecordId::from_json(&json!("my-orders.v2-10@15")), Some(id.clone()));
+        assert_eq!(
+            RecordId::from_json(&json!("my-orders.v2-10@15")),
+            Some(id.clone())
+        );
         assert_eq!(
             RecordId::from_json(&json!({"partition": "my-orders.v2-10", "offset": 15})),
             Some(id.clone())
@@ -612,8 +690,19 @@ mod tests {
     #[test]
     fn invalid_identifiers_are_rejected() {
         for bad in [
-            "", "orders", "orders@15", "orders-@15", "-0@15", "orders-0@", "orders-0@-1",
-            "orders-x@1", "orders-0@1.5", "orders/0", "/0/1", "orders/-1/1", "orders-99999999999@1",
+            "",
+            "orders",
+            "orders@15",
+            "orders-@15",
+            "-0@15",
+            "orders-0@",
+            "orders-0@-1",
+            "orders-x@1",
+            "orders-0@1.5",
+            "orders/0",
+            "/0/1",
+            "orders/-1/1",
+            "orders-99999999999@1",
         ] {
             assert!(bad.parse::<RecordId>().is_err(), "{bad:?} parsed");
         }

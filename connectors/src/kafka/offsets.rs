@@ -350,10 +350,16 @@ mod tests {
                     .min()
                     .unwrap_or(next_fetch);
                 for (_, stored) in assignments.stored_offsets() {
-                    assert!(stored <= lowest_open, "stored {stored} past open {lowest_open}");
+                    assert!(
+                        stored <= lowest_open,
+                        "stored {stored} past open {lowest_open}"
+                    );
                 }
                 for o in 0..committed {
-                    assert!(ever_final[o as usize], "committed {committed} past unresolved {o}");
+                    assert!(
+                        ever_final[o as usize],
+                        "committed {committed} past unresolved {o}"
+                    );
                 }
             }
         }

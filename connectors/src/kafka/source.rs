@@ -1,49 +1,4 @@
 //! The Kafka source: the consumer side of Lambda's Kafka event source mapping.
-//!
-//! # Shape
-//!
-//! - One consumer group member per [`KafkaSource`] (`group_id`, default `impulse-<trigger>`),
-//!   `cooperative-sticky` assignment, offsets stored by hand (`enable.auto.offset.store=false`)
-//!   and committed in the background (`enable.auto.commit=true`) plus synchronously on every
-//!   revoke and at shutdown (RELIABILITY.md §2).
-//! - A dedicated thread awaits the consumer's main queue, which serves rebalances, statistics
-//!   and errors. The rebalance callback runs there, so it may block: on revoke it drains.
-//! - Each assigned partition gets its own queue (split in the assign callback, before the
-//!   partition is assigned) and its own task, which reads records, filters them, batches them,
-//!   sends batches on `out` and tracks acks. A partition that cannot send (backpressure, a
-//!   batch in flight) stops reading its queue; librdkafka then stops fetching it once
-//!   `queued.max.messages.kbytes` is reached, and no other partition stalls.
-//!
-//! # Batches
-//!
-//! Per partition, a batch is sent when it holds `batch_size` records, when `batch_window` has
-//! passed since its first record, or when the next record would make the event larger than
-//! 6 MB (Lambda's payload limit; a single larger record goes alone).
-//!
-//! - `ordering = "partition"` (Lambda): at most **one** batch in flight per partition; the
-//!   next is sent once every record of the previous one has a final or abandoned ack.
-//! - `ordering = "key"`: up to [`KEY_MODE_MAX_IN_FLIGHT`] batches in flight per partition.
-//!   A batch may hold several records of one key, in offset order; a record whose key has a
-//!   record in an **earlier batch still in flight** waits (and so does every later record of
-//!   that key). Records with a null key have no order among themselves.
-//!
-//! # Offsets
-//!
-//! Per partition, a [`Watermark`] stores the lowest unresolved offset with `store_offsets`
-//! (as is: the next record to read). Only a final ack resolves a record; an abandoned one
-//! (dropped without an outcome) is logged and never resolved, so the partition stops
-//! advancing and a restart redelivers it. Filtered-out records resolve at once (as
-//! `Outcome::Dropped`) and are counted. Each assignment has an epoch; stores from an ended
-//! epoch are refused. On revoke: stop dispatching, wait up to the drain timeout for in-flight
-//! acks, store, commit synchronously, end the epoch. A lost assignment is not committed.
-//!
-//! # Starting position
-//!
-//! Applies only to partitions for which the group has **no committed offset**, looked up in
-//! the assign callback: `earliest` starts at the beginning, `latest` at the end, and
-//! `at_timestamp` at the first record at or after `starting_timestamp` (the end if there is
-//! none). `auto.offset.reset` is always `earliest`, so a committed offset that fell out of
-//! retention — or a failed lookup — resumes at the oldest record: duplicates, never a skip.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -55,6 +10,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use impulse_config::{KafkaTriggerConfig, Ordering, StartingPosition, SYNC_BODY_LIMIT};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
@@ -108,6 +64,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 const OWNED: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("enable.auto.commit", "true"),
+    // Stored offsets are committed every second (librdkafka's default is 5 s): after a crash,
+    // at most about a second of finished work is redelivered.
+    ("auto.commit.interval.ms", "1000"),
     ("auto.offset.reset", "earliest"),
     ("enable.partition.eof", "false"),
 ];
@@ -117,7 +76,57 @@ type PartitionQueue = StreamPartitionQueue<SourceContext>;
 
 // === KafkaSource ===
 
-/// Reads a Kafka trigger's topics and hands out per-partition batches; see the module docs.
+/// Reads a Kafka trigger's topics and hands out per-partition batches.
+///
+/// # Shape
+///
+/// - One consumer group member per [`KafkaSource`] (`group_id`, default `impulse-<trigger>`),
+///   `cooperative-sticky` assignment, offsets stored by hand (`enable.auto.offset.store=false`)
+///   and committed in the background (`enable.auto.commit=true`) plus synchronously on every
+///   revoke and at shutdown (RELIABILITY.md §2).
+/// - A dedicated thread awaits the consumer's main queue, which serves rebalances, statistics
+///   and errors. The rebalance callback runs there, so it may block: on revoke it drains.
+/// - Each assigned partition gets its own queue (split in the assign callback, before the
+///   partition is assigned) and its own task, which reads records, filters them, batches them,
+///   sends batches on `out` and tracks acks. A partition that cannot send (backpressure, a
+///   batch in flight) stops reading its queue; librdkafka then stops fetching it once
+///   `queued.max.messages.kbytes` is reached, and no other partition stalls.
+/// - `librdkafka_options` pass through (security, fetch sizes, `group.instance.id`,
+///   `heartbeat.interval.ms`, …); the offset settings above are always the source's. With
+///   `group.protocol = "consumer"` (KIP-848) no client-side assignment strategy is set.
+/// - Seen with librdkafka 2.12: a member that closes while its cooperative assignment is
+///   **empty** may send no LeaveGroup, and the others then wait up to `session.timeout.ms`.
+///
+/// # Batches
+///
+/// Per partition, a batch is sent when it holds `batch_size` records, when `batch_window` has
+/// passed since its first record, or when the next record would make the event larger than
+/// 6 MB (Lambda's payload limit; a single larger record goes alone).
+///
+/// - `ordering = "partition"` (Lambda): at most **one** batch in flight per partition; the
+///   next is sent once every record of the previous one has a final or abandoned ack.
+/// - `ordering = "key"`: up to [`KEY_MODE_MAX_IN_FLIGHT`] batches in flight per partition.
+///   A batch may hold several records of one key, in offset order; a record whose key has a
+///   record in an **earlier batch still in flight** waits (and so does every later record of
+///   that key). Records with a null key have no order among themselves.
+///
+/// # Offsets
+///
+/// Per partition, a watermark stores the lowest unresolved offset with `store_offsets`
+/// (as is: the next record to read). Only a final ack resolves a record; an abandoned one
+/// (dropped without an outcome) is logged and never resolved, so the partition stops
+/// advancing and a restart redelivers it. Filtered-out records resolve at once (as
+/// `Outcome::Dropped`) and are counted. Each assignment has an epoch; stores from an ended
+/// epoch are refused. On revoke: stop dispatching, wait up to the drain timeout for in-flight
+/// acks, store, commit synchronously, end the epoch. A lost assignment is not committed.
+///
+/// # Starting position
+///
+/// Applies only to partitions for which the group has **no committed offset**, looked up in
+/// the assign callback: `earliest` starts at the beginning, `latest` at the end, and
+/// `at_timestamp` at the first record at or after `starting_timestamp` (the end if there is
+/// none). `auto.offset.reset` is always `earliest`, so a committed offset that fell out of
+/// retention — or a failed lookup — resumes at the oldest record: duplicates, never a skip.
 pub struct KafkaSource {
     trigger: String,
     group_id: String,
@@ -298,7 +307,9 @@ impl KafkaSource {
                 })?,
         );
         // The rebalance callback splits partition queues, which needs the `Arc`.
-        let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        if shared.consumer.set(Arc::downgrade(&consumer)).is_err() {
+            unreachable!("the consumer cell of a new source is empty");
+        }
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -364,8 +375,14 @@ async fn close(
     }
 
     // A rebalance callback in progress finishes first; none starts after this.
-    let _ = stop_poll.send(());
-    let joined = tokio::time::timeout(CLOSE_TIMEOUT, tokio::task::spawn_blocking(move || poller.join())).await;
+    if stop_poll.send(()).is_err() {
+        tracing::debug!(trigger = %shared.trigger, "The consumer thread had already stopped.");
+    }
+    let joined = tokio::time::timeout(
+        CLOSE_TIMEOUT,
+        tokio::task::spawn_blocking(move || poller.join()),
+    )
+    .await;
     if !matches!(joined, Ok(Ok(Ok(())))) {
         tracing::error!(trigger = %shared.trigger, "The Kafka consumer thread did not stop cleanly.");
     }
@@ -464,7 +481,10 @@ impl Shared {
 
     fn fail(&self, message: String) {
         tracing::error!(trigger = %self.trigger, "{message}");
-        let _ = self.fatal.send(message);
+        // No receiver: the source is already stopping.
+        if self.fatal.send(message).is_err() {
+            tracing::debug!(trigger = %self.trigger, "The source was already stopping.");
+        }
     }
 
     /// Stores `offset` for `tp` if `epoch` is still its live epoch.
@@ -479,7 +499,9 @@ impl Shared {
             Ok(()) => state.assignments.stored(tp, epoch, offset),
             // Expected right after a revoke (confluentinc/librdkafka#3774): not stored, the
             // next owner redelivers.
-            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+            Err(KafkaError::StoreOffset(
+                RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
+            )) => {
                 tracing::debug!(trigger = %self.trigger, topic = %tp.0, partition = tp.1, offset, "Offset not stored: the partition is no longer assigned.");
             }
             Err(e) => {
@@ -489,7 +511,11 @@ impl Shared {
     }
 
     /// Assign callback: starting positions, then one split queue and task per partition.
-    fn on_assign(self: &Arc<Self>, base: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
+    fn on_assign(
+        self: &Arc<Self>,
+        base: &BaseConsumer<SourceContext>,
+        tpl: &mut TopicPartitionList,
+    ) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() || self.lock().shutting_down {
             return;
@@ -550,12 +576,19 @@ impl Shared {
             return;
         }
         let starts: Vec<(TopicPartition, Offset)> = match self.start {
-            Start::Earliest => fresh.into_iter().map(|tp| (tp, Offset::Beginning)).collect(),
+            Start::Earliest => fresh
+                .into_iter()
+                .map(|tp| (tp, Offset::Beginning))
+                .collect(),
             Start::Latest => fresh.into_iter().map(|tp| (tp, Offset::End)).collect(),
             Start::AtTimestamp(millis) => {
                 let mut query = TopicPartitionList::new();
                 for (topic, partition) in &fresh {
-                    let _ = query.add_partition_offset(topic, *partition, Offset::Offset(millis));
+                    if let Err(e) =
+                        query.add_partition_offset(topic, *partition, Offset::Offset(millis))
+                    {
+                        tracing::warn!(trigger = %self.trigger, error = %e, "Invalid starting_timestamp.");
+                    }
                 }
                 match base.offsets_for_times(query, LOOKUP_TIMEOUT) {
                     Ok(found) => found
@@ -587,7 +620,12 @@ impl Shared {
     }
 
     /// Revoke callback: stop, drain, store, commit, end the epochs.
-    fn on_revoke(&self, base: &BaseConsumer<SourceContext>, partitions: &[TopicPartition], lost: bool) {
+    fn on_revoke(
+        &self,
+        base: &BaseConsumer<SourceContext>,
+        partitions: &[TopicPartition],
+        lost: bool,
+    ) {
         if partitions.is_empty() {
             return;
         }
@@ -627,8 +665,12 @@ impl Shared {
             return;
         }
         match base.commit(&store_list(&stored), CommitMode::Sync) {
-            Ok(()) => tracing::debug!(trigger = %self.trigger, offsets = ?stored, "Committed offsets on revoke."),
-            Err(e) => tracing::warn!(trigger = %self.trigger, error = %e, "Commit on revoke failed; uncommitted records will be redelivered."),
+            Ok(()) => {
+                tracing::debug!(trigger = %self.trigger, offsets = ?stored, "Committed offsets on revoke.")
+            }
+            Err(e) => {
+                tracing::warn!(trigger = %self.trigger, error = %e, "Commit on revoke failed; uncommitted records will be redelivered.")
+            }
         }
     }
 
@@ -653,11 +695,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 /// The consumer thread: awaits the main queue, which serves rebalances (running the callbacks
 /// below on this thread), statistics and errors. Records never arrive here: every assigned
 /// partition has its own queue.
-fn poll_main_queue(
-    consumer: &SourceConsumer,
-    shared: &Shared,
-    mut stop: oneshot::Receiver<()>,
-) {
+fn poll_main_queue(consumer: &SourceConsumer, shared: &Shared, mut stop: oneshot::Receiver<()>) {
     futures::executor::block_on(async {
         loop {
             let next = consumer.recv();
@@ -683,6 +721,33 @@ struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's log lines, as tracing events (target `librdkafka`). A consumer that
+    /// exceeded `max.poll.interval.ms` leaves its group with only a log line
+    /// (fede1024/rust-rdkafka#433): it is raised to an error here.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let trigger = self.shared.trigger.as_str();
+        match level {
+            _ if fac == "MAXPOLL" => {
+                tracing::error!(target: "librdkafka", trigger, fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", trigger, fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", trigger, fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", trigger, fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", trigger, fac, "{log_message}");
+            }
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let lag: i64 = statistics
             .topics
@@ -820,10 +885,10 @@ impl PartitionTask {
                         }
                     }
                     Some(done) = acks.next(), if !acks.is_empty() => {
-                        self.complete(&mut dispatcher, done);
+                        self.complete(&mut dispatcher, &done);
                         // Take every other finished ack before storing once.
                         while let Some(Some(done)) = acks.next().now_or_never() {
-                            self.complete(&mut dispatcher, done);
+                            self.complete(&mut dispatcher, &done);
                         }
                         self.store(&mut dispatcher);
                     }
@@ -867,7 +932,7 @@ impl PartitionTask {
                         }
                     }
                     Some(done) = acks.next() => {
-                        self.complete(&mut dispatcher, done);
+                        self.complete(&mut dispatcher, &done);
                         self.store(&mut dispatcher);
                     }
                     () = tokio::time::sleep_until(deadline) => break,
@@ -935,7 +1000,7 @@ impl PartitionTask {
         dispatcher.push(record, rx, Instant::now());
     }
 
-    fn complete(&self, dispatcher: &mut Dispatcher, done: Completion) {
+    fn complete(&self, dispatcher: &mut Dispatcher, done: &Completion) {
         if done.status == AckStatus::Abandoned {
             tracing::error!(
                 trigger = %self.shared.trigger, topic = %self.tp.0, partition = self.tp.1,
@@ -1111,7 +1176,10 @@ impl Dispatcher {
             }
             self.current_bytes += len + 1;
             self.current.push(pending);
-            if self.current.len() >= self.settings.batch_size {
+            // Full by count, or by size (a record too big for any batch goes alone at once).
+            if self.current.len() >= self.settings.batch_size
+                || self.envelope + self.current_bytes >= self.settings.max_bytes
+            {
                 self.closed = true;
             }
         }
@@ -1124,7 +1192,10 @@ impl Dispatcher {
         }
         let id = self.next_batch;
         self.next_batch += 1;
-        let pending = std::mem::take(&mut self.current);
+        let mut pending = std::mem::take(&mut self.current);
+        // Key mode may let a held-back record join after later ones: restore offset order
+        // (records of one key are already in order, so this never reorders a key).
+        pending.sort_by_key(|p| p.record.offset);
         self.closed = false;
         self.current_bytes = 0;
         self.current_since = None;
@@ -1160,7 +1231,7 @@ impl Dispatcher {
 
     /// A record's ack finished. Final outcomes move the watermark; abandoned ones only free
     /// their batch and key.
-    fn complete(&mut self, done: Completion, now: Instant) {
+    fn complete(&mut self, done: &Completion, now: Instant) {
         if let Some(left) = self.batches.get_mut(&done.batch) {
             *left = left.saturating_sub(1);
             if *left == 0 {
@@ -1220,7 +1291,9 @@ fn redact_values(text: &str, options: &BTreeMap<String, String>) -> String {
     options
         .iter()
         .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
-        .fold(text.to_owned(), |text, (_, v)| text.replace(v.as_str(), "***"))
+        .fold(text.to_owned(), |text, (_, v)| {
+            text.replace(v.as_str(), "***")
+        })
 }
 
 #[cfg(test)]
@@ -1241,7 +1314,11 @@ pub(crate) mod test_support {
         }
     }
 
-    pub(crate) fn with_limits(mut settings: Settings, max_bytes: usize, max_in_flight: usize) -> Settings {
+    pub(crate) fn with_limits(
+        mut settings: Settings,
+        max_bytes: usize,
+        max_in_flight: usize,
+    ) -> Settings {
         settings.max_bytes = max_bytes;
         settings.max_in_flight = max_in_flight;
         settings
@@ -1253,7 +1330,7 @@ pub(crate) mod test_support {
 
     pub(crate) fn complete(d: &mut Dispatcher, tracked: Tracked, status: AckStatus, now: Instant) {
         d.complete(
-            Completion {
+            &Completion {
                 batch: tracked.batch,
                 offset: tracked.offset,
                 key: tracked.key,

@@ -87,7 +87,14 @@ fn a_full_batch_goes_at_once_and_a_partial_one_after_the_window() {
     }
     let (batch, tracked) = take(&mut d, t0);
     assert_eq!(offsets(&batch), [0, 1, 2]);
-    assert_eq!((batch.trigger.as_str(), batch.topic.as_str(), batch.partition), ("trig", "t", 0));
+    assert_eq!(
+        (
+            batch.trigger.as_str(),
+            batch.topic.as_str(),
+            batch.partition
+        ),
+        ("trig", "t", 0)
+    );
     // Offset 3 is buffered, but one batch is in flight: nothing is ready, no timer runs.
     assert!(!d.ready(t0 + WINDOW * 10));
     assert_eq!(d.deadline(), None);
@@ -111,7 +118,10 @@ fn partition_mode_keeps_one_batch_in_flight_until_every_ack_is_in() {
     assert_eq!(offsets(&first), [0, 1]);
     let last = tracked.pop().expect("two");
     complete_all(&mut d, tracked, t0);
-    assert!(!d.ready(t0 + WINDOW), "a record of the first batch is still out");
+    assert!(
+        !d.ready(t0 + WINDOW),
+        "a record of the first batch is still out"
+    );
     // An abandoned ack frees the batch but not the watermark.
     test_support::complete(&mut d, last, AckStatus::Abandoned, t0);
     let (second, tracked) = take(&mut d, t0);
@@ -143,7 +153,11 @@ fn key_mode_runs_batches_in_parallel_but_never_overtakes_a_key() {
     assert!(!d.ready(t0 + WINDOW * 2), "a2 waits for a0");
     complete_all(&mut d, third_acks, t0);
     complete_all(&mut d, second_acks, t0);
-    assert_eq!(d.watermark.take_store(), Some(0), "offsets 0 and 1 are unresolved");
+    assert_eq!(
+        d.watermark.take_store(),
+        Some(0),
+        "offsets 0 and 1 are unresolved"
+    );
     complete_all(&mut d, first_acks, t0);
     assert_eq!(d.watermark.take_store(), Some(2));
     let (fourth, _) = take(&mut d, t0 + WINDOW * 2);
@@ -274,7 +288,8 @@ fn new_checks_options_filters_and_hides_secrets() {
 
     let mut bad_option = base.clone();
     bad_option["librdkafka_options"]["no.such.property"] = "1".into();
-    let err = KafkaSource::new("orders", &trigger_config(bad_option)).expect_err("unknown property");
+    let err =
+        KafkaSource::new("orders", &trigger_config(bad_option)).expect_err("unknown property");
     assert_eq!(err.trigger, "orders");
     assert!(!err.message.contains("canary"), "{err}");
 

@@ -53,8 +53,11 @@ pub(super) struct Launch {
 pub(super) enum Stop {
     /// SIGKILL now (timeouts, unknown state).
     Kill,
-    /// SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`] (idle reaping, shutdown).
+    /// SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`] (shutdown).
     Terminate,
+    /// As `Terminate`, for an idle environment the pool reaps: its slot is marked retiring
+    /// until the process is gone, so the pool does not count it as kept.
+    Retire,
 }
 
 /// Why an environment failed to start.
@@ -124,7 +127,11 @@ impl Environment {
 
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (init_tx, init_rx) = oneshot::channel();
-        let api = Arc::new(RuntimeApi::new(launch.function_arn.clone(), jobs_rx, init_tx));
+        let api = Arc::new(RuntimeApi::new(
+            launch.function_arn.clone(),
+            jobs_rx,
+            init_tx,
+        ));
         let router = api.clone().router();
         let server = tokio::spawn(async move {
             // Serving ends only with an I/O error on the listener; the supervisor aborts it.
@@ -151,7 +158,12 @@ impl Environment {
             ("stderr", child.stderr.take().map(box_reader)),
         ] {
             if let Some(reader) = reader {
-                tokio::spawn(forward_lines(reader, stream, launch.function.clone(), api.clone()));
+                tokio::spawn(forward_lines(
+                    reader,
+                    stream,
+                    launch.function.clone(),
+                    api.clone(),
+                ));
             }
         }
 
@@ -211,15 +223,20 @@ impl Environment {
         self.exit.borrow().is_none()
     }
 
-    /// Stops the process the given way, without waiting.
-    pub(super) fn stop(self, how: Stop) {
-        // The supervisor is gone only once the process is reaped.
-        let _ = self.stop.send(how);
+    /// Stops the process the given way, without waiting; false if it had already been reaped
+    /// (the supervisor is gone).
+    pub(super) fn stop(self, how: Stop) -> bool {
+        self.stop.send(how).is_ok()
     }
 
     /// Runs one invocation: hands the job to the worker's `/next` and waits for its answer,
     /// the process's exit, or the deadline, whichever comes first.
-    pub(super) async fn invoke(&self, request_id: Arc<str>, payload: Bytes, deadline: Instant) -> Outcome {
+    pub(super) async fn invoke(
+        &self,
+        request_id: Arc<str>,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Outcome {
         let (reply_tx, mut reply_rx) = oneshot::channel();
         let job = Job {
             request_id,
@@ -286,7 +303,10 @@ fn command(launch: &Launch, runtime_api: &str) -> Command {
         .env("_HANDLER", &launch.handler)
         .env("AWS_LAMBDA_FUNCTION_NAME", &*launch.function)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", launch.memory_size.to_string())
+        .env(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            launch.memory_size.to_string(),
+        )
         .env(
             "AWS_LAMBDA_LOG_GROUP_NAME",
             format!("/aws/lambda/{}", launch.function),
@@ -336,9 +356,23 @@ async fn supervise(s: Supervised) {
             Ok(Stop::Terminate)
         }
     };
+    let mut slot = slot;
     let status = match stopped {
-        Err(exited) => exited,
-        Ok(how) => halt(&mut child, pid, how).await,
+        Err(exited) => {
+            // A reap that raced the exit still counts as one; closing first means any later
+            // `stop` fails, and its sender then knows the slot was freed without the mark.
+            stop.close();
+            if stop.try_recv() == Ok(Stop::Retire) {
+                slot.retiring();
+            }
+            exited
+        }
+        Ok(how) => {
+            if how == Stop::Retire {
+                slot.retiring();
+            }
+            halt(&mut child, pid, how).await
+        }
     };
     // Anything the worker left behind in its process group goes too.
     signal_group(pid, Signal::SIGKILL);
@@ -355,7 +389,7 @@ async fn supervise(s: Supervised) {
 }
 
 async fn halt(child: &mut Child, pid: u32, how: Stop) -> std::io::Result<ExitStatus> {
-    if how == Stop::Terminate {
+    if how != Stop::Kill {
         signal_group(pid, Signal::SIGTERM);
         if let Ok(status) = tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await {
             return status;
@@ -372,8 +406,10 @@ async fn halt(child: &mut Child, pid: u32, how: Stop) -> std::io::Result<ExitSta
 fn signal_group(pid: u32, signal: Signal) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if pid > 0 {
-        // ESRCH (the group is gone already) is the expected failure.
-        let _ = killpg(Pid::from_raw(pid), signal);
+        if let Err(e) = killpg(Pid::from_raw(pid), signal) {
+            // ESRCH (the group is gone already) is the expected failure.
+            tracing::trace!(pid, error = %e, "Signalling a process group failed.");
+        }
     }
 }
 
@@ -410,7 +446,12 @@ fn box_reader(reader: impl AsyncRead + Send + Unpin + 'static) -> BoxReader {
 
 /// Forwards a worker's output to tracing, one event per line, tagged with the function and the
 /// request id of its latest invocation.
-async fn forward_lines(reader: BoxReader, stream: &'static str, function: Arc<str>, api: Arc<RuntimeApi>) {
+async fn forward_lines(
+    reader: BoxReader,
+    stream: &'static str,
+    function: Arc<str>,
+    api: Arc<RuntimeApi>,
+) {
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
@@ -458,5 +499,136 @@ pub(super) async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
         if line.len() >= max {
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_worded_as_lambda_words_them() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
+        assert_eq!(describe_exit(ExitStatus::from_raw(0)), "exit status 0");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal: killed");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(11)),
+            "signal: segmentation fault"
+        );
+        assert_eq!(describe_exit(ExitStatus::from_raw(31)), "signal: 31");
+    }
+
+    async fn lines(input: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        while read_line_capped(&mut reader, &mut line, max)
+            .await
+            .expect("in-memory reads never fail")
+        {
+            out.push(line.clone());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn log_lines_are_split_and_capped() {
+        assert_eq!(
+            lines(b"one\ntwo\nlast", 100).await,
+            [&b"one\n"[..], b"two\n", b"last"]
+        );
+        assert_eq!(
+            lines(b"abcdefghij\nk\n", 4).await,
+            [&b"abcd"[..], b"efgh", b"ij\n", b"k\n"]
+        );
+        assert!(lines(b"", 4).await.is_empty());
+        assert_eq!(lines(b"\n\n", 4).await, [&b"\n"[..], b"\n"]);
+    }
+
+    /// Collects every event's fields (and target) as strings.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+    struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = std::collections::BTreeMap::new();
+            fields.insert("target".to_owned(), event.metadata().target().to_owned());
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().expect("not poisoned").push(fields);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn worker_output_goes_to_tracing_with_the_request_id() {
+        let capture = Capture::default();
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        let (_jobs, jobs_rx) = mpsc::channel(1);
+        let (init, _) = oneshot::channel();
+        let api = Arc::new(RuntimeApi::new(
+            HeaderValue::from_static("arn"),
+            jobs_rx,
+            init,
+        ));
+        let output: &'static [u8] = b"before\n";
+        forward_lines(
+            box_reader(output),
+            "stdout",
+            Arc::from("orders"),
+            api.clone(),
+        )
+        .await;
+        api.set_last_request_id("req-9");
+        let output: &'static [u8] = b"during\r\n\xffbytes";
+        forward_lines(box_reader(output), "stderr", Arc::from("orders"), api).await;
+
+        let events = capture.0.lock().expect("not poisoned").clone();
+        let seen: Vec<[&str; 5]> = events
+            .iter()
+            .map(|e| {
+                [
+                    e["target"].as_str(),
+                    e["function"].as_str(),
+                    e["request_id"].as_str(),
+                    e["stream"].as_str(),
+                    e["message"].as_str(),
+                ]
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ["impulse::function", "orders", "-", "stdout", "before"],
+                ["impulse::function", "orders", "req-9", "stderr", "during"],
+                [
+                    "impulse::function",
+                    "orders",
+                    "req-9",
+                    "stderr",
+                    "\u{fffd}bytes"
+                ],
+            ]
+        );
     }
 }

@@ -240,9 +240,17 @@ async fn invoke(
         }
     };
 
+    if Instant::now() >= deadline {
+        // Nothing was handed to the worker: the environment is as good as before.
+        pool.release(env);
+        return Err(timed_out());
+    }
     // From here the future owns a busy environment: if it is dropped, so is the environment,
     // which kills the process.
-    match env.invoke(request_id.clone(), invocation.payload, deadline).await {
+    match env
+        .invoke(request_id.clone(), invocation.payload, deadline)
+        .await
+    {
         Outcome::Replied(Reply::Response(payload)) => {
             pool.release(env);
             Ok(InvocationResponse { payload })
@@ -302,7 +310,10 @@ fn start_failed(launch: &Launch, request_id: &str, error: StartError) -> InvokeE
             tracing::warn!(function = %launch.function, command = %launch.command, error = %e, "Starting an execution environment failed.");
             function_error(
                 "Runtime.InvalidEntrypoint",
-                &format!("RequestId: {request_id} Error: fork/exec {}: {e}", launch.command),
+                &format!(
+                    "RequestId: {request_id} Error: fork/exec {}: {e}",
+                    launch.command
+                ),
             )
         }
         StartError::Init {

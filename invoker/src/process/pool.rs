@@ -49,13 +49,21 @@ pub(super) enum Checkout {
 #[derive(Debug)]
 pub(super) struct Slot {
     pool: Option<Weak<Pool>>,
+    /// Its environment is being reaped (counted in `State::retiring`).
+    retiring: bool,
 }
 
 impl Slot {
     fn new(pool: &Arc<Pool>) -> Self {
         Self {
             pool: Some(Arc::downgrade(pool)),
+            retiring: false,
         }
+    }
+
+    /// Marks the slot's environment as reaped by the pool (see [`Stop::Retire`]).
+    pub(super) fn retiring(&mut self) {
+        self.retiring = true;
     }
 
     /// Forgets the slot without freeing it: its count has been passed on.
@@ -67,7 +75,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take().and_then(|p| p.upgrade()) {
-            pool.slot_freed();
+            pool.slot_freed(self.retiring);
         }
     }
 }
@@ -108,6 +116,8 @@ struct State {
     idle: Vec<Idle>,
     /// Slots in use: starting, idle, busy and dying environments.
     slots: usize,
+    /// Slots whose environments the pool is reaping (included in `slots`).
+    retiring: usize,
     /// Callers waiting for capacity, oldest first.
     waiters: VecDeque<oneshot::Sender<Grant>>,
     closed: bool,
@@ -236,6 +246,7 @@ impl Pool {
         };
         if state.closed {
             drop(state);
+            // Already gone is as good as stopped.
             env.stop(Stop::Terminate);
             return;
         }
@@ -260,8 +271,11 @@ impl Pool {
 
     /// A slot's process is gone (or never started): pass the capacity to the oldest waiting
     /// caller, else free it.
-    fn slot_freed(self: &Arc<Self>) {
+    fn slot_freed(self: &Arc<Self>, retiring: bool) {
         let mut state = self.state();
+        if retiring {
+            state.retiring = state.retiring.saturating_sub(1);
+        }
         if !state.closed {
             while let Some(waiter) = state.waiters.pop_front() {
                 match waiter.send(Grant::Start(Slot::new(self))) {
@@ -286,7 +300,8 @@ impl Pool {
             if pool.state().closed {
                 return; // dropping the slot frees it
             }
-            let started = Environment::start(&pool.launch, slot, &pool.shared, pool.init_timeout()).await;
+            let started =
+                Environment::start(&pool.launch, slot, &pool.shared, pool.init_timeout()).await;
             let started = started.map(|(env, init)| {
                 telemetry::init_duration(&pool.launch.function, init);
                 env
@@ -316,7 +331,10 @@ impl Pool {
         }
         let mut live = self.shared.live.subscribe();
         let bound = super::environment::SHUTDOWN_GRACE + Duration::from_secs(3);
-        if tokio::time::timeout(bound, live.wait_for(|n| *n == 0)).await.is_err() {
+        if tokio::time::timeout(bound, live.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 function = %self.launch.function,
                 live = self.live(),
@@ -337,12 +355,13 @@ impl Pool {
             if state.closed {
                 return None;
             }
-            let (alive, dead): (Vec<Idle>, Vec<Idle>) =
-                std::mem::take(&mut state.idle).into_iter().partition(|i| i.env.is_alive());
+            let (alive, dead): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut state.idle)
+                .into_iter()
+                .partition(|i| i.env.is_alive());
             state.idle = alive;
             drop(dead);
             // Slots whose environments are not being reaped: what stays live.
-            let mut keeping = state.slots;
+            let mut keeping = state.slots.saturating_sub(state.retiring);
             while keeping > self.min_warm
                 && state
                     .idle
@@ -350,6 +369,7 @@ impl Pool {
                     .is_some_and(|i| i.since + self.idle_timeout <= now)
             {
                 stopping.push(state.idle.remove(0).env);
+                state.retiring += 1;
                 keeping -= 1;
             }
             let mut next = state
@@ -372,7 +392,11 @@ impl Pool {
             next
         };
         for env in stopping {
-            env.stop(Stop::Terminate);
+            if !env.stop(Stop::Retire) {
+                // Reaped already, its slot freed without the retiring mark: undo the count.
+                let mut state = self.state();
+                state.retiring = state.retiring.saturating_sub(1);
+            }
         }
         for slot in warm_slots {
             let pool = self.clone();

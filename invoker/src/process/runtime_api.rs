@@ -43,7 +43,11 @@ const MAX_ERROR_TYPE: usize = 256;
 
 /// Characters kept as they are in the request id a worker sees; the rest are percent-encoded so
 /// the id fits both a header value and the `/invocation/{id}/…` path segment.
-const ID_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const ID_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// One invocation handed to an environment.
 #[derive(Debug)]
@@ -125,8 +129,9 @@ impl Book {
     fn end_init(&mut self, signal: InitSignal) -> bool {
         match self.init.take() {
             Some(init) => {
-                // The starter may have given up (init timeout); the signal then has no reader.
-                let _ = init.send(signal);
+                if init.send(signal).is_err() {
+                    // The starter gave up (init timeout); the environment is being killed.
+                }
                 true
             }
             None => false,
@@ -134,7 +139,12 @@ impl Book {
     }
 
     /// Records that `request_id` was handed to the worker as delivery `invocation_id`.
-    fn deliver(&mut self, request_id: Arc<str>, invocation_id: String, reply: oneshot::Sender<Reply>) {
+    fn deliver(
+        &mut self,
+        request_id: Arc<str>,
+        invocation_id: String,
+        reply: oneshot::Sender<Reply>,
+    ) {
         self.last_request_id = Some(request_id.clone());
         // A previous invocation still open here would have no way to finish; dropping its
         // reply tells its caller so. (The pool never hands a busy environment a second job.)
@@ -206,6 +216,12 @@ impl RuntimeApi {
         self.book().last_request_id.clone()
     }
 
+    /// Pretends `request_id` was delivered (tests of log forwarding).
+    #[cfg(test)]
+    pub(super) fn set_last_request_id(&self, request_id: &str) {
+        self.book().last_request_id = Some(Arc::from(request_id));
+    }
+
     /// The Runtime API routes, under `/2018-06-01`.
     pub(super) fn router(self: Arc<Self>) -> Router {
         Router::new()
@@ -265,8 +281,7 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        api.book()
-            .deliver(job.request_id, invocation_id, job.reply);
+        api.book().deliver(job.request_id, invocation_id, job.reply);
         return (StatusCode::OK, headers, job.payload).into_response();
     }
 }
@@ -291,8 +306,9 @@ async fn response(
         Ok(sender) => sender,
         Err(refused) => return refused.into_response(),
     };
-    // The caller may be gone (the environment is then being killed); nothing to tell it.
-    let _ = sender.send(reply);
+    if sender.send(reply).is_err() {
+        // The caller is gone (the environment is then being killed); nothing to tell it.
+    }
     if too_large {
         return refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -323,14 +339,21 @@ async fn error(
         Ok(sender) => sender,
         Err(refused) => return refused.into_response(),
     };
-    let _ = sender.send(Reply::Error {
+    let reply = Reply::Error {
         error_type,
         payload,
-    });
+    };
+    if sender.send(reply).is_err() {
+        // The caller is gone (the environment is then being killed); nothing to tell it.
+    }
     accepted()
 }
 
-async fn init_error(State(api): State<Arc<RuntimeApi>>, headers: HeaderMap, body: Body) -> Response {
+async fn init_error(
+    State(api): State<Arc<RuntimeApi>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match read_capped(&headers, body).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large_error(),
@@ -452,7 +475,8 @@ pub(super) fn error_document(header: Option<&str>, body: &[u8]) -> (String, Byte
         Some(_) => Bytes::copy_from_slice(body),
         None => {
             let shown = String::from_utf8_lossy(&body[..body.len().min(1024)]);
-            let message = format!("The runtime reported an error without a JSON error document: {shown}");
+            let message =
+                format!("The runtime reported an error without a JSON error document: {shown}");
             LambdaError {
                 error_type: &error_type,
                 error_message: &message,
@@ -510,7 +534,9 @@ pub(super) fn trace_id() -> String {
 
 /// `N` random 64-bit words as lowercase hex.
 pub(super) fn random_hex<const N: usize>() -> String {
-    (0..N).map(|_| format!("{:016x}", fastrand::u64(..))).collect()
+    (0..N)
+        .map(|_| format!("{:016x}", fastrand::u64(..)))
+        .collect()
 }
 
 #[cfg(test)]

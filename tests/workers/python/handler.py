@@ -8,6 +8,7 @@ Impulse's tests (`python -m awslambdaric handler.handler`). It does what the eve
     {"crash": true}  -> os._exit(3)
     {"pid": true}    -> {"pid": ...}
     {"context": true} -> the invocation context and the Lambda environment variables
+    {"log": "text"}  -> prints text to stdout
 
 Every result also carries `pid` and `request_id`.
 """
@@ -45,7 +46,8 @@ def handler(event, context):
         os._exit(3)
     if event.get("fail") is True:
         raise ValueError("the event asked for a failure")
-    print("handling", context.aws_request_id)
+    if isinstance(event.get("log"), str):
+        print(event["log"])
     result = {"pid": os.getpid(), "request_id": context.aws_request_id}
     if "echo" in event:
         result["echo"] = event["echo"]

@@ -1,0 +1,678 @@
+//! The Kafka source against the real broker (`scripts/services.sh up kafka`): per-partition
+//! order, one batch in flight per partition, per-key order with several in flight, commits at
+//! the lowest unresolved offset, filtered records committed, starting positions, and a second
+//! group member joining and leaving without losing a record.
+//!
+//! Every test makes its own topic and group, so they run in parallel.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use impulse_config::KafkaTriggerConfig;
+use impulse_connectors::contract::{Outcome, SourceError};
+use impulse_connectors::kafka::{KafkaBatch, KafkaRecord, KafkaSource};
+use impulse_tests::services::require_kafka;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Bound on each wait for a batch or a Kafka step.
+const WAIT: Duration = Duration::from_secs(30);
+
+// === helpers ===
+
+fn unique(prefix: &str) -> String {
+    format!("impulse-src-{prefix}-{}", Uuid::new_v4().simple())
+}
+
+/// A trigger reading `topic` from the earliest record, with a short window; `extra` overrides.
+fn trigger(bootstrap: &str, topic: &str, extra: &serde_json::Value) -> Result<KafkaTriggerConfig> {
+    let mut config = json!({
+        "function": "f",
+        "bootstrap_servers": bootstrap,
+        "topics": [topic],
+        "starting_position": "earliest",
+        "batch_window": "100ms",
+    });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            config.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(config).context("a trigger config")
+}
+
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating the admin client")?;
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    let results = tokio::time::timeout(
+        WAIT,
+        admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        ),
+    )
+    .await
+    .context("CreateTopics timed out")??;
+    for result in results {
+        result.map_err(|(name, code)| anyhow!("creating topic {name}: {code}"))?;
+    }
+    Ok(())
+}
+
+fn producer(bootstrap: &str) -> Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", WAIT.as_millis().to_string())
+        .create()
+        .context("creating the producer")
+}
+
+/// A record to produce: partition, key, value, and an optional create time.
+struct Produce {
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
+    timestamp: Option<i64>,
+}
+
+fn rec(partition: i32, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Produce {
+    Produce {
+        partition,
+        key: key.into(),
+        value: value.into(),
+        timestamp: None,
+    }
+}
+
+/// Produces in order (one idempotent producer keeps per-partition order) and returns each
+/// record's (partition, offset).
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<Produce>,
+) -> Result<Vec<(i32, i64)>> {
+    let mut pending = Vec::with_capacity(records.len());
+    for r in &records {
+        let mut record = FutureRecord::to(topic)
+            .partition(r.partition)
+            .key(r.key.as_str())
+            .payload(r.value.as_slice());
+        if let Some(ts) = r.timestamp {
+            record = record.timestamp(ts);
+        }
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| anyhow!("enqueueing to {topic}: {e}"))?;
+        pending.push(delivery);
+    }
+    let mut delivered = Vec::with_capacity(pending.len());
+    for delivery in pending {
+        let delivery = tokio::time::timeout(WAIT, delivery)
+            .await
+            .context("delivery report timed out")?
+            .map_err(|_| anyhow!("delivery future cancelled"))?
+            .map_err(|(e, _)| anyhow!("producing to {topic}: {e}"))?;
+        delivered.push((delivery.partition, delivery.offset));
+    }
+    Ok(delivered)
+}
+
+/// The group's committed offset per partition (-1: none).
+async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a consumer")?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let found = tokio::task::spawn_blocking(move || consumer.committed_offsets(list, WAIT))
+        .await
+        .context("committed_offsets panicked")??;
+    Ok((0..partitions)
+        .map(
+            |p| match found.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect())
+}
+
+/// A source running in a task, stopped through `stop`.
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), SourceError>>,
+}
+
+impl Running {
+    fn start(source: KafkaSource, out: mpsc::Sender<KafkaBatch>) -> Self {
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(source.run(out, async move {
+            let _stopped = rx.await;
+        }));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) -> Result<()> {
+        let _listening = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .context("the source did not stop")?
+            .context("the source task panicked")?
+            .map_err(|e| anyhow!("the source failed: {e}"))
+    }
+}
+
+async fn next_batch(rx: &mut mpsc::Receiver<KafkaBatch>) -> Result<KafkaBatch> {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .context("no batch in time")?
+        .context("the source closed its channel")
+}
+
+fn deliver(records: Vec<KafkaRecord>) {
+    for record in records {
+        record.ack.resolve(Outcome::Delivered);
+    }
+}
+
+fn check_batch(batch: &KafkaBatch, max: usize) -> Result<()> {
+    ensure!(!batch.records.is_empty(), "an empty batch");
+    ensure!(
+        batch.records.len() <= max,
+        "{} records > batch_size {max}",
+        batch.records.len()
+    );
+    for pair in batch.records.windows(2) {
+        ensure!(
+            pair[0].offset < pair[1].offset,
+            "offsets out of order in a batch"
+        );
+    }
+    for r in &batch.records {
+        ensure!(
+            r.topic == batch.topic && r.partition == batch.partition,
+            "a foreign record"
+        );
+    }
+    Ok(())
+}
+
+/// Key mode bookkeeping: records in flight per key (`.0`), batches in flight (`.1`).
+#[derive(Default)]
+struct InFlight(HashMap<Vec<u8>, usize>, usize);
+
+/// Rebalance bookkeeping: records seen (`.0`), duplicates (`.1`), records per member (`.2`).
+#[derive(Default)]
+struct Seen(BTreeSet<(i32, i64)>, usize, [usize; 2]);
+
+// === tests ===
+
+#[tokio::test]
+async fn keeps_partition_order_over_ten_thousand_records() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("order");
+    let partitions = 4;
+    let per_partition = 2_500;
+    create_topic(&bootstrap, &topic, partitions).await?;
+    let records = (0..per_partition)
+        .flat_map(|i| (0..partitions).map(move |p| rec(p, format!("k{i}"), format!("{p}:{i}"))))
+        .collect();
+    produce(&producer(&bootstrap)?, &topic, records).await?;
+
+    let config = trigger(&bootstrap, &topic, &json!({"batch_size": 100}))?;
+    let source = KafkaSource::new("order", &config)?;
+    let group = source.group_id().to_owned();
+    let (tx, mut rx) = mpsc::channel(16);
+    let running = Running::start(source, tx);
+    let mut next = vec![0i64; partitions as usize];
+    let mut total = 0;
+    while total < partitions as usize * per_partition {
+        let batch = next_batch(&mut rx).await?;
+        check_batch(&batch, 100)?;
+        let p = batch.partition as usize;
+        for r in &batch.records {
+            ensure!(
+                r.offset == next[p],
+                "partition {p}: got {} expected {}",
+                r.offset,
+                next[p]
+            );
+            let value = r.value.as_deref().unwrap_or_default();
+            ensure!(
+                value == format!("{p}:{}", next[p]).as_bytes(),
+                "wrong value at {}",
+                r.identifier()
+            );
+            next[p] += 1;
+        }
+        total += batch.records.len();
+        deliver(batch.records);
+    }
+    running.stop().await?;
+    let offsets = committed(&bootstrap, &group, &topic, partitions).await?;
+    assert_eq!(offsets, vec![per_partition as i64; partitions as usize]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sends_one_batch_per_partition_at_a_time() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("inflight");
+    let per_partition = 200;
+    create_topic(&bootstrap, &topic, 3).await?;
+    let records = (0..per_partition)
+        .flat_map(|i| (0..3).map(move |p| rec(p, "same", format!("{i}"))))
+        .collect();
+    produce(&producer(&bootstrap)?, &topic, records).await?;
+
+    let config = trigger(&bootstrap, &topic, &json!({"batch_size": 10}))?;
+    let (tx, mut rx) = mpsc::channel(16);
+    let running = Running::start(KafkaSource::new("inflight", &config)?, tx);
+    let mut held: Option<KafkaBatch> = None;
+    let mut done = [0usize; 3];
+    while held.is_none() || done[1] < per_partition || done[2] < per_partition {
+        let batch = next_batch(&mut rx).await?;
+        check_batch(&batch, 10)?;
+        if batch.partition == 0 {
+            ensure!(
+                held.is_none(),
+                "a second batch of partition 0 while one was in flight"
+            );
+            held = Some(batch);
+        } else {
+            done[batch.partition as usize] += batch.records.len();
+            deliver(batch.records);
+        }
+    }
+    // Nothing more from partition 0 while its batch is held (the others are finished).
+    if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+        bail!(
+            "partition {} sent a batch while partition 0 was held",
+            batch.partition
+        );
+    }
+    let first = held.take().context("held")?;
+    let mut next = first.records.last().map_or(0, |r| r.offset + 1);
+    done[0] = first.records.len();
+    deliver(first.records);
+    while done[0] < per_partition {
+        let batch = next_batch(&mut rx).await?;
+        ensure!(
+            batch.partition == 0,
+            "unexpected partition {}",
+            batch.partition
+        );
+        for r in &batch.records {
+            ensure!(r.offset == next, "out of order");
+            next += 1;
+        }
+        done[0] += batch.records.len();
+        deliver(batch.records);
+    }
+    running.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("keys");
+    let total = 600usize;
+    let keys = 40;
+    create_topic(&bootstrap, &topic, 1).await?;
+    let records = (0..total)
+        .map(|i| rec(0, format!("k{}", i % keys), format!("{i}")))
+        .collect();
+    produce(&producer(&bootstrap)?, &topic, records).await?;
+
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({"batch_size": 5, "batch_window": "20ms", "ordering": "key"}),
+    )?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let running = Running::start(KafkaSource::new("keys", &config)?, tx);
+
+    // Key → records of it in flight; batches in flight.
+    let in_flight: Arc<Mutex<InFlight>> = Arc::default();
+    let mut max_batches = 0;
+    let mut last_offset: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut seen = 0;
+    let mut resolvers = Vec::new();
+    while seen < total {
+        let batch = next_batch(&mut rx).await?;
+        check_batch(&batch, 5)?;
+        {
+            let mut state = in_flight.lock().map_err(|_| anyhow!("poisoned"))?;
+            let keys_in_batch: BTreeSet<Vec<u8>> = batch
+                .records
+                .iter()
+                .filter_map(|r| r.key.as_deref().map(<[u8]>::to_vec))
+                .collect();
+            for key in &keys_in_batch {
+                ensure!(
+                    state.0.get(key).copied().unwrap_or(0) == 0,
+                    "key {} sent while an earlier batch of it was in flight",
+                    String::from_utf8_lossy(key)
+                );
+            }
+            for r in &batch.records {
+                let key = r.key.as_deref().map(<[u8]>::to_vec).context("keyed")?;
+                let last = last_offset.insert(key.clone(), r.offset);
+                ensure!(
+                    last.is_none_or(|l| l < r.offset),
+                    "key order broken at {}",
+                    r.identifier()
+                );
+                *state.0.entry(key).or_default() += 1;
+            }
+            state.1 += 1;
+            max_batches = max_batches.max(state.1);
+        }
+        seen += batch.records.len();
+        // Resolve after a varying delay, so batches finish out of order.
+        let delay = Duration::from_millis(10 + (batch.records[0].offset as u64 * 7) % 50);
+        let state = Arc::clone(&in_flight);
+        resolvers.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Release the keys before the acks, so the source can never be faster than us.
+            if let Ok(mut state) = state.lock() {
+                for r in &batch.records {
+                    if let Some(count) = r.key.as_deref().and_then(|k| state.0.get_mut(k)) {
+                        *count -= 1;
+                    }
+                }
+                state.1 -= 1;
+            }
+            deliver(batch.records);
+        }));
+    }
+    for resolver in resolvers {
+        resolver.await?;
+    }
+    ensure!(max_batches > 1, "never more than one batch in flight");
+    ensure!(last_offset.len() == keys, "keys missing");
+    running.stop().await
+}
+
+#[tokio::test]
+async fn commits_only_up_to_the_lowest_unresolved_offset() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("watermark");
+    create_topic(&bootstrap, &topic, 1).await?;
+    let records = (0..20)
+        .map(|i| rec(0, format!("k{i}"), format!("{i}")))
+        .collect();
+    produce(&producer(&bootstrap)?, &topic, records).await?;
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({"batch_size": 20, "batch_window": "2s"}),
+    )?;
+
+    let source = KafkaSource::new("watermark", &config)?.with_drain_timeout(Duration::from_secs(1));
+    let group = source.group_id().to_owned();
+    let (tx, mut rx) = mpsc::channel(4);
+    let running = Running::start(source, tx);
+    let batch = next_batch(&mut rx).await?;
+    ensure!(
+        batch.records.len() == 20,
+        "one batch of 20, got {}",
+        batch.records.len()
+    );
+    // Resolve out of order: 19 down to 8, then 0..5; hold 5, abandon 6 and 7 (drop).
+    let mut records: BTreeMap<i64, KafkaRecord> =
+        batch.records.into_iter().map(|r| (r.offset, r)).collect();
+    for offset in (8..20).rev().chain(0..5) {
+        records
+            .remove(&offset)
+            .context("present")?
+            .ack
+            .resolve(Outcome::Delivered);
+    }
+    let held = records.remove(&5).context("present")?;
+    drop(records); // 6 and 7: abandoned
+    running.stop().await?;
+    drop(held);
+    assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [5]);
+
+    // The same group again: redelivery starts at the lowest unresolved offset.
+    let source = KafkaSource::new("watermark", &config)?;
+    let (tx, mut rx) = mpsc::channel(4);
+    let running = Running::start(source, tx);
+    let batch = next_batch(&mut rx).await?;
+    let offsets: Vec<i64> = batch.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (5..20).collect::<Vec<_>>());
+    deliver(batch.records);
+    running.stop().await?;
+    assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [20]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn commits_filtered_records() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("filter");
+    create_topic(&bootstrap, &topic, 1).await?;
+    let mut records: Vec<Produce> = (0..12)
+        .map(|i| rec(0, "k", json!({"keep": i % 2 == 0 && i < 10}).to_string()))
+        .collect();
+    records[7].value = b"plain text".to_vec();
+    records[9].key = "vip".to_owned();
+    // A marker that passes, produced last: once it arrives, 10 and 11 were filtered.
+    records.push(rec(0, "k", json!({"keep": true}).to_string()));
+    produce(&producer(&bootstrap)?, &topic, records).await?;
+
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({"filter": [{"value": {"keep": [true]}}, {"key": ["vip"]}]}),
+    )?;
+    let source = KafkaSource::new("filter", &config)?.with_drain_timeout(Duration::from_secs(1));
+    let group = source.group_id().to_owned();
+    let (tx, mut rx) = mpsc::channel(4);
+    let running = Running::start(source, tx);
+    let mut delivered = Vec::new();
+    let mut marker = None;
+    while marker.is_none() {
+        for r in next_batch(&mut rx).await?.records {
+            delivered.push(r.offset);
+            if r.offset == 12 {
+                marker = Some(r);
+            } else {
+                r.ack.resolve(Outcome::Delivered);
+            }
+        }
+    }
+    assert_eq!(delivered, [0, 2, 4, 6, 8, 9, 12]);
+    // The marker stays unresolved: everything before it, filtered records included, commits.
+    running.stop().await?;
+    drop(marker);
+    assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [12]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn starting_positions_apply_to_new_groups() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("start");
+    create_topic(&bootstrap, &topic, 1).await?;
+    let producer = producer(&bootstrap)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let old: Vec<Produce> = (0..10)
+        .map(|i| Produce {
+            timestamp: Some(now - if i < 5 { 60_000 } else { 30_000 }),
+            ..rec(0, "k", format!("{i}"))
+        })
+        .collect();
+    produce(&producer, &topic, old).await?;
+
+    // Earliest: everything.
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({"starting_position": "earliest"}),
+    )?;
+    let (tx, mut rx) = mpsc::channel(4);
+    let earliest = Running::start(KafkaSource::new("start-e", &config)?, tx);
+    let mut offsets = Vec::new();
+    while offsets.len() < 10 {
+        let batch = next_batch(&mut rx).await?;
+        offsets.extend(batch.records.iter().map(|r| r.offset));
+        deliver(batch.records);
+    }
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+    earliest.stop().await?;
+
+    // At a timestamp: from the first record at or after it.
+    let at = chrono::DateTime::from_timestamp_millis(now - 45_000).context("a time")?;
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({"starting_position": "at_timestamp", "starting_timestamp": at.to_rfc3339()}),
+    )?;
+    let (tx, mut rx) = mpsc::channel(4);
+    let at_timestamp = Running::start(KafkaSource::new("start-t", &config)?, tx);
+    let batch = next_batch(&mut rx).await?;
+    assert_eq!(batch.records.first().map(|r| r.offset), Some(5));
+    deliver(batch.records);
+    at_timestamp.stop().await?;
+
+    // Latest: only records produced after the assignment; keep producing until one arrives.
+    let config = trigger(&bootstrap, &topic, &json!({"starting_position": "latest"}))?;
+    let (tx, mut rx) = mpsc::channel(4);
+    let latest = Running::start(KafkaSource::new("start-l", &config)?, tx);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let batch = loop {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "latest never delivered"
+        );
+        produce(&producer, &topic, vec![rec(0, "k", "new")]).await?;
+        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break batch;
+        }
+    };
+    ensure!(
+        batch.records.iter().all(|r| r.offset >= 10),
+        "latest delivered an old record: {:?}",
+        batch.records.iter().map(|r| r.offset).collect::<Vec<_>>()
+    );
+    deliver(batch.records);
+    latest.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
+    let bootstrap = require_kafka().await;
+    let topic = unique("rebalance");
+    let partitions = 4;
+    create_topic(&bootstrap, &topic, partitions).await?;
+    // Fast heartbeats: a member learns of a rebalance at its next heartbeat (3 s by default,
+    // and a cooperative rebalance takes two rounds). The short session bounds the wait when a
+    // member closes with an empty assignment: librdkafka then skips the LeaveGroup.
+    let config = trigger(
+        &bootstrap,
+        &topic,
+        &json!({
+            "batch_size": 50,
+            "group_id": unique("group"),
+            "librdkafka_options": {"heartbeat.interval.ms": "500", "session.timeout.ms": "6000"},
+        }),
+    )?;
+
+    // Both members feed one collector; it acks everything at once.
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let collector = |member: usize, mut rx: mpsc::Receiver<KafkaBatch>| {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Ok(mut seen) = seen.lock() {
+                    for r in &batch.records {
+                        if !seen.0.insert((r.partition, r.offset)) {
+                            seen.1 += 1;
+                        }
+                    }
+                    seen.2[member] += batch.records.len();
+                }
+                deliver(batch.records);
+            }
+        })
+    };
+    let (tx_a, rx_a) = mpsc::channel(8);
+    let (tx_b, rx_b) = mpsc::channel(8);
+    let collect_a = collector(0, rx_a);
+    let collect_b = collector(1, rx_b);
+
+    let a = Running::start(KafkaSource::new("rebalance", &config)?, tx_a);
+    let producing = tokio::spawn({
+        let producer = producer(&bootstrap)?;
+        let topic = topic.clone();
+        async move {
+            let mut produced = Vec::new();
+            for chunk in 0..40 {
+                let records = (0..100)
+                    .map(|i| rec(i % partitions, format!("k{i}"), format!("{chunk}:{i}")))
+                    .collect();
+                produced.extend(produce(&producer, &topic, records).await?);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            anyhow::Ok(produced)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = Running::start(KafkaSource::new("rebalance", &config)?, tx_b);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.stop().await?;
+    let produced: BTreeSet<(i32, i64)> = producing.await??.into_iter().collect();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let missing = {
+            let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
+            produced.difference(&seen.0).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} records lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop().await?;
+    collect_a.await?;
+    collect_b.await?;
+    let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
+    eprintln!(
+        "{} records, {} duplicates, member A {} / member B {}",
+        produced.len(),
+        seen.1,
+        seen.2[0],
+        seen.2[1]
+    );
+    ensure!(
+        seen.2[1] > 0,
+        "the second member never received a partition"
+    );
+    Ok(())
+}
