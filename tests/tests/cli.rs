@@ -104,10 +104,10 @@ admin_listen = "127.0.0.1:0"
 target = { type = "process", command = "/bin/true" }
 
 [triggers.orders]
-type = "kafka"
+type = "redis"
 function = "worker"
-bootstrap_servers = "127.0.0.1:9092"
-topics = ["orders"]
+url = "redis://127.0.0.1:6379"
+stream = "orders"
 "#,
     )
     .expect("write");
@@ -119,7 +119,7 @@ topics = ["orders"]
         "{stderr}"
     );
     assert!(
-        stderr.contains("triggers.orders: kafka triggers"),
+        stderr.contains("triggers.orders: redis triggers"),
         "{stderr}"
     );
 }
