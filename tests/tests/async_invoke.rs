@@ -514,3 +514,61 @@ on_failure = {{ type = "log", name = "orders-dlq" }}
     let replayed = function.next().await;
     assert_eq!(replayed.event, json!({ "order": 42 }));
 }
+
+#[tokio::test]
+async fn async_concurrency_never_exceeds_reserved_under_10x_overload() {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (f, p, d) = (in_flight.clone(), peak.clone(), done.clone());
+    let function = FunctionServer::start(move |_event: Value| {
+        let (f, p, d) = (f.clone(), p.clone(), d.clone());
+        async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = f.fetch_add(1, SeqCst) + 1;
+            p.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            f.fetch_sub(1, SeqCst);
+            d.fetch_add(1, SeqCst);
+            axum::Json(json!({}))
+        }
+    })
+    .await;
+    let impulse = Impulse::start(&format!(
+        r#"
+[functions.capped]
+target = {{ type = "http", endpoint = "{}" }}
+reserved_concurrency = 3
+"#,
+        function.endpoint()
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let url = invoke_url(&impulse, "capped");
+    for i in 0..30 {
+        invoke_event(&client, &url, json!({ "i": i }).to_string()).await;
+    }
+    let started = Instant::now();
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        assert!(started.elapsed() < TEST_TIMEOUT, "not every event ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak <= 3,
+        "{peak} invocations ran at once with reserved_concurrency = 3"
+    );
+    assert_eq!(peak, 3, "the cap is used, not undershot");
+    let metrics = client
+        .get(impulse.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"impulse_throttles_total{function="capped",limit="concurrency"}"#),
+        "{metrics}"
+    );
+}
