@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use impulse_config::{Config, TargetConfig};
+use impulse_config::{Config, FunctionConfig, TargetConfig};
 use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
+use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
-use impulse_invoker::{DeadlineLayer, FunctionService, MetricsLayer};
+use impulse_invoker::{
+    DeadlineLayer, FunctionService, Invocation, InvocationResponse, InvokeError, MetricsLayer,
+};
 use tower::ServiceBuilder;
 
 use crate::async_invoke::build_sink;
@@ -44,6 +47,8 @@ impl std::fmt::Debug for Function {
 #[derive(Debug, Default)]
 pub(crate) struct Functions {
     by_name: HashMap<String, Function>,
+    /// The process pools, stopped at shutdown.
+    processes: Vec<ProcessFunction>,
 }
 
 impl Functions {
@@ -53,23 +58,36 @@ impl Functions {
     pub(crate) fn build(config: &Config) -> Result<Self, Vec<String>> {
         let client = HttpFunction::default_client();
         let mut by_name = HashMap::new();
+        let mut processes = Vec::new();
         let mut errors = Vec::new();
         for (name, function) in &config.functions {
-            let target = match &function.target {
-                TargetConfig::Http(http) => match HttpFunction::new(client.clone(), &http.endpoint)
-                {
-                    Ok(target) => target,
-                    Err(err) => {
-                        errors.push(format!("functions.{name}.target.endpoint: {err}"));
-                        continue;
+            let service = match &function.target {
+                TargetConfig::Http(http) => {
+                    match HttpFunction::new(client.clone(), &http.endpoint) {
+                        Ok(target) => stack(function, target),
+                        Err(err) => {
+                            errors.push(format!("functions.{name}.target.endpoint: {err}"));
+                            continue;
+                        }
                     }
-                },
-                TargetConfig::Process(_) => {
-                    errors.push(format!(
-                        "functions.{name}.target: process targets are not supported by this \
-                         version of impulse yet; use an http target"
-                    ));
-                    continue;
+                }
+                TargetConfig::Process(process) => {
+                    // Environments scale up to the function's concurrency: its reserved
+                    // concurrency, or the account's.
+                    let concurrency = function
+                        .reserved_concurrency
+                        .unwrap_or(config.limits.account_concurrency);
+                    let max_environments = usize::try_from(concurrency.max(1)).unwrap_or(1);
+                    match ProcessFunction::new(name, process, function.timeout, max_environments) {
+                        Ok(target) => {
+                            processes.push(target.clone());
+                            stack(function, target)
+                        }
+                        Err(err) => {
+                            errors.push(format!("functions.{name}.target: {err}"));
+                            continue;
+                        }
+                    }
                 }
             };
             let mut sinks = [None, None];
@@ -87,13 +105,9 @@ impl Functions {
                 }
             }
             let [on_success, on_failure] = sinks;
-            let service = ServiceBuilder::new()
-                .layer(MetricsLayer)
-                .layer(DeadlineLayer::new(function.timeout))
-                .service(target);
             let function = Function {
                 name: Arc::from(name.as_str()),
-                service: FunctionService::new(service),
+                service,
                 retry: RetryPolicy::new(function),
                 on_success,
                 on_failure,
@@ -101,7 +115,7 @@ impl Functions {
             by_name.insert(name.clone(), function);
         }
         if errors.is_empty() {
-            Ok(Self { by_name })
+            Ok(Self { by_name, processes })
         } else {
             Err(errors)
         }
@@ -111,4 +125,26 @@ impl Functions {
     pub(crate) fn get(&self, name: &str) -> Option<&Function> {
         self.by_name.get(name)
     }
+
+    /// Stops every process function's environments.
+    pub(crate) async fn shutdown(&self) {
+        futures::future::join_all(self.processes.iter().map(ProcessFunction::shutdown)).await;
+    }
+}
+
+/// The stack every target gets: metrics → deadline → target.
+fn stack<T>(function: &FunctionConfig, target: T) -> FunctionService
+where
+    T: tower::Service<Invocation, Response = InvocationResponse, Error = InvokeError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+{
+    let service = ServiceBuilder::new()
+        .layer(MetricsLayer)
+        .layer(DeadlineLayer::new(function.timeout))
+        .service(target);
+    FunctionService::new(service)
 }

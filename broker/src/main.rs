@@ -63,7 +63,7 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
-    /// Serve the example function over HTTP (the quickstart's function).
+    /// Run the example function: a Runtime-API worker under a process target, else HTTP.
     ExampleFunction {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:9100")]
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             };
             block_on(service::run(config, shutdown_grace))
         }
-        Command::ExampleFunction { listen } => block_on(example_function::serve(listen)),
+        Command::ExampleFunction { listen } => block_on(example_function::run(listen)),
         Command::Dlq { action } => {
             let target = match &action {
                 DlqCommand::List { target }

@@ -27,6 +27,7 @@ const LEASES_PER_SLOT: usize = 2;
 pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let (functions, triggers) = build(&config)?;
     let functions = Arc::new(functions);
+    let functions_for_shutdown = functions.clone();
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
     let limiter = Limiter::new(&config);
     let queue = open_queue(
@@ -119,6 +120,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             "Grace period over; abandoning work still in flight."
         ),
     }
+    functions_for_shutdown.shutdown().await;
     stop_admin.cancel();
     upkeep.abort();
     if let Ok(Err(err)) = tokio::time::timeout(Duration::from_secs(1), admin_server).await {

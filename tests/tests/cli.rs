@@ -101,7 +101,7 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 
 [functions.worker]
-target = { type = "process", command = "/bin/true" }
+target = { type = "http", endpoint = "http://127.0.0.1:9/" }
 
 [triggers.orders]
 type = "redis"
@@ -115,11 +115,35 @@ stream = "orders"
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("functions.worker.target: process targets"),
-        "{stderr}"
-    );
-    assert!(
         stderr.contains("triggers.orders: redis triggers"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn quickstart_runs_the_example_function_as_a_process() {
+    // The quickstart as shipped, with this build's binary and free ports.
+    let quickstart =
+        std::fs::read_to_string(workspace_file("examples/quickstart.toml")).expect("read");
+    let binary = impulse_tests::impulse::binary()
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned();
+    let body = quickstart
+        .split("[functions.hello]")
+        .nth(1)
+        .expect("the quickstart has a hello function")
+        .replace("target/release/impulse", &binary);
+    let impulse = impulse_tests::impulse::Impulse::start(&format!("[functions.hello]{body}")).await;
+    let response = reqwest::Client::new()
+        .post(impulse.url("/hello"))
+        .body(r#"{"name": "you"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "{}", impulse.logs());
+    let greeting: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(greeting["message"], "Hello from Impulse!");
+    assert_eq!(greeting["body"], serde_json::json!({ "name": "you" }));
+    assert_eq!(greeting["path"], "/hello");
 }
