@@ -19,6 +19,10 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(names::KAFKA_BATCH_SIZE.to_owned()),
             names::KAFKA_BATCH_SIZE_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::INIT_DURATION_SECONDS.to_owned()),
+            names::INIT_DURATION_BUCKETS,
+        )?
         .install_recorder()?;
     names::describe();
     names::build_info(env!("CARGO_PKG_VERSION"));
