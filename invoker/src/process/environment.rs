@@ -149,8 +149,11 @@ impl Environment {
         };
         // A spawned child always has a pid until it is reaped, which only we do.
         let pid = child.id().unwrap_or(0);
-        shared.live.send_modify(|n| *n += 1);
-        impulse_connectors::telemetry::environments(&launch.function, *shared.live.borrow());
+        // The gauge is set under the watch's lock, so concurrent changes cannot reorder it.
+        shared.live.send_modify(|n| {
+            *n += 1;
+            impulse_connectors::telemetry::environments(&launch.function, *n);
+        });
         tracing::debug!(function = %launch.function, pid, runtime_api = %addr, "Execution environment started.");
 
         for (stream, reader) in [
@@ -383,8 +386,10 @@ async fn supervise(s: Supervised) {
     tracing::debug!(%function, pid, status = %description, "Execution environment exited.");
     exit.send_replace(Some(description));
     server.abort();
-    live.send_modify(|n| *n = n.saturating_sub(1));
-    impulse_connectors::telemetry::environments(&function, *live.borrow());
+    live.send_modify(|n| {
+        *n = n.saturating_sub(1);
+        impulse_connectors::telemetry::environments(&function, *n);
+    });
     drop(slot);
 }
 
