@@ -53,10 +53,19 @@ pub fn current_thread_stat() -> std::io::Result<PathBuf> {
 
 /// Peak resident set size (`VmHWM`) of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size (`VmRSS`) of process `pid` now, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -66,6 +75,36 @@ pub fn loadavg() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(f64::NAN)
+}
+
+/// Machine-wide CPU time from `/proc/stat`: (busy, iowait, total) in ticks, where busy
+/// excludes idle and iowait.
+pub fn machine_ticks() -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = fields.iter().take(8).sum();
+    let iowait = fields.get(4).copied().unwrap_or(0);
+    let idle = fields.get(3).copied().unwrap_or(0) + iowait;
+    Some((total.saturating_sub(idle), iowait, total))
+}
+
+/// The fractions of the machine's CPU time that were busy, and waiting for I/O, between two
+/// [`machine_ticks`] readings.
+pub fn busy_fraction(
+    from: Option<(u64, u64, u64)>,
+    to: Option<(u64, u64, u64)>,
+) -> Option<(f64, f64)> {
+    let ((b0, w0, t0), (b1, w1, t1)) = (from?, to?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)? as f64;
+    Some((
+        b1.saturating_sub(b0) as f64 / total,
+        w1.saturating_sub(w0) as f64 / total,
+    ))
 }
 
 /// The CPU model name, from `/proc/cpuinfo`.
@@ -102,6 +141,9 @@ mod tests {
         let after = cpu_time(&stat).expect("own stat");
         assert!(after >= before);
         assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(current_thread_stat().expect("thread-self").exists());
+        let (busy, _, total) = machine_ticks().expect("/proc/stat");
+        assert!(busy <= total && total > 0);
     }
 }

@@ -43,15 +43,17 @@ pub struct Tally {
     pub duplicates: u64,
     /// Requests whose body was not a Lambda Kafka event (answered 400).
     pub bad_requests: u64,
-    /// Most requests being handled at once.
-    pub max_in_flight: usize,
+    /// Most connections open at once. An HTTP/1 connection carries one request at a time, so
+    /// this bounds the requests in flight (a one-thread target that answers at once never sees
+    /// two requests being handled together, so it cannot count in-flight requests directly).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
+    connections: AtomicUsize,
+    max_connections: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -135,14 +137,15 @@ impl Target {
         }
         armed.sort_by_key(|(mark, _)| *mark);
         state.marks = armed;
-        self.shared.max_in_flight.store(0, Ordering::Relaxed);
+        let open = self.shared.connections.load(Ordering::Relaxed);
+        self.shared.max_connections.store(open, Ordering::Relaxed);
         receivers
     }
 
     /// The tally so far.
     pub fn tally(&self) -> Tally {
         let mut tally = self.shared.lock().tally;
-        tally.max_in_flight = self.shared.max_in_flight.load(Ordering::Relaxed);
+        tally.max_connections = self.shared.max_connections.load(Ordering::Relaxed);
         tally
     }
 }
@@ -205,13 +208,18 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         };
         stream.set_nodelay(true).ok();
         let shared = shared.clone();
+        let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.max_connections.fetch_max(open, Ordering::Relaxed);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(request, shared.clone()));
+            let counter = shared.clone();
+            let service =
+                hyper::service::service_fn(move |request| handle(request, shared.clone()));
             // A client closing its connection ends it; nothing to report.
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
                 .ok();
+            counter.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -220,13 +228,10 @@ async fn handle(
     request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let now = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-    shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
     let counted = match request.into_body().collect().await {
         Ok(body) => shared.count(&body.to_bytes()),
         Err(_) => false,
     };
-    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     let response = if counted {
         Response::builder()
             .status(StatusCode::OK)
