@@ -4,6 +4,7 @@
 mod event;
 mod filter;
 mod offsets;
+mod redact;
 mod sink;
 mod source;
 

@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+use super::redact::{redact_values, Redacted};
 use crate::contract::{Sink, SinkError};
 
 /// How long a write waits for room in librdkafka's local queue before failing.
@@ -101,48 +102,6 @@ impl fmt::Debug for KafkaSink {
             .field("librdkafka_options", &Redacted(&self.options))
             .finish_non_exhaustive()
     }
-}
-
-/// `Debug` for librdkafka options, with the values of secret-looking properties hidden.
-struct Redacted<'a>(&'a BTreeMap<String, String>);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v: &str = if is_secret_key(k) { "***" } else { v };
-                (k, v)
-            }))
-            .finish()
-    }
-}
-
-/// Whether a librdkafka property likely holds a secret (`sasl.password`, `ssl.key.password`,
-/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, …).
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "sasl.oauthbearer.config",
-        "sasl.jaas",
-        "key.pem",
-        "private",
-    ]
-    .iter()
-    .any(|needle| key.contains(needle))
-}
-
-/// `text` with the value of every secret-looking option replaced by `***`.
-fn redact_values(text: &str, options: &BTreeMap<String, String>) -> String {
-    options
-        .iter()
-        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
-        .fold(text.to_owned(), |text, (_, v)| {
-            text.replace(v.as_str(), "***")
-        })
 }
 
 fn error_code(e: &KafkaError) -> &'static str {

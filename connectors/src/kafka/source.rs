@@ -29,6 +29,7 @@ use super::event::{
 };
 use super::filter::KafkaFilter;
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
+use super::redact::{redact_values, Redacted};
 use crate::contract::{Ack, AckReceiver, AckStatus, SourceError};
 use crate::telemetry::KafkaSourceMetrics;
 
@@ -1253,49 +1254,6 @@ impl Dispatcher {
     }
 }
 
-// === redaction ===
-
-/// `Debug` for librdkafka options, with the values of secret-looking properties hidden.
-struct Redacted<'a>(&'a BTreeMap<String, String>);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v: &str = if is_secret_key(k) { "***" } else { v };
-                (k, v)
-            }))
-            .finish()
-    }
-}
-
-/// Whether a librdkafka property likely holds a secret (`sasl.password`, `ssl.key.pem`, …).
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "sasl.oauthbearer.config",
-        "sasl.jaas",
-        "key.pem",
-        "private",
-    ]
-    .iter()
-    .any(|needle| key.contains(needle))
-}
-
-/// `text` with the value of every secret-looking option replaced by `***`.
-fn redact_values(text: &str, options: &BTreeMap<String, String>) -> String {
-    options
-        .iter()
-        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
-        .fold(text.to_owned(), |text, (_, v)| {
-            text.replace(v.as_str(), "***")
-        })
-}
-
 #[cfg(test)]
 pub(crate) mod test_support {
     //! Hooks for the unit tests in `kafka/tests.rs`.
@@ -1341,7 +1299,7 @@ pub(crate) mod test_support {
     }
 
     pub(crate) fn is_secret(key: &str) -> bool {
-        is_secret_key(key)
+        super::super::redact::is_secret_key(key)
     }
 
     pub(crate) fn offset_of(t: &Tracked) -> i64 {
