@@ -326,6 +326,8 @@ invocation = "async"
 #[tokio::test]
 async fn schedule_at_fires_once_with_the_eventbridge_shape() {
     let mut function = FunctionServer::start(|_event: Value| async { axum::Json(json!({})) }).await;
+    // Build the binary first: `at` must still be in the future once impulse has started.
+    impulse_tests::impulse::binary();
     let at = chrono::Utc::now() + chrono::Duration::seconds(2);
     let at = at.format("%Y-%m-%dT%H:%M:%S").to_string();
     let impulse = Impulse::start(&format!(
