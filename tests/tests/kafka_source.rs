@@ -13,9 +13,8 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, SourceError};
 use impulse_connectors::kafka::{KafkaBatch, KafkaRecord, KafkaSource};
+use impulse_tests::kafka::create_topic;
 use impulse_tests::services::require_kafka;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -48,27 +47,6 @@ fn trigger(bootstrap: &str, topic: &str, extra: &serde_json::Value) -> Result<Ka
         }
     }
     serde_json::from_value(config).context("a trigger config")
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating the admin client")?;
-    let options = AdminOptions::new().operation_timeout(Some(WAIT));
-    let results = tokio::time::timeout(
-        WAIT,
-        admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &options,
-        ),
-    )
-    .await
-    .context("CreateTopics timed out")??;
-    for result in results {
-        result.map_err(|(name, code)| anyhow!("creating topic {name}: {code}"))?;
-    }
-    Ok(())
 }
 
 fn producer(bootstrap: &str) -> Result<FutureProducer> {
@@ -232,7 +210,7 @@ async fn keeps_partition_order_over_ten_thousand_records() -> Result<()> {
     let topic = unique("order");
     let partitions = 4;
     let per_partition = 2_500;
-    create_topic(&bootstrap, &topic, partitions).await?;
+    create_topic(&bootstrap, &topic, partitions).await;
     let records = (0..per_partition)
         .flat_map(|i| (0..partitions).map(move |p| rec(p, format!("k{i}"), format!("{p}:{i}"))))
         .collect();
@@ -278,7 +256,7 @@ async fn sends_one_batch_per_partition_at_a_time() -> Result<()> {
     let bootstrap = require_kafka().await;
     let topic = unique("inflight");
     let per_partition = 200;
-    create_topic(&bootstrap, &topic, 3).await?;
+    create_topic(&bootstrap, &topic, 3).await;
     let records = (0..per_partition)
         .flat_map(|i| (0..3).map(move |p| rec(p, "same", format!("{i}"))))
         .collect();
@@ -337,7 +315,7 @@ async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()>
     let topic = unique("keys");
     let total = 600usize;
     let keys = 40;
-    create_topic(&bootstrap, &topic, 1).await?;
+    create_topic(&bootstrap, &topic, 1).await;
     let records = (0..total)
         .map(|i| rec(0, format!("k{}", i % keys), format!("{i}")))
         .collect();
@@ -417,7 +395,7 @@ async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()>
 async fn commits_only_up_to_the_lowest_unresolved_offset() -> Result<()> {
     let bootstrap = require_kafka().await;
     let topic = unique("watermark");
-    create_topic(&bootstrap, &topic, 1).await?;
+    create_topic(&bootstrap, &topic, 1).await;
     let records = (0..20)
         .map(|i| rec(0, format!("k{i}"), format!("{i}")))
         .collect();
@@ -471,7 +449,7 @@ async fn commits_only_up_to_the_lowest_unresolved_offset() -> Result<()> {
 async fn commits_filtered_records() -> Result<()> {
     let bootstrap = require_kafka().await;
     let topic = unique("filter");
-    create_topic(&bootstrap, &topic, 1).await?;
+    create_topic(&bootstrap, &topic, 1).await;
     let mut records: Vec<Produce> = (0..12)
         .map(|i| rec(0, "k", json!({"keep": i % 2 == 0 && i < 10}).to_string()))
         .collect();
@@ -514,7 +492,7 @@ async fn commits_filtered_records() -> Result<()> {
 async fn starting_positions_apply_to_new_groups() -> Result<()> {
     let bootstrap = require_kafka().await;
     let topic = unique("start");
-    create_topic(&bootstrap, &topic, 1).await?;
+    create_topic(&bootstrap, &topic, 1).await;
     let producer = producer(&bootstrap)?;
     let now = chrono::Utc::now().timestamp_millis();
     let old: Vec<Produce> = (0..10)
@@ -585,7 +563,7 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
     let bootstrap = require_kafka().await;
     let topic = unique("rebalance");
     let partitions = 4;
-    create_topic(&bootstrap, &topic, partitions).await?;
+    create_topic(&bootstrap, &topic, partitions).await;
     // Fast heartbeats: a member learns of a rebalance at its next heartbeat (3 s by default,
     // and a cooperative rebalance takes two rounds). The short session bounds the wait when a
     // member closes with an empty assignment: librdkafka then skips the LeaveGroup.
