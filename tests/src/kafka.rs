@@ -1,6 +1,12 @@
 //! Kafka helpers for integration tests: topics, producing, and reading a topic to the end.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use impulse_connectors::contract::Outcome;
+use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch};
+use tokio::sync::{mpsc, oneshot};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -118,4 +124,54 @@ pub async fn committed_total(bootstrap: &str, group: &str, topic: &str, partitio
     })
     .await
     .expect("join")
+}
+
+/// A batch the Kafka source handed to a test through [`ChannelHandler`]. Answer it with
+/// [`Delivery::resolve`] or [`Delivery::deliver`]; dropping it abandons every record.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The batch.
+    pub batch: Arc<KafkaBatch>,
+    reply: oneshot::Sender<BatchOutcome>,
+}
+
+impl Delivery {
+    /// Every record was delivered.
+    pub fn deliver(self) {
+        let outcome = BatchOutcome::all(self.batch.records.len(), Outcome::Delivered);
+        self.resolve(outcome);
+    }
+
+    /// Reports `outcome` to the source.
+    pub fn resolve(self, outcome: BatchOutcome) {
+        // The source stopped waiting (a revoke or shutdown timed out): nothing to tell.
+        let _gone = self.reply.send(outcome);
+    }
+}
+
+/// A [`BatchHandler`] that hands each batch to the test on a channel and waits for its answer.
+#[derive(Debug)]
+pub struct ChannelHandler(mpsc::Sender<Delivery>);
+
+impl ChannelHandler {
+    /// The handler for `KafkaSource::run`, and the test's end.
+    pub fn channel(capacity: usize) -> (Arc<dyn BatchHandler>, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Arc::new(Self(tx)), rx)
+    }
+}
+
+impl BatchHandler for ChannelHandler {
+    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome> {
+        Box::pin(async move {
+            let len = batch.records.len();
+            let (reply, answer) = oneshot::channel();
+            if self.0.send(Delivery { batch, reply }).await.is_err() {
+                return BatchOutcome::unresolved(len);
+            }
+            answer
+                .await
+                .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len))
+        })
+    }
 }

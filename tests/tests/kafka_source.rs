@@ -5,15 +5,15 @@
 //!
 //! Every test makes its own topic and group, so they run in parallel.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, SourceError};
-use impulse_connectors::kafka::{KafkaBatch, KafkaRecord, KafkaSource};
-use impulse_tests::kafka::create_topic;
+use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch, KafkaSource};
+use impulse_tests::kafka::{create_topic, ChannelHandler, Delivery};
 use impulse_tests::services::require_kafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -141,9 +141,9 @@ struct Running {
 }
 
 impl Running {
-    fn start(source: KafkaSource, out: mpsc::Sender<KafkaBatch>) -> Self {
+    fn start(source: KafkaSource, handler: Arc<dyn BatchHandler>) -> Self {
         let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(source.run(out, async move {
+        let task = tokio::spawn(source.run(handler, async move {
             let _stopped = rx.await;
         }));
         Self { shutdown, task }
@@ -159,17 +159,11 @@ impl Running {
     }
 }
 
-async fn next_batch(rx: &mut mpsc::Receiver<KafkaBatch>) -> Result<KafkaBatch> {
+async fn next_batch(rx: &mut mpsc::Receiver<Delivery>) -> Result<Delivery> {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .context("no batch in time")?
         .context("the source closed its channel")
-}
-
-fn deliver(records: Vec<KafkaRecord>) {
-    for record in records {
-        record.ack.resolve(Outcome::Delivered);
-    }
 }
 
 fn check_batch(batch: &KafkaBatch, max: usize) -> Result<()> {
@@ -219,13 +213,14 @@ async fn keeps_partition_order_over_ten_thousand_records() -> Result<()> {
     let config = trigger(&bootstrap, &topic, &json!({"batch_size": 100}))?;
     let source = KafkaSource::new("order", &config)?;
     let group = source.group_id().to_owned();
-    let (tx, mut rx) = mpsc::channel(16);
-    let running = Running::start(source, tx);
+    let (handler, mut rx) = ChannelHandler::channel(16);
+    let running = Running::start(source, handler);
     let mut next = vec![0i64; partitions as usize];
     let mut total = 0;
     while total < partitions as usize * per_partition {
-        let batch = next_batch(&mut rx).await?;
-        check_batch(&batch, 100)?;
+        let delivery = next_batch(&mut rx).await?;
+        let batch = &delivery.batch;
+        check_batch(batch, 100)?;
         let p = batch.partition as usize;
         for r in &batch.records {
             ensure!(
@@ -243,7 +238,7 @@ async fn keeps_partition_order_over_ten_thousand_records() -> Result<()> {
             next[p] += 1;
         }
         total += batch.records.len();
-        deliver(batch.records);
+        delivery.deliver();
     }
     running.stop().await?;
     let offsets = committed(&bootstrap, &group, &topic, partitions).await?;
@@ -263,37 +258,39 @@ async fn sends_one_batch_per_partition_at_a_time() -> Result<()> {
     produce(&producer(&bootstrap)?, &topic, records).await?;
 
     let config = trigger(&bootstrap, &topic, &json!({"batch_size": 10}))?;
-    let (tx, mut rx) = mpsc::channel(16);
-    let running = Running::start(KafkaSource::new("inflight", &config)?, tx);
-    let mut held: Option<KafkaBatch> = None;
+    let (handler, mut rx) = ChannelHandler::channel(16);
+    let running = Running::start(KafkaSource::new("inflight", &config)?, handler);
+    let mut held: Option<Delivery> = None;
     let mut done = [0usize; 3];
     while held.is_none() || done[1] < per_partition || done[2] < per_partition {
-        let batch = next_batch(&mut rx).await?;
-        check_batch(&batch, 10)?;
-        if batch.partition == 0 {
+        let delivery = next_batch(&mut rx).await?;
+        check_batch(&delivery.batch, 10)?;
+        let partition = delivery.batch.partition;
+        if partition == 0 {
             ensure!(
                 held.is_none(),
                 "a second batch of partition 0 while one was in flight"
             );
-            held = Some(batch);
+            held = Some(delivery);
         } else {
-            done[batch.partition as usize] += batch.records.len();
-            deliver(batch.records);
+            done[partition as usize] += delivery.batch.records.len();
+            delivery.deliver();
         }
     }
     // Nothing more from partition 0 while its batch is held (the others are finished).
-    if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+    if let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
         bail!(
             "partition {} sent a batch while partition 0 was held",
-            batch.partition
+            delivery.batch.partition
         );
     }
     let first = held.take().context("held")?;
-    let mut next = first.records.last().map_or(0, |r| r.offset + 1);
-    done[0] = first.records.len();
-    deliver(first.records);
+    let mut next = first.batch.records.last().map_or(0, |r| r.offset + 1);
+    done[0] = first.batch.records.len();
+    first.deliver();
     while done[0] < per_partition {
-        let batch = next_batch(&mut rx).await?;
+        let delivery = next_batch(&mut rx).await?;
+        let batch = &delivery.batch;
         ensure!(
             batch.partition == 0,
             "unexpected partition {}",
@@ -304,7 +301,7 @@ async fn sends_one_batch_per_partition_at_a_time() -> Result<()> {
             next += 1;
         }
         done[0] += batch.records.len();
-        deliver(batch.records);
+        delivery.deliver();
     }
     running.stop().await
 }
@@ -326,8 +323,8 @@ async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()>
         &topic,
         &json!({"batch_size": 5, "batch_window": "20ms", "ordering": "key"}),
     )?;
-    let (tx, mut rx) = mpsc::channel(64);
-    let running = Running::start(KafkaSource::new("keys", &config)?, tx);
+    let (handler, mut rx) = ChannelHandler::channel(64);
+    let running = Running::start(KafkaSource::new("keys", &config)?, handler);
 
     // Key → records of it in flight; batches in flight.
     let in_flight: Arc<Mutex<InFlight>> = Arc::default();
@@ -336,7 +333,8 @@ async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()>
     let mut seen = 0;
     let mut resolvers = Vec::new();
     while seen < total {
-        let batch = next_batch(&mut rx).await?;
+        let delivery = next_batch(&mut rx).await?;
+        let batch = Arc::clone(&delivery.batch);
         check_batch(&batch, 5)?;
         {
             let mut state = in_flight.lock().map_err(|_| anyhow!("poisoned"))?;
@@ -380,7 +378,7 @@ async fn key_mode_keeps_key_order_with_several_batches_in_flight() -> Result<()>
                 }
                 state.1 -= 1;
             }
-            deliver(batch.records);
+            delivery.deliver();
         }));
     }
     for resolver in resolvers {
@@ -405,41 +403,48 @@ async fn commits_only_up_to_the_lowest_unresolved_offset() -> Result<()> {
         &topic,
         &json!({"batch_size": 20, "batch_window": "2s"}),
     )?;
+    let start = || -> Result<(KafkaSource, String)> {
+        let source =
+            KafkaSource::new("watermark", &config)?.with_drain_timeout(Duration::from_secs(1));
+        let group = source.group_id().to_owned();
+        Ok((source, group))
+    };
 
-    let source = KafkaSource::new("watermark", &config)?.with_drain_timeout(Duration::from_secs(1));
-    let group = source.group_id().to_owned();
-    let (tx, mut rx) = mpsc::channel(4);
-    let running = Running::start(source, tx);
-    let batch = next_batch(&mut rx).await?;
+    // 0–4 and 8–19 final (two kinds of outcome), 5–7 without an outcome (abandoned).
+    let (source, group) = start()?;
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let running = Running::start(source, handler);
+    let delivery = next_batch(&mut rx).await?;
     ensure!(
-        batch.records.len() == 20,
+        delivery.batch.records.len() == 20,
         "one batch of 20, got {}",
-        batch.records.len()
+        delivery.batch.records.len()
     );
-    // Resolve out of order: 19 down to 8, then 0..5; hold 5, abandon 6 and 7 (drop).
-    let mut records: BTreeMap<i64, KafkaRecord> =
-        batch.records.into_iter().map(|r| (r.offset, r)).collect();
-    for offset in (8..20).rev().chain(0..5) {
-        records
-            .remove(&offset)
-            .context("present")?
-            .ack
-            .resolve(Outcome::Delivered);
-    }
-    let held = records.remove(&5).context("present")?;
-    drop(records); // 6 and 7: abandoned
+    let mut outcome = BatchOutcome::unresolved(20);
+    outcome.resolve(8..20, Outcome::DeadLettered);
+    outcome.resolve(0..5, Outcome::Delivered);
+    delivery.resolve(outcome);
+    running.stop().await?;
+    assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [5]);
+
+    // The same group again: redelivery starts at the lowest unresolved offset. A batch still
+    // in flight when the source stops (past the drain timeout) commits nothing.
+    let (source, _) = start()?;
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let running = Running::start(source, handler);
+    let held = next_batch(&mut rx).await?;
+    let offsets: Vec<i64> = held.batch.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (5..20).collect::<Vec<_>>());
     running.stop().await?;
     drop(held);
     assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [5]);
 
-    // The same group again: redelivery starts at the lowest unresolved offset.
-    let source = KafkaSource::new("watermark", &config)?;
-    let (tx, mut rx) = mpsc::channel(4);
-    let running = Running::start(source, tx);
-    let batch = next_batch(&mut rx).await?;
-    let offsets: Vec<i64> = batch.records.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, (5..20).collect::<Vec<_>>());
-    deliver(batch.records);
+    let (source, _) = start()?;
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let running = Running::start(source, handler);
+    let delivery = next_batch(&mut rx).await?;
+    assert_eq!(delivery.batch.records.first().map(|r| r.offset), Some(5));
+    delivery.deliver();
     running.stop().await?;
     assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [20]);
     Ok(())
@@ -466,24 +471,24 @@ async fn commits_filtered_records() -> Result<()> {
     )?;
     let source = KafkaSource::new("filter", &config)?.with_drain_timeout(Duration::from_secs(1));
     let group = source.group_id().to_owned();
-    let (tx, mut rx) = mpsc::channel(4);
-    let running = Running::start(source, tx);
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let running = Running::start(source, handler);
     let mut delivered = Vec::new();
-    let mut marker = None;
-    while marker.is_none() {
-        for r in next_batch(&mut rx).await?.records {
+    while !delivered.contains(&12) {
+        let delivery = next_batch(&mut rx).await?;
+        let mut outcome = BatchOutcome::unresolved(delivery.batch.records.len());
+        for (i, r) in delivery.batch.records.iter().enumerate() {
             delivered.push(r.offset);
-            if r.offset == 12 {
-                marker = Some(r);
-            } else {
-                r.ack.resolve(Outcome::Delivered);
+            // The marker stays unresolved.
+            if r.offset != 12 {
+                outcome.resolve(i..i + 1, Outcome::Delivered);
             }
         }
+        delivery.resolve(outcome);
     }
     assert_eq!(delivered, [0, 2, 4, 6, 8, 9, 12]);
-    // The marker stays unresolved: everything before it, filtered records included, commits.
+    // Everything before the marker, filtered records included, commits.
     running.stop().await?;
-    drop(marker);
     assert_eq!(committed(&bootstrap, &group, &topic, 1).await?, [12]);
     Ok(())
 }
@@ -509,13 +514,13 @@ async fn starting_positions_apply_to_new_groups() -> Result<()> {
         &topic,
         &json!({"starting_position": "earliest"}),
     )?;
-    let (tx, mut rx) = mpsc::channel(4);
-    let earliest = Running::start(KafkaSource::new("start-e", &config)?, tx);
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let earliest = Running::start(KafkaSource::new("start-e", &config)?, handler);
     let mut offsets = Vec::new();
     while offsets.len() < 10 {
-        let batch = next_batch(&mut rx).await?;
-        offsets.extend(batch.records.iter().map(|r| r.offset));
-        deliver(batch.records);
+        let delivery = next_batch(&mut rx).await?;
+        offsets.extend(delivery.batch.records.iter().map(|r| r.offset));
+        delivery.deliver();
     }
     assert_eq!(offsets, (0..10).collect::<Vec<_>>());
     earliest.stop().await?;
@@ -527,34 +532,36 @@ async fn starting_positions_apply_to_new_groups() -> Result<()> {
         &topic,
         &json!({"starting_position": "at_timestamp", "starting_timestamp": at.to_rfc3339()}),
     )?;
-    let (tx, mut rx) = mpsc::channel(4);
-    let at_timestamp = Running::start(KafkaSource::new("start-t", &config)?, tx);
-    let batch = next_batch(&mut rx).await?;
-    assert_eq!(batch.records.first().map(|r| r.offset), Some(5));
-    deliver(batch.records);
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let at_timestamp = Running::start(KafkaSource::new("start-t", &config)?, handler);
+    let delivery = next_batch(&mut rx).await?;
+    assert_eq!(delivery.batch.records.first().map(|r| r.offset), Some(5));
+    delivery.deliver();
     at_timestamp.stop().await?;
 
     // Latest: only records produced after the assignment; keep producing until one arrives.
     let config = trigger(&bootstrap, &topic, &json!({"starting_position": "latest"}))?;
-    let (tx, mut rx) = mpsc::channel(4);
-    let latest = Running::start(KafkaSource::new("start-l", &config)?, tx);
+    let (handler, mut rx) = ChannelHandler::channel(4);
+    let latest = Running::start(KafkaSource::new("start-l", &config)?, handler);
     let deadline = tokio::time::Instant::now() + WAIT;
-    let batch = loop {
+    let delivery = loop {
         ensure!(
             tokio::time::Instant::now() < deadline,
             "latest never delivered"
         );
         produce(&producer, &topic, vec![rec(0, "k", "new")]).await?;
-        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            break batch;
+        if let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            break delivery;
         }
     };
+    let offsets: Vec<i64> = delivery.batch.records.iter().map(|r| r.offset).collect();
     ensure!(
-        batch.records.iter().all(|r| r.offset >= 10),
-        "latest delivered an old record: {:?}",
-        batch.records.iter().map(|r| r.offset).collect::<Vec<_>>()
+        offsets.iter().all(|o| *o >= 10),
+        "latest delivered an old record: {offsets:?}"
     );
-    deliver(batch.records);
+    delivery.deliver();
     latest.stop().await
 }
 
@@ -579,10 +586,11 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
 
     // Both members feed one collector; it acks everything at once.
     let seen: Arc<Mutex<Seen>> = Arc::default();
-    let collector = |member: usize, mut rx: mpsc::Receiver<KafkaBatch>| {
+    let collector = |member: usize, mut rx: mpsc::Receiver<Delivery>| {
         let seen = Arc::clone(&seen);
         tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
+            while let Some(delivery) = rx.recv().await {
+                let batch = &delivery.batch;
                 if let Ok(mut seen) = seen.lock() {
                     for r in &batch.records {
                         if !seen.0.insert((r.partition, r.offset)) {
@@ -591,16 +599,16 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
                     }
                     seen.2[member] += batch.records.len();
                 }
-                deliver(batch.records);
+                delivery.deliver();
             }
         })
     };
-    let (tx_a, rx_a) = mpsc::channel(8);
-    let (tx_b, rx_b) = mpsc::channel(8);
+    let (handler_a, rx_a) = ChannelHandler::channel(8);
+    let (handler_b, rx_b) = ChannelHandler::channel(8);
     let collect_a = collector(0, rx_a);
     let collect_b = collector(1, rx_b);
 
-    let a = Running::start(KafkaSource::new("rebalance", &config)?, tx_a);
+    let a = Running::start(KafkaSource::new("rebalance", &config)?, handler_a);
     let producing = tokio::spawn({
         let producer = producer(&bootstrap)?;
         let topic = topic.clone();
@@ -617,7 +625,7 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
         }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = Running::start(KafkaSource::new("rebalance", &config)?, tx_b);
+    let b = Running::start(KafkaSource::new("rebalance", &config)?, handler_b);
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.stop().await?;
     let produced: BTreeSet<(i32, i64)> = producing.await??.into_iter().collect();

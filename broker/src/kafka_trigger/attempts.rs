@@ -10,6 +10,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use impulse_config::KafkaTriggerConfig;
+
 /// Attempt counts of one trigger, persisted as a small JSON file.
 #[derive(Debug)]
 pub(crate) struct AttemptStore {
@@ -19,7 +21,11 @@ pub(crate) struct AttemptStore {
 
 impl AttemptStore {
     /// Opens (or starts) the store of `trigger` under `data_dir/kafka/`.
-    pub(crate) fn open(data_dir: &Path, trigger: &str) -> std::io::Result<Self> {
+    pub(crate) async fn open(
+        data_dir: &Path,
+        trigger: &str,
+        _config: &KafkaTriggerConfig,
+    ) -> anyhow::Result<Self> {
         let dir = data_dir.join("kafka");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{trigger}-attempts.json"));
@@ -30,7 +36,7 @@ impl AttemptStore {
                 BTreeMap::new()
             }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         };
         Ok(Self {
             path,
@@ -38,20 +44,25 @@ impl AttemptStore {
         })
     }
 
+    /// Whether no count is kept at all: then nothing needs clearing after a success.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Attempts recorded for `key`.
-    pub(crate) fn get(&self, key: &str) -> u32 {
+    pub(crate) async fn get(&self, key: &str) -> u32 {
         self.lock().get(key).copied().unwrap_or(0)
     }
 
     /// Records `attempts` for `key`, durably.
-    pub(crate) fn set(&self, key: &str, attempts: u32) {
+    pub(crate) async fn set(&self, key: &str, attempts: u32) {
         let mut counts = self.lock();
         counts.insert(key.to_owned(), attempts);
         self.persist(&counts);
     }
 
     /// Forgets `key` (its records are resolved).
-    pub(crate) fn clear(&self, key: &str) {
+    pub(crate) async fn clear(&self, key: &str) {
         let mut counts = self.lock();
         if counts.remove(key).is_some() {
             self.persist(&counts);
@@ -83,16 +94,32 @@ impl AttemptStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_survive_reopen_and_clear() {
+    fn config() -> KafkaTriggerConfig {
+        serde_json::from_value(serde_json::json!({
+            "function": "f",
+            "bootstrap_servers": "127.0.0.1:9092",
+            "topics": ["orders"],
+        }))
+        .expect("a minimal Kafka trigger")
+    }
+
+    #[tokio::test]
+    async fn counts_survive_reopen_and_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = AttemptStore::open(dir.path(), "orders").expect("open");
-        assert_eq!(store.get("orders-0@5"), 0);
-        store.set("orders-0@5", 3);
-        let reopened = AttemptStore::open(dir.path(), "orders").expect("reopen");
-        assert_eq!(reopened.get("orders-0@5"), 3);
-        reopened.clear("orders-0@5");
-        let again = AttemptStore::open(dir.path(), "orders").expect("reopen");
-        assert_eq!(again.get("orders-0@5"), 0);
+        let config = config();
+        let store = AttemptStore::open(dir.path(), "orders", &config)
+            .await
+            .expect("open");
+        assert_eq!(store.get("orders-0@5").await, 0);
+        store.set("orders-0@5", 3).await;
+        let reopened = AttemptStore::open(dir.path(), "orders", &config)
+            .await
+            .expect("reopen");
+        assert_eq!(reopened.get("orders-0@5").await, 3);
+        reopened.clear("orders-0@5").await;
+        let again = AttemptStore::open(dir.path(), "orders", &config)
+            .await
+            .expect("reopen");
+        assert_eq!(again.get("orders-0@5").await, 0);
     }
 }

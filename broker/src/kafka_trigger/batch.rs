@@ -1,13 +1,17 @@
 //! One Kafka batch's life: invoke, retry while the partition waits, bisect, dead-letter, ack.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, Sink};
-use impulse_connectors::kafka::{encode_event, KafkaBatch, KafkaRecord};
+use impulse_connectors::kafka::{
+    encode_event, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
+};
 use impulse_connectors::telemetry;
 use impulse_invoker::record::function_arn;
 use impulse_invoker::{Invocation, InvokeError};
@@ -65,6 +69,14 @@ enum Attempt {
     Success,
     /// Records from this index on failed (the ones before it succeeded).
     FailedFrom(usize, Option<InvokeError>),
+    /// Shutdown came while waiting for admission: nothing was invoked.
+    Interrupted,
+}
+
+impl BatchHandler for BatchContext {
+    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome> {
+        Box::pin(async move { self.process(&batch).await })
+    }
 }
 
 impl BatchContext {
@@ -95,61 +107,87 @@ impl BatchContext {
         }
     }
 
-    /// Processes one batch to a final outcome for every record, or stops at shutdown leaving
-    /// the rest unacknowledged.
-    pub(super) async fn process(&self, batch: KafkaBatch) {
-        let mut pending: VecDeque<Vec<KafkaRecord>> = VecDeque::from([batch.records]);
-        while let Some(mut records) = pending.pop_front() {
+    /// Takes one batch to a final outcome for every record, or stops at shutdown leaving the
+    /// rest without one (they are read again by the partition's next owner).
+    ///
+    /// Parts of the batch are index ranges into `batch.records`; they are retried in offset
+    /// order, each until it succeeds or fails for good, so a partition's records finish in
+    /// order.
+    pub(super) async fn process(&self, batch: &KafkaBatch) -> BatchOutcome {
+        let records = &batch.records[..];
+        let mut outcome = BatchOutcome::unresolved(records.len());
+        let mut pending: VecDeque<Range<usize>> = VecDeque::new();
+        pending.push_back(0..records.len());
+        while let Some(mut range) = pending.pop_front() {
             loop {
-                if records.is_empty() || self.shutdown.is_cancelled() {
+                if range.is_empty() || self.shutdown.is_cancelled() {
                     break;
                 }
-                records = self.expire(records).await;
-                if records.is_empty() {
+                range = self.expire(records, range, &mut outcome).await;
+                if range.is_empty() {
                     break;
                 }
-                let key = records[0].identifier();
-                let done_before = self.attempts.get(&key);
-                let attempt = self.attempt(&records).await;
-                let (failed_from, error) = match attempt {
+                let (failed_from, error) = match self.attempt(&records[range.clone()]).await {
                     Attempt::Success => {
-                        self.attempts.clear(&key);
-                        resolve(records, Outcome::Delivered);
+                        outcome.resolve(range.clone(), Outcome::Delivered);
+                        self.forget_attempts(&records[range.start]).await;
                         break;
                     }
                     Attempt::FailedFrom(index, error) => (index, error),
+                    Attempt::Interrupted => return outcome,
                 };
                 // Records before the first failure succeeded: the partition checkpoints there.
-                let rest = records.split_off(failed_from);
-                resolve(std::mem::replace(&mut records, rest), Outcome::Delivered);
                 if failed_from > 0 {
-                    self.attempts.clear(&key);
+                    outcome.resolve(range.start..range.start + failed_from, Outcome::Delivered);
+                    self.forget_attempts(&records[range.start]).await;
+                    range.start += failed_from;
                 }
-                if self.bisect && records.len() > 1 {
+                if self.bisect && range.len() > 1 {
                     // Bisecting does not spend a retry: it narrows down the failing records.
-                    let second = records.split_off(records.len() / 2);
-                    pending.push_front(second);
-                    pending.push_front(records);
+                    let middle = range.start + range.len() / 2;
+                    pending.push_front(middle..range.end);
+                    pending.push_front(range.start..middle);
                     break;
                 }
-                let key = records[0].identifier();
-                let made = if failed_from > 0 { 1 } else { done_before + 1 };
+                // Counted per first record of the failing part; a new first record starts over.
+                let key = records[range.start].identifier();
+                let made = if failed_from > 0 {
+                    1
+                } else {
+                    self.attempts.get(&key).await + 1
+                };
                 if self.max_retry_attempts.is_some_and(|max| made > max) {
-                    self.attempts.clear(&key);
-                    self.give_up(records, Condition::RetriesExhausted, made, error.as_ref())
-                        .await;
+                    self.attempts.clear(&key).await;
+                    self.give_up(
+                        records,
+                        range,
+                        &mut outcome,
+                        Condition::RetriesExhausted,
+                        made,
+                        error.as_ref(),
+                    )
+                    .await;
                     break;
                 }
-                self.attempts.set(&key, made);
+                self.attempts.set(&key, made).await;
                 tracing::info!(
-                    trigger = %self.trigger, records = records.len(), attempts = made,
+                    trigger = %self.trigger, records = range.len(), attempts = made,
                     error_code = error.as_ref().map_or("partial_failure", InvokeError::error_code),
                     "Kafka batch failed; retrying while the partition waits."
                 );
                 if !self.sleep(backoff(made)).await {
-                    return;
+                    return outcome;
                 }
             }
+        }
+        outcome
+    }
+
+    /// Drops the attempt count kept for a part starting at `first`, if there is one (a count
+    /// may be left by an earlier run that crashed mid-retry).
+    async fn forget_attempts(&self, first: &KafkaRecord) {
+        if !self.attempts.is_empty() {
+            self.attempts.clear(&first.identifier()).await;
         }
     }
 
@@ -162,25 +200,23 @@ impl BatchContext {
                     // A disabled function holds its partitions, as Lambda stops polling.
                     tracing::warn!(trigger = %self.trigger, reason = throttle.reason(), "Kafka batch not admitted; waiting.");
                     if !self.sleep(BACKOFF_MAX).await {
-                        return Attempt::FailedFrom(0, None);
+                        return Attempt::Interrupted;
                     }
                 }
             }
         };
-        let refs: Vec<&KafkaRecord> = records.iter().collect();
         let invocation = Invocation {
             request_id: uuid::Uuid::new_v4().to_string(),
             function: self.function.name.clone(),
             trigger: self.trigger.clone(),
-            payload: encode_event(&self.bootstrap_servers, &refs),
+            payload: encode_event(&self.bootstrap_servers, records),
             deadline: None,
         };
         let result = self.function.service.clone().oneshot(invocation).await;
         drop(permit);
         match result {
             Ok(response) if self.report_item_failures => {
-                let ids: Vec<_> = records.iter().map(KafkaRecord::id).collect();
-                match first_failed(&response.payload, &ids) {
+                match first_failed(&response.payload, records) {
                     None => Attempt::Success,
                     Some(index) => Attempt::FailedFrom(index, None),
                 }
@@ -190,10 +226,16 @@ impl BatchContext {
         }
     }
 
-    /// Fails records older than `max_record_age` (they sort first in a partition's batch).
-    async fn expire(&self, mut records: Vec<KafkaRecord>) -> Vec<KafkaRecord> {
+    /// Fails the records of `range` older than `max_record_age` (they come first in a
+    /// partition's batch) and returns the rest.
+    async fn expire(
+        &self,
+        records: &[KafkaRecord],
+        range: Range<usize>,
+        outcome: &mut BatchOutcome,
+    ) -> Range<usize> {
         let Some(max_age) = self.max_record_age else {
-            return records;
+            return range;
         };
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -205,45 +247,59 @@ impl BatchContext {
                 now_ms.saturating_sub(ts) > max_age.as_millis()
             })
         };
-        let expired = records.iter().take_while(|r| too_old(r)).count();
+        let expired = records[range.clone()]
+            .iter()
+            .take_while(|r| too_old(r))
+            .count();
         if expired == 0 {
-            return records;
+            return range;
         }
-        let rest = records.split_off(expired);
-        let attempts = self.attempts.get(&records[0].identifier());
-        self.give_up(records, Condition::RecordAgeExceeded, attempts, None)
-            .await;
-        rest
+        let split = range.start + expired;
+        let attempts = self.attempts.get(&records[range.start].identifier()).await;
+        self.give_up(
+            records,
+            range.start..split,
+            outcome,
+            Condition::RecordAgeExceeded,
+            attempts,
+            None,
+        )
+        .await;
+        split..range.end
     }
 
-    /// Writes each record to `on_failure` (retrying the write until it is confirmed), then acks.
-    /// Without a destination the records are dropped, as Lambda does, and counted.
+    /// Writes each record of `range` to `on_failure` (retrying the write until it is
+    /// confirmed), then marks it dead-lettered. Without a destination the records are dropped,
+    /// as Lambda does, and counted.
     async fn give_up(
         &self,
-        records: Vec<KafkaRecord>,
+        records: &[KafkaRecord],
+        range: Range<usize>,
+        outcome: &mut BatchOutcome,
         condition: Condition,
         attempts: u32,
         error: Option<&InvokeError>,
     ) {
         tracing::warn!(
-            trigger = %self.trigger, records = records.len(), condition = condition.as_str(),
+            trigger = %self.trigger, records = range.len(), condition = condition.as_str(),
             "Kafka records failed for good."
         );
         let Some(sink) = &self.on_failure else {
-            for _ in &records {
+            for _ in range.clone() {
                 telemetry::async_event_finished(&self.function.name, "dropped");
             }
-            resolve(records, Outcome::Dropped);
+            outcome.resolve(range, Outcome::Dropped);
             return;
         };
-        for record in records {
-            let body = self.failure_record(&record, condition, attempts, error);
+        for index in range {
+            let record = &records[index];
+            let body = self.failure_record(record, condition, attempts, error);
             let mut failures = 0;
             loop {
                 match sink.write(&record.identifier(), body.clone()).await {
                     Ok(()) => {
                         telemetry::dead_letter_written(&self.function.name, &self.trigger, true);
-                        record.ack.resolve(Outcome::DeadLettered);
+                        outcome.resolve(index..index + 1, Outcome::DeadLettered);
                         break;
                     }
                     Err(err) => {
@@ -274,9 +330,11 @@ impl BatchContext {
         error: Option<&InvokeError>,
     ) -> Bytes {
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let payload: serde_json::Value =
-            serde_json::from_slice(&encode_event(&self.bootstrap_servers, &[record]))
-                .unwrap_or(serde_json::Value::Null);
+        let payload: serde_json::Value = serde_json::from_slice(&encode_event(
+            &self.bootstrap_servers,
+            std::slice::from_ref(record),
+        ))
+        .unwrap_or(serde_json::Value::Null);
         let response_payload = match error {
             Some(InvokeError::Function { payload, .. }) => {
                 serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
@@ -302,7 +360,7 @@ impl BatchContext {
             },
             "KafkaBatchInfo": {
                 "bootstrapServers": self.bootstrap_servers,
-                "topic": record.topic,
+                "topic": &*record.topic,
                 "partition": record.partition,
                 "startOffset": record.offset,
                 "endOffset": record.offset,
@@ -321,12 +379,6 @@ impl BatchContext {
             () = self.shutdown.cancelled() => false,
             () = tokio::time::sleep(duration) => true,
         }
-    }
-}
-
-fn resolve(records: Vec<KafkaRecord>, outcome: Outcome) {
-    for record in records {
-        record.ack.resolve(outcome);
     }
 }
 

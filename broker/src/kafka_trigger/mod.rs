@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use impulse_config::{Config, TriggerConfig};
-use impulse_connectors::kafka::{KafkaBatch, KafkaSource};
-use tokio::sync::mpsc;
+use impulse_connectors::kafka::KafkaSource;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +26,13 @@ use crate::limiter::Limiter;
 use self::attempts::AttemptStore;
 use self::batch::BatchContext;
 
-/// Batches handed from a source to its processor; small, so a busy function slows the source
-/// (which pauses partitions) instead of buffering.
-const HANDOFF_CAPACITY: usize = 64;
-
 /// Starts every Kafka trigger. The tasks end after `shutdown`: in-flight batches stop between
 /// attempts, leaving their records unacknowledged (redelivered after a restart).
-pub(crate) fn start(
+///
+/// Each partition's task in the source runs the trigger's [`BatchContext`] on its batches
+/// itself, so partitions run concurrently (bounded by the function's limits) with no hand-off
+/// between tasks.
+pub(crate) async fn start(
     config: &Config,
     functions: &Arc<Functions>,
     limiter: &Limiter,
@@ -55,9 +54,10 @@ pub(crate) fn start(
             }
             None => None,
         };
-        let attempts = AttemptStore::open(&config.queue.data_dir, name)
+        let attempts = AttemptStore::open(&config.queue.data_dir, name, kafka)
+            .await
             .with_context(|| format!("triggers.{name}: cannot open the attempt counts"))?;
-        let context = Arc::new(BatchContext::new(
+        let handler = Arc::new(BatchContext::new(
             name,
             kafka,
             function,
@@ -68,27 +68,13 @@ pub(crate) fn start(
         ));
         let source = KafkaSource::new(name, kafka)
             .with_context(|| format!("triggers.{name}: cannot create the Kafka consumer"))?;
-        let (tx, rx) = mpsc::channel(HANDOFF_CAPACITY);
         let stop = shutdown.clone();
         let trigger = name.clone();
         tasks.spawn(async move {
-            if let Err(err) = source.run(tx, stop.cancelled_owned()).await {
+            if let Err(err) = source.run(handler, stop.cancelled_owned()).await {
                 tracing::error!(trigger, error = %err, "Kafka source stopped.");
             }
         });
-        tasks.spawn(process_batches(rx, context));
     }
     Ok(tasks)
-}
-
-/// Processes batches as they come; partitions run concurrently (the source keeps each
-/// partition's batches in order).
-async fn process_batches(mut rx: mpsc::Receiver<KafkaBatch>, context: Arc<BatchContext>) {
-    let mut in_flight = JoinSet::new();
-    while let Some(batch) = rx.recv().await {
-        while in_flight.try_join_next().is_some() {}
-        let context = context.clone();
-        in_flight.spawn(async move { context.process(batch).await });
-    }
-    while in_flight.join_next().await.is_some() {}
 }

@@ -1,6 +1,6 @@
 //! Partial batch responses: `{"batchItemFailures": [{"itemIdentifier": …}]}` (SEMANTICS §1.2).
 
-use impulse_connectors::kafka::RecordId;
+use impulse_connectors::kafka::{KafkaRecord, RecordId};
 use serde_json::Value;
 
 /// Where retrying starts after a response, as an index into the batch's records.
@@ -8,7 +8,7 @@ use serde_json::Value;
 /// Lambda's stream rules: an empty or null list, or an empty or null response, is full
 /// success; an empty or null `itemIdentifier`, an identifier not in the batch, or a misspelt
 /// key is full failure; otherwise the batch checkpoints at the lowest failed record.
-pub(crate) fn first_failed(payload: &[u8], identifiers: &[RecordId]) -> Option<usize> {
+pub(crate) fn first_failed(payload: &[u8], records: &[KafkaRecord]) -> Option<usize> {
     let trimmed = payload.iter().filter(|b| !b.is_ascii_whitespace()).count();
     if trimmed == 0 {
         return None;
@@ -31,7 +31,7 @@ pub(crate) fn first_failed(payload: &[u8], identifiers: &[RecordId]) -> Option<u
     for item in failures {
         let Some(index) = item
             .get("itemIdentifier")
-            .and_then(|id| locate(id, identifiers))
+            .and_then(|id| locate(id, records))
         else {
             return Some(0);
         };
@@ -41,21 +41,26 @@ pub(crate) fn first_failed(payload: &[u8], identifiers: &[RecordId]) -> Option<u
 }
 
 /// The index of an identifier in the batch, in any form [`RecordId::from_json`] reads.
-fn locate(id: &Value, identifiers: &[RecordId]) -> Option<usize> {
+fn locate(id: &Value, records: &[KafkaRecord]) -> Option<usize> {
     let id = RecordId::from_json(id)?;
-    identifiers.iter().position(|known| *known == id)
+    records.iter().position(|record| record.is(&id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ids() -> Vec<RecordId> {
+    fn ids() -> Vec<KafkaRecord> {
         (10..13)
-            .map(|offset| RecordId {
+            .map(|offset| KafkaRecord {
                 topic: "orders".into(),
                 partition: 0,
                 offset,
+                timestamp: None,
+                timestamp_type: impulse_connectors::kafka::NO_TIMESTAMP_TYPE,
+                key: None,
+                value: None,
+                headers: Vec::new(),
             })
             .collect()
     }

@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 
-use crate::contract::{Ack, EventId};
+use crate::contract::EventId;
 
 /// `eventSource` of Lambda's self-managed Kafka event.
 pub const EVENT_SOURCE: &str = "aws:SelfManagedKafka";
@@ -19,11 +20,15 @@ pub const CREATE_TIME: &str = "CREATE_TIME";
 /// `timestampType` of a record stamped by the broker.
 pub const LOG_APPEND_TIME: &str = "LOG_APPEND_TIME";
 
-/// One Kafka record on its way to a function, with the ack its source waits on.
-#[derive(Debug)]
+/// One Kafka record on its way to a function.
+///
+/// Its outcome is reported with the rest of its batch's (see [`BatchOutcome`]).
+///
+/// [`BatchOutcome`]: super::BatchOutcome
+#[derive(Debug, Clone)]
 pub struct KafkaRecord {
-    /// The topic it was read from.
-    pub topic: String,
+    /// The topic it was read from (shared by every record of the partition).
+    pub topic: Arc<str>,
     /// Its partition.
     pub partition: i32,
     /// Its offset in the partition.
@@ -38,9 +43,6 @@ pub struct KafkaRecord {
     pub value: Option<Bytes>,
     /// Headers in record order; a name may repeat, a value may be null.
     pub headers: Vec<(String, Option<Bytes>)>,
-    /// Resolve once the record's outcome is final (`Delivered`, `DeadLettered`, `Dropped`).
-    /// Dropping it unresolved abandons the record: its offset is never committed.
-    pub ack: Ack,
 }
 
 impl KafkaRecord {
@@ -53,7 +55,7 @@ impl KafkaRecord {
     /// The record's coordinates.
     pub fn id(&self) -> RecordId {
         RecordId {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             partition: self.partition,
             offset: self.offset,
         }
@@ -67,17 +69,17 @@ impl KafkaRecord {
 
     /// Whether `id` names this record.
     pub fn is(&self, id: &RecordId) -> bool {
-        self.offset == id.offset && self.partition == id.partition && self.topic == id.topic
+        self.offset == id.offset && self.partition == id.partition && *self.topic == *id.topic
     }
 }
 
 /// Records of one partition, in offset order, sent together to a function.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KafkaBatch {
     /// The trigger that read them.
-    pub trigger: String,
+    pub trigger: Arc<str>,
     /// Their topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Their partition.
     pub partition: i32,
     /// The records, ascending offsets.
@@ -87,8 +89,7 @@ pub struct KafkaBatch {
 impl KafkaBatch {
     /// Lambda's Kafka event for the whole batch; see [`encode_event`].
     pub fn encode(&self, bootstrap_servers: &str) -> Bytes {
-        let records: Vec<&KafkaRecord> = self.records.iter().collect();
-        encode_event(bootstrap_servers, &records)
+        encode_event(bootstrap_servers, &self.records)
     }
 }
 
@@ -239,49 +240,75 @@ fn parse_offset(s: &str) -> Option<i64> {
 ///   `byte[]` (Java) accepts. A header with a null value is `{"name": null}`.
 /// - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
 ///   has `-1`, Kafka's own convention.
-pub fn encode_event(bootstrap_servers: &str, records: &[&KafkaRecord]) -> Bytes {
-    // Group by partition, keeping first-appearance order (batches hold one partition, so this
-    // is usually a single group).
-    let mut groups: Vec<(&str, i32, Vec<&KafkaRecord>)> = Vec::new();
-    for record in records {
-        match groups
-            .iter_mut()
-            .find(|(t, p, _)| *t == record.topic && *p == record.partition)
-        {
-            Some((_, _, group)) => group.push(record),
-            None => groups.push((&record.topic, record.partition, vec![record])),
+pub fn encode_event(bootstrap_servers: &str, records: &[KafkaRecord]) -> Bytes {
+    // A batch holds one partition: then there is one group and nothing to collect.
+    let single = records
+        .split_first()
+        .is_none_or(|(first, rest)| rest.iter().all(|r| same_partition(r, first)));
+    let mut groups: Vec<&KafkaRecord> = Vec::new();
+    if !single {
+        for record in records {
+            if !groups.iter().any(|g| same_partition(g, record)) {
+                groups.push(record);
+            }
         }
     }
-    let capacity = groups
-        .iter()
-        .map(|(topic, partition, group)| {
-            group_envelope_len(topic, *partition)
-                + group.iter().map(|r| record_len(r) + 1).sum::<usize>()
-        })
-        .sum::<usize>()
-        + envelope_len(bootstrap_servers);
+    let firsts: &[&KafkaRecord] = if single { &[] } else { &groups };
+    let capacity = envelope_len(bootstrap_servers)
+        + records.iter().map(|r| record_len(r) + 1).sum::<usize>()
+        + match (single, records.first()) {
+            (true, Some(r)) => group_envelope_len(&r.topic, r.partition),
+            (true, None) => 0,
+            (false, _) => firsts
+                .iter()
+                .map(|r| group_envelope_len(&r.topic, r.partition))
+                .sum(),
+        };
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(b"{\"eventSource\":\"");
     out.extend_from_slice(EVENT_SOURCE.as_bytes());
     out.extend_from_slice(b"\",\"bootstrapServers\":");
     write_str(&mut out, bootstrap_servers);
     out.extend_from_slice(b",\"records\":{");
-    for (i, (topic, partition, group)) in groups.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    if single {
+        if let Some(first) = records.first() {
+            write_group(&mut out, first, records.iter());
         }
-        write_partition_key(&mut out, topic, *partition);
-        out.extend_from_slice(b":[");
-        for (j, record) in group.iter().enumerate() {
-            if j > 0 {
+    } else {
+        for (i, first) in firsts.iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
-            write_record(&mut out, record);
+            let members = records.iter().filter(|r| same_partition(r, first));
+            write_group(&mut out, first, members);
         }
-        out.push(b']');
     }
     out.extend_from_slice(b"}}");
     Bytes::from(out)
+}
+
+fn same_partition(a: &KafkaRecord, b: &KafkaRecord) -> bool {
+    a.partition == b.partition && a.topic == b.topic
+}
+
+/// `"<topic>-<partition>":[…]` for the records of `first`'s partition.
+fn write_group<'a>(
+    out: &mut Vec<u8>,
+    first: &KafkaRecord,
+    members: impl Iterator<Item = &'a KafkaRecord>,
+) {
+    write_partition_key(out, &first.topic, first.partition);
+    out.extend_from_slice(b":[");
+    // Every record of the group repeats its topic: escape it once.
+    let mut topic = Vec::with_capacity(json_str_len(&first.topic));
+    write_str(&mut topic, &first.topic);
+    for (j, record) in members.enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        write_record(out, record, &topic);
+    }
+    out.push(b']');
 }
 
 /// Bytes of the event around its groups: everything but `"<key>":[…]` entries.
@@ -326,12 +353,18 @@ pub(crate) fn record_len(record: &KafkaRecord) -> usize {
 }
 
 fn write_partition_key(out: &mut Vec<u8>, topic: &str, partition: i32) {
-    write_str(out, &format!("{topic}-{partition}"));
+    // `-` and digits never need escaping: the quoted topic, its closing quote moved after.
+    write_str(out, topic);
+    out.pop();
+    out.push(b'-');
+    write_decimal(out, i64::from(partition));
+    out.push(b'"');
 }
 
-fn write_record(out: &mut Vec<u8>, record: &KafkaRecord) {
+/// One record; `topic` is its topic already written as a JSON string.
+fn write_record(out: &mut Vec<u8>, record: &KafkaRecord, topic: &[u8]) {
     out.extend_from_slice(b"{\"topic\":");
-    write_str(out, &record.topic);
+    out.extend_from_slice(topic);
     out.extend_from_slice(b",\"partition\":");
     write_decimal(out, i64::from(record.partition));
     out.extend_from_slice(b",\"offset\":");
@@ -478,7 +511,7 @@ mod tests {
 
     fn record(offset: i64) -> KafkaRecord {
         KafkaRecord {
-            topic: "orders".to_owned(),
+            topic: "orders".into(),
             partition: 0,
             offset,
             timestamp: Some(1_545_084_650_987),
@@ -489,14 +522,13 @@ mod tests {
                 "headerKey".to_owned(),
                 Some(Bytes::from_static(b"headerValue")),
             )],
-            ack: Ack::new().0,
         }
     }
 
     #[test]
     fn encodes_lambdas_example_exactly() {
         let r = record(15);
-        let event = encode_event("kafka-1:9092,kafka-2:9092", &[&r]);
+        let event = encode_event("kafka-1:9092,kafka-2:9092", std::slice::from_ref(&r));
         let expected = concat!(
             r#"{"eventSource":"aws:SelfManagedKafka","bootstrapServers":"kafka-1:9092,kafka-2:9092","#,
             r#""records":{"orders-0":[{"topic":"orders","partition":0,"offset":15,"#,
@@ -511,7 +543,7 @@ mod tests {
     fn encodes_binary_empty_and_null_fields() {
         let mut binary = record(1);
         binary.partition = 12;
-        binary.topic = "a.b_c-d".to_owned();
+        binary.topic = "a.b_c-d".into();
         binary.value = Some(Bytes::from_static(&[0xff, 0x00, 0x80, b'"']));
         binary.key = Some(Bytes::new());
         binary.headers = vec![
@@ -525,13 +557,13 @@ mod tests {
         binary.timestamp = None;
         binary.timestamp_type = NO_TIMESTAMP_TYPE;
         let mut tombstone = record(2);
-        tombstone.topic = "a.b_c-d".to_owned();
+        tombstone.topic = "a.b_c-d".into();
         tombstone.partition = 12;
         tombstone.key = None;
         tombstone.value = None;
         tombstone.headers = Vec::new();
         tombstone.timestamp_type = LOG_APPEND_TIME;
-        let event = encode_event("k:9092", &[&binary, &tombstone]);
+        let event = encode_event("k:9092", &[binary, tombstone]);
         let parsed: serde_json::Value = serde_json::from_slice(&event).expect("valid JSON");
         assert_eq!(
             parsed,
@@ -557,7 +589,7 @@ mod tests {
         let mut b = record(7);
         b.partition = 3;
         let c = record(2);
-        let event = encode_event("k", &[&a, &b, &c]);
+        let event = encode_event("k", &[a, b, c]);
         let text = std::str::from_utf8(&event).unwrap();
         let p0 = text.find("\"orders-0\"").unwrap();
         let p3 = text.find("\"orders-3\"").unwrap();
@@ -607,7 +639,9 @@ mod tests {
         }
         for r in &variants {
             let mut out = Vec::new();
-            write_record(&mut out, r);
+            let mut topic = Vec::new();
+            write_str(&mut topic, &r.topic);
+            write_record(&mut out, r, &topic);
             assert_eq!(
                 record_len(r),
                 out.len(),
@@ -615,10 +649,9 @@ mod tests {
                 String::from_utf8_lossy(&out)
             );
         }
-        let refs: Vec<&KafkaRecord> = variants.iter().collect();
         let mut expected = envelope_len("b\"s");
         let mut partitions = Vec::new();
-        for r in &refs {
+        for r in &variants {
             if !partitions.contains(&r.partition) {
                 partitions.push(r.partition);
                 expected += group_envelope_len(&r.topic, r.partition);
@@ -627,7 +660,7 @@ mod tests {
         }
         // Commas: one less per group than records, and one less than groups.
         expected -= 1;
-        assert_eq!(encode_event("b\"s", &refs).len(), expected);
+        assert_eq!(encode_event("b\"s", &variants).len(), expected);
     }
 
     #[test]
@@ -658,7 +691,7 @@ mod tests {
     #[test]
     fn identifiers_round_trip() {
         let mut r = record(15);
-        r.topic = "my-orders.v2".to_owned();
+        r.topic = "my-orders.v2".into();
         r.partition = 10;
         assert_eq!(r.identifier(), "my-orders.v2-10@15");
         assert_eq!(r.event_id().as_str(), "my-orders.v2/10/15");

@@ -3,6 +3,7 @@
 
 mod event;
 mod filter;
+mod handler;
 mod offsets;
 mod redact;
 mod sink;
@@ -16,5 +17,6 @@ pub use event::{
     LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
 };
 pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
+pub use handler::{BatchHandler, BatchOutcome};
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES};

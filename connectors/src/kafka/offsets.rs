@@ -13,7 +13,7 @@
 //!   fresh epoch; a revoke ends it. A store from an older epoch — a task that outlived its
 //!   assignment, even if the partition came back — is refused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -30,8 +30,11 @@ pub(crate) type TopicPartition = (String, i32);
 /// not advance past it and a restart redelivers it.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
-    /// Tracked offsets whose outcome is not final yet.
-    unresolved: BTreeSet<i64>,
+    /// Tracked offsets in ascending order, each with whether it is final. The front entry is
+    /// never final (final entries at the front are popped), so it is the position.
+    entries: VecDeque<(i64, bool)>,
+    /// Entries not final yet.
+    unresolved: usize,
     /// One past the highest offset tracked.
     next: Option<i64>,
     /// The last position handed to [`Watermark::take_store`].
@@ -46,23 +49,45 @@ impl Watermark {
 
     /// Starts tracking a record the partition delivered.
     pub(crate) fn track(&mut self, offset: i64) {
-        self.unresolved.insert(offset);
+        // Records arrive in ascending order; an offset at or below the last one only comes
+        // after the consumer was reset (out of range). It is inserted in order, so the position
+        // may move back, which redelivers, never skips.
+        match self.entries.back() {
+            Some((last, _)) if *last >= offset => {
+                let at = self.entries.partition_point(|(o, _)| *o <= offset);
+                self.entries.insert(at, (offset, false));
+            }
+            _ => self.entries.push_back((offset, false)),
+        }
+        self.unresolved += 1;
         let after = offset.saturating_add(1);
-        // An offset below `next` only comes after the consumer was reset (out of range): the
-        // position may then move back, which redelivers, never skips.
         self.next = Some(self.next.map_or(after, |next| next.max(after)));
     }
 
     /// Marks a tracked offset final. Returns false when it was not tracked (or already
     /// resolved): that completion is ignored.
     pub(crate) fn resolve(&mut self, offset: i64) -> bool {
-        self.unresolved.remove(&offset)
+        let from = self.entries.partition_point(|(o, _)| *o < offset);
+        let found = self
+            .entries
+            .range_mut(from..)
+            .take_while(|(o, _)| *o == offset)
+            .find(|(_, done)| !*done);
+        let Some(entry) = found else {
+            return false;
+        };
+        entry.1 = true;
+        self.unresolved -= 1;
+        while self.entries.front().is_some_and(|(_, done)| *done) {
+            self.entries.pop_front();
+        }
+        true
     }
 
     /// The offset a restarted consumer must read next: the lowest unresolved offset, or one
     /// past the highest tracked offset when all are final. `None` before the first record.
     pub(crate) fn position(&self) -> Option<i64> {
-        self.unresolved.first().copied().or(self.next)
+        self.entries.front().map(|(o, _)| *o).or(self.next)
     }
 
     /// The position, when it changed since the last call: the value to store.
@@ -77,7 +102,7 @@ impl Watermark {
 
     /// How many tracked offsets are not final.
     pub(crate) fn unresolved(&self) -> usize {
-        self.unresolved.len()
+        self.unresolved
     }
 }
 

@@ -3,10 +3,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use impulse_config::{KafkaTriggerConfig, Ordering, StartingPosition, SYNC_BODY_LIMIT};
@@ -28,9 +31,10 @@ use super::event::{
     LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
 };
 use super::filter::KafkaFilter;
+use super::handler::{BatchHandler, BatchOutcome};
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
 use super::redact::{redact_values, Redacted};
-use crate::contract::{Ack, AckReceiver, AckStatus, SourceError};
+use crate::contract::SourceError;
 use crate::telemetry::KafkaSourceMetrics;
 
 /// How long a revoke or shutdown waits for in-flight acks by default. Records still unresolved
@@ -59,6 +63,11 @@ const TASK_EXIT_GRACE: Duration = Duration::from_secs(5);
 /// Bound on the final commit and on closing the consumer: `drop` can hang while Kafka is down
 /// (fede1024/rust-rdkafka#611); correctness never depends on finishing it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Defaults the caller's options may override. librdkafka prefetches per partition up to
+/// `queued.max.messages.kbytes` (64 MB by default): with a backlog, 16 partitions held 1.5 GB.
+/// 8 MB still holds many batches of the largest event (6 MB) or of `batch_size` records.
+const DEFAULTS: &[(&str, &str)] = &[("queued.max.messages.kbytes", "8192")];
 
 /// Properties the source sets after the caller's options: without them, offsets would be
 /// stored for records that were never processed.
@@ -89,9 +98,11 @@ type PartitionQueue = StreamPartitionQueue<SourceContext>;
 ///   and errors. The rebalance callback runs there, so it may block: on revoke it drains.
 /// - Each assigned partition gets its own queue (split in the assign callback, before the
 ///   partition is assigned) and its own task, which reads records, filters them, batches them,
-///   sends batches on `out` and tracks acks. A partition that cannot send (backpressure, a
-///   batch in flight) stops reading its queue; librdkafka then stops fetching it once
-///   `queued.max.messages.kbytes` is reached, and no other partition stalls.
+///   runs the [`BatchHandler`] on each batch (polling its future itself: no hand-off between
+///   tasks) and moves the watermark with each [`BatchOutcome`]. A partition whose buffer is
+///   full (a batch in flight) stops reading its queue; librdkafka then stops fetching it once
+///   `queued.max.messages.kbytes` is reached (8 MB here unless the options say otherwise), and
+///   no other partition stalls.
 /// - `librdkafka_options` pass through (security, fetch sizes, `group.instance.id`,
 ///   `heartbeat.interval.ms`, …); the offset settings above are always the source's. With
 ///   `group.protocol = "consumer"` (KIP-848) no client-side assignment strategy is set.
@@ -105,7 +116,7 @@ type PartitionQueue = StreamPartitionQueue<SourceContext>;
 /// 6 MB (Lambda's payload limit; a single larger record goes alone).
 ///
 /// - `ordering = "partition"` (Lambda): at most **one** batch in flight per partition; the
-///   next is sent once every record of the previous one has a final or abandoned ack.
+///   next is sent once the handler finished the previous one.
 /// - `ordering = "key"`: up to [`KEY_MODE_MAX_IN_FLIGHT`] batches in flight per partition.
 ///   A batch may hold several records of one key, in offset order; a record whose key has a
 ///   record in an **earlier batch still in flight** waits (and so does every later record of
@@ -114,12 +125,12 @@ type PartitionQueue = StreamPartitionQueue<SourceContext>;
 /// # Offsets
 ///
 /// Per partition, a watermark stores the lowest unresolved offset with `store_offsets`
-/// (as is: the next record to read). Only a final ack resolves a record; an abandoned one
-/// (dropped without an outcome) is logged and never resolved, so the partition stops
-/// advancing and a restart redelivers it. Filtered-out records resolve at once (as
+/// (as is: the next record to read). Only a final outcome resolves a record; an abandoned one
+/// (no outcome in the batch's [`BatchOutcome`]) is logged and never resolved, so the
+/// partition stops advancing and a restart redelivers it. Filtered-out records resolve at once (as
 /// `Outcome::Dropped`) and are counted. Each assignment has an epoch; stores from an ended
 /// epoch are refused. On revoke: stop dispatching, wait up to the drain timeout for in-flight
-/// acks, store, commit synchronously, end the epoch. A lost assignment is not committed.
+/// batches (their handlers' futures), store, commit synchronously, end the epoch. A lost assignment is not committed.
 ///
 /// # Starting position
 ///
@@ -193,6 +204,9 @@ impl KafkaSource {
             .set("group.id", &group_id)
             .set("client.id", format!("impulse-{trigger}"))
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        for (key, value) in DEFAULTS {
+            client.set(*key, *value);
+        }
         for (key, value) in &config.librdkafka_options {
             client.set(key, value);
         }
@@ -266,14 +280,14 @@ impl KafkaSource {
         &self.bootstrap_servers
     }
 
-    /// Runs until `shutdown` resolves, sending batches on `out`; waiting for room in `out` is
-    /// the backpressure path. On shutdown it drains in-flight acks (up to the drain timeout),
-    /// commits what is final and leaves the group. An error means the source cannot go on (the
-    /// consumer could not be created, `out` was closed, a record reached the wrong queue);
-    /// what was not committed is redelivered when it runs again.
+    /// Runs until `shutdown` resolves, handing each batch to `handler` from its partition's
+    /// task. On shutdown it drains in-flight batches (up to the drain timeout), commits what is
+    /// final and leaves the group. An error means the source cannot go on (the consumer could
+    /// not be created, a record reached the wrong queue); what was not committed is
+    /// redelivered when it runs again.
     pub async fn run(
         self,
-        out: mpsc::Sender<KafkaBatch>,
+        handler: Arc<dyn BatchHandler>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SourceError> {
         let fail = |message: String| SourceError {
@@ -282,14 +296,14 @@ impl KafkaSource {
         };
         let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            trigger: self.trigger.clone(),
+            trigger: Arc::from(self.trigger.as_str()),
             envelope: envelope_len(&self.bootstrap_servers),
             settings: self.settings,
             filter: self.filter,
             start: self.start,
             drain_timeout: self.drain_timeout,
             runtime: tokio::runtime::Handle::current(),
-            out,
+            handler,
             metrics: KafkaSourceMetrics::new(&self.trigger),
             consumer: OnceLock::new(),
             state: Mutex::new(State::default()),
@@ -369,7 +383,7 @@ async fn close(
         task.stop.send_replace(Stop::Drain(shared.drain_timeout));
     }
     let wait = shared.drain_timeout + TASK_EXIT_GRACE;
-    let trigger = shared.trigger.clone();
+    let trigger = Arc::clone(&shared.trigger);
     let waited = tokio::task::spawn_blocking(move || wait_for_tasks(&trigger, tasks, wait)).await;
     if let Err(e) = waited {
         tracing::error!(trigger = %shared.trigger, error = %e, "Waiting for partition tasks failed.");
@@ -430,7 +444,7 @@ fn wait_for_tasks(trigger: &str, tasks: Vec<(TopicPartition, TaskHandle)>, wait:
 
 /// What the consumer thread, the rebalance callback and the partition tasks share.
 struct Shared {
-    trigger: String,
+    trigger: Arc<str>,
     /// Event bytes outside the records: envelope and one partition group (added per task).
     envelope: usize,
     settings: Settings,
@@ -438,7 +452,7 @@ struct Shared {
     start: Start,
     drain_timeout: Duration,
     runtime: tokio::runtime::Handle,
-    out: mpsc::Sender<KafkaBatch>,
+    handler: Arc<dyn BatchHandler>,
     metrics: KafkaSourceMetrics,
     /// Set right after the consumer is created; weak, as the consumer owns this (its context).
     consumer: OnceLock<Weak<SourceConsumer>>,
@@ -726,7 +740,7 @@ impl ClientContext for SourceContext {
     /// exceeded `max.poll.interval.ms` leaves its group with only a log line
     /// (fede1024/rust-rdkafka#433): it is raised to an error here.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let trigger = self.shared.trigger.as_str();
+        let trigger = &*self.shared.trigger;
         match level {
             _ if fac == "MAXPOLL" => {
                 tracing::error!(target: "librdkafka", trigger, fac, "{log_message}");
@@ -824,29 +838,18 @@ struct PartitionTask {
     epoch: u64,
 }
 
-/// An ack being awaited: which batch, which record, which key it holds back.
-pub(crate) struct Tracked {
-    batch: u64,
-    offset: i64,
-    key: Option<Bytes>,
-    rx: AckReceiver,
+/// A batch whose handler is running; resolves to the batch and its outcome.
+struct InFlight {
+    batch: Arc<KafkaBatch>,
+    outcome: BoxFuture<'static, BatchOutcome>,
 }
 
-/// A finished ack.
-pub(crate) struct Completion {
-    batch: u64,
-    offset: i64,
-    key: Option<Bytes>,
-    status: AckStatus,
-}
+impl Future for InFlight {
+    type Output = (Arc<KafkaBatch>, BatchOutcome);
 
-async fn completion(tracked: Tracked) -> Completion {
-    let status = tracked.rx.status().await;
-    Completion {
-        batch: tracked.batch,
-        offset: tracked.offset,
-        key: tracked.key,
-        status,
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = ready!(self.outcome.as_mut().poll(cx));
+        Poll::Ready((Arc::clone(&self.batch), outcome))
     }
 }
 
@@ -861,58 +864,47 @@ impl PartitionTask {
         let shared = Arc::clone(&self.shared);
         let mut dispatcher = Dispatcher::new(
             shared.settings,
-            shared.trigger.clone(),
-            topic.clone(),
+            Arc::clone(&shared.trigger),
+            Arc::from(topic.as_str()),
             partition,
             shared.envelope + group_envelope_len(&topic, partition),
         );
-        let mut acks = FuturesUnordered::new();
-        let mut stopped = Stop::Abort;
-        {
+        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let stopped = {
             let mut stream = queue.stream();
             loop {
-                let now = Instant::now();
-                let ready = dispatcher.ready(now);
+                self.dispatch(&mut dispatcher, &mut in_flight);
                 let timer = dispatcher.deadline();
                 tokio::select! {
-                    // Stop first, then acks (they free capacity and move the watermark), then
-                    // the window timer, sending, and reading last: a partition that cannot send
-                    // stops reading, which bounds its memory.
+                    // Stop first, then finished batches (they free capacity and move the
+                    // watermark), then the window timer, and reading last: a partition whose
+                    // buffer is full stops reading, which bounds its memory.
                     biased;
                     changed = stop.changed() => {
-                        stopped = if changed.is_ok() { *stop.borrow() } else { Stop::Abort };
+                        let stopped = if changed.is_ok() { *stop.borrow() } else { Stop::Abort };
                         if stopped != Stop::Run {
-                            break;
+                            break stopped;
                         }
                     }
-                    Some(done) = acks.next(), if !acks.is_empty() => {
-                        self.complete(&mut dispatcher, &done);
-                        // Take every other finished ack before storing once.
-                        while let Some(Some(done)) = acks.next().now_or_never() {
-                            self.complete(&mut dispatcher, &done);
+                    Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                        let now = Instant::now();
+                        self.complete(&mut dispatcher, &batch, &outcome, now);
+                        // Take every other finished batch before storing once.
+                        while let Some(Some((batch, outcome))) = in_flight.next().now_or_never() {
+                            self.complete(&mut dispatcher, &batch, &outcome, now);
                         }
                         self.store(&mut dispatcher);
                     }
-                    () = sleep_until(timer), if timer.is_some() && !ready => {}
-                    permit = shared.out.reserve(), if ready => {
-                        let Ok(permit) = permit else {
-                            shared.fail("the batch receiver was dropped".to_owned());
-                            break;
-                        };
-                        if let Some((batch, tracked)) = dispatcher.take_batch(Instant::now()) {
-                            shared.metrics.batch_sent(batch.records.len());
-                            permit.send(batch);
-                            acks.extend(tracked.into_iter().map(completion));
-                        }
-                    }
+                    () = sleep_until(timer), if timer.is_some() => {}
                     message = stream.next(), if dispatcher.has_room() => {
+                        let now = Instant::now();
                         if let Some(message) = message {
-                            self.receive(&mut dispatcher, message);
+                            self.receive(&mut dispatcher, message, now);
                         }
                         // Take what is already fetched, so a batch fills before its window.
                         while dispatcher.has_room() {
                             match stream.next().now_or_never() {
-                                Some(Some(message)) => self.receive(&mut dispatcher, message),
+                                Some(Some(message)) => self.receive(&mut dispatcher, message, now),
                                 _ => break,
                             }
                         }
@@ -920,11 +912,11 @@ impl PartitionTask {
                     }
                 }
             }
-        }
+        };
 
         if let Stop::Drain(timeout) = stopped {
             let deadline = Instant::now() + timeout;
-            while !acks.is_empty() {
+            while !in_flight.is_empty() {
                 tokio::select! {
                     biased;
                     changed = stop.changed() => {
@@ -932,8 +924,8 @@ impl PartitionTask {
                             break;
                         }
                     }
-                    Some(done) = acks.next() => {
-                        self.complete(&mut dispatcher, &done);
+                    Some((batch, outcome)) = in_flight.next() => {
+                        self.complete(&mut dispatcher, &batch, &outcome, Instant::now());
                         self.store(&mut dispatcher);
                     }
                     () = tokio::time::sleep_until(deadline) => break,
@@ -941,6 +933,8 @@ impl PartitionTask {
             }
             self.store(&mut dispatcher);
         }
+        // Handlers still running are dropped: their records stay unresolved.
+        drop(in_flight);
         let unresolved = dispatcher.watermark.unresolved();
         if unresolved > 0 {
             tracing::info!(
@@ -955,7 +949,26 @@ impl PartitionTask {
         drop(done);
     }
 
-    fn receive(&self, dispatcher: &mut Dispatcher, message: KafkaResult<BorrowedMessage<'_>>) {
+    /// Starts the handler on every batch that may go now.
+    fn dispatch(&self, dispatcher: &mut Dispatcher, in_flight: &mut FuturesUnordered<InFlight>) {
+        let now = Instant::now();
+        while dispatcher.ready(now) {
+            let Some(batch) = dispatcher.take_batch(now) else {
+                break;
+            };
+            self.shared.metrics.batch_sent(batch.records.len());
+            let batch = Arc::new(batch);
+            let outcome = Arc::clone(&self.shared.handler).handle(Arc::clone(&batch));
+            in_flight.push(InFlight { batch, outcome });
+        }
+    }
+
+    fn receive(
+        &self,
+        dispatcher: &mut Dispatcher,
+        message: KafkaResult<BorrowedMessage<'_>>,
+        now: Instant,
+    ) {
         let message = match message {
             Ok(message) => message,
             Err(e) => {
@@ -976,7 +989,7 @@ impl PartitionTask {
             })
             .unwrap_or_default();
         if !self.shared.filter.matches(key, value, &headers) {
-            // Resolved at once as `Outcome::Dropped`: it commits with its neighbours.
+            // Final at once (`Outcome::Dropped`): it commits with its neighbours.
             self.shared.metrics.record_filtered();
             dispatcher.filtered(message.offset());
             return;
@@ -986,9 +999,8 @@ impl PartitionTask {
             Timestamp::CreateTime(t) => (Some(t), CREATE_TIME),
             Timestamp::LogAppendTime(t) => (Some(t), LOG_APPEND_TIME),
         };
-        let (ack, rx) = Ack::new();
         let record = KafkaRecord {
-            topic: self.tp.0.clone(),
+            topic: dispatcher.topic(),
             partition: self.tp.1,
             offset: message.offset(),
             timestamp,
@@ -996,20 +1008,25 @@ impl PartitionTask {
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
             headers,
-            ack,
         };
-        dispatcher.push(record, rx, Instant::now());
+        dispatcher.push(record, now);
     }
 
-    fn complete(&self, dispatcher: &mut Dispatcher, done: &Completion) {
-        if done.status == AckStatus::Abandoned {
+    fn complete(
+        &self,
+        dispatcher: &mut Dispatcher,
+        batch: &KafkaBatch,
+        outcome: &BatchOutcome,
+        now: Instant,
+    ) {
+        let abandoned = dispatcher.complete(batch, outcome, now);
+        if let Some(first) = abandoned {
             tracing::error!(
                 trigger = %self.shared.trigger, topic = %self.tp.0, partition = self.tp.1,
-                offset = done.offset,
-                "A record was abandoned without a final outcome; its partition will not commit past it until it is redelivered."
+                offset = first, records = outcome.abandoned(),
+                "Records were abandoned without a final outcome; the partition will not commit past them until they are redelivered."
             );
         }
-        dispatcher.complete(done, Instant::now());
     }
 
     fn store(&self, dispatcher: &mut Dispatcher) {
@@ -1032,7 +1049,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// A record read and not yet sent.
 struct Pending {
     record: KafkaRecord,
-    rx: AckReceiver,
     /// Its bytes in the event.
     len: usize,
 }
@@ -1040,8 +1056,8 @@ struct Pending {
 /// One partition's batching and ordering rules, without I/O: what to send, and when.
 pub(crate) struct Dispatcher {
     settings: Settings,
-    trigger: String,
-    topic: String,
+    trigger: Arc<str>,
+    topic: Arc<str>,
     partition: i32,
     /// Event bytes outside the records.
     envelope: usize,
@@ -1055,9 +1071,8 @@ pub(crate) struct Dispatcher {
     closed: bool,
     /// Bytes in `waiting` and `current`.
     buffered_bytes: usize,
-    /// Unresolved records per batch in flight.
-    batches: HashMap<u64, usize>,
-    next_batch: u64,
+    /// Batches handed to the handler and not finished.
+    in_flight: usize,
     /// Key mode: records in flight per key.
     in_flight_keys: HashMap<Bytes, usize>,
     pub(crate) watermark: Watermark,
@@ -1066,8 +1081,8 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(
         settings: Settings,
-        trigger: String,
-        topic: String,
+        trigger: Arc<str>,
+        topic: Arc<str>,
         partition: i32,
         envelope: usize,
     ) -> Self {
@@ -1083,11 +1098,15 @@ impl Dispatcher {
             current_since: None,
             closed: false,
             buffered_bytes: 0,
-            batches: HashMap::new(),
-            next_batch: 0,
+            in_flight: 0,
             in_flight_keys: HashMap::new(),
             watermark: Watermark::new(),
         }
+    }
+
+    /// The partition's topic, shared by its records.
+    pub(crate) fn topic(&self) -> Arc<str> {
+        Arc::clone(&self.topic)
     }
 
     /// Whether the partition may read more records (bounded memory).
@@ -1098,11 +1117,11 @@ impl Dispatcher {
     }
 
     /// A record to send.
-    fn push(&mut self, record: KafkaRecord, rx: AckReceiver, now: Instant) {
+    pub(crate) fn push(&mut self, record: KafkaRecord, now: Instant) {
         self.watermark.track(record.offset);
         let len = record_len(&record);
         self.buffered_bytes += len;
-        self.waiting.push_back(Pending { record, rx, len });
+        self.waiting.push_back(Pending { record, len });
         self.fill(now);
     }
 
@@ -1112,14 +1131,10 @@ impl Dispatcher {
         self.watermark.resolve(offset);
     }
 
-    fn in_flight(&self) -> usize {
-        self.batches.len()
-    }
-
     fn can_send(&self) -> bool {
         match self.settings.ordering {
-            Ordering::Partition => self.in_flight() == 0,
-            Ordering::Key => self.in_flight() < self.settings.max_in_flight,
+            Ordering::Partition => self.in_flight == 0,
+            Ordering::Key => self.in_flight < self.settings.max_in_flight,
         }
     }
 
@@ -1186,71 +1201,76 @@ impl Dispatcher {
         }
     }
 
-    /// Takes the current batch (if any) and the acks to await for it.
-    pub(crate) fn take_batch(&mut self, now: Instant) -> Option<(KafkaBatch, Vec<Tracked>)> {
+    /// Takes the current batch, if any: it is in flight until [`Dispatcher::complete`].
+    pub(crate) fn take_batch(&mut self, now: Instant) -> Option<KafkaBatch> {
         if self.current.is_empty() {
             return None;
         }
-        let id = self.next_batch;
-        self.next_batch += 1;
         let mut pending = std::mem::take(&mut self.current);
         // Key mode may let a held-back record join after later ones: restore offset order
         // (records of one key are already in order, so this never reorders a key).
-        pending.sort_by_key(|p| p.record.offset);
+        if self.settings.ordering == Ordering::Key {
+            pending.sort_by_key(|p| p.record.offset);
+        }
         self.closed = false;
         self.current_bytes = 0;
         self.current_since = None;
-        let key_mode = self.settings.ordering == Ordering::Key;
         let mut records = Vec::with_capacity(pending.len());
-        let mut tracked = Vec::with_capacity(pending.len());
-        for Pending { record, rx, len } in pending {
+        for Pending { record, len } in pending {
             self.buffered_bytes = self.buffered_bytes.saturating_sub(len);
-            let key = if key_mode { record.key.clone() } else { None };
-            if let Some(key) = &key {
-                *self.in_flight_keys.entry(key.clone()).or_default() += 1;
-            }
-            tracked.push(Tracked {
-                batch: id,
-                offset: record.offset,
-                key,
-                rx,
-            });
-            records.push(record);
-        }
-        self.batches.insert(id, records.len());
-        self.fill(now);
-        Some((
-            KafkaBatch {
-                trigger: self.trigger.clone(),
-                topic: self.topic.clone(),
-                partition: self.partition,
-                records,
-            },
-            tracked,
-        ))
-    }
-
-    /// A record's ack finished. Final outcomes move the watermark; abandoned ones only free
-    /// their batch and key.
-    fn complete(&mut self, done: &Completion, now: Instant) {
-        if let Some(left) = self.batches.get_mut(&done.batch) {
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                self.batches.remove(&done.batch);
-            }
-        }
-        if let Some(key) = &done.key {
-            if let Some(count) = self.in_flight_keys.get_mut(key) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.in_flight_keys.remove(key);
+            if self.settings.ordering == Ordering::Key {
+                if let Some(key) = &record.key {
+                    *self.in_flight_keys.entry(key.clone()).or_default() += 1;
                 }
             }
+            records.push(record);
         }
-        if let AckStatus::Final(_) = done.status {
-            self.watermark.resolve(done.offset);
+        self.in_flight += 1;
+        self.fill(now);
+        Some(KafkaBatch {
+            trigger: Arc::clone(&self.trigger),
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            records,
+        })
+    }
+
+    /// A batch taken with [`Dispatcher::take_batch`] finished: final outcomes move the
+    /// watermark; records without one only free their keys. Returns the offset of the first
+    /// record without an outcome, if any.
+    pub(crate) fn complete(
+        &mut self,
+        batch: &KafkaBatch,
+        outcome: &BatchOutcome,
+        now: Instant,
+    ) -> Option<i64> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let key_mode = self.settings.ordering == Ordering::Key;
+        let mut first_abandoned = None;
+        for (i, record) in batch.records.iter().enumerate() {
+            if key_mode {
+                self.release_key(record.key.as_ref());
+            }
+            if outcome.get(i).is_some() {
+                self.watermark.resolve(record.offset);
+            } else {
+                first_abandoned.get_or_insert(record.offset);
+            }
         }
         self.fill(now);
+        first_abandoned
+    }
+
+    fn release_key(&mut self, key: Option<&Bytes>) {
+        let Some(key) = key else {
+            return;
+        };
+        if let Some(count) = self.in_flight_keys.get_mut(key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.in_flight_keys.remove(key);
+            }
+        }
     }
 }
 
@@ -1259,8 +1279,6 @@ pub(crate) mod test_support {
     //! Hooks for the unit tests in `kafka/tests.rs`.
 
     use super::*;
-
-    pub(crate) use super::{Completion, Tracked};
 
     pub(crate) fn settings(batch_size: usize, window: Duration, ordering: Ordering) -> Settings {
         Settings {
@@ -1282,27 +1300,7 @@ pub(crate) mod test_support {
         settings
     }
 
-    pub(crate) fn push(d: &mut Dispatcher, record: KafkaRecord, rx: AckReceiver, now: Instant) {
-        d.push(record, rx, now);
-    }
-
-    pub(crate) fn complete(d: &mut Dispatcher, tracked: Tracked, status: AckStatus, now: Instant) {
-        d.complete(
-            &Completion {
-                batch: tracked.batch,
-                offset: tracked.offset,
-                key: tracked.key,
-                status,
-            },
-            now,
-        );
-    }
-
     pub(crate) fn is_secret(key: &str) -> bool {
         super::super::redact::is_secret_key(key)
-    }
-
-    pub(crate) fn offset_of(t: &Tracked) -> i64 {
-        t.offset
     }
 }

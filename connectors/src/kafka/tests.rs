@@ -8,29 +8,24 @@ use impulse_config::{KafkaTriggerConfig, Ordering};
 use tokio::time::Instant;
 
 use super::event::{envelope_len, group_envelope_len, record_len, CREATE_TIME};
-use super::source::test_support::{self, Tracked};
+use super::source::test_support;
 use super::source::Dispatcher;
-use super::{KafkaBatch, KafkaRecord, KafkaSource};
-use crate::contract::{Ack, AckReceiver, AckStatus, Outcome};
+use super::{BatchOutcome, KafkaBatch, KafkaRecord, KafkaSource};
+use crate::contract::Outcome;
 
 const WINDOW: Duration = Duration::from_millis(500);
 
-fn record(offset: i64, key: Option<&str>) -> (KafkaRecord, AckReceiver) {
-    let (ack, rx) = Ack::new();
-    (
-        KafkaRecord {
-            topic: "t".to_owned(),
-            partition: 0,
-            offset,
-            timestamp: Some(1),
-            timestamp_type: CREATE_TIME,
-            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(Bytes::from_static(b"{}")),
-            headers: Vec::new(),
-            ack,
-        },
-        rx,
-    )
+fn record(offset: i64, key: Option<&str>) -> KafkaRecord {
+    KafkaRecord {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        timestamp: Some(1),
+        timestamp_type: CREATE_TIME,
+        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        value: Some(Bytes::from_static(b"{}")),
+        headers: Vec::new(),
+    }
 }
 
 fn dispatcher(batch_size: usize, ordering: Ordering) -> Dispatcher {
@@ -50,32 +45,30 @@ fn dispatcher_with(
     );
     Dispatcher::new(
         settings,
-        "trig".to_owned(),
-        "t".to_owned(),
+        "trig".into(),
+        "t".into(),
         0,
         envelope_len("k:9092") + group_envelope_len("t", 0),
     )
 }
 
 fn push(d: &mut Dispatcher, offset: i64, key: Option<&str>, now: Instant) {
-    let (r, rx) = record(offset, key);
-    test_support::push(d, r, rx, now);
+    d.push(record(offset, key), now);
 }
 
 fn offsets(batch: &KafkaBatch) -> Vec<i64> {
     batch.records.iter().map(|r| r.offset).collect()
 }
 
-/// Takes a batch, resolving the records' acks later through `tracked`.
-fn take(d: &mut Dispatcher, now: Instant) -> (KafkaBatch, Vec<Tracked>) {
+/// Takes the batch that is ready now.
+fn take(d: &mut Dispatcher, now: Instant) -> KafkaBatch {
     assert!(d.ready(now), "no batch is ready");
     d.take_batch(now).expect("a batch")
 }
 
-fn complete_all(d: &mut Dispatcher, tracked: Vec<Tracked>, now: Instant) {
-    for t in tracked {
-        test_support::complete(d, t, AckStatus::Final(Outcome::Delivered), now);
-    }
+fn complete_all(d: &mut Dispatcher, batch: &KafkaBatch, now: Instant) {
+    let outcome = BatchOutcome::all(batch.records.len(), Outcome::Delivered);
+    assert_eq!(d.complete(batch, &outcome, now), None);
 }
 
 #[test]
@@ -85,50 +78,44 @@ fn a_full_batch_goes_at_once_and_a_partial_one_after_the_window() {
     for o in 0..4 {
         push(&mut d, o, None, t0);
     }
-    let (batch, tracked) = take(&mut d, t0);
+    let batch = take(&mut d, t0);
     assert_eq!(offsets(&batch), [0, 1, 2]);
     assert_eq!(
-        (
-            batch.trigger.as_str(),
-            batch.topic.as_str(),
-            batch.partition
-        ),
+        (&*batch.trigger, &*batch.topic, batch.partition),
         ("trig", "t", 0)
     );
     // Offset 3 is buffered, but one batch is in flight: nothing is ready, no timer runs.
     assert!(!d.ready(t0 + WINDOW * 10));
     assert_eq!(d.deadline(), None);
-    complete_all(&mut d, tracked, t0);
+    complete_all(&mut d, &batch, t0);
     assert_eq!(d.watermark.take_store(), Some(3));
     // The window of offset 3 started when it joined the batch (at t0).
     assert_eq!(d.deadline(), Some(t0 + WINDOW));
     assert!(!d.ready(t0 + WINDOW - Duration::from_millis(1)));
-    let (batch, _) = take(&mut d, t0 + WINDOW);
+    let batch = take(&mut d, t0 + WINDOW);
     assert_eq!(offsets(&batch), [3]);
 }
 
 #[test]
-fn partition_mode_keeps_one_batch_in_flight_until_every_ack_is_in() {
+fn partition_mode_keeps_one_batch_in_flight_and_abandoned_records_hold_the_watermark() {
     let t0 = Instant::now();
     let mut d = dispatcher(2, Ordering::Partition);
     for o in 0..6 {
         push(&mut d, o, Some("k"), t0);
     }
-    let (first, mut tracked) = take(&mut d, t0);
+    let first = take(&mut d, t0);
     assert_eq!(offsets(&first), [0, 1]);
-    let last = tracked.pop().expect("two");
-    complete_all(&mut d, tracked, t0);
-    assert!(
-        !d.ready(t0 + WINDOW),
-        "a record of the first batch is still out"
-    );
-    // An abandoned ack frees the batch but not the watermark.
-    test_support::complete(&mut d, last, AckStatus::Abandoned, t0);
-    let (second, tracked) = take(&mut d, t0);
+    assert!(!d.ready(t0 + WINDOW), "the first batch is still out");
+    // Offset 1 has no outcome: it frees the partition but not the watermark.
+    let mut outcome = BatchOutcome::unresolved(2);
+    outcome.resolve(0..1, Outcome::Delivered);
+    assert_eq!(d.complete(&first, &outcome, t0), Some(1));
+    let second = take(&mut d, t0);
     assert_eq!(offsets(&second), [2, 3]);
     assert_eq!(d.watermark.take_store(), Some(1), "offset 1 was abandoned");
-    complete_all(&mut d, tracked, t0);
+    complete_all(&mut d, &second, t0);
     assert_eq!(d.watermark.take_store(), None, "still held at 1");
+    assert_eq!(d.watermark.unresolved(), 3, "1 abandoned, 4 and 5 buffered");
 }
 
 #[test]
@@ -138,30 +125,46 @@ fn key_mode_runs_batches_in_parallel_but_never_overtakes_a_key() {
     // a0 b1 | a2 c3 | …: a2 must wait for a0's batch.
     push(&mut d, 0, Some("a"), t0);
     push(&mut d, 1, Some("b"), t0);
-    let (first, first_acks) = take(&mut d, t0);
+    let first = take(&mut d, t0);
     assert_eq!(offsets(&first), [0, 1]);
     push(&mut d, 2, Some("a"), t0);
     push(&mut d, 3, Some("c"), t0);
     push(&mut d, 4, Some("c"), t0);
     push(&mut d, 5, None, t0);
     // a2 is held back; c3 and c4 (same key, offset order, one batch) go in parallel.
-    let (second, second_acks) = take(&mut d, t0);
+    let second = take(&mut d, t0);
     assert_eq!(offsets(&second), [3, 4]);
     // The null-key record has no order: it may go now too.
-    let (third, third_acks) = take(&mut d, t0 + WINDOW);
+    let third = take(&mut d, t0 + WINDOW);
     assert_eq!(offsets(&third), [5]);
     assert!(!d.ready(t0 + WINDOW * 2), "a2 waits for a0");
-    complete_all(&mut d, third_acks, t0);
-    complete_all(&mut d, second_acks, t0);
+    complete_all(&mut d, &third, t0);
+    complete_all(&mut d, &second, t0);
     assert_eq!(
         d.watermark.take_store(),
         Some(0),
         "offsets 0 and 1 are unresolved"
     );
-    complete_all(&mut d, first_acks, t0);
+    complete_all(&mut d, &first, t0);
     assert_eq!(d.watermark.take_store(), Some(2));
-    let (fourth, _) = take(&mut d, t0 + WINDOW * 2);
+    let fourth = take(&mut d, t0 + WINDOW * 2);
     assert_eq!(offsets(&fourth), [2]);
+}
+
+#[test]
+fn key_mode_releases_keys_of_abandoned_records() {
+    let t0 = Instant::now();
+    let mut d = dispatcher(1, Ordering::Key);
+    push(&mut d, 0, Some("a"), t0);
+    let first = take(&mut d, t0);
+    push(&mut d, 1, Some("a"), t0);
+    assert!(!d.ready(t0 + WINDOW), "a1 waits for a0");
+    assert_eq!(
+        d.complete(&first, &BatchOutcome::unresolved(1), t0),
+        Some(0)
+    );
+    assert_eq!(offsets(&take(&mut d, t0)), [1]);
+    assert_eq!(d.watermark.take_store(), Some(0), "a0 was abandoned");
 }
 
 #[test]
@@ -169,14 +172,14 @@ fn key_mode_holds_back_every_later_record_of_a_waiting_key() {
     let t0 = Instant::now();
     let mut d = dispatcher(10, Ordering::Key);
     push(&mut d, 0, Some("a"), t0);
-    let (_, first_acks) = take(&mut d, t0 + WINDOW);
+    let first = take(&mut d, t0 + WINDOW);
     push(&mut d, 1, Some("a"), t0);
     push(&mut d, 2, Some("b"), t0);
     push(&mut d, 3, Some("a"), t0);
-    let (batch, _) = take(&mut d, t0 + WINDOW);
+    let batch = take(&mut d, t0 + WINDOW);
     assert_eq!(offsets(&batch), [2], "both later `a` records wait");
-    complete_all(&mut d, first_acks, t0);
-    let (batch, _) = take(&mut d, t0 + WINDOW * 2);
+    complete_all(&mut d, &first, t0);
+    let batch = take(&mut d, t0 + WINDOW * 2);
     assert_eq!(offsets(&batch), [1, 3], "in offset order, one batch");
 }
 
@@ -187,40 +190,39 @@ fn key_mode_caps_batches_in_flight() {
     for (o, k) in ["a", "b", "c"].iter().enumerate() {
         push(&mut d, o as i64, Some(k), t0);
     }
-    let (_, first) = take(&mut d, t0);
+    let first = take(&mut d, t0);
     let _second = take(&mut d, t0);
     assert!(!d.ready(t0 + WINDOW), "two in flight");
-    complete_all(&mut d, first, t0);
-    let (third, _) = take(&mut d, t0);
+    complete_all(&mut d, &first, t0);
+    let third = take(&mut d, t0);
     assert_eq!(offsets(&third), [2]);
 }
 
 #[test]
 fn a_batch_never_passes_the_byte_limit_but_a_big_record_goes_alone() {
     let t0 = Instant::now();
-    let (probe, _) = record(0, None);
-    let one = record_len(&probe) + 1;
+    let one = record_len(&record(0, None)) + 1;
     let envelope = envelope_len("k:9092") + group_envelope_len("t", 0);
     // Room for exactly two records.
     let mut d = dispatcher_with(100, Ordering::Partition, envelope + 2 * one, 1);
     for o in 0..5 {
         push(&mut d, o, None, t0);
     }
-    let (batch, acks) = take(&mut d, t0);
+    let batch = take(&mut d, t0);
     assert_eq!(offsets(&batch), [0, 1]);
     assert!(batch.encode("k:9092").len() <= envelope + 2 * one);
-    complete_all(&mut d, acks, t0);
-    let (batch, _) = take(&mut d, t0);
+    complete_all(&mut d, &batch, t0);
+    let batch = take(&mut d, t0);
     assert_eq!(offsets(&batch), [2, 3]);
 
     // Smaller than one record: each goes alone.
     let mut d = dispatcher_with(100, Ordering::Partition, 10, 1);
     push(&mut d, 0, None, t0);
     push(&mut d, 1, None, t0);
-    let (batch, acks) = take(&mut d, t0);
+    let batch = take(&mut d, t0);
     assert_eq!(offsets(&batch), [0]);
-    complete_all(&mut d, acks, t0);
-    assert_eq!(offsets(&take(&mut d, t0).0), [1]);
+    complete_all(&mut d, &batch, t0);
+    assert_eq!(offsets(&take(&mut d, t0)), [1]);
 }
 
 #[test]
@@ -231,29 +233,29 @@ fn filtered_records_resolve_at_once_but_never_pass_an_open_record() {
     d.filtered(1);
     d.filtered(2);
     assert_eq!(d.watermark.take_store(), Some(0));
-    let (_, acks) = take(&mut d, t0 + WINDOW);
-    complete_all(&mut d, acks, t0);
+    let batch = take(&mut d, t0 + WINDOW);
+    complete_all(&mut d, &batch, t0);
     assert_eq!(d.watermark.take_store(), Some(3));
     d.filtered(3);
     assert_eq!(d.watermark.take_store(), Some(4));
 }
 
 #[test]
-fn out_of_order_completions_store_the_contiguous_prefix() {
+fn a_partial_outcome_stores_the_contiguous_prefix() {
     let t0 = Instant::now();
     let mut d = dispatcher(5, Ordering::Partition);
     for o in 10..15 {
         push(&mut d, o, None, t0);
     }
-    let (_, mut acks) = take(&mut d, t0);
+    let batch = take(&mut d, t0);
     assert_eq!(d.watermark.take_store(), Some(10));
-    acks.sort_by_key(|t| std::cmp::Reverse(test_support::offset_of(t)));
-    let mut stores = Vec::new();
-    for t in acks {
-        test_support::complete(&mut d, t, AckStatus::Final(Outcome::DeadLettered), t0);
-        stores.push(d.watermark.take_store());
-    }
-    assert_eq!(stores, [None, None, None, None, Some(15)]);
+    // 10–11 delivered, 12 without an outcome, 13–14 dead-lettered.
+    let mut outcome = BatchOutcome::unresolved(5);
+    outcome.resolve(0..2, Outcome::Delivered);
+    outcome.resolve(3..5, Outcome::DeadLettered);
+    assert_eq!(d.complete(&batch, &outcome, t0), Some(12));
+    assert_eq!(d.watermark.take_store(), Some(12));
+    assert_eq!(d.watermark.unresolved(), 1);
 }
 
 #[test]

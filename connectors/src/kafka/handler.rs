@@ -1,0 +1,161 @@
+//! What the Kafka source drives: a handler that takes a batch to final outcomes.
+//!
+//! The source owns one task per assigned partition, and that task polls the handler's future
+//! itself: reading the next records, invoking the function and moving the watermark happen in
+//! one task, with no channel or task hop in between (the Kafka → HTTP benchmark's hot path).
+//! The handler is the broker's (invoke, retry, dead-letter); the source never sees a function.
+//!
+//! The handler's [`BatchOutcome`] is the batch's acknowledgement: per record, a final
+//! [`Outcome`] or nothing. A record without one (the handler stopped at shutdown, or its
+//! future was dropped) is **abandoned**: the partition never commits past it, and the next
+//! owner reads it again (RELIABILITY.md, invariant 1).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::KafkaBatch;
+use crate::contract::Outcome;
+
+/// Takes each batch of a partition to a final outcome per record.
+///
+/// The source calls it for one batch at a time per partition (`ordering = "partition"`), or
+/// for several whose keys do not overlap (`ordering = "key"`), and polls the future from the
+/// partition's task.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Processes `batch`. The future resolves once every record has a final outcome, or when
+    /// the handler gives up on the rest (shutdown); those records stay unacknowledged.
+    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome>;
+}
+
+/// The outcome of each record of a batch: final, or not (abandoned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    len: usize,
+    repr: Repr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    /// Every record has the same fate: the common case, without a per-record vector.
+    Uniform(Option<Outcome>),
+    /// Record by record, in batch order.
+    PerRecord(Vec<Option<Outcome>>),
+}
+
+impl BatchOutcome {
+    /// No record of a batch of `len` has an outcome yet.
+    pub fn unresolved(len: usize) -> Self {
+        Self {
+            len,
+            repr: Repr::Uniform(None),
+        }
+    }
+
+    /// Every record of a batch of `len` ended with `outcome`.
+    pub fn all(len: usize, outcome: Outcome) -> Self {
+        Self {
+            len,
+            repr: Repr::Uniform(Some(outcome)),
+        }
+    }
+
+    /// Records `outcome` for the records at `range` (indexes into the batch). A record that
+    /// already has an outcome keeps the first one.
+    pub fn resolve(&mut self, range: Range<usize>, outcome: Outcome) {
+        let range = range.start.min(self.len)..range.end.min(self.len);
+        if range.is_empty() {
+            return;
+        }
+        if range == (0..self.len) && self.repr == Repr::Uniform(None) {
+            self.repr = Repr::Uniform(Some(outcome));
+            return;
+        }
+        if let Repr::Uniform(uniform) = self.repr {
+            self.repr = Repr::PerRecord(vec![uniform; self.len]);
+        }
+        if let Repr::PerRecord(per_record) = &mut self.repr {
+            for slot in &mut per_record[range] {
+                slot.get_or_insert(outcome);
+            }
+        }
+    }
+
+    /// The outcome of the record at `index`; `None` if it has none (abandoned) or is out of
+    /// range.
+    pub fn get(&self, index: usize) -> Option<Outcome> {
+        if index >= self.len {
+            return None;
+        }
+        match &self.repr {
+            Repr::Uniform(outcome) => *outcome,
+            Repr::PerRecord(per_record) => per_record[index],
+        }
+    }
+
+    /// How many records have no final outcome.
+    pub fn abandoned(&self) -> usize {
+        match &self.repr {
+            Repr::Uniform(None) => self.len,
+            Repr::Uniform(Some(_)) => 0,
+            Repr::PerRecord(per_record) => per_record.iter().filter(|o| o.is_none()).count(),
+        }
+    }
+
+    /// The number of records the outcome covers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it covers no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_batch_stays_uniform() {
+        let mut outcome = BatchOutcome::unresolved(3);
+        assert_eq!(outcome.abandoned(), 3);
+        outcome.resolve(0..3, Outcome::Delivered);
+        assert_eq!(outcome, BatchOutcome::all(3, Outcome::Delivered));
+        assert_eq!(outcome.get(2), Some(Outcome::Delivered));
+        assert_eq!(outcome.get(3), None, "out of range");
+        assert_eq!(outcome.abandoned(), 0);
+    }
+
+    #[test]
+    fn parts_are_tracked_per_record_and_the_first_outcome_wins() {
+        let mut outcome = BatchOutcome::unresolved(5);
+        outcome.resolve(0..2, Outcome::Delivered);
+        outcome.resolve(3..4, Outcome::DeadLettered);
+        outcome.resolve(1..4, Outcome::Dropped);
+        let got: Vec<_> = (0..5).map(|i| outcome.get(i)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(Outcome::Delivered),
+                Some(Outcome::Delivered),
+                Some(Outcome::Dropped),
+                Some(Outcome::DeadLettered),
+                None,
+            ]
+        );
+        assert_eq!(outcome.abandoned(), 1);
+    }
+
+    #[test]
+    fn out_of_range_parts_are_ignored() {
+        let mut outcome = BatchOutcome::unresolved(2);
+        outcome.resolve(2..9, Outcome::Delivered);
+        assert_eq!(outcome.abandoned(), 2);
+        outcome.resolve(1..9, Outcome::Delivered);
+        assert_eq!(outcome.get(1), Some(Outcome::Delivered));
+        assert_eq!(outcome.abandoned(), 1);
+    }
+}
