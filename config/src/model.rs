@@ -670,6 +670,13 @@ pub struct KafkaTriggerConfig {
     /// cluster must not be one of `topics`.
     #[serde(default)]
     pub on_failure: Option<DestinationConfig>,
+    /// A compacted topic on the trigger's cluster holding retry attempt counts, shared by every
+    /// instance of the trigger's group, so that a count survives a restart **or** a rebalance to
+    /// another instance (keyed `<group_id>/<topic>-<partition>@<offset>`; several triggers and
+    /// groups may share one topic). Created with `cleanup.policy=compact` when missing. Unset:
+    /// counts are kept in `queue.data_dir`, which only an instance using the same directory sees.
+    #[serde(default)]
+    pub attempts_topic: Option<String>,
     /// Extra librdkafka consumer properties, passed through. Properties the broker owns (group,
     /// offsets, commits, bootstrap servers) are rejected.
     #[serde(default, deserialize_with = "support::string_map::deserialize")]
@@ -718,6 +725,7 @@ impl fmt::Debug for KafkaTriggerConfig {
             )
             .field("ordering", &self.ordering)
             .field("on_failure", &self.on_failure)
+            .field("attempts_topic", &self.attempts_topic)
             .field(
                 "librdkafka_options",
                 &DebugSecretMap(&self.librdkafka_options),

@@ -123,6 +123,7 @@ fn full_config_values() {
     assert_eq!(orders.batch_window, Duration::from_secs(2));
     assert_eq!(orders.librdkafka_options["fetch.max.bytes"], "1048576");
     assert_eq!(orders.ordering, Ordering::Key);
+    assert_eq!(orders.attempts_topic.as_deref(), Some("impulse-attempts"));
 
     let admin = &config.auth.tokens["admin"];
     assert_eq!(admin.role, Role::Admin);
@@ -205,6 +206,10 @@ expression = "rate(1 hour)"
         (100, Duration::from_millis(500))
     );
     assert_eq!(k.max_retry_attempts, None);
+    assert_eq!(
+        k.attempts_topic, None,
+        "counts stay in queue.data_dir by default"
+    );
     assert_eq!(k.starting_position, StartingPosition::Latest);
     let TriggerConfig::Redis(r) = &config.triggers["r"] else {
         panic!()
@@ -455,6 +460,113 @@ flexible_window = "30s"
 }
 
 #[test]
+fn attempts_topic_rules() {
+    let toml = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.ok]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = "impulse.attempts_v1-x"
+
+[triggers.empty]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = ""
+
+[triggers.dots]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = ".."
+
+[triggers.chars]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = "attempts/orders"
+
+[triggers.source]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t", "u"]
+attempts_topic = "u"
+
+[triggers.dlq]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = "t-dlq"
+on_failure = { type = "kafka", bootstrap_servers = "k:9092", topic = "t-dlq" }
+
+[triggers.other_cluster]
+type = "kafka"
+function = "f"
+bootstrap_servers = "k:9092"
+topics = ["t"]
+attempts_topic = "t-dlq"
+on_failure = { type = "kafka", bootstrap_servers = "elsewhere:9092", topic = "t-dlq" }
+"#;
+    let found = errors(toml, Format::Toml, "a.toml", &no_env());
+    let long = "a".repeat(250);
+    assert_eq!(
+        found,
+        [
+            "a.toml:17: triggers.empty.attempts_topic: invalid Kafka topic \"\": must be 1 to 249 characters",
+            "a.toml:24: triggers.dots.attempts_topic: invalid Kafka topic \"..\"",
+            "a.toml:31: triggers.chars.attempts_topic: invalid Kafka topic \"attempts/orders\": use A-Z, a-z, 0-9, `.`, `_` and `-`",
+            "a.toml:38: triggers.source.attempts_topic: \"u\" is a source topic of this trigger; attempt counts would be consumed as records",
+            "a.toml:45: triggers.dlq.attempts_topic: \"t-dlq\" is this trigger's on_failure topic on the same cluster; use a separate, compacted topic for attempt counts",
+        ]
+    );
+    let too_long = format!(
+        "[functions.f]\ntarget = {{ type = \"http\", endpoint = \"http://x\" }}\n\n\
+         [triggers.k]\ntype = \"kafka\"\nfunction = \"f\"\nbootstrap_servers = \"k:9092\"\n\
+         topics = [\"t\"]\nattempts_topic = \"{long}\"\n"
+    );
+    let found = errors(&too_long, Format::Toml, "l.toml", &no_env());
+    assert_eq!(
+        found,
+        [format!(
+            "l.toml:9: triggers.k.attempts_topic: invalid Kafka topic \"{long}\": must be 1 to 249 characters"
+        )]
+    );
+    // 249 characters is the limit, inclusive.
+    let longest = too_long.replace(&long, &long[..249]);
+    let TriggerConfig::Kafka(k) = &ok(&longest, Format::Toml).triggers["k"] else {
+        panic!("kafka")
+    };
+    assert_eq!(k.attempts_topic.as_deref().map(str::len), Some(249));
+    // YAML: the same rule, with the field's line.
+    let yaml = "functions:\n  f:\n    target: {type: http, endpoint: \"http://x\"}\ntriggers:\n  k:\n    type: kafka\n    function: f\n    bootstrap_servers: \"k:9092\"\n    topics: [t]\n    attempts_topic: \".\"\n";
+    let found = errors(yaml, Format::Yaml, "a.yaml", &no_env());
+    assert_eq!(
+        found,
+        ["a.yaml:10: triggers.k.attempts_topic: invalid Kafka topic \".\""]
+    );
+    // Unknown fields next to it are still rejected (`deny_unknown_fields`).
+    let typo = "[functions.f]\ntarget = { type = \"http\", endpoint = \"http://x\" }\n\n\
+                [triggers.k]\ntype = \"kafka\"\nfunction = \"f\"\nbootstrap_servers = \"k:9092\"\n\
+                topics = [\"t\"]\nattempt_topic = \"x\"\n";
+    let found = errors(typo, Format::Toml, "t.toml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("t.toml:9: triggers.k.attempt_topic: unknown field `attempt_topic`"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("`attempts_topic`"), "{found:?}");
+}
+
+#[test]
 fn token_rules() {
     let toml = r#"
 [auth.tokens.both]
@@ -696,6 +808,10 @@ fn json_schema_describes_the_model() {
     // Doc comments become descriptions.
     assert!(text.contains("Lambda"), "descriptions missing");
     assert!(text.contains("ScheduleExpression"));
+    assert!(
+        text.contains("attempts_topic") && text.contains("compacted topic"),
+        "attempts_topic is documented in the schema"
+    );
 }
 
 #[test]

@@ -531,12 +531,46 @@ impl Validator {
                 }
             }
         }
+        if let Some(topic) = &kafka.attempts_topic {
+            self.attempts_topic(path.key("attempts_topic"), kafka, topic);
+        }
         self.owned_options(
             &path.key("librdkafka_options"),
             &kafka.librdkafka_options,
             KAFKA_CONSUMER_OWNED,
         );
         self.kafka_filter(&path.key("filter"), &kafka.filter);
+    }
+
+    /// `attempts_topic`: a valid topic name on the trigger's cluster that holds nothing else
+    /// the trigger reads or writes (its records are compacted by key, and a source topic would
+    /// be consumed as events).
+    fn attempts_topic(&mut self, path: FieldPath, kafka: &KafkaTriggerConfig, topic: &str) {
+        if let Err(message) = check_topic(topic) {
+            self.error(path, message);
+            return;
+        }
+        if kafka.topics.iter().any(|t| t == topic) {
+            self.error(
+                path,
+                format!(
+                    "\"{topic}\" is a source topic of this trigger; attempt counts would be \
+                     consumed as records"
+                ),
+            );
+        } else if let Some(DestinationConfig::Kafka(dest)) = &kafka.on_failure {
+            if dest.topic == topic
+                && same_cluster(&kafka.bootstrap_servers, &dest.bootstrap_servers)
+            {
+                self.error(
+                    path,
+                    format!(
+                        "\"{topic}\" is this trigger's on_failure topic on the same cluster; \
+                         use a separate, compacted topic for attempt counts"
+                    ),
+                );
+            }
+        }
     }
 
     /// Filter patterns (EventBridge subset). The Kafka source compiles them with the same
