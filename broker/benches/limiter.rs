@@ -1,5 +1,6 @@
 //! Cost per admission: `Limiter::try_acquire` + drop, against a bare tokio `Semaphore`
-//! `try_acquire` + drop, in the same run.
+//! `try_acquire` + drop, in the same run; plus the metric handle updates on the invocation path
+//! (the concurrency gauge, and the invoker's per-attempt counter and histogram) on their own.
 //!
 //! Run with `cargo bench -p impulse-broker --bench limiter`. After criterion's report this prints
 //! each limiter case as a multiple of the semaphore baseline.
@@ -7,11 +8,12 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use impulse_config::{Config, FunctionConfig};
-use impulse_connectors::telemetry;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use impulse_connectors::telemetry::{self, ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -29,7 +31,13 @@ const GROUP: &str = "admission";
 const BASELINE: &str = "semaphore_try_acquire_drop";
 const LIMITER: &str = "limiter_try_acquire_drop";
 const LIMITER_PROMETHEUS: &str = "limiter_try_acquire_drop_prometheus";
-const GAUGE: &str = "telemetry_concurrent_executions";
+const GAUGE: &str = "concurrency_gauge_started_finished_prometheus";
+const INVOCATION: &str = "invocation_metrics_completed_prometheus";
+
+/// Histogram samples recorded between two upkeeps (the broker runs one every 5 s): the
+/// exporter buffers samples until upkeep folds them into buckets, so a run of millions of
+/// iterations without one would grow that buffer without bound.
+const UPKEEP_EVERY: u64 = 4096;
 
 /// One function whose limits the benchmark never reaches: 1000 reserved slots (at most one is
 /// in use) and a rate of `u32::MAX` per second with an equal burst.
@@ -47,6 +55,17 @@ fn ample_limiter() -> Limiter {
     Limiter::new(&config)
 }
 
+/// The broker's exporter, with the broker's buckets for the invocation duration histogram.
+fn prometheus() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(telemetry::INVOCATION_DURATION_SECONDS.to_owned()),
+            telemetry::DURATION_BUCKETS,
+        )
+        .expect("the duration buckets are not empty")
+        .build_recorder()
+}
+
 fn admission(c: &mut Criterion) {
     let mut group = c.benchmark_group(GROUP);
 
@@ -55,23 +74,54 @@ fn admission(c: &mut Criterion) {
         b.iter(|| drop(black_box(semaphore.try_acquire())));
     });
 
-    // No metrics recorder installed: the telemetry calls reach metrics' no-op recorder.
+    // No metrics recorder installed: the gauge handle is metrics' no-op handle.
     let limiter = ample_limiter();
     group.bench_function(LIMITER, |b| {
         b.iter(|| drop(black_box(limiter.try_acquire(black_box("bench")))));
     });
 
-    // The broker's exporter: the gauge and counters are real.
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // The broker's exporter: the gauge is real. Handles are bound to the recorder installed when
+    // they are registered, so this limiter (and each handle below) is built under it.
+    let recorder = prometheus();
     metrics::with_local_recorder(&recorder, || {
+        let limiter = ample_limiter();
         group.bench_function(LIMITER_PROMETHEUS, |b| {
             b.iter(|| drop(black_box(limiter.try_acquire(black_box("bench")))));
         });
-    });
 
-    // One of the two gauge updates each admission makes (no recorder), for the breakdown.
-    group.bench_function(GAUGE, |b| {
-        b.iter(|| telemetry::concurrent_executions(black_box("bench"), black_box(1)));
+        // The two gauge updates each admission makes, for the breakdown.
+        let gauge = ConcurrencyGauge::new("bench");
+        group.bench_function(GAUGE, |b| {
+            b.iter(|| {
+                black_box(&gauge).started();
+                black_box(&gauge).finished();
+            });
+        });
+
+        // The invoker's metrics layer per attempt: the trigger lookup, one counter increment
+        // and one histogram sample. Upkeep runs between timed chunks, as the broker's timer would.
+        let metrics = InvocationMetrics::new("bench");
+        let trigger: Arc<str> = Arc::from("orders");
+        let handle = recorder.handle();
+        group.bench_function(INVOCATION, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let chunk = left.min(UPKEEP_EVERY);
+                    let start = Instant::now();
+                    for _ in 0..chunk {
+                        black_box(&metrics)
+                            .trigger(black_box(&trigger))
+                            .completed(InvocationOutcome::Success, Duration::from_millis(3));
+                    }
+                    timed += start.elapsed();
+                    left -= chunk;
+                    handle.run_upkeep();
+                }
+                timed
+            });
+        });
     });
 
     group.finish();
@@ -104,9 +154,9 @@ fn main() {
         return; // `--test` or a filter: nothing measured.
     };
     println!("\ncost per admission, relative to a bare semaphore try_acquire + drop:");
-    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE] {
+    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE, INVOCATION] {
         if let Some(time) = estimate_ns(&output, name) {
-            println!("  {name:<38} {time:>8.1} ns  {:>5.1}×", time / baseline);
+            println!("  {name:<44} {time:>8.1} ns  {:>5.1}×", time / baseline);
         }
     }
 }

@@ -64,7 +64,7 @@ impl Functions {
             let service = match &function.target {
                 TargetConfig::Http(http) => {
                     match HttpFunction::new(client.clone(), &http.endpoint) {
-                        Ok(target) => stack(function, target),
+                        Ok(target) => stack(name, function, target),
                         Err(err) => {
                             errors.push(format!("functions.{name}.target.endpoint: {err}"));
                             continue;
@@ -81,7 +81,7 @@ impl Functions {
                     match ProcessFunction::new(name, process, function.timeout, max_environments) {
                         Ok(target) => {
                             processes.push(target.clone());
-                            stack(function, target)
+                            stack(name, function, target)
                         }
                         Err(err) => {
                             errors.push(format!("functions.{name}.target: {err}"));
@@ -133,7 +133,7 @@ impl Functions {
 }
 
 /// The stack every target gets: metrics → deadline → target.
-fn stack<T>(function: &FunctionConfig, target: T) -> FunctionService
+fn stack<T>(name: &str, function: &FunctionConfig, target: T) -> FunctionService
 where
     T: tower::Service<Invocation, Response = InvocationResponse, Error = InvokeError>
         + Clone
@@ -143,7 +143,7 @@ where
     T::Future: Send + 'static,
 {
     let service = ServiceBuilder::new()
-        .layer(MetricsLayer)
+        .layer(MetricsLayer::new(name))
         .layer(DeadlineLayer::new(function.timeout))
         .service(target);
     FunctionService::new(service)

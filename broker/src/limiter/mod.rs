@@ -35,13 +35,13 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use impulse_config::{Config, RateConfig};
-use impulse_connectors::telemetry::{self, Limit};
+use impulse_connectors::telemetry::{self, ConcurrencyGauge, Limit};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 
 use self::clock::{TokioClock, TokioInstant};
@@ -64,7 +64,8 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    /// Builds the limits of every function in `config`.
+    /// Builds the limits of every function in `config`, registering each function's
+    /// `impulse_concurrent_executions` gauge: install the metrics recorder first.
     ///
     /// Expects a validated config. It does not panic on one that is not: a zero `rate` is
     /// treated as 1 per second, and reserved concurrency beyond the account leaves an empty
@@ -106,7 +107,7 @@ impl Limiter {
                     quota,
                     rate: RateLimiter::direct_with_clock(quota, TokioClock),
                     rate_queue: AsyncMutex::new(()),
-                    executions: Mutex::new(0),
+                    executions: ConcurrencyGauge::new(name),
                 };
                 (name.as_str().into(), Arc::new(limits))
             })
@@ -223,8 +224,10 @@ struct FunctionLimits {
     /// `until_ready_with_jitter` does with random delays (avoid a thundering herd), without the
     /// delays, which would cost throughput when the burst is small. (tokio's `Mutex` is fair.)
     rate_queue: AsyncMutex<()>,
-    /// Attempts holding a [`Permit`]: the `impulse_concurrent_executions` gauge.
-    executions: Mutex<usize>,
+    /// Attempts holding a [`Permit`]: the `impulse_concurrent_executions` gauge, registered
+    /// once so that an admission updates it with an atomic operation rather than a registry
+    /// lookup. The gauge is the count; nothing else reads it.
+    executions: ConcurrencyGauge,
 }
 
 /// Where a function's concurrency slots come from.
@@ -288,23 +291,6 @@ impl FunctionLimits {
         }
         drop(turn);
     }
-
-    /// Records one more (`started`) or one fewer running attempt.
-    fn executions_changed(&self, started: bool) {
-        // The gauge is set while the lock is held, so gauge updates happen in the order of the
-        // count's changes and the last value set is the current count. (With an atomic count, a
-        // thread could set a stale value after another had set a newer one.)
-        let mut executions = self
-            .executions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if started {
-            *executions += 1;
-        } else {
-            *executions = executions.saturating_sub(1);
-        }
-        telemetry::concurrent_executions(&self.name, *executions);
-    }
 }
 
 impl fmt::Debug for FunctionLimits {
@@ -334,7 +320,7 @@ pub(crate) struct Permit {
 
 impl Permit {
     fn new(limits: Arc<FunctionLimits>, slot: OwnedSemaphorePermit) -> Self {
-        limits.executions_changed(true);
+        limits.executions.started();
         Self {
             limits,
             _slot: slot,
@@ -344,7 +330,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limits.executions_changed(false);
+        self.limits.executions.finished();
     }
 }
 

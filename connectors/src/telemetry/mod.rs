@@ -3,7 +3,13 @@
 //! Labels take values from bounded sets only: configured names and `&'static str` codes.
 #![allow(clippy::disallowed_macros)] // this module is where the metrics macros belong
 
+mod function;
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
+
+pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
 /// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
@@ -111,6 +117,21 @@ pub enum InvocationOutcome {
 }
 
 impl InvocationOutcome {
+    /// How many outcomes there are: the length of a table indexed by [`Self::index`].
+    const COUNT: usize = 6;
+
+    /// A dense index below [`Self::COUNT`], for tables of per-outcome handles.
+    const fn index(self) -> usize {
+        match self {
+            Self::Success => 0,
+            Self::FunctionError => 1,
+            Self::Timeout => 2,
+            Self::Throttled => 3,
+            Self::SystemError => 4,
+            Self::Permanent => 5,
+        }
+    }
+
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -201,33 +222,10 @@ pub fn build_info(version: &'static str) {
     metrics::gauge!(BUILD_INFO, "version" => version).set(1.0);
 }
 
-/// Emitted when an invocation attempt finishes, whatever its outcome.
-pub fn invocation_completed(
-    function: &str,
-    trigger: &str,
-    outcome: InvocationOutcome,
-    elapsed: Duration,
-) {
-    metrics::counter!(
-        INVOCATIONS_TOTAL,
-        "function" => function.to_owned(),
-        "trigger" => trigger.to_owned(),
-        "outcome" => outcome.as_str(),
-    )
-    .increment(1);
-    metrics::histogram!(INVOCATION_DURATION_SECONDS, "function" => function.to_owned())
-        .record(elapsed.as_secs_f64());
-}
-
 /// Emitted when a limit refuses a synchronous call or makes a queued one wait.
 pub fn throttled(function: &str, limit: Limit) {
     metrics::counter!(THROTTLES_TOTAL, "function" => function.to_owned(), "limit" => limit.as_str())
         .increment(1);
-}
-
-/// Emitted whenever a function's number of permits in use changes.
-pub fn concurrent_executions(function: &str, in_use: usize) {
-    metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned()).set(in_use as f64);
 }
 
 /// Emitted once an async event is durable in the queue.

@@ -1,30 +1,52 @@
 //! The metrics layer: counts every attempt by outcome and records its duration.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use impulse_connectors::telemetry::{self, InvocationOutcome};
+use impulse_connectors::telemetry::{InvocationMetrics, InvocationOutcome};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::{Invocation, InvocationResponse, InvokeError};
 
-/// Applies [`Metrics`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
+/// Applies [`Metrics`] for one function.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<InvocationMetrics>,
+}
+
+impl MetricsLayer {
+    /// The layer for `function`'s stack. It registers no metric until the first attempt, so it
+    /// may be built before the metrics recorder is installed (but the recorder MUST be installed
+    /// before the first attempt).
+    pub fn new(function: &str) -> Self {
+        Self {
+            metrics: Arc::new(InvocationMetrics::new(function)),
+        }
+    }
+}
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics { inner }
+        Metrics {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 }
 
 /// Emits `impulse_invocations_total` and `impulse_invocation_duration_seconds` per attempt.
+///
+/// The `function` label is the one the layer was built for: the service MUST only be called
+/// with invocations of that function. The `trigger` label comes from each invocation.
 #[derive(Debug, Clone)]
 pub struct Metrics<S> {
     inner: S,
+    /// Shared by every clone: the handles are registered once per function.
+    metrics: Arc<InvocationMetrics>,
 }
 
 impl<S> Service<Invocation> for Metrics<S>
@@ -41,8 +63,14 @@ where
     }
 
     fn call(&mut self, invocation: Invocation) -> Self::Future {
-        let function = invocation.function.clone();
-        let trigger = invocation.trigger.clone();
+        debug_assert_eq!(
+            *invocation.function,
+            *self.metrics.function(),
+            "a function's metrics layer sees only its own invocations"
+        );
+        // Resolved before the call, which takes the invocation: the future keeps one `Arc` of
+        // handles instead of copies of the labels.
+        let handles = self.metrics.trigger(&invocation.trigger);
         let start = Instant::now();
         let call = self.inner.call(invocation);
         Box::pin(async move {
@@ -55,7 +83,7 @@ where
                 Err(InvokeError::System(_)) => InvocationOutcome::SystemError,
                 Err(InvokeError::Permanent { .. }) => InvocationOutcome::Permanent,
             };
-            telemetry::invocation_completed(&function, &trigger, outcome, start.elapsed());
+            handles.completed(outcome, start.elapsed());
             result
         })
     }

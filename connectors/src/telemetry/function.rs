@@ -1,0 +1,169 @@
+//! Per-function metric handles for the invocation hot path: registered once, then each update
+//! is an atomic operation with no label allocation and no registry lookup.
+//!
+//! `metrics` resolves a handle against the recorder installed when the handle is registered; a
+//! handle registered before the recorder is installed stays a no-op forever. Each type below says
+//! when it registers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use super::{
+    InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL, INVOCATION_DURATION_SECONDS,
+};
+
+// === ConcurrencyGauge ===
+
+/// A function's `impulse_concurrent_executions` gauge: attempts holding a concurrency permit.
+///
+/// Registered by [`ConcurrencyGauge::new`]: create it after the recorder is installed. Updates
+/// are increments and decrements, which commute, so concurrent admissions need no lock to leave
+/// the gauge at the true count (a `set` from a shared counter would need one to keep a stale
+/// value from landing last). Clones share the gauge, and so do gauges created for the same
+/// function (a rebuilt limiter keeps counting the old one's permits until they drop).
+#[derive(Debug, Clone)]
+pub struct ConcurrencyGauge {
+    gauge: Gauge,
+}
+
+impl ConcurrencyGauge {
+    /// Registers the gauge labelled with `function`.
+    pub fn new(function: &str) -> Self {
+        Self {
+            gauge: metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned()),
+        }
+    }
+
+    /// Emitted when an attempt takes a permit.
+    pub fn started(&self) {
+        self.gauge.increment(1.0);
+    }
+
+    /// Emitted when an attempt gives its permit back.
+    pub fn finished(&self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
+// === InvocationMetrics ===
+
+/// A function's `impulse_invocations_total` counters (labels `function`, `trigger`, `outcome`)
+/// and its `impulse_invocation_duration_seconds` histogram (label `function`).
+///
+/// Creating it registers nothing, so it may be built before the recorder is installed (the
+/// broker builds its functions first). Each handle is registered on first use instead: the
+/// recorder MUST be installed before the first invocation starts. As with per-call registration,
+/// no series exists before it is needed: the histogram is registered when the function's first
+/// attempt starts, each counter when its trigger and outcome first occur together.
+///
+/// Look up the trigger once per attempt with [`InvocationMetrics::trigger`] (a read lock and a
+/// hash of the trigger name; the write lock only for a trigger never seen before), then report
+/// through the returned handles.
+pub struct InvocationMetrics {
+    function: Arc<str>,
+    /// Shared by every trigger's handles: the histogram's only label is `function`.
+    duration: OnceLock<Histogram>,
+    /// Trigger names are configured names (or `invoke`), a small bounded set.
+    triggers: RwLock<HashMap<Arc<str>, Arc<TriggerInvocationMetrics>>>,
+}
+
+impl InvocationMetrics {
+    /// Handles for `function`; none is registered yet.
+    pub fn new(function: impl Into<Arc<str>>) -> Self {
+        Self {
+            function: function.into(),
+            duration: OnceLock::new(),
+            triggers: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The function these metrics are labelled with.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The handles for invocations of this function from `trigger`, registering the duration
+    /// histogram the first time any trigger is seen.
+    pub fn trigger(&self, trigger: &Arc<str>) -> Arc<TriggerInvocationMetrics> {
+        // A poisoned lock only means a thread panicked while inserting: the map is still valid.
+        if let Some(handles) = self
+            .triggers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&**trigger)
+        {
+            return Arc::clone(handles);
+        }
+        let mut triggers = self
+            .triggers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let handles = triggers.entry(Arc::clone(trigger)).or_insert_with(|| {
+            Arc::new(TriggerInvocationMetrics {
+                function: Arc::clone(&self.function),
+                trigger: Arc::clone(trigger),
+                duration: self
+                    .duration
+                    .get_or_init(|| {
+                        metrics::histogram!(
+                            INVOCATION_DURATION_SECONDS,
+                            "function" => Arc::clone(&self.function),
+                        )
+                    })
+                    .clone(),
+                outcomes: Default::default(),
+            })
+        });
+        Arc::clone(handles)
+    }
+}
+
+impl fmt::Debug for InvocationMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvocationMetrics")
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+// === TriggerInvocationMetrics ===
+
+/// One function's invocation handles for one trigger, from [`InvocationMetrics::trigger`].
+pub struct TriggerInvocationMetrics {
+    function: Arc<str>,
+    trigger: Arc<str>,
+    duration: Histogram,
+    /// One counter per outcome, by [`InvocationOutcome::index`], each registered the first
+    /// time that outcome occurs (so no zero series for outcomes that never happened).
+    outcomes: [OnceLock<Counter>; InvocationOutcome::COUNT],
+}
+
+impl TriggerInvocationMetrics {
+    /// Emitted when an invocation attempt finishes, whatever its outcome.
+    pub fn completed(&self, outcome: InvocationOutcome, elapsed: Duration) {
+        self.outcomes[outcome.index()]
+            .get_or_init(|| {
+                metrics::counter!(
+                    INVOCATIONS_TOTAL,
+                    "function" => Arc::clone(&self.function),
+                    "trigger" => Arc::clone(&self.trigger),
+                    "outcome" => outcome.as_str(),
+                )
+            })
+            .increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+impl fmt::Debug for TriggerInvocationMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TriggerInvocationMetrics")
+            .field("function", &self.function)
+            .field("trigger", &self.trigger)
+            .finish_non_exhaustive()
+    }
+}

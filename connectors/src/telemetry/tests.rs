@@ -1,0 +1,244 @@
+//! Telemetry handle tests: exact names and labels, one registration per series, lazy
+//! registration of invocation handles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+
+use super::{ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
+
+// === helpers ===
+
+/// Keeps every series as `name{label=value,…}` (labels in registration order): counters and
+/// gauges by value, histograms as their samples, and how often each series was registered.
+#[derive(Default)]
+struct TestRecorder {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    values: HashMap<String, f64>,
+    samples: HashMap<String, Vec<f64>>,
+    registrations: HashMap<String, usize>,
+}
+
+struct Series {
+    key: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Series {
+    fn update(&self, f: impl FnOnce(&mut f64)) {
+        let mut state = self.state.lock().expect("not poisoned");
+        f(state.values.entry(self.key.clone()).or_insert(0.0));
+    }
+}
+
+impl CounterFn for Series {
+    fn increment(&self, value: u64) {
+        self.update(|v| *v += value as f64);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.update(|v| *v = value as f64);
+    }
+}
+
+impl GaugeFn for Series {
+    fn increment(&self, value: f64) {
+        self.update(|v| *v += value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.update(|v| *v -= value);
+    }
+
+    fn set(&self, value: f64) {
+        self.update(|v| *v = value);
+    }
+}
+
+impl HistogramFn for Series {
+    fn record(&self, value: f64) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state
+            .samples
+            .entry(self.key.clone())
+            .or_default()
+            .push(value);
+    }
+}
+
+impl TestRecorder {
+    fn series(&self, key: &Key) -> Arc<Series> {
+        let labels: Vec<_> = key
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        let key = format!("{}{{{}}}", key.name(), labels.join(","));
+        let mut state = self.state.lock().expect("not poisoned");
+        *state.registrations.entry(key.clone()).or_default() += 1;
+        Arc::new(Series {
+            key,
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    fn value(&self, key: &str) -> Option<f64> {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .values
+            .get(key)
+            .copied()
+    }
+
+    fn samples(&self, key: &str) -> Vec<f64> {
+        let state = self.state.lock().expect("not poisoned");
+        state.samples.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Every registered series and how often it was registered, sorted.
+    fn registrations(&self) -> Vec<(String, usize)> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut registrations: Vec<_> = state
+            .registrations
+            .iter()
+            .map(|(key, count)| (key.clone(), *count))
+            .collect();
+        registrations.sort();
+        registrations
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.series(key))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.series(key))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.series(key))
+    }
+}
+
+const SUCCESS: &str = "impulse_invocations_total{function=f,trigger=orders,outcome=success}";
+const TIMEOUT: &str = "impulse_invocations_total{function=f,trigger=orders,outcome=timeout}";
+const INVOKE: &str = "impulse_invocations_total{function=f,trigger=invoke,outcome=success}";
+const DURATION: &str = "impulse_invocation_duration_seconds{function=f}";
+const GAUGE: &str = "impulse_concurrent_executions{function=f}";
+
+// === ConcurrencyGauge ===
+
+#[test]
+fn concurrency_gauge_counts_permits_with_one_registration() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let gauge = ConcurrencyGauge::new("f");
+    let clone = gauge.clone();
+
+    gauge.started();
+    clone.started();
+    assert_eq!(recorder.value(GAUGE), Some(2.0));
+    gauge.finished();
+    assert_eq!(recorder.value(GAUGE), Some(1.0));
+    clone.finished();
+    assert_eq!(recorder.value(GAUGE), Some(0.0));
+    assert_eq!(recorder.registrations(), [(GAUGE.to_owned(), 1)]);
+}
+
+// === InvocationMetrics ===
+
+#[test]
+fn invocation_metrics_register_nothing_until_first_use() {
+    // Built with no recorder at all, as the broker builds its functions before installing one.
+    let metrics = InvocationMetrics::new("f");
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let late = InvocationMetrics::new("g");
+    assert_eq!(late.function(), "g");
+    assert!(
+        recorder.registrations().is_empty(),
+        "creating the handles registers nothing"
+    );
+
+    metrics
+        .trigger(&Arc::from("orders"))
+        .completed(InvocationOutcome::Success, Duration::from_millis(250));
+    assert_eq!(recorder.value(SUCCESS), Some(1.0), "the handles are live");
+    assert_eq!(recorder.samples(DURATION), [0.25]);
+}
+
+#[test]
+fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let metrics = InvocationMetrics::new("f");
+    let orders: Arc<str> = Arc::from("orders");
+
+    for _ in 0..3 {
+        metrics
+            .trigger(&orders)
+            .completed(InvocationOutcome::Success, Duration::from_millis(5));
+    }
+    // A different `Arc` with the same name finds the same handles.
+    let handles = metrics.trigger(&Arc::from("orders"));
+    handles.completed(InvocationOutcome::Timeout, Duration::from_secs(3));
+    metrics
+        .trigger(&Arc::from("invoke"))
+        .completed(InvocationOutcome::Success, Duration::from_millis(1));
+
+    assert_eq!(recorder.value(SUCCESS), Some(3.0));
+    assert_eq!(recorder.value(TIMEOUT), Some(1.0));
+    assert_eq!(recorder.value(INVOKE), Some(1.0));
+    assert_eq!(
+        recorder.samples(DURATION),
+        [0.005, 0.005, 0.005, 3.0, 0.001]
+    );
+    assert_eq!(
+        recorder.registrations(),
+        [
+            (DURATION.to_owned(), 1),
+            (INVOKE.to_owned(), 1),
+            (SUCCESS.to_owned(), 1),
+            (TIMEOUT.to_owned(), 1),
+        ],
+        "one registration per series; no series for outcomes that never happened"
+    );
+}
+
+#[test]
+fn every_outcome_has_its_own_label_and_slot() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let handles = InvocationMetrics::new("f").trigger(&Arc::from("t"));
+    let outcomes = [
+        (InvocationOutcome::Success, "success"),
+        (InvocationOutcome::FunctionError, "function_error"),
+        (InvocationOutcome::Timeout, "timeout"),
+        (InvocationOutcome::Throttled, "throttled"),
+        (InvocationOutcome::SystemError, "system_error"),
+        (InvocationOutcome::Permanent, "permanent"),
+    ];
+    assert_eq!(outcomes.len(), InvocationOutcome::COUNT);
+    for (i, (outcome, label)) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome.index(), i);
+        assert_eq!(outcome.as_str(), label);
+        handles.completed(outcome, Duration::ZERO);
+        let key = format!("impulse_invocations_total{{function=f,trigger=t,outcome={label}}}");
+        assert_eq!(recorder.value(&key), Some(1.0), "{key}");
+    }
+}
