@@ -19,6 +19,12 @@ mod service;
 mod shutdown;
 mod telemetry;
 
+/// mimalloc rather than the system allocator: the event path allocates small, short-lived
+/// buffers per record and per invocation, which glibc's malloc serves with visibly more CPU
+/// (BENCHMARKS.md, S1).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Impulse turns HTTP requests, schedules, Kafka topics and Redis streams into function
 /// invocations with AWS Lambda's semantics, on your own machines.
 #[derive(Debug, Parser)]

@@ -55,6 +55,10 @@ use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+/// The allocator `impulse` uses, so that R1 (in this process) is not slowed down by a worse one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Appends a formatted line to a `String`.
 macro_rules! put {
     ($out:expr, $($arg:tt)*) => {{

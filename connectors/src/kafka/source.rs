@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::event::{
-    envelope_len, group_envelope_len, record_len, KafkaBatch, KafkaRecord, CREATE_TIME,
-    LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
+    envelope_len, group_envelope_len, json_str_len, record_len_in, KafkaBatch, KafkaRecord,
+    CREATE_TIME, LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
 };
 use super::filter::KafkaFilter;
 use super::handler::{BatchHandler, BatchOutcome};
@@ -56,6 +56,9 @@ const STATISTICS_INTERVAL_MS: &str = "5000";
 /// Bound on the metadata look-ups in the assign callback (committed offsets, offsets for a
 /// timestamp).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest time between two offset stores of a partition; see `StorePacer`.
+const STORE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a stopped partition task may take to exit after its drain.
 const TASK_EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -857,7 +860,7 @@ impl PartitionTask {
     async fn run(
         self,
         queue: PartitionQueue,
-        mut stop: watch::Receiver<Stop>,
+        stop: watch::Receiver<Stop>,
         done: std::sync::mpsc::Sender<()>,
     ) {
         let (topic, partition) = self.tp.clone();
@@ -870,21 +873,34 @@ impl PartitionTask {
             shared.envelope + group_envelope_len(&topic, partition),
         );
         let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-        let stopped = {
+        let mut pacer = StorePacer::default();
+        // Long-lived futures, polled on every turn of the loop: creating them per turn
+        // registers a waker (and a timer) each time.
+        let mut stop_changed = Box::pin(next_stop(stop));
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let (stopped, mut stop) = {
             let mut stream = queue.stream();
             loop {
                 self.dispatch(&mut dispatcher, &mut in_flight);
-                let timer = dispatcher.deadline();
+                let deadline = earliest(dispatcher.deadline(), pacer.due());
+                if deadline != armed {
+                    if let Some(deadline) = deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    armed = deadline;
+                }
                 tokio::select! {
                     // Stop first, then finished batches (they free capacity and move the
-                    // watermark), then the window timer, and reading last: a partition whose
+                    // watermark), then the timers, and reading last: a partition whose
                     // buffer is full stops reading, which bounds its memory.
                     biased;
-                    changed = stop.changed() => {
-                        let stopped = if changed.is_ok() { *stop.borrow() } else { Stop::Abort };
+                    (stopped, stop) = &mut stop_changed => {
                         if stopped != Stop::Run {
-                            break stopped;
+                            break (stopped, stop);
                         }
+                        stop_changed.set(next_stop(stop));
                     }
                     Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                         let now = Instant::now();
@@ -893,9 +909,12 @@ impl PartitionTask {
                         while let Some(Some((batch, outcome))) = in_flight.next().now_or_never() {
                             self.complete(&mut dispatcher, &batch, &outcome, now);
                         }
-                        self.store(&mut dispatcher);
+                        self.store(&mut dispatcher, &mut pacer, now);
                     }
-                    () = sleep_until(timer), if timer.is_some() => {}
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.store(&mut dispatcher, &mut pacer, Instant::now());
+                    }
                     message = stream.next(), if dispatcher.has_room() => {
                         let now = Instant::now();
                         if let Some(message) = message {
@@ -908,7 +927,7 @@ impl PartitionTask {
                                 _ => break,
                             }
                         }
-                        self.store(&mut dispatcher);
+                        self.store(&mut dispatcher, &mut pacer, now);
                     }
                 }
             }
@@ -926,12 +945,11 @@ impl PartitionTask {
                     }
                     Some((batch, outcome)) = in_flight.next() => {
                         self.complete(&mut dispatcher, &batch, &outcome, Instant::now());
-                        self.store(&mut dispatcher);
                     }
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.store(&mut dispatcher);
+            self.store_now(&mut dispatcher);
         }
         // Handlers still running are dropped: their records stay unresolved.
         drop(in_flight);
@@ -1029,18 +1047,74 @@ impl PartitionTask {
         }
     }
 
-    fn store(&self, dispatcher: &mut Dispatcher) {
-        if let Some(offset) = dispatcher.watermark.take_store() {
-            self.shared
-                .store(&self.consumer, &self.tp, self.epoch, offset);
+    /// Stores the watermark if it moved, at most once per [`STORE_INTERVAL`]; when it is too
+    /// early, the pacer asks for a timer.
+    fn store(&self, dispatcher: &mut Dispatcher, pacer: &mut StorePacer, now: Instant) {
+        if pacer.may_store(now) && self.store_now(dispatcher) {
+            pacer.stored(now);
         }
+    }
+
+    /// Stores the watermark if it moved; returns whether it did.
+    fn store_now(&self, dispatcher: &mut Dispatcher) -> bool {
+        let Some(offset) = dispatcher.watermark.take_store() else {
+            return false;
+        };
+        self.shared
+            .store(&self.consumer, &self.tp, self.epoch, offset);
+        true
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// Waits for the next change of the stop signal and returns it with the receiver, so that one
+/// future can live across the partition loop.
+async fn next_stop(mut stop: watch::Receiver<Stop>) -> (Stop, watch::Receiver<Stop>) {
+    let stopped = match stop.changed().await {
+        Ok(()) => *stop.borrow_and_update(),
+        // The source is gone without a word: nothing more may be stored.
+        Err(_) => Stop::Abort,
+    };
+    (stopped, stop)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Paces `store_offsets`: librdkafka commits stored offsets once a second anyway, and each
+/// store is a lock and a call into librdkafka, which at one record per batch showed in
+/// profiles. A revoke or shutdown always stores at once.
+#[derive(Debug, Default)]
+struct StorePacer {
+    last: Option<Instant>,
+    due: Option<Instant>,
+}
+
+impl StorePacer {
+    /// Whether a store may happen now; if not, [`StorePacer::due`] says when.
+    fn may_store(&mut self, now: Instant) -> bool {
+        match self.last {
+            Some(last) if now < last + STORE_INTERVAL => {
+                self.due = Some(last + STORE_INTERVAL);
+                false
+            }
+            _ => {
+                self.due = None;
+                true
+            }
+        }
+    }
+
+    fn stored(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+
+    /// When a store that was too early may happen.
+    fn due(&self) -> Option<Instant> {
+        self.due
     }
 }
 
@@ -1058,6 +1132,8 @@ pub(crate) struct Dispatcher {
     settings: Settings,
     trigger: Arc<str>,
     topic: Arc<str>,
+    /// The topic's length as a JSON string, part of every record's length.
+    topic_len: usize,
     partition: i32,
     /// Event bytes outside the records.
     envelope: usize,
@@ -1089,6 +1165,7 @@ impl Dispatcher {
         Self {
             settings,
             trigger,
+            topic_len: json_str_len(&topic),
             topic,
             partition,
             envelope,
@@ -1119,7 +1196,7 @@ impl Dispatcher {
     /// A record to send.
     pub(crate) fn push(&mut self, record: KafkaRecord, now: Instant) {
         self.watermark.track(record.offset);
-        let len = record_len(&record);
+        let len = record_len_in(&record, self.topic_len);
         self.buffered_bytes += len;
         self.waiting.push_back(Pending { record, len });
         self.fill(now);
