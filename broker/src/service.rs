@@ -93,7 +93,16 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         "Impulse is ready."
     );
 
-    crate::shutdown::signal().await;
+    // A Kafka source only ends on its own when it cannot go on (its consumer cannot be
+    // created, or it lost track of a partition): the process stops, rather than stay up and
+    // ready with a trigger that consumes nothing.
+    let failure = tokio::select! {
+        () = crate::shutdown::signal() => None,
+        failure = crate::kafka_trigger::first_failure(&mut kafka) => Some(failure),
+    };
+    if let Some(failure) = &failure {
+        tracing::error!(error = %failure, "A Kafka trigger stopped; shutting down.");
+    }
     // Readiness goes first, so load balancers stop sending while in-flight work drains.
     ready.store(false, Ordering::Release);
     stop_triggers.cancel();
@@ -127,7 +136,10 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         tracing::error!(error = %err, "The admin listener task panicked.");
     }
     tracing::info!("Impulse stopped.");
-    Ok(())
+    match failure {
+        Some(failure) => Err(anyhow::anyhow!(failure)),
+        None => Ok(()),
+    }
 }
 
 /// Builds everything that can fail from the configuration alone, reporting every problem.

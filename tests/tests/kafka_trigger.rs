@@ -398,3 +398,50 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
     producing.await.expect("producer");
     wait_until("every record", || total(&deliveries) == N).await;
 }
+
+#[tokio::test]
+async fn a_trigger_whose_consumer_cannot_start_stops_the_process() {
+    let bootstrap = require_kafka().await;
+    let topic = unique("refused");
+    create_topic(&bootstrap, &topic, 1).await;
+    // librdkafka accepts both properties one by one but refuses the pair when it creates the
+    // consumer: with the KIP-848 protocol the session timeout is the broker's.
+    let extra =
+        r#"librdkafka_options = { "group.protocol" = "consumer", "session.timeout.ms" = "6000" }"#;
+    let instance = Instance::new();
+    let config = format!(
+        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[queue]\ndata_dir = {:?}\n{}",
+        instance.listen,
+        instance.admin,
+        instance.data_dir(),
+        trigger_config("http://127.0.0.1:9", &topic, extra)
+    );
+    std::fs::write(instance.config_path(), config).expect("write config");
+    let mut child = std::process::Command::new(impulse_tests::impulse::binary())
+        .arg("run")
+        .arg("--config")
+        .arg(instance.config_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn impulse");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().expect("kill");
+            panic!("impulse kept running with a trigger that cannot consume");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "exit status {status}:\n{stderr}");
+    assert!(
+        stderr.contains("triggers.orders") && stderr.contains("session.timeout.ms"),
+        "the error names neither the trigger nor the refused option:\n{stderr}"
+    );
+}

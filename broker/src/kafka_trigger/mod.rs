@@ -37,7 +37,7 @@ pub(crate) async fn start(
     functions: &Arc<Functions>,
     limiter: &Limiter,
     shutdown: &CancellationToken,
-) -> anyhow::Result<JoinSet<()>> {
+) -> anyhow::Result<JoinSet<Result<(), String>>> {
     let mut tasks = JoinSet::new();
     for (name, trigger) in &config.triggers {
         let TriggerConfig::Kafka(kafka) = trigger else {
@@ -71,10 +71,23 @@ pub(crate) async fn start(
         let stop = shutdown.clone();
         let trigger = name.clone();
         tasks.spawn(async move {
-            if let Err(err) = source.run(handler, stop.cancelled_owned()).await {
-                tracing::error!(trigger, error = %err, "Kafka source stopped.");
-            }
+            source
+                .run(handler, stop.cancelled_owned())
+                .await
+                .map_err(|err| format!("triggers.{trigger}: {}", err.message))
         });
     }
     Ok(tasks)
+}
+
+/// Resolves with the first Kafka source that ended with an error; never, if none does.
+pub(crate) async fn first_failure(tasks: &mut JoinSet<Result<(), String>>) -> String {
+    while let Some(ended) = tasks.join_next().await {
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => return failure,
+            Err(err) => return format!("a Kafka source task failed: {err}"),
+        }
+    }
+    std::future::pending().await
 }

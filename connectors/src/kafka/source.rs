@@ -917,16 +917,20 @@ impl PartitionTask {
                     }
                     message = stream.next(), if dispatcher.has_room() => {
                         let now = Instant::now();
+                        let mut read = 0;
                         if let Some(message) = message {
-                            self.receive(&mut dispatcher, message, now);
+                            read += self.receive(&mut dispatcher, message, now);
                         }
                         // Take what is already fetched, so a batch fills before its window.
                         while dispatcher.has_room() {
                             match stream.next().now_or_never() {
-                                Some(Some(message)) => self.receive(&mut dispatcher, message, now),
+                                Some(Some(message)) => {
+                                    read += self.receive(&mut dispatcher, message, now);
+                                }
                                 _ => break,
                             }
                         }
+                        shared.metrics.records_received(read);
                         self.store(&mut dispatcher, &mut pacer, now);
                     }
                 }
@@ -981,20 +985,21 @@ impl PartitionTask {
         }
     }
 
+    /// Takes one record (filtering it, or buffering it for a batch); returns how many
+    /// records it read (0 for a fetch error).
     fn receive(
         &self,
         dispatcher: &mut Dispatcher,
         message: KafkaResult<BorrowedMessage<'_>>,
         now: Instant,
-    ) {
+    ) -> u64 {
         let message = match message {
             Ok(message) => message,
             Err(e) => {
                 tracing::warn!(trigger = %self.shared.trigger, topic = %self.tp.0, partition = self.tp.1, error = %e, "Kafka fetch error.");
-                return;
+                return 0;
             }
         };
-        self.shared.metrics.record_received();
         let key = message.key();
         let value = message.payload();
         let headers: Vec<(String, Option<Bytes>)> = message
@@ -1010,7 +1015,7 @@ impl PartitionTask {
             // Final at once (`Outcome::Dropped`): it commits with its neighbours.
             self.shared.metrics.record_filtered();
             dispatcher.filtered(message.offset());
-            return;
+            return 1;
         }
         let (timestamp, timestamp_type) = match message.timestamp() {
             Timestamp::NotAvailable => (None, NO_TIMESTAMP_TYPE),
@@ -1028,6 +1033,7 @@ impl PartitionTask {
             headers,
         };
         dispatcher.push(record, now);
+        1
     }
 
     fn complete(

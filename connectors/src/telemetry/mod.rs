@@ -323,9 +323,9 @@ impl KafkaSourceMetrics {
         }
     }
 
-    /// Emitted for every record read.
-    pub fn record_received(&self) {
-        self.received.increment(1);
+    /// Emitted for the records read in one go.
+    pub fn records_received(&self, records: u64) {
+        self.received.increment(records);
     }
 
     /// Emitted for every record that matched no filter pattern.
