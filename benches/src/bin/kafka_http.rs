@@ -757,6 +757,26 @@ struct RawRecord {
     value: Option<Bytes>,
 }
 
+/// R1's consumer: offsets neither stored nor committed, and librdkafka's prefetch bounded as
+/// Impulse's source bounds it by default (`CONSUMER_DEFAULTS`). Without the bound, librdkafka
+/// prefetches up to 64 MB per partition: the whole pre-filled topic (19 MB per partition at
+/// batch size 1) arrives before the measured window, and R1 then never fetches during it,
+/// while Impulse does.
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in impulse_connectors::kafka::CONSUMER_DEFAULTS {
+        config.set(*key, *value);
+    }
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    config
+}
+
 /// Reads every partition of the topic from the start until `stop`, one POSTing task per
 /// partition.
 ///
@@ -770,16 +790,8 @@ async fn baseline(
     client: reqwest::Client,
     mut stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap)
-            .set("group.id", &config.group)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .create()?,
-    );
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(consumer_config(&config.bootstrap, &config.group).create()?);
     let mut assignment = TopicPartitionList::new();
     let mut queues = Vec::new();
     for partition in 0..config.partitions {

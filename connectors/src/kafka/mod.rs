@@ -19,4 +19,6 @@ pub use event::{
 pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
 pub use handler::{BatchHandler, BatchOutcome};
 pub use sink::KafkaSink;
-pub use source::{KafkaSource, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES};
+pub use source::{
+    KafkaSource, CONSUMER_DEFAULTS, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES,
+};
