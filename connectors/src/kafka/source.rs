@@ -47,8 +47,9 @@ pub const KEY_MODE_MAX_IN_FLIGHT: usize = 8;
 /// Largest event, in bytes: Lambda's 6 MB synchronous payload.
 pub const MAX_EVENT_BYTES: usize = SYNC_BODY_LIMIT as usize;
 
-/// Fewest records a partition buffers before it stops reading (more with a large batch size).
-const MIN_BUFFERED_RECORDS: usize = 1_000;
+/// With `ordering = "key"`, the fewest records a partition buffers before it stops reading:
+/// records held back by an in-flight key must not keep other keys from being read.
+const KEY_MODE_MIN_BUFFERED_RECORDS: usize = 1_000;
 
 /// How often librdkafka reports statistics (the lag gauge), unless the options say otherwise.
 const STATISTICS_INTERVAL_MS: &str = "5000";
@@ -1199,8 +1200,16 @@ impl Dispatcher {
     }
 
     /// Whether the partition may read more records (bounded memory).
+    ///
+    /// In partition order it holds at most two batches (the one filling and the next): reading
+    /// further ahead only copies records out of librdkafka's own prefetch queue earlier, and
+    /// polling that queue while it is empty costs two calls into librdkafka and a waker
+    /// registration, which at one record per batch showed in profiles.
     pub(crate) fn has_room(&self) -> bool {
-        let max_records = (2 * self.settings.batch_size).max(MIN_BUFFERED_RECORDS);
+        let max_records = match self.settings.ordering {
+            Ordering::Partition => 2 * self.settings.batch_size,
+            Ordering::Key => (2 * self.settings.batch_size).max(KEY_MODE_MIN_BUFFERED_RECORDS),
+        };
         self.waiting.len() + self.current.len() < max_records
             && self.buffered_bytes < 2 * self.settings.max_bytes
     }

@@ -261,14 +261,20 @@ fn a_partial_outcome_stores_the_contiguous_prefix() {
 #[test]
 fn buffers_are_bounded() {
     let t0 = Instant::now();
-    let mut d = dispatcher(10, Ordering::Partition);
-    let mut o = 0;
-    while d.has_room() {
-        push(&mut d, o, None, t0);
-        o += 1;
-        assert!(o <= 10_000, "unbounded");
-    }
-    assert_eq!(o, 1_000);
+    let fill = |ordering| {
+        let mut d = dispatcher(10, ordering);
+        let mut o = 0;
+        while d.has_room() {
+            push(&mut d, o, Some("k"), t0);
+            o += 1;
+            assert!(o <= 10_000, "unbounded");
+        }
+        o
+    };
+    // Partition order: the batch being filled and the next one.
+    assert_eq!(fill(Ordering::Partition), 20);
+    // Key order reads further ahead, past records held back by an in-flight key.
+    assert_eq!(fill(Ordering::Key), 1_000);
 }
 
 fn trigger_config(json: serde_json::Value) -> KafkaTriggerConfig {
