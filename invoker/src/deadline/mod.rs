@@ -1,10 +1,12 @@
 //! The deadline layer: every attempt ends by the function's timeout or the caller's deadline.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Timeout};
 use tower::{Layer, Service};
 
 use crate::{Invocation, InvocationResponse, InvokeError};
@@ -48,7 +50,7 @@ where
 {
     type Response = InvocationResponse;
     type Error = InvokeError;
-    type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -59,15 +61,35 @@ where
         let own = start + self.timeout;
         let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
         invocation.deadline = Some(deadline);
-        let call = self.inner.call(invocation);
-        Box::pin(async move {
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(result) => result,
-                Err(_elapsed) => Err(InvokeError::Timeout {
-                    after: deadline - start,
-                }),
-            }
-        })
+        DeadlineFuture {
+            call: tokio::time::timeout_at(deadline, self.inner.call(invocation)),
+            after: deadline - start,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`Deadline`] call: the inner call, or `InvokeError::Timeout` once the
+    /// deadline passes (dropping the call).
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        call: Timeout<F>,
+        after: Duration,
+    }
+}
+
+impl<F> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<InvocationResponse, InvokeError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match ready!(this.call.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_elapsed) => Poll::Ready(Err(InvokeError::Timeout { after: *this.after })),
+        }
     }
 }
 
@@ -75,6 +97,7 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures::future::BoxFuture;
     use std::sync::Arc;
     use tower::{service_fn, ServiceExt};
 

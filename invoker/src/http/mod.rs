@@ -15,6 +15,7 @@
 //! headers a Runtime-API function would see, so an HTTP function can log the id and budget
 //! its work.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,9 @@ pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
 #[derive(Debug, Clone)]
 pub struct HttpFunction {
     client: reqwest::Client,
-    endpoint: reqwest::Url,
+    /// Shared: the service is cloned for every call, and each request needs its own `Url`
+    /// anyway, so only one copy per call is made, not two.
+    endpoint: Arc<reqwest::Url>,
 }
 
 /// An endpoint that cannot be used as an `http` target.
@@ -55,7 +58,7 @@ impl HttpFunction {
         match url.scheme() {
             "http" => Ok(Self {
                 client,
-                endpoint: url,
+                endpoint: Arc::new(url),
             }),
             "https" => Err(error(
                 "https endpoints are not supported by this build yet".into(),
@@ -89,7 +92,7 @@ impl Service<Invocation> for HttpFunction {
     fn call(&mut self, invocation: Invocation) -> Self::Future {
         let mut request = self
             .client
-            .post(self.endpoint.clone())
+            .post(reqwest::Url::clone(&self.endpoint))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
                 "lambda-runtime-aws-request-id",
