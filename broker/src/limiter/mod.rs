@@ -35,6 +35,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use governor::middleware::NoOpMiddleware;
@@ -107,6 +108,7 @@ impl Limiter {
                     quota,
                     rate: RateLimiter::direct_with_clock(quota, TokioClock),
                     rate_queue: AsyncMutex::new(()),
+                    rate_waiters: AtomicUsize::new(0),
                     executions: ConcurrencyGauge::new(name),
                 };
                 (name.as_str().into(), Arc::new(limits))
@@ -224,6 +226,10 @@ struct FunctionLimits {
     /// `until_ready_with_jitter` does with random delays (avoid a thundering herd), without the
     /// delays, which would cost throughput when the burst is small. (tokio's `Mutex` is fair.)
     rate_queue: AsyncMutex<()>,
+    /// Callers in (or entering) `rate_queue`. While it is 0, an admission checks the rate
+    /// without taking the queue: releasing a tokio mutex takes a std mutex, which every
+    /// admission contended for when all workers admitted at once.
+    rate_waiters: AtomicUsize,
     /// Attempts holding a [`Permit`]: the `impulse_concurrent_executions` gauge, registered
     /// once so that an admission updates it with an atomic operation rather than a registry
     /// lookup. The gauge is the count; nothing else reads it.
@@ -271,25 +277,35 @@ impl FunctionLimits {
     /// Waits for one rate cell, behind earlier waiters.
     async fn wait_for_rate(&self) {
         // Fast path: nobody is waiting and a cell is free.
-        let turn = match self.rate_queue.try_lock() {
-            Ok(turn) => {
-                if self.rate.check().is_ok() {
-                    return;
-                }
-                telemetry::throttled(&self.name, Limit::Rate);
-                turn
-            }
-            Err(_) => {
-                telemetry::throttled(&self.name, Limit::Rate);
-                self.rate_queue.lock().await
-            }
-        };
+        if self.rate_waiters.load(Ordering::Acquire) == 0 && self.rate.check().is_ok() {
+            return;
+        }
+        telemetry::throttled(&self.name, Limit::Rate);
+        let _waiting = RateWaiter::enter(&self.rate_waiters);
+        let turn = self.rate_queue.lock().await;
         // At the head of the queue. `try_acquire` callers may take the cell first; then sleep
         // again until the next one.
         while let Err(not_until) = self.rate.check() {
             tokio::time::sleep_until(not_until.earliest_possible().into_inner()).await;
         }
         drop(turn);
+    }
+}
+
+/// Counts a caller of [`FunctionLimits::wait_for_rate`] in the queue, until it leaves (also when
+/// its future is dropped).
+struct RateWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> RateWaiter<'a> {
+    fn enter(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::AcqRel);
+        Self(waiters)
+    }
+}
+
+impl Drop for RateWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
