@@ -4,3 +4,4 @@ pub mod function;
 pub mod impulse;
 pub mod kafka;
 pub mod services;
+pub mod wait;

@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
-use impulse_tests::kafka::{create_topic, produce, producer};
+use impulse_tests::kafka::{committed_total, create_topic, produce, producer};
 use impulse_tests::services::require_kafka;
+use impulse_tests::wait::wait_until;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -196,14 +197,6 @@ async fn create_compacted_topic(bootstrap: &str, topic: &str) {
     }
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A poison record, `max_retry_attempts = 3`, so 1 + 3 = 4 counted attempts before the DLQ.
 ///
 /// Instance A (data dir A) owns the partition and makes attempts 1 and 2, which fail, and
@@ -273,7 +266,7 @@ async fn retry_count_survives_moving_to_an_instance_with_another_data_dir() {
     // The topic is created by the broker, compacted.
     assert_eq!(cleanup_policy(&bootstrap, &attempts).await, "compact");
     assert_eq!(partition_count(&bootstrap, &attempts).await, 1);
-    wait_until("A's first attempt", || seen(&calls) == 1).await;
+    wait_until("A's first attempt", WAIT, || seen(&calls) == 1).await;
     // B joins the group while A owns the (only) partition: B stays idle.
     let impulse_b = Impulse::start_in(&b, &config_b).await;
     assert!(
@@ -287,7 +280,7 @@ async fn retry_count_survives_moving_to_an_instance_with_another_data_dir() {
 
     // Attempts 1 and 2 fail; attempt 3 is held at the function.
     gate.add_permits(2);
-    wait_until("A's third attempt", || seen(&calls) == 3).await;
+    wait_until("A's third attempt", WAIT, || seen(&calls) == 3).await;
     let before_kill = read_to_end(&bootstrap, &attempts).await;
     let counted_at_kill = history(&before_kill, &count_key(&topic));
     impulse_a.kill9();
@@ -315,8 +308,16 @@ async fn retry_count_survives_moving_to_an_instance_with_another_data_dir() {
         "1 + 3 retries counted across both instances:\n{}",
         impulse_b.logs()
     );
-    // Nothing more is invoked once the record is dead-lettered.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing more is invoked once the record is dead-lettered: its offset is committed.
+    let group = format!("{topic}-group");
+    let deadline = Instant::now() + WAIT;
+    while committed_total(&bootstrap, &group, &topic, 1).await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead-lettered record was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let total = seen(&calls);
     let seen_by_b = total - seen_by_a;
     let in_flight_at_kill = seen_by_a - counted;

@@ -15,6 +15,7 @@ use impulse_connectors::contract::{Outcome, SourceError};
 use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch, KafkaSource};
 use impulse_tests::kafka::{create_topic, ChannelHandler, Delivery};
 use impulse_tests::services::require_kafka;
+use impulse_tests::wait::wait_until;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -624,9 +625,14 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
             anyhow::Ok(produced)
         }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received_by = |member: usize| {
+        let seen = Arc::clone(&seen);
+        move || seen.lock().is_ok_and(|seen| seen.2[member] > 0)
+    };
+    // B joins while A is consuming, and leaves once it has had records of its own.
+    wait_until("member A's first records", WAIT, received_by(0)).await;
     let b = Running::start(KafkaSource::new("rebalance", &config)?, handler_b);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_until("member B's first records", WAIT, received_by(1)).await;
     b.stop().await?;
     let produced: BTreeSet<(i32, i64)> = producing.await??.into_iter().collect();
 

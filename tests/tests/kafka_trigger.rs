@@ -12,6 +12,7 @@ use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
 use impulse_tests::kafka::{committed_total, create_topic, produce, producer, read_values};
 use impulse_tests::services::require_kafka;
+use impulse_tests::wait::wait_until;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -72,14 +73,6 @@ starting_position = "earliest"
 "#,
         bootstrap = impulse_tests::services::kafka_bootstrap(),
     )
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -154,7 +147,7 @@ on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq
     let _impulse = Impulse::start(&trigger_config(&function.endpoint(), &topic, &extra)).await;
 
     let expected_delivered = N as usize - poison.len();
-    wait_until("every healthy record", || {
+    wait_until("every healthy record", WAIT, || {
         delivered
             .lock()
             .expect("lock")
@@ -232,7 +225,7 @@ async fn partial_batch_response_retries_from_the_failed_record() {
     .await;
     let extra = "batch_size = 10\nbatch_window = \"2s\"\nreport_batch_item_failures = true";
     let _impulse = Impulse::start(&trigger_config(&function.endpoint(), &topic, extra)).await;
-    wait_until("the retry", || calls.lock().expect("lock").len() >= 2).await;
+    wait_until("the retry", WAIT, || calls.lock().expect("lock").len() >= 2).await;
 
     let calls = calls.lock().expect("lock").clone();
     let offsets = |batch: &Vec<Seen>| batch.iter().map(|r| r.offset).collect::<Vec<_>>();
@@ -330,7 +323,7 @@ async fn kill9_three_times_mid_stream_loses_nothing() {
         );
     }
     let _final = Impulse::start_in(&instance, &config).await;
-    wait_until("every record", || total(&deliveries) == N).await;
+    wait_until("every record", WAIT, || total(&deliveries) == N).await;
     let deliveries = deliveries.lock().expect("lock");
     let duplicates: u32 = deliveries.values().map(|n| n - 1).sum();
     // At-least-once: duplicates are what was delivered after the last commit before each
@@ -382,9 +375,9 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
         }
     });
     let total = |d: &Deliveries| d.lock().expect("lock").len() as i64;
-    wait_until("some progress", || total(&deliveries) >= N / 5).await;
+    wait_until("some progress", WAIT, || total(&deliveries) >= N / 5).await;
     let mut second = Impulse::start(&config).await;
-    wait_until("progress with two instances", || {
+    wait_until("progress with two instances", WAIT, || {
         total(&deliveries) >= N / 2
     })
     .await;
@@ -396,7 +389,7 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
         second.logs()
     );
     producing.await.expect("producer");
-    wait_until("every record", || total(&deliveries) == N).await;
+    wait_until("every record", WAIT, || total(&deliveries) == N).await;
 }
 
 #[tokio::test]

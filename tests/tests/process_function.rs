@@ -15,6 +15,7 @@ use bytes::Bytes;
 use impulse_config::ProcessTargetConfig;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::{Invocation, InvokeError};
+use impulse_tests::wait::wait_until;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -165,15 +166,6 @@ fn alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Waits until `condition` holds, failing the test after [`SETTLE`].
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let give_up = Instant::now() + SETTLE;
-    while !condition() {
-        assert!(Instant::now() < give_up, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn error_document(err: &InvokeError) -> (String, Value) {
     match err {
         InvokeError::Function {
@@ -321,7 +313,10 @@ async fn timeout_kills_and_replaces_the_environment(runtime: Runtime) {
         started.elapsed() < Duration::from_secs(5),
         "returned at the deadline"
     );
-    eventually("the timed-out environment is gone", || !alive(first)).await;
+    wait_until("the timed-out environment is gone", SETTLE, || {
+        !alive(first)
+    })
+    .await;
     let second = pid(&f).await;
     assert_ne!(second, first, "a new environment serves the next call");
 }
@@ -404,7 +399,7 @@ async fn idle_environments_are_reaped(runtime: Runtime) {
     let f = ProcessFunction::new("orders", &config, TIMEOUT, 2).expect("valid");
     let first = pid(&f).await;
     assert_eq!(f.live_environments(), 1);
-    eventually("the idle environment is reaped", || {
+    wait_until("the idle environment is reaped", SETTLE, || {
         f.live_environments() == 0
     })
     .await;
@@ -420,7 +415,10 @@ async fn min_warm_environments_start_early_and_are_kept() {
     config.idle_timeout = Duration::from_millis(200);
     config.min_warm = 1;
     let f = ProcessFunction::new("orders", &config, TIMEOUT, 2).expect("valid");
-    eventually("the warm environment starts", || f.live_environments() == 1).await;
+    wait_until("the warm environment starts", SETTLE, || {
+        f.live_environments() == 1
+    })
+    .await;
     let (a, b) = tokio::join!(
         call(&f, json!({ "sleep_ms": 300 })),
         call(&f, json!({ "sleep_ms": 300 }))
@@ -430,7 +428,10 @@ async fn min_warm_environments_start_early_and_are_kept() {
         .map(|r| r.as_ref().expect("calls")["pid"].as_u64().expect("pid"))
         .collect();
     assert_eq!(pids.len(), 2);
-    eventually("reaped down to min_warm", || f.live_environments() == 1).await;
+    wait_until("reaped down to min_warm", SETTLE, || {
+        f.live_environments() == 1
+    })
+    .await;
     // Reaping never goes below min_warm: several idle timeouts later one is still there.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(f.live_environments(), 1);
@@ -457,7 +458,10 @@ async fn a_dropped_call_kills_its_environment() {
     tokio::time::timeout(Duration::from_millis(300), call)
         .await
         .expect_err("still running when dropped");
-    eventually("the abandoned environment is killed", || !alive(first)).await;
+    wait_until("the abandoned environment is killed", SETTLE, || {
+        !alive(first)
+    })
+    .await;
     assert_ne!(pid(&f).await, first);
 }
 
@@ -469,7 +473,7 @@ async fn a_deadline_during_init_leaves_the_environment_to_the_pool() {
         .await
         .expect_err("no environment starts in 1 ms");
     assert!(matches!(err, InvokeError::Timeout { .. }), "{err:?}");
-    eventually("the environment finished starting", || {
+    wait_until("the environment finished starting", SETTLE, || {
         f.live_environments() == 1
     })
     .await;
@@ -500,7 +504,10 @@ async fn dropping_the_function_kills_its_environments() {
     let f = function(Runtime::Rust, 1);
     let first = pid(&f).await;
     drop(f);
-    eventually("the environment dies with its function", || !alive(first)).await;
+    wait_until("the environment dies with its function", SETTLE, || {
+        !alive(first)
+    })
+    .await;
 }
 
 // === start failures ===
@@ -542,7 +549,7 @@ async fn python_init_error_fails_the_invocation_and_is_retried() {
             "{document}"
         );
     }
-    eventually("failed environments are gone", || {
+    wait_until("failed environments are gone", SETTLE, || {
         f.live_environments() == 0
     })
     .await;
@@ -762,5 +769,8 @@ async fn a_worker_that_never_polls_fails_init_and_is_killed() {
         // EOF or a reset: either way the worker is gone.
         Ok(_) | Err(_) => {}
     }
-    eventually("the environment is reaped", || f.live_environments() == 0).await;
+    wait_until("the environment is reaped", SETTLE, || {
+        f.live_environments() == 0
+    })
+    .await;
 }
