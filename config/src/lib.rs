@@ -80,6 +80,7 @@ pub use env::{
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use schedule::{ScheduleError, ScheduleExpression};
+pub use support::{is_secret_key, redact_secret_values, DebugSecretMap};
 
 use crate::deser::FieldError;
 use crate::locate::{FieldPath, LineIndex, LineStarts};

@@ -145,8 +145,10 @@ pub(crate) fn redact_url(url: &str) -> String {
     format!("{}{shown}{}", &url[..rest_start], &rest[at..])
 }
 
-/// Whether a librdkafka property (or an environment variable) likely holds a secret.
-pub(crate) fn is_secret_key(key: &str) -> bool {
+/// Whether a librdkafka property (or an environment variable) likely holds a secret
+/// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`,
+/// `sasl.jaas.config`, …). The one list every `Debug` output and error message redacts by.
+pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
         "password",
@@ -154,11 +156,23 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
         "token",
         "credential",
         "sasl.oauthbearer.config",
+        "jaas",
         "key.pem",
         "private",
     ]
     .iter()
     .any(|needle| key.contains(needle))
+}
+
+/// `text` (an error message, say librdkafka's, which may quote a property's value) with the
+/// value of every secret-looking option replaced by `***`.
+pub fn redact_secret_values(text: &str, options: &BTreeMap<String, String>) -> String {
+    options
+        .iter()
+        .filter(|(key, value)| is_secret_key(key) && !value.is_empty())
+        .fold(text.to_owned(), |text, (_, value)| {
+            text.replace(value.as_str(), "***")
+        })
 }
 
 /// `Debug` for a URL string, with credentials redacted.
@@ -170,8 +184,9 @@ impl fmt::Debug for DebugUrl<'_> {
     }
 }
 
-/// `Debug` for a string map with the values of secret-looking keys redacted.
-pub(crate) struct DebugSecretMap<'a>(pub(crate) &'a BTreeMap<String, String>);
+/// `Debug` for a string map (librdkafka options) with the values of secret-looking keys
+/// redacted.
+pub struct DebugSecretMap<'a>(pub &'a BTreeMap<String, String>);
 
 impl fmt::Debug for DebugSecretMap<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -5,7 +5,6 @@ mod event;
 mod filter;
 mod handler;
 mod offsets;
-mod redact;
 mod sink;
 mod source;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use impulse_config::{redact_secret_values, DebugSecretMap};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::redact::{redact_values, Redacted};
 use crate::contract::{Sink, SinkError};
 
 /// How long a write waits for room in librdkafka's local queue before failing.
@@ -58,7 +58,7 @@ impl KafkaSink {
             sink: name.to_owned(),
             code: "invalid",
             // librdkafka's message may quote the offending property's value.
-            message: redact_values(
+            message: redact_secret_values(
                 &format!("creating the Kafka producer: {e}"),
                 librdkafka_options,
             ),
@@ -99,7 +99,7 @@ impl fmt::Debug for KafkaSink {
             .field("name", &self.name)
             .field("topic", &self.topic)
             .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("librdkafka_options", &Redacted(&self.options))
+            .field("librdkafka_options", &DebugSecretMap(&self.options))
             .finish_non_exhaustive()
     }
 }
@@ -174,7 +174,7 @@ mod tests {
         if let Err(err) = refused {
             assert!(!err.to_string().contains("canary"), "{err}");
         }
-        let redacted = redact_values(
+        let redacted = redact_secret_values(
             "bad value canary-pw for sasl.password; client.id x",
             &options(&[("sasl.password", "canary-pw"), ("client.id", "x")]),
         );

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
-use impulse_config::{KafkaTriggerConfig, Ordering, StartingPosition, SYNC_BODY_LIMIT};
+use impulse_config::{
+    redact_secret_values, DebugSecretMap, KafkaTriggerConfig, Ordering, StartingPosition,
+    SYNC_BODY_LIMIT,
+};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
@@ -33,7 +36,6 @@ use super::event::{
 use super::filter::KafkaFilter;
 use super::handler::{BatchHandler, BatchOutcome};
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
-use super::redact::{redact_values, Redacted};
 use crate::contract::SourceError;
 use crate::telemetry::KafkaSourceMetrics;
 
@@ -234,7 +236,7 @@ impl KafkaSource {
         }
         client.create_native_config().map_err(|e| {
             // librdkafka's message may quote the offending property's value.
-            fail(redact_values(
+            fail(redact_secret_values(
                 &format!("invalid Kafka consumer configuration: {e}"),
                 &config.librdkafka_options,
             ))
@@ -325,7 +327,7 @@ impl KafkaSource {
                     shared: Arc::clone(&shared),
                 })
                 .map_err(|e| {
-                    fail(redact_values(
+                    fail(redact_secret_values(
                         &format!("creating the Kafka consumer: {e}"),
                         &self.options,
                     ))
@@ -368,7 +370,7 @@ impl fmt::Debug for KafkaSource {
             .field("group_id", &self.group_id)
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("topics", &self.topics)
-            .field("librdkafka_options", &Redacted(&self.options))
+            .field("librdkafka_options", &DebugSecretMap(&self.options))
             .field("start", &self.start)
             .field("settings", &self.settings)
             .field("filter", &self.filter)
@@ -1399,6 +1401,6 @@ pub(crate) mod test_support {
     }
 
     pub(crate) fn is_secret(key: &str) -> bool {
-        super::super::redact::is_secret_key(key)
+        impulse_config::is_secret_key(key)
     }
 }

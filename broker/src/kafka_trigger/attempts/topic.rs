@@ -32,13 +32,13 @@
 //! Only the trigger's connection and security options (`security.protocol`, `sasl.*`, `ssl.*`,
 //! `socket.*`, …) pass through from `librdkafka_options`, so SASL/TLS clusters work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use impulse_config::KafkaTriggerConfig;
+use impulse_config::{redact_secret_values, KafkaTriggerConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -123,7 +123,10 @@ impl TopicStore {
         let servers = &config.bootstrap_servers;
         // librdkafka's messages may quote an option's value: hide the secret ones.
         let fail = |what: String| {
-            anyhow::anyhow!("{option}: {}", redact(&what, &config.librdkafka_options))
+            anyhow::anyhow!(
+                "{option}: {}",
+                redact_secret_values(&what, &config.librdkafka_options)
+            )
         };
         let group = config
             .group_id
@@ -159,7 +162,7 @@ impl TopicStore {
             (Ok(_), Ok(partitions)) => partitions,
             (Err(create), Ok(partitions)) => {
                 tracing::warn!(
-                    trigger, attempts_topic = topic, error = %redact(&create, &config.librdkafka_options),
+                    trigger, attempts_topic = topic, error = %redact_secret_values(&create, &config.librdkafka_options),
                     "{option}: cannot create the topic; using the existing one."
                 );
                 partitions
@@ -657,31 +660,6 @@ fn is_connection_option(key: &str) -> bool {
     PREFIXES.iter().any(|prefix| key.starts_with(prefix)) || KEYS.contains(&key)
 }
 
-/// `text` with the values of secret-looking options replaced by `***`.
-fn redact(text: &str, options: &BTreeMap<String, String>) -> String {
-    let secret = |key: &str| {
-        let key = key.to_ascii_lowercase();
-        [
-            "password",
-            "secret",
-            "token",
-            "credential",
-            "jaas",
-            "key.pem",
-            "private",
-            "sasl.oauthbearer.config",
-        ]
-        .iter()
-        .any(|needle| key.contains(needle))
-    };
-    options
-        .iter()
-        .filter(|(key, value)| secret(key) && !value.is_empty())
-        .fold(text.to_owned(), |text, (_, value)| {
-            text.replace(value.as_str(), "***")
-        })
-}
-
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -841,13 +819,13 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_from_messages() {
-        let options: BTreeMap<String, String> =
+        let options: std::collections::BTreeMap<String, String> =
             [("sasl.password", "canary-pw"), ("sasl.username", "impulse")]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
         assert_eq!(
-            redact("bad canary-pw for impulse", &options),
+            redact_secret_values("bad canary-pw for impulse", &options),
             "bad *** for impulse"
         );
     }
