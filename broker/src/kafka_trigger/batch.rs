@@ -116,9 +116,11 @@ impl BatchContext {
     pub(super) async fn process(&self, batch: &KafkaBatch) -> BatchOutcome {
         let records = &batch.records[..];
         let mut outcome = BatchOutcome::unresolved(records.len());
+        // The whole batch first; parts only exist after a bisect (so a batch that succeeds
+        // allocates no queue).
+        let mut whole = Some(0..records.len());
         let mut pending: VecDeque<Range<usize>> = VecDeque::new();
-        pending.push_back(0..records.len());
-        while let Some(mut range) = pending.pop_front() {
+        while let Some(mut range) = whole.take().or_else(|| pending.pop_front()) {
             loop {
                 if range.is_empty() || self.shutdown.is_cancelled() {
                     break;

@@ -4,6 +4,7 @@
 mod event;
 mod filter;
 mod handler;
+mod in_flight;
 mod offsets;
 mod sink;
 mod source;

@@ -3,14 +3,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use impulse_config::{
     redact_secret_values, DebugSecretMap, KafkaTriggerConfig, Ordering, StartingPosition,
@@ -35,6 +31,7 @@ use super::event::{
 };
 use super::filter::KafkaFilter;
 use super::handler::{BatchHandler, BatchOutcome};
+use super::in_flight::InFlight;
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
 use crate::contract::SourceError;
 use crate::telemetry::KafkaSourceMetrics;
@@ -850,21 +847,6 @@ struct PartitionTask {
     epoch: u64,
 }
 
-/// A batch whose handler is running; resolves to the batch and its outcome.
-struct InFlight {
-    batch: Arc<KafkaBatch>,
-    outcome: BoxFuture<'static, BatchOutcome>,
-}
-
-impl Future for InFlight {
-    type Output = (Arc<KafkaBatch>, BatchOutcome);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = ready!(self.outcome.as_mut().poll(cx));
-        Poll::Ready((Arc::clone(&self.batch), outcome))
-    }
-}
-
 impl PartitionTask {
     async fn run(
         self,
@@ -881,7 +863,7 @@ impl PartitionTask {
             partition,
             shared.envelope + group_envelope_len(&topic, partition),
         );
-        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let mut in_flight = InFlight::new(shared.settings.ordering == Ordering::Key);
         let mut pacer = StorePacer::default();
         // Long-lived futures, polled on every turn of the loop: creating them per turn
         // registers a waker (and a timer) each time.
@@ -891,8 +873,8 @@ impl PartitionTask {
         let mut armed: Option<Instant> = None;
         let (stopped, mut stop) = {
             let mut stream = queue.stream();
+            self.dispatch(&mut dispatcher, &mut in_flight, Instant::now());
             loop {
-                self.dispatch(&mut dispatcher, &mut in_flight);
                 let deadline = earliest(dispatcher.deadline(), pacer.due());
                 if deadline != armed {
                     if let Some(deadline) = deadline {
@@ -919,10 +901,13 @@ impl PartitionTask {
                             self.complete(&mut dispatcher, &batch, &outcome, now);
                         }
                         self.store(&mut dispatcher, &mut pacer, now);
+                        self.dispatch(&mut dispatcher, &mut in_flight, now);
                     }
                     () = &mut timer, if armed.is_some() => {
                         armed = None;
-                        self.store(&mut dispatcher, &mut pacer, Instant::now());
+                        let now = Instant::now();
+                        self.store(&mut dispatcher, &mut pacer, now);
+                        self.dispatch(&mut dispatcher, &mut in_flight, now);
                     }
                     message = stream.next(), if dispatcher.has_room() => {
                         let now = Instant::now();
@@ -941,6 +926,7 @@ impl PartitionTask {
                         }
                         shared.metrics.records_received(read);
                         self.store(&mut dispatcher, &mut pacer, now);
+                        self.dispatch(&mut dispatcher, &mut in_flight, now);
                     }
                 }
             }
@@ -980,9 +966,9 @@ impl PartitionTask {
         drop(done);
     }
 
-    /// Starts the handler on every batch that may go now.
-    fn dispatch(&self, dispatcher: &mut Dispatcher, in_flight: &mut FuturesUnordered<InFlight>) {
-        let now = Instant::now();
+    /// Starts the handler on every batch that may go now. Every turn of the partition loop
+    /// that can make a batch ready (a record read, a batch finished, a window ended) ends here.
+    fn dispatch(&self, dispatcher: &mut Dispatcher, in_flight: &mut InFlight, now: Instant) {
         while dispatcher.ready(now) {
             let Some(batch) = dispatcher.take_batch(now) else {
                 break;
@@ -990,7 +976,7 @@ impl PartitionTask {
             self.shared.metrics.batch_sent(batch.records.len());
             let batch = Arc::new(batch);
             let outcome = Arc::clone(&self.shared.handler).handle(Arc::clone(&batch));
-            in_flight.push(InFlight { batch, outcome });
+            in_flight.push(batch, outcome);
         }
     }
 
@@ -1203,12 +1189,22 @@ impl Dispatcher {
 
     /// Whether the partition may read more records (bounded memory).
     ///
-    /// In partition order it holds at most two batches (the one filling and the next): reading
-    /// further ahead only copies records out of librdkafka's own prefetch queue earlier, and
-    /// polling that queue while it is empty costs two calls into librdkafka and a waker
-    /// registration, which at one record per batch showed in profiles.
+    /// In partition order without a batch window, it reads only the batch it can send now: a
+    /// record read while a batch is in flight would only be copied out of librdkafka's own
+    /// prefetch queue earlier, and encoded later, once its bytes have left the CPU's cache
+    /// (which showed in profiles at one record per batch). With a window it reads the next
+    /// batch while one is in flight, so that batch's window starts when its first record
+    /// arrives, not when the partition is free again. Key mode reads further ahead, past records
+    /// held back by an in-flight key.
     pub(crate) fn has_room(&self) -> bool {
         let max_records = match self.settings.ordering {
+            Ordering::Partition if self.settings.window.is_zero() => {
+                if self.in_flight > 0 {
+                    0
+                } else {
+                    self.settings.batch_size
+                }
+            }
             Ordering::Partition => 2 * self.settings.batch_size,
             Ordering::Key => (2 * self.settings.batch_size).max(KEY_MODE_MIN_BUFFERED_RECORDS),
         };

@@ -261,18 +261,32 @@ fn a_partial_outcome_stores_the_contiguous_prefix() {
 #[test]
 fn buffers_are_bounded() {
     let t0 = Instant::now();
-    let fill = |ordering| {
-        let mut d = dispatcher(10, ordering);
+    let fill_up = |d: &mut Dispatcher| {
         let mut o = 0;
         while d.has_room() {
-            push(&mut d, o, Some("k"), t0);
+            push(d, o, Some("k"), t0);
             o += 1;
             assert!(o <= 10_000, "unbounded");
         }
         o
     };
-    // Partition order: the batch being filled and the next one.
+    let fill = |ordering| fill_up(&mut dispatcher(10, ordering));
+    // Partition order with a window: the batch being filled and the next one.
     assert_eq!(fill(Ordering::Partition), 20);
+    // Without a window: the batch it can send now, and nothing while one is in flight.
+    let mut d = Dispatcher::new(
+        test_support::settings(10, Duration::ZERO, Ordering::Partition),
+        "trig".into(),
+        "t".into(),
+        0,
+        envelope_len("k:9092") + group_envelope_len("t", 0),
+    );
+    assert_eq!(fill_up(&mut d), 10);
+    let batch = take(&mut d, t0);
+    assert_eq!(batch.records.len(), 10);
+    assert!(!d.has_room(), "read while a batch is in flight");
+    d.complete(&batch, &BatchOutcome::all(10, Outcome::Delivered), t0);
+    assert!(d.has_room());
     // Key order reads further ahead, past records held back by an in-flight key.
     assert_eq!(fill(Ordering::Key), 1_000);
 }

@@ -1,0 +1,102 @@
+//! The batches of one partition whose handler is running.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, Stream};
+
+use super::event::KafkaBatch;
+use super::handler::BatchOutcome;
+
+/// A batch whose handler is running; resolves to the batch and its outcome.
+pub(super) struct Running {
+    batch: Option<Arc<KafkaBatch>>,
+    outcome: BoxFuture<'static, BatchOutcome>,
+}
+
+impl Future for Running {
+    type Output = (Arc<KafkaBatch>, BatchOutcome);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = ready!(self.outcome.as_mut().poll(cx));
+        let batch = self
+            .batch
+            .take()
+            .expect("a running batch is polled again after it finished");
+        Poll::Ready((batch, outcome))
+    }
+}
+
+/// The running batches of one partition, in completion order.
+///
+/// In partition order at most one batch runs, so a plain slot holds it: `FuturesUnordered`
+/// allocates a task and registers a waker of its own on every push, which at one record per
+/// batch showed in profiles. Key mode runs several and needs the set.
+pub(super) enum InFlight {
+    One(Option<Running>),
+    Many(FuturesUnordered<Running>),
+}
+
+impl InFlight {
+    /// At most one batch at a time (partition order), or several (key mode).
+    pub(super) fn new(several: bool) -> Self {
+        if several {
+            Self::Many(FuturesUnordered::new())
+        } else {
+            Self::One(None)
+        }
+    }
+
+    /// Starts tracking `batch`, whose handler future is `outcome`.
+    pub(super) fn push(
+        &mut self,
+        batch: Arc<KafkaBatch>,
+        outcome: BoxFuture<'static, BatchOutcome>,
+    ) {
+        let running = Running {
+            batch: Some(batch),
+            outcome,
+        };
+        match self {
+            Self::One(slot) => {
+                debug_assert!(
+                    slot.is_none(),
+                    "a second batch in flight in partition order"
+                );
+                *slot = Some(running);
+            }
+            Self::Many(set) => set.push(running),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Self::One(slot) => slot.is_none(),
+            Self::Many(set) => set.is_empty(),
+        }
+    }
+
+    /// The next batch to finish, with its outcome; `None` at once when nothing runs.
+    pub(super) fn next(
+        &mut self,
+    ) -> impl Future<Output = Option<(Arc<KafkaBatch>, BatchOutcome)>> + '_ {
+        poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Arc<KafkaBatch>, BatchOutcome)>> {
+        match self {
+            Self::One(slot) => {
+                let Some(running) = slot.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let finished = ready!(Pin::new(running).poll(cx));
+                *slot = None;
+                Poll::Ready(Some(finished))
+            }
+            Self::Many(set) => Pin::new(set).poll_next(cx),
+        }
+    }
+}
