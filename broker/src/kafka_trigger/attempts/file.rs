@@ -2,16 +2,16 @@
 //! rename) on every change. It survives a restart on the same disk, not a rebalance to an
 //! instance with another data directory.
 
+use super::counts::{Counts, CountsGuard};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Attempt counts of one trigger, persisted as `data_dir/kafka/<trigger>-attempts.json`.
 #[derive(Debug)]
 pub(super) struct FileStore {
     path: PathBuf,
-    counts: Mutex<BTreeMap<String, u32>>,
+    counts: Counts,
 }
 
 impl FileStore {
@@ -31,12 +31,12 @@ impl FileStore {
         };
         Ok(Self {
             path,
-            counts: Mutex::new(counts),
+            counts: Counts::new(counts),
         })
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.counts.is_empty()
     }
 
     pub(super) fn get(&self, key: &str) -> u32 {
@@ -70,9 +70,7 @@ impl FileStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> CountsGuard<'_> {
+        self.counts.lock()
     }
 }

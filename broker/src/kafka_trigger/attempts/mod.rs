@@ -13,6 +13,7 @@
 //! - **topic** (`attempts_topic`): a compacted Kafka topic shared by every instance of the
 //!   trigger's group ([`topic`]). Survives a restart and a rebalance to another instance.
 
+mod counts;
 mod file;
 mod topic;
 

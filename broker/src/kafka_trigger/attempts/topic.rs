@@ -32,10 +32,9 @@
 //! Only the trigger's connection and security options (`security.protocol`, `sasl.*`, `ssl.*`,
 //! `socket.*`, …) pass through from `librdkafka_options`, so SASL/TLS clusters work.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use impulse_config::{redact_secret_values, KafkaTriggerConfig};
@@ -47,6 +46,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
+
+use super::counts::{Counts, CountsGuard};
 
 /// Partitions of a topic this store creates.
 const NEW_TOPIC_PARTITIONS: i32 = 1;
@@ -85,7 +86,7 @@ struct Shared {
     /// `<group_id>/`: the prefix of this group's record keys.
     prefix: String,
     /// This group's counts, by attempts key (without the prefix).
-    counts: Mutex<HashMap<String, u32>>,
+    counts: Counts,
     /// Per partition (indexed by id), the offset below which every record has been applied.
     applied: watch::Sender<Vec<i64>>,
     /// The tail consumer's last error, for catch-up messages.
@@ -204,7 +205,7 @@ impl TopicStore {
             topic: topic.to_owned(),
             option: option.clone(),
             prefix: format!("{group}/"),
-            counts: Mutex::new(HashMap::new()),
+            counts: Counts::default(),
             applied: watch::Sender::new(vec![0; slots]),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -244,7 +245,7 @@ impl TopicStore {
 
     /// Whether this group has no count at all (in memory; no I/O).
     pub(super) fn is_empty(&self) -> bool {
-        self.shared.counts().is_empty()
+        self.shared.counts.is_empty()
     }
 
     /// The count for `key`, after catching up with the topic's current end (bounded).
@@ -390,10 +391,8 @@ impl fmt::Debug for TopicStore {
 }
 
 impl Shared {
-    fn counts(&self) -> MutexGuard<'_, HashMap<String, u32>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn counts(&self) -> CountsGuard<'_> {
+        self.counts.lock()
     }
 
     /// Applies one record of the topic: this group's counts and tombstones; others are skipped.
@@ -765,7 +764,7 @@ mod tests {
             topic: "attempts".to_owned(),
             option: "triggers.orders.attempts_topic".to_owned(),
             prefix: "g/".to_owned(),
-            counts: Mutex::new(HashMap::new()),
+            counts: Counts::default(),
             applied: watch::Sender::new(vec![0; 2]),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
