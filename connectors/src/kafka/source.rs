@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, Timestamp, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::event::{
@@ -389,7 +389,7 @@ async fn close(
         state.tasks.drain().collect()
     };
     for (_, task) in &tasks {
-        task.stop.send_replace(Stop::Drain(shared.drain_timeout));
+        task.tell(Stop::Drain(shared.drain_timeout));
     }
     let wait = shared.drain_timeout + TASK_EXIT_GRACE;
     let trigger = Arc::clone(&shared.trigger);
@@ -479,15 +479,23 @@ struct State {
 
 /// The rebalance callback's handle on a partition task.
 struct TaskHandle {
-    stop: watch::Sender<Stop>,
+    /// A channel rather than a `watch`: the partition loop polls its receiver on every turn,
+    /// and a pending `watch` change takes a mutex on each poll.
+    stop: mpsc::UnboundedSender<Stop>,
     /// Disconnects when the task has exited, its queue dropped.
     done: std::sync::mpsc::Receiver<()>,
+}
+
+impl TaskHandle {
+    fn tell(&self, stop: Stop) {
+        // A task that has exited already has nothing left to stop.
+        self.stop.send(stop).ok();
+    }
 }
 
 /// What a partition task is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
-    Run,
     /// Stop dispatching; wait this long for in-flight acks, store, exit.
     Drain(Duration),
     /// Exit now (the assignment was lost): nothing more may be stored.
@@ -555,7 +563,7 @@ impl Shared {
             // dropping its queue would switch off the new queue's wake-ups (vector#26438).
             let previous = self.lock().tasks.remove(&tp);
             if let Some(previous) = previous {
-                previous.stop.send_replace(Stop::Abort);
+                previous.tell(Stop::Abort);
                 wait_for_tasks(&self.trigger, vec![(tp.clone(), previous)], TASK_EXIT_GRACE);
             }
             let mut state = self.lock();
@@ -568,7 +576,7 @@ impl Shared {
                 self.fail(format!("could not split the queue of {}-{}", tp.0, tp.1));
                 continue;
             };
-            let (stop, stop_rx) = watch::channel(Stop::Run);
+            let (stop, stop_rx) = mpsc::unbounded_channel();
             let (done_tx, done) = std::sync::mpsc::channel();
             let task = PartitionTask {
                 shared: Arc::clone(self),
@@ -670,7 +678,7 @@ impl Shared {
             )
         };
         for (_, task) in &tasks {
-            task.stop.send_replace(stop);
+            task.tell(stop);
         }
         wait_for_tasks(&self.trigger, tasks, wait);
         let stored: Vec<(TopicPartition, i64)> = {
@@ -851,7 +859,7 @@ impl PartitionTask {
     async fn run(
         self,
         queue: PartitionQueue,
-        stop: watch::Receiver<Stop>,
+        stop: mpsc::UnboundedReceiver<Stop>,
         done: std::sync::mpsc::Sender<()>,
     ) {
         let (topic, partition) = self.tp.clone();
@@ -887,12 +895,7 @@ impl PartitionTask {
                     // watermark), then the timers, and reading last: a partition whose
                     // buffer is full stops reading, which bounds its memory.
                     biased;
-                    (stopped, stop) = &mut stop_changed => {
-                        if stopped != Stop::Run {
-                            break (stopped, stop);
-                        }
-                        stop_changed.set(next_stop(stop));
-                    }
+                    (stopped, stop) = &mut stop_changed => break (stopped, stop),
                     Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                         let now = Instant::now();
                         self.complete(&mut dispatcher, &batch, &outcome, now);
@@ -937,8 +940,8 @@ impl PartitionTask {
             while !in_flight.is_empty() {
                 tokio::select! {
                     biased;
-                    changed = stop.changed() => {
-                        if changed.is_err() || *stop.borrow() == Stop::Abort {
+                    next = stop.recv() => {
+                        if matches!(next, None | Some(Stop::Abort)) {
                             break;
                         }
                     }
@@ -1067,14 +1070,13 @@ impl PartitionTask {
     }
 }
 
-/// Waits for the next change of the stop signal and returns it with the receiver, so that one
-/// future can live across the partition loop.
-async fn next_stop(mut stop: watch::Receiver<Stop>) -> (Stop, watch::Receiver<Stop>) {
-    let stopped = match stop.changed().await {
-        Ok(()) => *stop.borrow_and_update(),
-        // The source is gone without a word: nothing more may be stored.
-        Err(_) => Stop::Abort,
-    };
+/// Waits for the stop signal and returns it with the receiver, so that one future can live
+/// across the partition loop.
+async fn next_stop(
+    mut stop: mpsc::UnboundedReceiver<Stop>,
+) -> (Stop, mpsc::UnboundedReceiver<Stop>) {
+    // The source gone without a word: nothing more may be stored.
+    let stopped = stop.recv().await.unwrap_or(Stop::Abort);
     (stopped, stop)
 }
 
