@@ -13,8 +13,9 @@
 //! - **A = R1**, in this process: an rdkafka `StreamConsumer` (same librdkafka settings as
 //!   Impulse's, a fresh group id, every partition assigned from the beginning, no offset store or
 //!   commit) with one queue and one task per partition, as Impulse's source; each task takes what
-//!   is already fetched up to the batch size, writes Lambda's Kafka event with plain byte writes
-//!   (the same bytes as Impulse's `encode_event`), and POSTs it with the client Impulse uses
+//!   is already fetched up to the batch size, reads each record's key, value and headers (as any
+//!   correct consumer must, even though the bench's records carry none), writes Lambda's Kafka
+//!   event with plain byte writes (the same bytes as Impulse's `encode_event`), and POSTs it with the client Impulse uses
 //!   (`HttpFunction::default_client()`, same headers): one request in flight per partition, no
 //!   limiter, no acks, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
@@ -50,7 +51,7 @@ use impulse_benches::stats::Summary;
 use impulse_benches::target::{Tally, Target};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -755,6 +756,9 @@ struct RawRecord {
     timestamp_type: &'static str,
     key: Option<Bytes>,
     value: Option<Bytes>,
+    /// The record's headers: a correct consumer must read them to write the event (librdkafka
+    /// parses them on first access, which costs even a record without any).
+    headers: Vec<(String, Option<Bytes>)>,
 }
 
 /// R1's consumer: offsets neither stored nor committed, and librdkafka's prefetch bounded as
@@ -905,12 +909,22 @@ impl RawRecord {
             timestamp_type,
             key: message.key().map(Bytes::copy_from_slice),
             value: message.payload().map(Bytes::copy_from_slice),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
 
 /// Lambda's Kafka event for one partition's records, written byte by byte as Impulse's
-/// `encode_event` writes it (no headers; topic and bootstrap servers need no escaping).
+/// `encode_event` writes it (topic and bootstrap servers need no escaping; header names are
+/// escaped by serde_json).
 fn lambda_kafka_event(
     bootstrap: &str,
     topic: &str,
@@ -951,7 +965,31 @@ fn lambda_kafka_event(
         push_base64(&mut out, record.key.as_deref());
         out.extend_from_slice(b",\"value\":");
         push_base64(&mut out, record.value.as_deref());
-        out.extend_from_slice(b",\"headers\":[]}");
+        out.extend_from_slice(b",\"headers\":[");
+        for (i, (name, value)) in record.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            // Writing a `&str` into a Vec cannot fail.
+            serde_json::to_writer(&mut out, name).ok();
+            out.push(b':');
+            match value {
+                None => out.extend_from_slice(b"null"),
+                Some(bytes) => {
+                    out.push(b'[');
+                    for (j, b) in bytes.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        push_decimal(&mut out, i64::from(*b));
+                    }
+                    out.push(b']');
+                }
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"]}}");
     Bytes::from(out)
@@ -1006,6 +1044,7 @@ mod tests {
                 timestamp_type: "CREATE_TIME",
                 key: Some(Bytes::from_static(b"recordKey")),
                 value: Some(Bytes::from_static(br#"{"key":"value"}"#)),
+                headers: Vec::new(),
             },
             RawRecord {
                 offset: 16,
@@ -1013,6 +1052,10 @@ mod tests {
                 timestamp_type: "NO_TIMESTAMP_TYPE",
                 key: None,
                 value: Some(Bytes::new()),
+                headers: vec![
+                    ("h\"1".to_owned(), Some(Bytes::from_static(b"ab"))),
+                    ("h2".to_owned(), None),
+                ],
             },
         ];
         let event = lambda_kafka_event("k1:9092", "orders", 3, &records);
@@ -1022,7 +1065,8 @@ mod tests {
             r#""timestamp":1545084650987,"timestampType":"CREATE_TIME","#,
             r#""key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9","headers":[]},"#,
             r#"{"topic":"orders","partition":3,"offset":16,"timestamp":-1,"#,
-            r#""timestampType":"NO_TIMESTAMP_TYPE","key":null,"value":"","headers":[]}]}}"#
+            r#""timestampType":"NO_TIMESTAMP_TYPE","key":null,"value":"","#,
+            r#""headers":[{"h\"1":[97,98]},{"h2":null}]}]}}"#
         );
         assert_eq!(std::str::from_utf8(&event).unwrap(), expected);
     }
@@ -1040,6 +1084,14 @@ mod tests {
                 value: Some(Bytes::from(impulse_benches::kafka::value(
                     &mut rng, i as u64,
                 ))),
+                headers: (0..i % 3)
+                    .map(|h| {
+                        (
+                            format!("h{h}"),
+                            (h > 0).then(|| Bytes::from(vec![h as u8; 3])),
+                        )
+                    })
+                    .collect(),
             })
             .collect();
         let impulse: Vec<KafkaRecord> = raw
@@ -1052,7 +1104,7 @@ mod tests {
                 timestamp_type: CREATE_TIME,
                 key: r.key.clone(),
                 value: r.value.clone(),
-                headers: Vec::new(),
+                headers: r.headers.clone(),
             })
             .collect();
         for n in [1, 100] {
