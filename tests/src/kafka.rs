@@ -18,6 +18,30 @@ use rdkafka::ClientConfig;
 /// Bound on each Kafka step.
 const STEP: Duration = Duration::from_secs(30);
 
+/// The config of one `http` function `consumer` at `endpoint` (with `timeout`, e.g. `"10s"`)
+/// and one Kafka trigger `orders` reading `topic` from the earliest offset with the group
+/// `<topic>-group`, on the broker of `scripts/services.sh`; `extra` lines end the trigger's
+/// table.
+pub fn orders_trigger_config(endpoint: &str, timeout: &str, topic: &str, extra: &str) -> String {
+    format!(
+        r#"
+[functions.consumer]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+timeout = "{timeout}"
+
+[triggers.orders]
+type = "kafka"
+function = "consumer"
+bootstrap_servers = "{bootstrap}"
+topics = ["{topic}"]
+group_id = "{topic}-group"
+starting_position = "earliest"
+{extra}
+"#,
+        bootstrap = crate::services::kafka_bootstrap(),
+    )
+}
+
 /// Creates `topic` with `partitions` partitions on `bootstrap`.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -10,9 +10,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
-use impulse_tests::kafka::{committed_total, create_topic, produce, producer};
+use impulse_tests::kafka::{
+    committed_total, create_topic, orders_trigger_config, produce, producer,
+};
 use impulse_tests::services::require_kafka;
-use impulse_tests::wait::wait_until;
+use impulse_tests::wait::{eventually, wait_until};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,29 +39,17 @@ fn unique(prefix: &str) -> String {
 /// `<topic>-group`, counts in `attempts_topic`, and a short session so that a killed member's
 /// partition moves on within seconds.
 fn config(instance: &Instance, endpoint: &str, topic: &str, attempts: &str, extra: &str) -> String {
-    format!(
-        r#"[queue]
-data_dir = {data_dir:?}
-
-[functions.consumer]
-target = {{ type = "http", endpoint = "{endpoint}" }}
-timeout = "60s"
-
-[triggers.orders]
-type = "kafka"
-function = "consumer"
-bootstrap_servers = "{bootstrap}"
-topics = ["{topic}"]
-group_id = "{topic}-group"
-starting_position = "earliest"
-batch_size = 10
+    let trigger = format!(
+        r#"batch_size = 10
 batch_window = "50ms"
 attempts_topic = "{attempts}"
 librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
-{extra}
-"#,
-        data_dir = instance.data_dir(),
-        bootstrap = impulse_tests::services::kafka_bootstrap(),
+{extra}"#
+    );
+    format!(
+        "[queue]\ndata_dir = {:?}\n{}",
+        instance.data_dir(),
+        orders_trigger_config(endpoint, "60s", topic, &trigger)
     )
 }
 
@@ -113,19 +103,16 @@ async fn read_to_end(bootstrap: &str, topic: &str) -> Vec<Record> {
 
 /// Waits until `topic` holds at least `count` records and returns them.
 async fn wait_for_records(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
-    let started = Instant::now();
-    loop {
+    eventually(&format!("{count} records in {topic}"), WAIT, async || {
         let records = read_to_end(bootstrap, topic).await;
         if records.len() >= count {
-            return records;
+            Ok(records)
+        } else {
+            Err(format!("{} records", records.len()))
         }
-        assert!(
-            started.elapsed() < WAIT,
-            "{topic} holds {} records, expected {count}",
-            records.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The values written for `key`, in order (`None`: a tombstone).
@@ -310,14 +297,16 @@ async fn retry_count_survives_moving_to_an_instance_with_another_data_dir() {
     );
     // Nothing more is invoked once the record is dead-lettered: its offset is committed.
     let group = format!("{topic}-group");
-    let deadline = Instant::now() + WAIT;
-    while committed_total(&bootstrap, &group, &topic, 1).await < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the dead-lettered record was never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the dead-lettered record's commit",
+        WAIT,
+        async || match committed_total(&bootstrap, &group, &topic, 1).await {
+            0 => Err("nothing committed".to_owned()),
+            _ => Ok(()),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let total = seen(&calls);
     let seen_by_b = total - seen_by_a;
     let in_flight_at_kill = seen_by_a - counted;
@@ -423,30 +412,27 @@ async fn a_delivered_batch_tombstones_its_count_and_other_groups_counts_are_igno
     )
     .await;
 
-    let started = Instant::now();
     let key = count_key(&topic);
-    loop {
+    let records = eventually(&format!("a tombstone for {key}"), WAIT, async || {
         let records = read_to_end(&bootstrap, &attempts).await;
         if history(&records, &key).last() == Some(&None) {
-            assert_eq!(
-                history(&records, &key),
-                [Some("1".to_owned()), Some("2".to_owned()), None],
-                "counted twice, then tombstoned on success"
-            );
-            assert_eq!(
-                history(&records, &foreign_key),
-                [Some("9".to_owned())],
-                "another group's count is left alone"
-            );
-            break;
+            Ok(records)
+        } else {
+            Err(format!("{records:?}"))
         }
-        assert!(
-            started.elapsed() < WAIT,
-            "no tombstone for {key}: {records:?}\n{}",
-            impulse.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", impulse.logs()));
+    assert_eq!(
+        history(&records, &key),
+        [Some("1".to_owned()), Some("2".to_owned()), None],
+        "counted twice, then tombstoned on success"
+    );
+    assert_eq!(
+        history(&records, &foreign_key),
+        [Some("9".to_owned())],
+        "another group's count is left alone"
+    );
     assert_eq!(
         *calls.lock().expect("lock"),
         3,

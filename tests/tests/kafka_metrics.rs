@@ -10,22 +10,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
-use impulse_tests::kafka::{committed_total, create_topic, producer};
+use impulse_tests::kafka::{committed_total, create_topic, orders_trigger_config, producer};
 use impulse_tests::services::{kafka_bootstrap, require_kafka};
+use impulse_tests::wait::eventually;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound on every wait for an observable state.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Pause between two probes of a polled state.
-const POLL: Duration = Duration::from_millis(100);
 
 const LAG: &str = "impulse_offset_lag_records";
 const RECEIVED: &str = "impulse_kafka_records_received_total";
@@ -37,27 +35,6 @@ const BATCH_SIZE: &str = "impulse_kafka_batch_size";
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
-}
-
-/// Probes `probe` every [`POLL`] until it answers `Ok`, at most `timeout`. `Err` carries the
-/// state seen, for the timeout message.
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Result<T, String>,
-) -> Result<T, String> {
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return Ok(value),
-            Err(state) if started.elapsed() >= timeout => {
-                return Err(format!(
-                    "timed out after {timeout:?} waiting for {what}; last seen: {state}"
-                ));
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
 }
 
 /// One record of a Lambda Kafka event.
@@ -646,27 +623,12 @@ async fn counting_function(
 }
 
 fn kip848_config(endpoint: &str, topic: &str) -> String {
-    format!(
-        r#"
-[functions.consumer]
-target = {{ type = "http", endpoint = "{endpoint}" }}
-timeout = "30s"
-
-[triggers.orders]
-type = "kafka"
-function = "consumer"
-bootstrap_servers = "{bootstrap}"
-topics = ["{topic}"]
-group_id = "{topic}-group"
-starting_position = "earliest"
-batch_size = 20
+    // KIP-848: the broker assigns partitions, and the session and heartbeat settings are the
+    // broker's (group.consumer.*), so none are passed here.
+    let extra = r#"batch_size = 20
 batch_window = "50ms"
-# KIP-848: the broker assigns partitions, and the session and heartbeat settings are the
-# broker's (group.consumer.*), so none are passed here.
-librdkafka_options = {{ "group.protocol" = "consumer" }}
-"#,
-        bootstrap = kafka_bootstrap(),
-    )
+librdkafka_options = { "group.protocol" = "consumer" }"#;
+    orders_trigger_config(endpoint, "30s", topic, extra)
 }
 
 #[tokio::test]
