@@ -67,15 +67,6 @@ impl Watermark {
     /// Marks a tracked offset final. Returns false when it was not tracked (or already
     /// resolved): that completion is ignored.
     pub(crate) fn resolve(&mut self, offset: i64) -> bool {
-        // Batches usually finish in offset order: the front entry, without a search.
-        if let Some(front) = self.entries.front_mut() {
-            if front.0 == offset && !front.1 {
-                front.1 = true;
-                self.unresolved -= 1;
-                self.pop_final();
-                return true;
-            }
-        }
         let from = self.entries.partition_point(|(o, _)| *o < offset);
         let found = self
             .entries
