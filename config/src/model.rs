@@ -695,6 +695,16 @@ pub struct KafkaTriggerConfig {
     pub filter: Vec<serde_json::Value>,
 }
 
+impl KafkaTriggerConfig {
+    /// The consumer group of trigger `trigger`: `group_id`, or `impulse-<trigger>`. Everything
+    /// that acts for the group (its consumer, its attempt counts) must use this one name.
+    pub fn consumer_group(&self, trigger: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("impulse-{trigger}"))
+    }
+}
+
 /// 100: Lambda's default `BatchSize` for Kafka.
 pub const fn default_kafka_batch_size() -> u32 {
     100

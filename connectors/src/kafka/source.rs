@@ -202,10 +202,7 @@ impl KafkaSource {
                     .timestamp_millis(),
             ),
         };
-        let group_id = config
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("impulse-{trigger}"));
+        let group_id = config.consumer_group(trigger);
 
         let mut client = ClientConfig::new();
         client

@@ -129,10 +129,7 @@ impl TopicStore {
                 redact_secret_values(&what, &config.librdkafka_options)
             )
         };
-        let group = config
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("impulse-{trigger}"));
+        let group = config.consumer_group(trigger);
         let context = AttemptsContext {
             trigger: Arc::from(trigger),
             topic: Arc::from(topic),
