@@ -117,19 +117,14 @@ pub enum InvocationOutcome {
 }
 
 impl InvocationOutcome {
-    /// How many outcomes there are: the length of a table indexed by [`Self::index`].
-    const COUNT: usize = 6;
+    /// How many outcomes there are: the length of a table indexed by [`Self::index`]
+    /// (`Permanent` is the last variant).
+    const COUNT: usize = Self::Permanent as usize + 1;
 
-    /// A dense index below [`Self::COUNT`], for tables of per-outcome handles.
+    /// A dense index below [`Self::COUNT`], for tables of per-outcome handles: the variant's
+    /// position (the enum has no fields and no explicit discriminants).
     const fn index(self) -> usize {
-        match self {
-            Self::Success => 0,
-            Self::FunctionError => 1,
-            Self::Timeout => 2,
-            Self::Throttled => 3,
-            Self::SystemError => 4,
-            Self::Permanent => 5,
-        }
+        self as usize
     }
 
     /// The label value.
