@@ -10,9 +10,11 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
-use impulse_tests::kafka::{committed_total, create_topic, produce, producer, read_values};
+use impulse_tests::kafka::{
+    committed_total, create_topic, orders_trigger_config, produce, producer, read_values,
+};
 use impulse_tests::services::require_kafka;
-use impulse_tests::wait::wait_until;
+use impulse_tests::wait::{eventually, wait_until};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -56,23 +58,7 @@ fn unique(prefix: &str) -> String {
 }
 
 fn trigger_config(endpoint: &str, topic: &str, extra: &str) -> String {
-    format!(
-        r#"
-[functions.consumer]
-target = {{ type = "http", endpoint = "{endpoint}" }}
-timeout = "10s"
-
-[triggers.orders]
-type = "kafka"
-function = "consumer"
-bootstrap_servers = "{bootstrap}"
-topics = ["{topic}"]
-group_id = "{topic}-group"
-starting_position = "earliest"
-{extra}
-"#,
-        bootstrap = impulse_tests::services::kafka_bootstrap(),
-    )
+    orders_trigger_config(endpoint, "10s", topic, extra)
 }
 
 #[tokio::test]
@@ -190,6 +176,77 @@ on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq
         .filter(|n| !all.contains(n) && !poison.contains(n))
         .collect();
     assert!(lost.is_empty(), "lost records: {lost:?}");
+}
+
+#[tokio::test]
+async fn records_older_than_max_record_age_go_to_the_dlq_and_their_count_is_cleared() {
+    let bootstrap = require_kafka().await;
+    let topic = unique("aged");
+    let dlq = unique("aged-dlq");
+    create_topic(&bootstrap, &topic, 1).await;
+    create_topic(&bootstrap, &dlq, 1).await;
+    // Stamped 50 s ago: a few failed attempts (0.5, 1, 2, 4, 8 s of back-off) take it past
+    // max_record_age (60 s, Lambda's minimum) long before the 10 retries a destination allows.
+    let stamped = chrono::Utc::now().timestamp_millis() - 50_000;
+    let record = rdkafka::producer::FutureRecord::to(&topic)
+        .partition(0)
+        .key("k")
+        .payload(r#"{"n":1}"#)
+        .timestamp(stamped);
+    producer(&bootstrap)
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let calls = Arc::new(Mutex::new(0_u32));
+    let c = calls.clone();
+    let function = FunctionServer::start(move |_event: Value| {
+        *c.lock().expect("lock") += 1;
+        async { (StatusCode::INTERNAL_SERVER_ERROR, "failed").into_response() }
+    })
+    .await;
+    let extra = format!(
+        r#"max_record_age = "60s"
+on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq}" }}"#
+    );
+    let instance = Instance::new();
+    let config = format!(
+        "[queue]\ndata_dir = {:?}\n{}",
+        instance.data_dir(),
+        trigger_config(&function.endpoint(), &topic, &extra)
+    );
+    let impulse = Impulse::start_in(&instance, &config).await;
+
+    let dead = read_values(&bootstrap, &dlq, 1, WAIT).await;
+    let dead: Value = serde_json::from_slice(&dead[0]).expect("dlq record is JSON");
+    assert_eq!(
+        dead["requestContext"]["condition"],
+        "MaximumRecordAgeExceeded",
+        "{dead}\n{}",
+        impulse.logs()
+    );
+    let made = *calls.lock().expect("lock");
+    assert!(made >= 1, "the record was attempted before it expired");
+    assert_eq!(
+        dead["requestContext"]["approximateInvokeCount"],
+        json!(made),
+        "every failed attempt before the expiry is counted"
+    );
+    let group = format!("{topic}-group");
+    eventually(
+        "the expired record's commit",
+        WAIT,
+        async || match committed_total(&bootstrap, &group, &topic, 1).await {
+            0 => Err("nothing committed".to_owned()),
+            _ => Ok(()),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The count of the expired records is gone: it would otherwise stay in the store forever.
+    let counts = std::fs::read_to_string(instance.data_dir().join("kafka/orders-attempts.json"))
+        .unwrap_or_else(|_| "{}".to_owned());
+    assert_eq!(counts.trim(), "{}", "attempt counts left behind");
 }
 
 #[tokio::test]
@@ -410,28 +467,21 @@ async fn a_trigger_whose_consumer_cannot_start_stops_the_process() {
         trigger_config("http://127.0.0.1:9", &topic, extra)
     );
     std::fs::write(instance.config_path(), config).expect("write config");
-    let mut child = std::process::Command::new(impulse_tests::impulse::binary())
+    let child = tokio::process::Command::new(impulse_tests::impulse::binary())
         .arg("run")
         .arg("--config")
         .arg(instance.config_path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        // A timeout below drops the child: it must not outlive the test.
+        .kill_on_drop(true)
         .spawn()
         .expect("spawn impulse");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().expect("kill");
-            panic!("impulse kept running with a trigger that cannot consume");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
-        .expect("read stderr");
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("impulse kept running with a trigger that cannot consume")
+        .expect("wait for impulse");
+    let (status, stderr) = (output.status, String::from_utf8_lossy(&output.stderr));
     assert!(!status.success(), "exit status {status}:\n{stderr}");
     assert!(
         stderr.contains("triggers.orders") && stderr.contains("session.timeout.ms"),

@@ -257,7 +257,13 @@ impl BatchContext {
             return range;
         }
         let split = range.start + expired;
-        let attempts = self.attempts.get(&records[range.start].identifier()).await;
+        // The count belongs to the part's first record, which is given up here: the rest
+        // starts a count of its own.
+        let key = records[range.start].identifier();
+        let attempts = self.attempts.get(&key).await;
+        if attempts > 0 {
+            self.attempts.clear(&key).await;
+        }
         self.give_up(
             records,
             range.start..split,
