@@ -44,16 +44,27 @@ starting_position = "earliest"
 
 /// Creates `topic` with `partitions` partitions on `bootstrap`.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configs, e.g. `("cleanup.policy", "compact")`.
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(STEP));
+    let new_topic = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |new_topic, (key, value)| new_topic.set(key, value),
+    );
     let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &options,
-        )
+        .create_topics([&new_topic], &options)
         .await
         .expect("CreateTopics");
     for result in results {

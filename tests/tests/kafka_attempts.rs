@@ -11,11 +11,11 @@ use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
 use impulse_tests::kafka::{
-    committed_total, create_topic, orders_trigger_config, produce, producer,
+    committed_total, create_topic, create_topic_with, orders_trigger_config, produce, producer,
 };
 use impulse_tests::services::require_kafka;
 use impulse_tests::wait::{eventually, wait_until};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -168,20 +168,6 @@ async fn partition_count(bootstrap: &str, topic: &str) -> usize {
     })
     .await
     .expect("metadata thread")
-}
-
-/// Creates a compacted topic with one partition, as an operator would beforehand.
-async fn create_compacted_topic(bootstrap: &str, topic: &str) {
-    let options = AdminOptions::new().operation_timeout(Some(STEP));
-    let new_topic =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let results = admin(bootstrap)
-        .create_topics([&new_topic], &options)
-        .await
-        .expect("CreateTopics");
-    for result in results {
-        result.expect("topic created");
-    }
 }
 
 /// A poison record, `max_retry_attempts = 3`, so 1 + 3 = 4 counted attempts before the DLQ.
@@ -374,7 +360,8 @@ async fn a_delivered_batch_tombstones_its_count_and_other_groups_counts_are_igno
     let attempts = unique("impulse-attempts");
     create_topic(&bootstrap, &topic, 1).await;
     create_topic(&bootstrap, &dlq, 1).await;
-    create_compacted_topic(&bootstrap, &attempts).await;
+    // Compacted and created beforehand, as an operator would.
+    create_topic_with(&bootstrap, &attempts, 1, &[("cleanup.policy", "compact")]).await;
     let producer = producer(&bootstrap);
     // Another group's count for the same partition and offset: 9 > max_retry_attempts, which
     // would dead-letter at the first failure if it were read as ours.
