@@ -8,6 +8,7 @@ mod in_flight;
 mod offsets;
 mod sink;
 mod source;
+mod stop;
 
 #[cfg(test)]
 mod tests;

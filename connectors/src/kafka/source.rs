@@ -33,8 +33,9 @@ use super::filter::KafkaFilter;
 use super::handler::{BatchHandler, BatchOutcome};
 use super::in_flight::InFlight;
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
+use super::stop::{stop_channel, Stop, StopReceiver, StopSender};
 use crate::contract::SourceError;
-use crate::telemetry::KafkaSourceMetrics;
+use crate::telemetry::{KafkaPartitionCounts, KafkaSourceMetrics};
 
 /// How long a revoke or shutdown waits for in-flight acks by default. Records still unresolved
 /// then are redelivered by the next owner. Must stay below `session.timeout.ms` (45 s).
@@ -57,7 +58,8 @@ const STATISTICS_INTERVAL_MS: &str = "5000";
 /// timestamp).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Shortest time between two offset stores of a partition; see `StorePacer`.
+/// Shortest time between two upkeeps of a partition (offset store, count flush); see
+/// `UpkeepPacer`.
 const STORE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a stopped partition task may take to exit after its drain.
@@ -476,27 +478,16 @@ struct State {
 
 /// The rebalance callback's handle on a partition task.
 struct TaskHandle {
-    /// A channel rather than a `watch`: the partition loop polls its receiver on every turn,
-    /// and a pending `watch` change takes a mutex on each poll.
-    stop: mpsc::UnboundedSender<Stop>,
+    stop: StopSender,
     /// Disconnects when the task has exited, its queue dropped.
     done: std::sync::mpsc::Receiver<()>,
 }
 
 impl TaskHandle {
     fn tell(&self, stop: Stop) {
-        // A task that has exited already has nothing left to stop.
-        self.stop.send(stop).ok();
+        // A task that has exited already has nothing left to stop: nobody reads it.
+        self.stop.send(stop);
     }
-}
-
-/// What a partition task is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Stop dispatching; wait this long for in-flight acks, store, exit.
-    Drain(Duration),
-    /// Exit now (the assignment was lost): nothing more may be stored.
-    Abort,
 }
 
 impl Shared {
@@ -573,7 +564,7 @@ impl Shared {
                 self.fail(format!("could not split the queue of {}-{}", tp.0, tp.1));
                 continue;
             };
-            let (stop, stop_rx) = mpsc::unbounded_channel();
+            let (stop, stop_rx) = stop_channel();
             let (done_tx, done) = std::sync::mpsc::channel();
             let task = PartitionTask {
                 shared: Arc::clone(self),
@@ -856,7 +847,7 @@ impl PartitionTask {
     async fn run(
         self,
         queue: PartitionQueue,
-        stop: mpsc::UnboundedReceiver<Stop>,
+        stop: StopReceiver,
         done: std::sync::mpsc::Sender<()>,
     ) {
         let (topic, partition) = self.tp.clone();
@@ -869,7 +860,8 @@ impl PartitionTask {
             shared.envelope + group_envelope_len(&topic, partition),
         );
         let mut in_flight = InFlight::new(shared.settings.ordering == Ordering::Key);
-        let mut pacer = StorePacer::default();
+        let mut counts = KafkaPartitionCounts::new(&shared.metrics);
+        let mut pacer = UpkeepPacer::default();
         // Long-lived futures, polled on every turn of the loop: creating them per turn
         // registers a waker (and a timer) each time.
         let mut stop_changed = Box::pin(next_stop(stop));
@@ -878,7 +870,7 @@ impl PartitionTask {
         let mut armed: Option<Instant> = None;
         let (stopped, mut stop) = {
             let mut stream = queue.stream();
-            self.dispatch(&mut dispatcher, &mut in_flight, Instant::now());
+            self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, Instant::now());
             loop {
                 let deadline = earliest(dispatcher.deadline(), pacer.due());
                 if deadline != armed {
@@ -900,33 +892,33 @@ impl PartitionTask {
                         while let Some(Some((batch, outcome))) = in_flight.next().now_or_never() {
                             self.complete(&mut dispatcher, &batch, &outcome, now);
                         }
-                        self.store(&mut dispatcher, &mut pacer, now);
-                        self.dispatch(&mut dispatcher, &mut in_flight, now);
+                        self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
                     }
                     () = &mut timer, if armed.is_some() => {
                         armed = None;
                         let now = Instant::now();
-                        self.store(&mut dispatcher, &mut pacer, now);
-                        self.dispatch(&mut dispatcher, &mut in_flight, now);
+                        self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
                     }
                     message = stream.next(), if dispatcher.has_room() => {
                         let now = Instant::now();
                         let mut read = 0;
                         if let Some(message) = message {
-                            read += self.receive(&mut dispatcher, message, now);
+                            read += self.receive(&mut dispatcher, &mut counts, message, now);
                         }
                         // Take what is already fetched, so a batch fills before its window.
                         while dispatcher.has_room() {
                             match stream.next().now_or_never() {
                                 Some(Some(message)) => {
-                                    read += self.receive(&mut dispatcher, message, now);
+                                    read += self.receive(&mut dispatcher, &mut counts, message, now);
                                 }
                                 _ => break,
                             }
                         }
-                        shared.metrics.records_received(read);
-                        self.store(&mut dispatcher, &mut pacer, now);
-                        self.dispatch(&mut dispatcher, &mut in_flight, now);
+                        counts.records_received(read);
+                        self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
                     }
                 }
             }
@@ -950,6 +942,7 @@ impl PartitionTask {
             }
             self.store_now(&mut dispatcher);
         }
+        counts.flush();
         // Handlers still running are dropped: their records stay unresolved.
         drop(in_flight);
         let unresolved = dispatcher.watermark.unresolved();
@@ -968,12 +961,18 @@ impl PartitionTask {
 
     /// Starts the handler on every batch that may go now. Every turn of the partition loop
     /// that can make a batch ready (a record read, a batch finished, a window ended) ends here.
-    fn dispatch(&self, dispatcher: &mut Dispatcher, in_flight: &mut InFlight, now: Instant) {
+    fn dispatch(
+        &self,
+        dispatcher: &mut Dispatcher,
+        in_flight: &mut InFlight,
+        counts: &mut KafkaPartitionCounts,
+        now: Instant,
+    ) {
         while dispatcher.ready(now) {
             let Some(batch) = dispatcher.take_batch(now) else {
                 break;
             };
-            self.shared.metrics.batch_sent(batch.records.len());
+            counts.batch_sent(batch.records.len());
             let batch = Arc::new(batch);
             let outcome = Arc::clone(&self.shared.handler).handle(Arc::clone(&batch));
             in_flight.push(batch, outcome);
@@ -985,6 +984,7 @@ impl PartitionTask {
     fn receive(
         &self,
         dispatcher: &mut Dispatcher,
+        counts: &mut KafkaPartitionCounts,
         message: KafkaResult<BorrowedMessage<'_>>,
         now: Instant,
     ) -> u64 {
@@ -1008,7 +1008,7 @@ impl PartitionTask {
             .unwrap_or_default();
         if !self.shared.filter.matches(key, value, &headers) {
             // Final at once (`Outcome::Dropped`): it commits with its neighbours.
-            self.shared.metrics.record_filtered();
+            counts.record_filtered();
             dispatcher.filtered(message.offset());
             return 1;
         }
@@ -1048,11 +1048,20 @@ impl PartitionTask {
         }
     }
 
-    /// Stores the watermark if it moved, at most once per [`STORE_INTERVAL`]; when it is too
-    /// early, the pacer asks for a timer.
-    fn store(&self, dispatcher: &mut Dispatcher, pacer: &mut StorePacer, now: Instant) {
-        if pacer.may_store(now) && self.store_now(dispatcher) {
-            pacer.stored(now);
+    /// Stores the watermark if it moved and flushes the partition's counts, at most once per
+    /// [`STORE_INTERVAL`]; when it is too early, the pacer asks for a timer.
+    fn upkeep(
+        &self,
+        dispatcher: &mut Dispatcher,
+        counts: &mut KafkaPartitionCounts,
+        pacer: &mut UpkeepPacer,
+        now: Instant,
+    ) {
+        if pacer.may_run(now) {
+            let stored = self.store_now(dispatcher);
+            if counts.flush() || stored {
+                pacer.ran(now);
+            }
         }
     }
 
@@ -1069,9 +1078,7 @@ impl PartitionTask {
 
 /// Waits for the stop signal and returns it with the receiver, so that one future can live
 /// across the partition loop.
-async fn next_stop(
-    mut stop: mpsc::UnboundedReceiver<Stop>,
-) -> (Stop, mpsc::UnboundedReceiver<Stop>) {
+async fn next_stop(mut stop: StopReceiver) -> (Stop, StopReceiver) {
     // The source gone without a word: nothing more may be stored.
     let stopped = stop.recv().await.unwrap_or(Stop::Abort);
     (stopped, stop)
@@ -1084,18 +1091,19 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Paces `store_offsets`: librdkafka commits stored offsets once a second anyway, and each
-/// store is a lock and a call into librdkafka, which at one record per batch showed in
-/// profiles. A revoke or shutdown always stores at once.
+/// Paces a partition's upkeep: `store_offsets` and flushing its counts. librdkafka commits
+/// stored offsets once a second anyway, and each store is a lock and a call into librdkafka,
+/// which at one record per batch showed in profiles. A revoke or shutdown always stores at
+/// once.
 #[derive(Debug, Default)]
-struct StorePacer {
+struct UpkeepPacer {
     last: Option<Instant>,
     due: Option<Instant>,
 }
 
-impl StorePacer {
-    /// Whether a store may happen now; if not, [`StorePacer::due`] says when.
-    fn may_store(&mut self, now: Instant) -> bool {
+impl UpkeepPacer {
+    /// Whether upkeep may happen now; if not, [`UpkeepPacer::due`] says when.
+    fn may_run(&mut self, now: Instant) -> bool {
         match self.last {
             Some(last) if now < last + STORE_INTERVAL => {
                 self.due = Some(last + STORE_INTERVAL);
@@ -1108,11 +1116,11 @@ impl StorePacer {
         }
     }
 
-    fn stored(&mut self, now: Instant) {
+    fn ran(&mut self, now: Instant) {
         self.last = Some(now);
     }
 
-    /// When a store that was too early may happen.
+    /// When upkeep that was too early may happen.
     fn due(&self) -> Option<Instant> {
         self.due
     }

@@ -10,7 +10,10 @@ use metrics::{
     SharedString, Unit,
 };
 
-use super::{ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
+use super::{
+    ConcurrencyGauge, InvocationMetrics, InvocationOutcome, KafkaPartitionCounts,
+    KafkaSourceMetrics,
+};
 
 // === helpers ===
 
@@ -241,4 +244,42 @@ fn every_outcome_has_its_own_label_and_slot() {
         let key = format!("impulse_invocations_total{{function=f,trigger=t,outcome={label}}}");
         assert_eq!(recorder.value(&key), Some(1.0), "{key}");
     }
+}
+
+// === KafkaPartitionCounts ===
+
+#[test]
+fn partition_counts_reach_the_source_metrics_only_when_flushed() {
+    const RECEIVED: &str = "impulse_kafka_records_received_total{trigger=t}";
+    const FILTERED: &str = "impulse_kafka_records_filtered_total{trigger=t}";
+    const BATCHES: &str = "impulse_kafka_batches_total{trigger=t}";
+    const SIZES: &str = "impulse_kafka_batch_size{trigger=t}";
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let source = KafkaSourceMetrics::new("t");
+    let mut counts = KafkaPartitionCounts::new(&source);
+    assert!(!counts.flush(), "nothing counted yet");
+
+    counts.records_received(4);
+    counts.record_filtered();
+    for size in [1, 1, 2, 1] {
+        counts.batch_sent(size);
+    }
+    assert_eq!(recorder.value(RECEIVED), None, "not flushed yet");
+    assert_eq!(recorder.value(BATCHES), None, "not flushed yet");
+
+    assert!(counts.flush());
+    assert_eq!(recorder.value(RECEIVED), Some(4.0));
+    assert_eq!(recorder.value(FILTERED), Some(1.0));
+    assert_eq!(recorder.value(BATCHES), Some(4.0));
+    assert_eq!(
+        recorder.samples(SIZES),
+        [1.0, 1.0, 2.0, 1.0],
+        "every batch, in order"
+    );
+    assert!(!counts.flush(), "a flush leaves nothing behind");
+
+    counts.records_received(2);
+    assert!(counts.flush());
+    assert_eq!(recorder.value(RECEIVED), Some(6.0), "flushes add up");
 }
