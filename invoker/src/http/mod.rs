@@ -183,12 +183,25 @@ enum ReadError {
 
 /// Reads the body, refusing more than Lambda's 6 MB response limit.
 async fn read_capped(response: &mut reqwest::Response) -> Result<Bytes, ReadError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
-        if body.len() + chunk.len() > MAX_SYNC_PAYLOAD {
+    let mut next = async || response.chunk().await.map_err(ReadError::Transport);
+    let Some(first) = next().await? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > MAX_SYNC_PAYLOAD {
+        return Err(ReadError::TooLarge);
+    }
+    // A small answer comes in one chunk: it is the body, without a copy.
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    let mut body = BytesMut::from(first);
+    let mut chunk = Some(second);
+    while let Some(more) = chunk {
+        if body.len() + more.len() > MAX_SYNC_PAYLOAD {
             return Err(ReadError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        body.extend_from_slice(&more);
+        chunk = next().await?;
     }
     Ok(body.freeze())
 }
