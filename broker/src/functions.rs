@@ -9,9 +9,7 @@ use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
-use impulse_invoker::{
-    DeadlineLayer, FunctionService, Invocation, InvocationResponse, InvokeError, MetricsLayer,
-};
+use impulse_invoker::{DeadlineLayer, FunctionService, Invoke, MetricsLayer};
 use tower::ServiceBuilder;
 
 use crate::async_invoke::build_sink;
@@ -133,15 +131,7 @@ impl Functions {
 }
 
 /// The stack every target gets: metrics → deadline → target.
-fn stack<T>(name: &str, function: &FunctionConfig, target: T) -> FunctionService
-where
-    T: tower::Service<Invocation, Response = InvocationResponse, Error = InvokeError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    T::Future: Send + 'static,
-{
+fn stack(name: &str, function: &FunctionConfig, target: impl Invoke) -> FunctionService {
     let service = ServiceBuilder::new()
         .layer(MetricsLayer::new(name))
         .layer(DeadlineLayer::new(function.timeout))

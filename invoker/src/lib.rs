@@ -1,13 +1,15 @@
 //! Impulse invoker: function targets as tower services, and the layers around them.
 //!
-//! A target is a `Service<Invocation, Response = InvocationResponse, Error = InvokeError>`.
-//! The broker composes each function's stack; this crate never reads a source.
+//! A target is called through [`Invoke`] (a shared reference: no clone of the stack per call)
+//! and is also a tower `Service<Invocation>`; the layers around it are tower `Layer`s. The
+//! broker composes each function's stack; this crate never reads a source.
 #![warn(missing_docs)]
 
 mod deadline;
 mod error;
 pub mod http;
 mod invocation;
+mod invoke;
 mod metrics;
 pub mod process;
 pub mod record;
@@ -16,8 +18,5 @@ pub mod retry;
 pub use deadline::{Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};
 pub use invocation::{Invocation, InvocationResponse, LambdaError, MAX_SYNC_PAYLOAD};
+pub use invoke::{FunctionService, Invoke};
 pub use metrics::{Metrics, MetricsLayer};
-
-/// A function's composed stack, type-erased so the broker can keep one per function.
-pub type FunctionService =
-    tower::util::BoxCloneSyncService<Invocation, InvocationResponse, InvokeError>;

@@ -197,7 +197,7 @@ impl ChannelHandler {
 }
 
 impl BatchHandler for ChannelHandler {
-    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome> {
+    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome> {
         Box::pin(async move {
             let len = batch.records.len();
             let (reply, answer) = oneshot::channel();

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use impulse_config::ASYNC_BODY_LIMIT;
 use impulse_invoker::{Invocation, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
-use tower::ServiceExt;
 
 use super::error::ApiError;
 use super::{enqueue, request_id, throttled, AppState};
@@ -77,7 +76,7 @@ pub(super) async fn invoke(
         payload,
         deadline: None,
     };
-    let result = function.service.clone().oneshot(invocation).await;
+    let result = function.service.invoke(invocation).await;
     drop(permit);
     let mut response = match result {
         Ok(response) => json_response(response.payload),

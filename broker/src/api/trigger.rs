@@ -15,7 +15,6 @@ use impulse_config::{Config, InvocationMode, TriggerConfig};
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError};
 use serde_json::json;
-use tower::ServiceExt;
 
 use super::{enqueue, request_id, AppState};
 
@@ -169,7 +168,7 @@ pub(super) async fn handle(
                 payload,
                 deadline: None,
             };
-            let result = function.service.clone().oneshot(invocation).await;
+            let result = function.service.invoke(invocation).await;
             drop(permit);
             match result {
                 Ok(result) => reply(&result.payload, &route.name, &request_id),

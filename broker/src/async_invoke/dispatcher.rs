@@ -13,7 +13,6 @@ use impulse_invoker::{ErrorClass, Invocation, InvokeError, LambdaError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use super::Completions;
 use crate::functions::{Function, Functions};
@@ -165,7 +164,7 @@ impl Inner {
             // The function's timeout applies too; the earlier deadline wins.
             deadline: Some(tokio::time::Instant::now() + (max_age - age)),
         };
-        let result = function.service.clone().oneshot(invocation).await;
+        let result = function.service.invoke(invocation).await;
         // The permit covers one attempt: released before any backoff.
         drop(permit);
         match result {

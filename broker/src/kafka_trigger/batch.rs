@@ -17,7 +17,6 @@ use impulse_invoker::record::function_arn;
 use impulse_invoker::{Invocation, InvokeError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use super::attempts::AttemptStore;
 use super::response::first_failed;
@@ -74,7 +73,7 @@ enum Attempt {
 }
 
 impl BatchHandler for BatchContext {
-    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome> {
+    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome> {
         Box::pin(async move { self.process(&batch).await })
     }
 }
@@ -214,7 +213,7 @@ impl BatchContext {
             payload: encode_event(&self.bootstrap_servers, records),
             deadline: None,
         };
-        let result = self.function.service.clone().oneshot(invocation).await;
+        let result = self.function.service.invoke(invocation).await;
         drop(permit);
         match result {
             Ok(response) if self.report_item_failures => {

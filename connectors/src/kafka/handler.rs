@@ -26,7 +26,11 @@ use crate::contract::Outcome;
 pub trait BatchHandler: Send + Sync + 'static {
     /// Processes `batch`. The future resolves once every record has a final outcome, or when
     /// the handler gives up on the rest (shutdown); those records stay unacknowledged.
-    fn handle(self: Arc<Self>, batch: Arc<KafkaBatch>) -> BoxFuture<'static, BatchOutcome>;
+    ///
+    /// The future may borrow the handler: the partition's task keeps the handler for as long
+    /// as it polls the future. (An owned `Arc` per batch was two atomic updates on a count
+    /// every partition shares.)
+    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome>;
 }
 
 /// The outcome of each record of a batch: final, or not (abandoned).

@@ -11,13 +11,14 @@ use futures::stream::{FuturesUnordered, Stream};
 use super::event::KafkaBatch;
 use super::handler::BatchOutcome;
 
-/// A batch whose handler is running; resolves to the batch and its outcome.
-pub(super) struct Running {
+/// A batch whose handler is running; resolves to the batch and its outcome. The handler's
+/// future borrows the handler for `'h`.
+pub(super) struct Running<'h> {
     batch: Option<Arc<KafkaBatch>>,
-    outcome: BoxFuture<'static, BatchOutcome>,
+    outcome: BoxFuture<'h, BatchOutcome>,
 }
 
-impl Future for Running {
+impl Future for Running<'_> {
     type Output = (Arc<KafkaBatch>, BatchOutcome);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -35,12 +36,12 @@ impl Future for Running {
 /// In partition order at most one batch runs, so a plain slot holds it: `FuturesUnordered`
 /// allocates a task and registers a waker of its own on every push, which at one record per
 /// batch showed in profiles. Key mode runs several and needs the set.
-pub(super) enum InFlight {
-    One(Option<Running>),
-    Many(FuturesUnordered<Running>),
+pub(super) enum InFlight<'h> {
+    One(Option<Running<'h>>),
+    Many(FuturesUnordered<Running<'h>>),
 }
 
-impl InFlight {
+impl<'h> InFlight<'h> {
     /// At most one batch at a time (partition order), or several (key mode).
     pub(super) fn new(several: bool) -> Self {
         if several {
@@ -51,11 +52,7 @@ impl InFlight {
     }
 
     /// Starts tracking `batch`, whose handler future is `outcome`.
-    pub(super) fn push(
-        &mut self,
-        batch: Arc<KafkaBatch>,
-        outcome: BoxFuture<'static, BatchOutcome>,
-    ) {
+    pub(super) fn push(&mut self, batch: Arc<KafkaBatch>, outcome: BoxFuture<'h, BatchOutcome>) {
         let running = Running {
             batch: Some(batch),
             outcome,
@@ -82,7 +79,7 @@ impl InFlight {
     /// The next batch to finish, with its outcome; `None` at once when nothing runs.
     pub(super) fn next(
         &mut self,
-    ) -> impl Future<Output = Option<(Arc<KafkaBatch>, BatchOutcome)>> + '_ {
+    ) -> impl Future<Output = Option<(Arc<KafkaBatch>, BatchOutcome)>> + use<'_, 'h> {
         poll_fn(move |cx| self.poll_next(cx))
     }
 

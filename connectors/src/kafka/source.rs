@@ -961,10 +961,10 @@ impl PartitionTask {
 
     /// Starts the handler on every batch that may go now. Every turn of the partition loop
     /// that can make a batch ready (a record read, a batch finished, a window ended) ends here.
-    fn dispatch(
-        &self,
+    fn dispatch<'t>(
+        &'t self,
         dispatcher: &mut Dispatcher,
-        in_flight: &mut InFlight,
+        in_flight: &mut InFlight<'t>,
         counts: &mut KafkaPartitionCounts,
         now: Instant,
     ) {
@@ -974,7 +974,7 @@ impl PartitionTask {
             };
             counts.batch_sent(batch.records.len());
             let batch = Arc::new(batch);
-            let outcome = Arc::clone(&self.shared.handler).handle(Arc::clone(&batch));
+            let outcome = self.shared.handler.handle(Arc::clone(&batch));
             in_flight.push(batch, outcome);
         }
     }

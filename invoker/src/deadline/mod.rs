@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Timeout};
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::{Invocation, InvocationResponse, InvokeError};
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError};
 
 /// Applies [`Deadline`] with a function's timeout.
 #[derive(Debug, Clone, Copy)]
@@ -43,26 +43,16 @@ pub struct Deadline<S> {
     timeout: Duration,
 }
 
-impl<S> Service<Invocation> for Deadline<S>
-where
-    S: Service<Invocation, Response = InvocationResponse, Error = InvokeError>,
-    S::Future: Send + 'static,
-{
-    type Response = InvocationResponse;
-    type Error = InvokeError;
+impl<S: Invoke> Invoke for Deadline<S> {
     type Future = DeadlineFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut invocation: Invocation) -> Self::Future {
+    fn invoke(&self, mut invocation: Invocation) -> Self::Future {
         let start = Instant::now();
         let own = start + self.timeout;
         let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
         invocation.deadline = Some(deadline);
         DeadlineFuture {
-            call: tokio::time::timeout_at(deadline, self.inner.call(invocation)),
+            call: tokio::time::timeout_at(deadline, self.inner.invoke(invocation)),
             after: deadline - start,
         }
     }
@@ -99,7 +89,6 @@ mod tests {
     use bytes::Bytes;
     use futures::future::BoxFuture;
     use std::sync::Arc;
-    use tower::{service_fn, ServiceExt};
 
     fn invocation(deadline: Option<Instant>) -> Invocation {
         Invocation {
@@ -111,29 +100,32 @@ mod tests {
         }
     }
 
-    fn sleeper(
-        d: Duration,
-    ) -> impl Service<
-        Invocation,
-        Response = InvocationResponse,
-        Error = InvokeError,
-        Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>,
-    > + Clone {
-        service_fn(move |_inv: Invocation| -> BoxFuture<'static, _> {
+    /// A target that answers `done` after a while.
+    struct Sleeper(Duration);
+
+    impl Invoke for Sleeper {
+        type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+        fn invoke(&self, _invocation: Invocation) -> Self::Future {
+            let after = self.0;
             Box::pin(async move {
-                tokio::time::sleep(d).await;
+                tokio::time::sleep(after).await;
                 Ok(InvocationResponse {
                     payload: Bytes::from_static(b"done"),
                 })
             })
-        })
+        }
+    }
+
+    fn sleeper(after: Duration) -> Sleeper {
+        Sleeper(after)
     }
 
     #[tokio::test(start_paused = true)]
     async fn times_out_at_the_function_timeout() {
         let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(5)));
         let err = svc
-            .oneshot(invocation(None))
+            .invoke(invocation(None))
             .await
             .expect_err("must time out");
         assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(3)));
@@ -145,7 +137,7 @@ mod tests {
         let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(2)));
         let caller = Instant::now() + Duration::from_secs(1);
         let err = svc
-            .oneshot(invocation(Some(caller)))
+            .invoke(invocation(Some(caller)))
             .await
             .expect_err("must time out");
         assert!(matches!(err, InvokeError::Timeout { after } if after == Duration::from_secs(1)));
@@ -154,7 +146,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finishes_within_the_deadline() {
         let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(sleeper(Duration::from_secs(2)));
-        let ok = svc.oneshot(invocation(None)).await.expect("in time");
+        let ok = svc.invoke(invocation(None)).await.expect("in time");
         assert_eq!(ok.payload, Bytes::from_static(b"done"));
     }
 }

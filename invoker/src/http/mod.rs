@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::{Invocation, InvocationResponse, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
 
 /// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
 pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
@@ -90,6 +90,14 @@ impl Service<Invocation> for HttpFunction {
     }
 
     fn call(&mut self, invocation: Invocation) -> Self::Future {
+        self.invoke(invocation)
+    }
+}
+
+impl Invoke for HttpFunction {
+    type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+    fn invoke(&self, invocation: Invocation) -> Self::Future {
         let mut request = self
             .client
             .post(reqwest::Url::clone(&self.endpoint))

@@ -10,9 +10,9 @@ use impulse_connectors::telemetry::{
 };
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::{Invocation, InvocationResponse, InvokeError};
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError};
 
 /// Applies [`Metrics`] for one function.
 #[derive(Debug, Clone)]
@@ -53,20 +53,10 @@ pub struct Metrics<S> {
     metrics: Arc<InvocationMetrics>,
 }
 
-impl<S> Service<Invocation> for Metrics<S>
-where
-    S: Service<Invocation, Response = InvocationResponse, Error = InvokeError>,
-    S::Future: Send + 'static,
-{
-    type Response = InvocationResponse;
-    type Error = InvokeError;
+impl<S: Invoke> Invoke for Metrics<S> {
     type Future = MetricsFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, invocation: Invocation) -> Self::Future {
+    fn invoke(&self, invocation: Invocation) -> Self::Future {
         debug_assert_eq!(
             *invocation.function,
             *self.metrics.function(),
@@ -77,7 +67,7 @@ where
         let handles = self.metrics.trigger(&invocation.trigger);
         let start = Instant::now();
         MetricsFuture {
-            call: self.inner.call(invocation),
+            call: self.inner.invoke(invocation),
             handles,
             start,
         }

@@ -41,7 +41,7 @@ use impulse_connectors::telemetry;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::{Invocation, InvocationResponse, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
 use environment::{Launch, Outcome, StartError};
 use pool::{Checkout, Grant, Pool};
 use runtime_api::Reply;
@@ -192,6 +192,14 @@ impl Service<Invocation> for ProcessFunction {
     }
 
     fn call(&mut self, invocation: Invocation) -> Self::Future {
+        Invoke::invoke(self, invocation)
+    }
+}
+
+impl Invoke for ProcessFunction {
+    type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+    fn invoke(&self, invocation: Invocation) -> Self::Future {
         Box::pin(invoke(self.pool.clone(), self.timeout, invocation))
     }
 }
