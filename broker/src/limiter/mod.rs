@@ -43,7 +43,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use impulse_config::{Config, RateConfig};
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, Limit};
-use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit};
 
 use self::clock::{TokioClock, TokioInstant};
 
@@ -61,7 +61,7 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Toki
 /// example 6). The set of functions is fixed when it is built; a config reload builds a new one.
 #[derive(Clone)]
 pub(crate) struct Limiter {
-    functions: Arc<HashMap<Box<str>, Arc<FunctionLimits>>>,
+    functions: Arc<HashMap<Box<str>, FunctionLimits>>,
 }
 
 impl Limiter {
@@ -111,7 +111,7 @@ impl Limiter {
                     rate_waiters: AtomicUsize::new(0),
                     executions: ConcurrencyGauge::new(name),
                 };
-                (name.as_str().into(), Arc::new(limits))
+                (name.as_str().into(), limits)
             })
             .collect();
         Self {
@@ -132,24 +132,21 @@ impl Limiter {
     /// [`Throttle::Disabled`] (`reserved_concurrency = 0`), or [`Throttle::AccountConcurrency`]
     /// when the function draws from an unreserved pool of size 0 (reserved concurrency takes the
     /// whole account) — waiting would never end.
-    pub(crate) async fn acquire(&self, function: &str) -> Result<Permit, Throttle> {
+    pub(crate) async fn acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
         let limits = self.get(function)?;
         let (semaphore, full) = limits.slots()?;
-        let slot = match Arc::clone(semaphore).try_acquire_owned() {
+        let slot = match semaphore.try_acquire() {
             Ok(slot) => slot,
             Err(_) => {
                 telemetry::throttled(&limits.name, Limit::Concurrency);
                 // FIFO: tokio's semaphore serves waiters in order, and a `try_acquire` cannot
                 // take a released slot from a waiter. It is never closed, so the error arm is
                 // unreachable; report the limit rather than panic.
-                Arc::clone(semaphore)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_closed| full)?
+                semaphore.acquire().await.map_err(|_closed| full)?
             }
         };
         limits.wait_for_rate().await;
-        Ok(Permit::new(Arc::clone(limits), slot))
+        Ok(Permit::new(limits, slot))
     }
 
     /// Admits an attempt of `function` now, or refuses at once: for synchronous callers, which
@@ -159,10 +156,10 @@ impl Limiter {
     ///
     /// The limit that refused. Every refusal but [`Throttle::UnknownFunction`] counts one
     /// throttle (an unknown name must not become a metric label).
-    pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit, Throttle> {
+    pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
         let limits = self.get(function)?;
         let (semaphore, full) = limits.slots()?;
-        let Ok(slot) = Arc::clone(semaphore).try_acquire_owned() else {
+        let Ok(slot) = semaphore.try_acquire() else {
             telemetry::throttled(&limits.name, Limit::Concurrency);
             return Err(full);
         };
@@ -171,10 +168,10 @@ impl Limiter {
             telemetry::throttled(&limits.name, Limit::Rate);
             return Err(Throttle::Rate);
         }
-        Ok(Permit::new(Arc::clone(limits), slot))
+        Ok(Permit::new(limits, slot))
     }
 
-    fn get(&self, function: &str) -> Result<&Arc<FunctionLimits>, Throttle> {
+    fn get(&self, function: &str) -> Result<&FunctionLimits, Throttle> {
         self.functions
             .get(function)
             .ok_or(Throttle::UnknownFunction)
@@ -325,17 +322,18 @@ impl fmt::Debug for FunctionLimits {
 /// `impulse_concurrent_executions` gauge.
 ///
 /// Hold it for exactly one attempt: callers MUST drop it before a retry's backoff and acquire a
-/// new one for the retry.
+/// new one for the retry. It borrows the limiter: an owned permit cloned two `Arc`s that every
+/// admission of every function shares.
 #[must_use = "the attempt is admitted only while the permit is held"]
-pub(crate) struct Permit {
-    limits: Arc<FunctionLimits>,
+pub(crate) struct Permit<'l> {
+    limits: &'l FunctionLimits,
     /// Released when the permit drops (after `Drop::drop`, so the gauge never counts a slot
     /// that is already free).
-    _slot: OwnedSemaphorePermit,
+    _slot: SemaphorePermit<'l>,
 }
 
-impl Permit {
-    fn new(limits: Arc<FunctionLimits>, slot: OwnedSemaphorePermit) -> Self {
+impl<'l> Permit<'l> {
+    fn new(limits: &'l FunctionLimits, slot: SemaphorePermit<'l>) -> Self {
         limits.executions.started();
         Self {
             limits,
@@ -344,13 +342,13 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.limits.executions.finished();
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("function", &self.limits.name)
