@@ -5,9 +5,8 @@
 //! handle registered before the recorder is installed stays a no-op forever. Each type below says
 //! when it registers.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -60,15 +59,24 @@ impl ConcurrencyGauge {
 /// no series exists before it is needed: the histogram is registered when the function's first
 /// attempt starts, each counter when its trigger and outcome first occur together.
 ///
-/// Look up the trigger once per attempt with [`InvocationMetrics::trigger`] (a read lock and a
-/// hash of the trigger name; the write lock only for a trigger never seen before), then report
-/// through the returned handles.
+/// Look up the trigger once per attempt with [`InvocationMetrics::trigger`] (a walk of a short
+/// list without a lock; a new entry only for a trigger never seen before), then report through
+/// the returned handles.
 pub struct InvocationMetrics {
     function: Arc<str>,
     /// Shared by every trigger's handles: the histogram's only label is `function`.
     duration: OnceLock<Histogram>,
-    /// Trigger names are configured names (or `invoke`), a small bounded set.
-    triggers: RwLock<HashMap<Arc<str>, Arc<TriggerInvocationMetrics>>>,
+    /// The triggers seen so far, in the order they were first seen. Trigger names are
+    /// configured names (or `invoke`), a small bounded set, so an append-only list read without
+    /// a lock does: a read lock was two atomic updates per attempt on a count that every
+    /// worker thread shares.
+    triggers: OnceLock<Box<TriggerNode>>,
+}
+
+/// One trigger's handles, and the next trigger's.
+struct TriggerNode {
+    handles: Arc<TriggerInvocationMetrics>,
+    next: OnceLock<Box<TriggerNode>>,
 }
 
 impl InvocationMetrics {
@@ -77,7 +85,7 @@ impl InvocationMetrics {
         Self {
             function: function.into(),
             duration: OnceLock::new(),
-            triggers: RwLock::new(HashMap::new()),
+            triggers: OnceLock::new(),
         }
     }
 
@@ -89,36 +97,38 @@ impl InvocationMetrics {
     /// The handles for invocations of this function from `trigger`, registering the duration
     /// histogram the first time any trigger is seen.
     pub fn trigger(&self, trigger: &Arc<str>) -> Arc<TriggerInvocationMetrics> {
-        // A poisoned lock only means a thread panicked while inserting: the map is still valid.
-        if let Some(handles) = self
-            .triggers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&**trigger)
-        {
-            return Arc::clone(handles);
+        let mut slot = &self.triggers;
+        loop {
+            // Threads adding the same trigger at once wait for one another in `get_or_init`;
+            // one adding another trigger in this slot sends the others on to the next.
+            let node = slot.get_or_init(|| {
+                Box::new(TriggerNode {
+                    handles: Arc::new(self.new_trigger(trigger)),
+                    next: OnceLock::new(),
+                })
+            });
+            if *node.handles.trigger == **trigger {
+                return Arc::clone(&node.handles);
+            }
+            slot = &node.next;
         }
-        let mut triggers = self
-            .triggers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let handles = triggers.entry(Arc::clone(trigger)).or_insert_with(|| {
-            Arc::new(TriggerInvocationMetrics {
-                function: Arc::clone(&self.function),
-                trigger: Arc::clone(trigger),
-                duration: self
-                    .duration
-                    .get_or_init(|| {
-                        metrics::histogram!(
-                            INVOCATION_DURATION_SECONDS,
-                            "function" => Arc::clone(&self.function),
-                        )
-                    })
-                    .clone(),
-                outcomes: Default::default(),
-            })
-        });
-        Arc::clone(handles)
+    }
+
+    fn new_trigger(&self, trigger: &Arc<str>) -> TriggerInvocationMetrics {
+        TriggerInvocationMetrics {
+            function: Arc::clone(&self.function),
+            trigger: Arc::clone(trigger),
+            duration: self
+                .duration
+                .get_or_init(|| {
+                    metrics::histogram!(
+                        INVOCATION_DURATION_SECONDS,
+                        "function" => Arc::clone(&self.function),
+                    )
+                })
+                .clone(),
+            outcomes: Default::default(),
+        }
     }
 }
 

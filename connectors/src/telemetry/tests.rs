@@ -224,6 +224,42 @@ fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
 }
 
 #[test]
+fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
+    let recorder = TestRecorder::default();
+    let metrics = InvocationMetrics::new("f");
+    let triggers: Vec<Arc<str>> = ["a", "b", "c"].into_iter().map(Arc::from).collect();
+    std::thread::scope(|scope| {
+        for offset in 0..8 {
+            let (recorder, metrics, triggers) = (&recorder, &metrics, &triggers);
+            scope.spawn(move || {
+                metrics::with_local_recorder(recorder, || {
+                    for i in 0..triggers.len() {
+                        // Each thread starts at another trigger, so that they race to add them.
+                        let trigger = &triggers[(i + offset) % triggers.len()];
+                        metrics
+                            .trigger(trigger)
+                            .completed(InvocationOutcome::Success, Duration::ZERO);
+                    }
+                });
+            });
+        }
+    });
+    for trigger in ["a", "b", "c"] {
+        let key =
+            format!("impulse_invocations_total{{function=f,trigger={trigger},outcome=success}}");
+        assert_eq!(recorder.value(&key), Some(8.0), "{key}");
+    }
+    assert!(
+        recorder
+            .registrations()
+            .iter()
+            .all(|(_, count)| *count == 1),
+        "one registration per series: {:?}",
+        recorder.registrations()
+    );
+}
+
+#[test]
 fn every_outcome_has_its_own_label_and_slot() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
