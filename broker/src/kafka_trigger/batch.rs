@@ -119,9 +119,18 @@ impl BatchContext {
         // allocates no queue).
         let mut whole = Some(0..records.len());
         let mut pending: VecDeque<Range<usize>> = VecDeque::new();
-        while let Some(mut range) = whole.take().or_else(|| pending.pop_front()) {
+        // Shutdown stops the work between attempts: here before a bisected part, and in the
+        // backoff before a retry. (Not before the first attempt: `is_cancelled` takes a lock
+        // that every partition shares, and the source stops handing out batches at shutdown.)
+        while let Some(mut range) = whole.take().or_else(|| {
+            if self.shutdown.is_cancelled() {
+                None
+            } else {
+                pending.pop_front()
+            }
+        }) {
             loop {
-                if range.is_empty() || self.shutdown.is_cancelled() {
+                if range.is_empty() {
                     break;
                 }
                 range = self.expire(records, range, &mut outcome).await;
