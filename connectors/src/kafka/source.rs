@@ -60,7 +60,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shortest time between two upkeeps of a partition (offset store, count flush); see
 /// `UpkeepPacer`.
-const STORE_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const STORE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a stopped partition task may take to exit after its drain.
 const TASK_EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -868,9 +868,20 @@ impl PartitionTask {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // Without a batch window, batching never depends on the time: the dispatcher is given
+        // the same instant on every turn, which saves reading the clock (the timer's turn still
+        // reads it, for the upkeep pacer).
+        let started = Instant::now();
+        let batching_clock = || {
+            if shared.settings.window.is_zero() {
+                started
+            } else {
+                Instant::now()
+            }
+        };
         let (stopped, mut stop) = {
             let mut stream = queue.stream();
-            self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, Instant::now());
+            self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, started);
             loop {
                 let deadline = earliest(dispatcher.deadline(), pacer.due());
                 if deadline != armed {
@@ -886,23 +897,24 @@ impl PartitionTask {
                     biased;
                     (stopped, stop) = &mut stop_changed => break (stopped, stop),
                     Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                        let now = Instant::now();
+                        let now = batching_clock();
                         self.complete(&mut dispatcher, &batch, &outcome, now);
                         // Take every other finished batch before storing once.
                         while let Some(Some((batch, outcome))) = in_flight.next().now_or_never() {
                             self.complete(&mut dispatcher, &batch, &outcome, now);
                         }
                         self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
-                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer);
                     }
                     () = &mut timer, if armed.is_some() => {
                         armed = None;
                         let now = Instant::now();
+                        pacer.wake(now);
                         self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
-                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer);
                     }
                     message = stream.next(), if dispatcher.has_room() => {
-                        let now = Instant::now();
+                        let now = batching_clock();
                         let mut read = 0;
                         if let Some(message) = message {
                             read += self.receive(&mut dispatcher, &mut counts, message, now);
@@ -918,7 +930,7 @@ impl PartitionTask {
                         }
                         counts.records_received(read);
                         self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, now);
-                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer, now);
+                        self.upkeep(&mut dispatcher, &mut counts, &mut pacer);
                     }
                 }
             }
@@ -1048,19 +1060,18 @@ impl PartitionTask {
         }
     }
 
-    /// Stores the watermark if it moved and flushes the partition's counts, at most once per
-    /// [`STORE_INTERVAL`]; when it is too early, the pacer asks for a timer.
+    /// Stores the watermark if it moved and flushes the partition's counts, unless the
+    /// partition is resting from its last upkeep (then the timer's turn does it).
     fn upkeep(
         &self,
         dispatcher: &mut Dispatcher,
         counts: &mut KafkaPartitionCounts,
         pacer: &mut UpkeepPacer,
-        now: Instant,
     ) {
-        if pacer.may_run(now) {
+        if pacer.may_run() {
             let stored = self.store_now(dispatcher);
             if counts.flush() || stored {
-                pacer.ran(now);
+                pacer.ran(Instant::now());
             }
         }
     }
@@ -1095,34 +1106,34 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// stored offsets once a second anyway, and each store is a lock and a call into librdkafka,
 /// which at one record per batch showed in profiles. A revoke or shutdown always stores at
 /// once.
+///
+/// After an upkeep that did something, the partition rests for [`STORE_INTERVAL`]: upkeep
+/// asked for meanwhile waits for the loop's timer to end the rest. A busy partition so reads
+/// the clock once per rest, not on every turn.
 #[derive(Debug, Default)]
-struct UpkeepPacer {
-    last: Option<Instant>,
-    due: Option<Instant>,
+pub(crate) struct UpkeepPacer {
+    resting_until: Option<Instant>,
 }
 
 impl UpkeepPacer {
-    /// Whether upkeep may happen now; if not, [`UpkeepPacer::due`] says when.
-    fn may_run(&mut self, now: Instant) -> bool {
-        match self.last {
-            Some(last) if now < last + STORE_INTERVAL => {
-                self.due = Some(last + STORE_INTERVAL);
-                false
-            }
-            _ => {
-                self.due = None;
-                true
-            }
+    pub(crate) fn may_run(&self) -> bool {
+        self.resting_until.is_none()
+    }
+
+    pub(crate) fn ran(&mut self, now: Instant) {
+        self.resting_until = Some(now + STORE_INTERVAL);
+    }
+
+    /// Ends the rest if it is over (the loop's timer fired).
+    pub(crate) fn wake(&mut self, now: Instant) {
+        if self.resting_until.is_some_and(|until| now >= until) {
+            self.resting_until = None;
         }
     }
 
-    fn ran(&mut self, now: Instant) {
-        self.last = Some(now);
-    }
-
-    /// When upkeep that was too early may happen.
-    fn due(&self) -> Option<Instant> {
-        self.due
+    /// When the rest ends: the loop's timer must fire then.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.resting_until
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::event::{envelope_len, group_envelope_len, record_len, CREATE_TIME};
 use super::source::test_support;
-use super::source::Dispatcher;
+use super::source::{Dispatcher, UpkeepPacer, STORE_INTERVAL};
 use super::{BatchOutcome, KafkaBatch, KafkaRecord, KafkaSource};
 use crate::contract::Outcome;
 
@@ -322,4 +322,27 @@ fn new_checks_options_filters_and_hides_secrets() {
 
     assert!(test_support::is_secret("SASL.PASSWORD"));
     assert!(!test_support::is_secret("fetch.max.bytes"));
+}
+
+#[test]
+fn upkeep_rests_after_doing_something_until_the_timer_ends_the_rest() {
+    let mut pacer = UpkeepPacer::default();
+    assert!(pacer.may_run(), "a new partition may store at once");
+    assert_eq!(pacer.due(), None, "no timer needed");
+    let t0 = Instant::now();
+    pacer.ran(t0);
+    assert!(!pacer.may_run(), "resting");
+    assert_eq!(
+        pacer.due(),
+        Some(t0 + STORE_INTERVAL),
+        "the timer ends the rest"
+    );
+    pacer.wake(t0 + STORE_INTERVAL / 2);
+    assert!(
+        !pacer.may_run(),
+        "a timer that fired early (a batch window) does not end it"
+    );
+    pacer.wake(t0 + STORE_INTERVAL);
+    assert!(pacer.may_run());
+    assert_eq!(pacer.due(), None);
 }
