@@ -524,7 +524,9 @@ impl TestRecorder {
         })
     }
 
+    /// The series' value, once this thread's buffered updates are applied.
     fn get(&self, key: &str) -> Option<f64> {
+        impulse_connectors::telemetry::flush_this_thread();
         self.values.lock().expect("not poisoned").get(key).copied()
     }
 

@@ -1,5 +1,6 @@
 //! Per-function metric handles for the invocation hot path: registered once, then each update
-//! is an atomic operation with no label allocation and no registry lookup.
+//! is buffered by the thread that makes it (`super::buffer`), with no label allocation and no
+//! registry lookup.
 //!
 //! `metrics` resolves a handle against the recorder installed when the handle is registered; a
 //! handle registered before the recorder is installed stays a no-op forever. Each type below says
@@ -12,7 +13,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 
 use super::{
-    InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL, INVOCATION_DURATION_SECONDS,
+    buffer, InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL,
+    INVOCATION_DURATION_SECONDS,
 };
 
 // === ConcurrencyGauge ===
@@ -24,27 +26,29 @@ use super::{
 /// the gauge at the true count (a `set` from a shared counter would need one to keep a stale
 /// value from landing last). Clones share the gauge, and so do gauges created for the same
 /// function (a rebuilt limiter keeps counting the old one's permits until they drop).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConcurrencyGauge {
-    gauge: Gauge,
+    gauge: &'static Gauge,
 }
 
 impl ConcurrencyGauge {
-    /// Registers the gauge labelled with `function`.
+    /// Registers the gauge labelled with `function`. The handle lives for the process (see
+    /// `super::buffer`).
     pub fn new(function: &str) -> Self {
+        let gauge = metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned());
         Self {
-            gauge: metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned()),
+            gauge: Box::leak(Box::new(gauge)),
         }
     }
 
     /// Emitted when an attempt takes a permit.
     pub fn started(&self) {
-        self.gauge.increment(1.0);
+        buffer::move_gauge(self.gauge, 1.0);
     }
 
     /// Emitted when an attempt gives its permit back.
     pub fn finished(&self) {
-        self.gauge.decrement(1.0);
+        buffer::move_gauge(self.gauge, -1.0);
     }
 }
 
@@ -69,14 +73,15 @@ pub struct InvocationMetrics {
     /// The triggers seen so far, in the order they were first seen. Trigger names are
     /// configured names (or `invoke`), a small bounded set, so an append-only list read without
     /// a lock does: a read lock was two atomic updates per attempt on a count that every
-    /// worker thread shares.
-    triggers: OnceLock<Box<TriggerNode>>,
+    /// worker thread shares. The handles live for the process (see `super::buffer`), so an
+    /// attempt holds a plain reference rather than a shared count.
+    triggers: OnceLock<&'static TriggerNode>,
 }
 
 /// One trigger's handles, and the next trigger's.
 struct TriggerNode {
-    handles: Arc<TriggerInvocationMetrics>,
-    next: OnceLock<Box<TriggerNode>>,
+    handles: TriggerInvocationMetrics,
+    next: OnceLock<&'static TriggerNode>,
 }
 
 impl InvocationMetrics {
@@ -96,19 +101,19 @@ impl InvocationMetrics {
 
     /// The handles for invocations of this function from `trigger`, registering the duration
     /// histogram the first time any trigger is seen.
-    pub fn trigger(&self, trigger: &Arc<str>) -> Arc<TriggerInvocationMetrics> {
+    pub fn trigger(&self, trigger: &Arc<str>) -> &'static TriggerInvocationMetrics {
         let mut slot = &self.triggers;
         loop {
             // Threads adding the same trigger at once wait for one another in `get_or_init`;
             // one adding another trigger in this slot sends the others on to the next.
-            let node = slot.get_or_init(|| {
-                Box::new(TriggerNode {
-                    handles: Arc::new(self.new_trigger(trigger)),
+            let node: &'static TriggerNode = slot.get_or_init(|| {
+                Box::leak(Box::new(TriggerNode {
+                    handles: self.new_trigger(trigger),
                     next: OnceLock::new(),
-                })
+                }))
             });
             if *node.handles.trigger == **trigger {
-                return Arc::clone(&node.handles);
+                return &node.handles;
             }
             slot = &node.next;
         }
@@ -154,18 +159,17 @@ pub struct TriggerInvocationMetrics {
 
 impl TriggerInvocationMetrics {
     /// Emitted when an invocation attempt finishes, whatever its outcome.
-    pub fn completed(&self, outcome: InvocationOutcome, elapsed: Duration) {
-        self.outcomes[outcome.index()]
-            .get_or_init(|| {
-                metrics::counter!(
-                    INVOCATIONS_TOTAL,
-                    "function" => Arc::clone(&self.function),
-                    "trigger" => Arc::clone(&self.trigger),
-                    "outcome" => outcome.as_str(),
-                )
-            })
-            .increment(1);
-        self.duration.record(elapsed.as_secs_f64());
+    pub fn completed(&'static self, outcome: InvocationOutcome, elapsed: Duration) {
+        let counter = self.outcomes[outcome.index()].get_or_init(|| {
+            metrics::counter!(
+                INVOCATIONS_TOTAL,
+                "function" => Arc::clone(&self.function),
+                "trigger" => Arc::clone(&self.trigger),
+                "outcome" => outcome.as_str(),
+            )
+        });
+        buffer::count(counter);
+        buffer::sample(&self.duration, elapsed.as_secs_f64());
     }
 }
 

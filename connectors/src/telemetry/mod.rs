@@ -3,12 +3,14 @@
 //! Labels take values from bounded sets only: configured names and `&'static str` codes.
 #![allow(clippy::disallowed_macros)] // this module is where the metrics macros belong
 
+mod buffer;
 mod function;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
+pub use self::buffer::{flush_all, flush_this_thread};
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
 /// Counter of finished invocations; labels `function`, `trigger`, `outcome`.

@@ -93,7 +93,9 @@ impl TestRecorder {
         })
     }
 
+    /// The series' value, once this thread's buffered updates are applied.
     fn value(&self, key: &str) -> Option<f64> {
+        super::flush_this_thread();
         self.state
             .lock()
             .expect("not poisoned")
@@ -102,7 +104,9 @@ impl TestRecorder {
             .copied()
     }
 
+    /// The series' samples, once this thread's buffered updates are applied.
     fn samples(&self, key: &str) -> Vec<f64> {
+        super::flush_this_thread();
         let state = self.state.lock().expect("not poisoned");
         state.samples.get(key).cloned().unwrap_or_default()
     }
@@ -151,14 +155,14 @@ fn concurrency_gauge_counts_permits_with_one_registration() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
     let gauge = ConcurrencyGauge::new("f");
-    let clone = gauge.clone();
+    let copy = gauge;
 
     gauge.started();
-    clone.started();
+    copy.started();
     assert_eq!(recorder.value(GAUGE), Some(2.0));
     gauge.finished();
     assert_eq!(recorder.value(GAUGE), Some(1.0));
-    clone.finished();
+    copy.finished();
     assert_eq!(recorder.value(GAUGE), Some(0.0));
     assert_eq!(recorder.registrations(), [(GAUGE.to_owned(), 1)]);
 }
@@ -318,4 +322,45 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
     counts.records_received(2);
     assert!(counts.flush());
     assert_eq!(recorder.value(RECEIVED), Some(6.0), "flushes add up");
+}
+
+// === buffered updates ===
+
+#[test]
+fn hot_path_updates_wait_in_their_thread_until_a_flush_a_full_log_or_the_thread_exit() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let handles = InvocationMetrics::new("f").trigger(&Arc::from("orders"));
+    let unflushed = || {
+        recorder
+            .state
+            .lock()
+            .expect("not poisoned")
+            .values
+            .get(SUCCESS)
+            .copied()
+    };
+
+    handles.completed(InvocationOutcome::Success, Duration::from_millis(1));
+    assert_eq!(unflushed(), None, "buffered");
+    super::flush_all();
+    assert_eq!(unflushed(), Some(1.0), "a scrape flushes every thread");
+
+    std::thread::spawn(move || handles.completed(InvocationOutcome::Success, Duration::ZERO))
+        .join()
+        .expect("the recording thread");
+    assert_eq!(
+        unflushed(),
+        Some(2.0),
+        "a thread's updates are applied when it exits"
+    );
+
+    // Each attempt is two updates (count and duration): the log replays itself when full.
+    for _ in 0..super::buffer::FLUSH_AT / 2 {
+        handles.completed(InvocationOutcome::Success, Duration::ZERO);
+    }
+    assert_eq!(
+        unflushed(),
+        Some(2.0 + (super::buffer::FLUSH_AT / 2) as f64)
+    );
 }

@@ -62,8 +62,8 @@ impl<S: Invoke> Invoke for Metrics<S> {
             *self.metrics.function(),
             "a function's metrics layer sees only its own invocations"
         );
-        // Resolved before the call, which takes the invocation: the future keeps one `Arc` of
-        // handles instead of copies of the labels.
+        // Resolved before the call, which takes the invocation: the future keeps a reference
+        // to the handles instead of copies of the labels.
         let handles = self.metrics.trigger(&invocation.trigger);
         let start = Instant::now();
         MetricsFuture {
@@ -80,7 +80,7 @@ pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         call: F,
-        handles: Arc<TriggerInvocationMetrics>,
+        handles: &'static TriggerInvocationMetrics,
         start: Instant,
     }
 }
