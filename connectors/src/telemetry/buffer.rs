@@ -14,7 +14,9 @@
 use std::cell::OnceCell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::Gauge;
+
+use super::{InvocationOutcome, TriggerInvocationMetrics};
 
 /// Updates a thread keeps before it replays them.
 pub(super) const FLUSH_AT: usize = 256;
@@ -22,17 +24,16 @@ pub(super) const FLUSH_AT: usize = 256;
 /// One buffered update.
 #[derive(Clone, Copy)]
 enum Update {
-    Count(&'static Counter),
+    /// An attempt finished: its outcome's counter and the duration histogram.
+    Attempt(&'static TriggerInvocationMetrics, InvocationOutcome, f64),
     Move(&'static Gauge, f64),
-    Sample(&'static Histogram, f64),
 }
 
 impl Update {
     fn apply(self) {
         match self {
-            Self::Count(counter) => counter.increment(1),
+            Self::Attempt(handles, outcome, seconds) => handles.apply(outcome, seconds),
             Self::Move(gauge, delta) => gauge.increment(delta),
-            Self::Sample(histogram, value) => histogram.record(value),
         }
     }
 }
@@ -93,19 +94,18 @@ fn push(update: Update) {
     }
 }
 
-/// Adds one to `counter`.
-pub(super) fn count(counter: &'static Counter) {
-    push(Update::Count(counter));
+/// Counts an attempt that took `seconds`.
+pub(super) fn attempt(
+    handles: &'static TriggerInvocationMetrics,
+    outcome: InvocationOutcome,
+    seconds: f64,
+) {
+    push(Update::Attempt(handles, outcome, seconds));
 }
 
 /// Moves `gauge` by `delta`.
 pub(super) fn move_gauge(gauge: &'static Gauge, delta: f64) {
     push(Update::Move(gauge, delta));
-}
-
-/// Records `value` in `histogram`.
-pub(super) fn sample(histogram: &'static Histogram, value: f64) {
-    push(Update::Sample(histogram, value));
 }
 
 /// Applies the updates buffered by this thread.

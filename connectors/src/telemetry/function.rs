@@ -160,16 +160,27 @@ pub struct TriggerInvocationMetrics {
 impl TriggerInvocationMetrics {
     /// Emitted when an invocation attempt finishes, whatever its outcome.
     pub fn completed(&'static self, outcome: InvocationOutcome, elapsed: Duration) {
-        let counter = self.outcomes[outcome.index()].get_or_init(|| {
+        // Registered here rather than when the update is applied: on the thread of the
+        // attempt, so under the recorder that thread sees.
+        self.counter(outcome);
+        buffer::attempt(self, outcome, elapsed.as_secs_f64());
+    }
+
+    /// Applies an attempt buffered by [`TriggerInvocationMetrics::completed`].
+    pub(super) fn apply(&self, outcome: InvocationOutcome, seconds: f64) {
+        self.counter(outcome).increment(1);
+        self.duration.record(seconds);
+    }
+
+    fn counter(&self, outcome: InvocationOutcome) -> &Counter {
+        self.outcomes[outcome.index()].get_or_init(|| {
             metrics::counter!(
                 INVOCATIONS_TOTAL,
                 "function" => Arc::clone(&self.function),
                 "trigger" => Arc::clone(&self.trigger),
                 "outcome" => outcome.as_str(),
             )
-        });
-        buffer::count(counter);
-        buffer::sample(&self.duration, elapsed.as_secs_f64());
+        })
     }
 }
 
