@@ -146,6 +146,30 @@ async fn connection_refused_is_a_system_error() {
 }
 
 #[tokio::test]
+async fn a_body_in_many_chunks_is_assembled_in_order() {
+    // 256 KB in 64 KB pieces, more than the client reads at once: it arrives in several chunks.
+    let pieces: Vec<Vec<u8>> = (0..4_u8).map(|i| vec![b'a' + i; 64 * 1024]).collect();
+    let expected: Vec<u8> = pieces.concat();
+    let endpoint = serve(Router::new().route(
+        "/fn",
+        post(move || {
+            let pieces = pieces.clone();
+            async move {
+                let chunks = pieces.into_iter().map(Ok::<_, std::convert::Infallible>);
+                axum::body::Body::from_stream(futures::stream::iter(chunks))
+            }
+        }),
+    ))
+    .await;
+    let response = call(&endpoint).await.expect("success");
+    assert_eq!(response.payload.len(), expected.len());
+    assert!(
+        response.payload == expected,
+        "the chunks, whole and in order"
+    );
+}
+
+#[tokio::test]
 async fn oversized_responses_are_function_errors() {
     let endpoint =
         serve(Router::new().route("/fn", post(|| async { vec![b'a'; MAX_SYNC_PAYLOAD + 1] })))
