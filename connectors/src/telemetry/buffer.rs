@@ -5,8 +5,13 @@
 //! threads write too: at one record per batch, four such updates per invocation showed in
 //! profiles. Instead, each thread appends its updates to a log of its own (a lock nobody else
 //! takes between flushes) and replays it into the handles once it holds [`FLUSH_AT`]
-//! updates, when the thread exits, and on [`flush_all`], which the metrics endpoint calls
-//! before every scrape. A scrape therefore sees every update made before it.
+//! updates, and on [`flush_all`], which the metrics endpoint calls before every scrape. A
+//! scrape therefore sees every update made before it.
+//!
+//! A thread that exits hands what is left in its log to the next [`flush_all`]: it cannot
+//! replay it itself, because applying an update reads other thread-locals (the exporter's
+//! clock), which may already be gone while a thread's locals are destroyed. A panic there
+//! aborts the process.
 //!
 //! Handles are `&'static`: a registered series lives as long as the recorder anyway, and the
 //! series on this path are bounded by the configuration (functions × triggers × outcomes).
@@ -43,11 +48,15 @@ type Log = Arc<Mutex<Vec<Update>>>;
 /// Every thread's log, for [`flush_all`].
 static LOGS: Mutex<Vec<Log>> = Mutex::new(Vec::new());
 
+/// Updates left by threads that exited, for [`flush_all`].
+static ORPHANS: Mutex<Vec<Update>> = Mutex::new(Vec::new());
+
 thread_local! {
     static THIS_THREAD: ThreadLog = const { ThreadLog(OnceCell::new()) };
 }
 
-/// A thread's log, registered on first use; replayed and unregistered when the thread exits.
+/// A thread's log, registered on first use; handed to [`ORPHANS`] and unregistered when the
+/// thread exits.
 struct ThreadLog(OnceCell<Log>);
 
 impl ThreadLog {
@@ -63,7 +72,7 @@ impl ThreadLog {
 impl Drop for ThreadLog {
     fn drop(&mut self) {
         if let Some(log) = self.0.get() {
-            replay(&mut lock(log));
+            lock(&ORPHANS).append(&mut lock(log));
             lock(&LOGS).retain(|other| !Arc::ptr_eq(other, log));
         }
     }
@@ -88,9 +97,9 @@ fn push(update: Update) {
             replay(&mut log);
         }
     });
-    // The thread is exiting and its log is gone: apply the update directly.
+    // The thread is exiting and its log is gone.
     if buffered.is_err() {
-        update.apply();
+        lock(&ORPHANS).push(update);
     }
 }
 
@@ -116,10 +125,15 @@ pub fn flush_this_thread() {
         .unwrap_or_default();
 }
 
-/// Applies the updates buffered by every thread: call it before reading the metrics.
+/// Applies the updates buffered by every thread, and those left by threads that exited: call
+/// it before reading the metrics.
 pub fn flush_all() {
     let logs = lock(&LOGS).clone();
     for log in logs {
         replay(&mut lock(&log));
+    }
+    let orphans = std::mem::take(&mut *lock(&ORPHANS));
+    for update in orphans {
+        update.apply();
     }
 }
