@@ -161,6 +161,24 @@ pub async fn committed_total(bootstrap: &str, group: &str, topic: &str, partitio
     .expect("join")
 }
 
+/// Waits until `group` has committed an offset on one of the first `partitions` partitions of
+/// `topic`; panics, naming `what`, after `timeout`.
+pub async fn wait_for_a_commit(
+    what: &str,
+    timeout: Duration,
+    (bootstrap, group, topic): (&str, &str, &str),
+    partitions: i32,
+) {
+    crate::wait::eventually(what, timeout, async || {
+        match committed_total(bootstrap, group, topic, partitions).await {
+            0 => Err("nothing committed".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A batch the Kafka source handed to a test through [`ChannelHandler`]. Answer it with
 /// [`Delivery::resolve`] or [`Delivery::deliver`]; dropping it abandons every record.
 #[derive(Debug)]

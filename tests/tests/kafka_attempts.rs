@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
 use impulse_tests::kafka::{
-    committed_total, create_topic, create_topic_with, orders_trigger_config, produce, producer,
+    create_topic, create_topic_with, orders_trigger_config, produce, producer, wait_for_a_commit,
 };
 use impulse_tests::services::require_kafka;
 use impulse_tests::wait::{eventually, wait_until};
@@ -283,16 +283,13 @@ async fn retry_count_survives_moving_to_an_instance_with_another_data_dir() {
     );
     // Nothing more is invoked once the record is dead-lettered: its offset is committed.
     let group = format!("{topic}-group");
-    eventually(
+    wait_for_a_commit(
         "the dead-lettered record's commit",
         WAIT,
-        async || match committed_total(&bootstrap, &group, &topic, 1).await {
-            0 => Err("nothing committed".to_owned()),
-            _ => Ok(()),
-        },
+        (&bootstrap, &group, &topic),
+        1,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let total = seen(&calls);
     let seen_by_b = total - seen_by_a;
     let in_flight_at_kill = seen_by_a - counted;

@@ -12,9 +12,10 @@ use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{Impulse, Instance};
 use impulse_tests::kafka::{
     committed_total, create_topic, orders_trigger_config, produce, producer, read_values,
+    wait_for_a_commit,
 };
 use impulse_tests::services::require_kafka;
-use impulse_tests::wait::{eventually, wait_until};
+use impulse_tests::wait::wait_until;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -233,16 +234,13 @@ on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq
         "every failed attempt before the expiry is counted"
     );
     let group = format!("{topic}-group");
-    eventually(
+    wait_for_a_commit(
         "the expired record's commit",
         WAIT,
-        async || match committed_total(&bootstrap, &group, &topic, 1).await {
-            0 => Err("nothing committed".to_owned()),
-            _ => Ok(()),
-        },
+        (&bootstrap, &group, &topic),
+        1,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     // The count of the expired records is gone: it would otherwise stay in the store forever.
     let counts = std::fs::read_to_string(instance.data_dir().join("kafka/orders-attempts.json"))
         .unwrap_or_else(|_| "{}".to_owned());
