@@ -90,7 +90,7 @@ impl Limiter {
                 let (concurrency, capacity) = match function.reserved_concurrency {
                     Some(0) => (Concurrency::Disabled, 0),
                     Some(reserved) => (
-                        Concurrency::Reserved(Arc::new(Semaphore::new(permits(reserved)))),
+                        Concurrency::Reserved(Semaphore::new(permits(reserved))),
                         reserved,
                     ),
                     None => (
@@ -239,7 +239,7 @@ enum Concurrency {
     /// `reserved_concurrency = 0`: never admitted.
     Disabled,
     /// The function's own `reserved_concurrency` slots.
-    Reserved(Arc<Semaphore>),
+    Reserved(Semaphore),
     /// The unreserved pool, shared by every function without reserved concurrency.
     Unreserved {
         /// The pool, shared with the other unreserved functions.
@@ -252,7 +252,7 @@ enum Concurrency {
 impl FunctionLimits {
     /// The semaphore to take a slot from, and the throttle to report when it is full; or the
     /// throttle (counted) when no slot can ever be had.
-    fn slots(&self) -> Result<(&Arc<Semaphore>, Throttle), Throttle> {
+    fn slots(&self) -> Result<(&Semaphore, Throttle), Throttle> {
         match &self.concurrency {
             Concurrency::Reserved(semaphore) => Ok((semaphore, Throttle::ReservedConcurrency)),
             Concurrency::Unreserved { pool, size } if *size > 0 => {
