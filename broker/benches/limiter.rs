@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use impulse_config::{Config, FunctionConfig};
+use impulse_connectors::contract::Name;
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use serde_json::json;
@@ -101,7 +102,7 @@ fn admission(c: &mut Criterion) {
         // The invoker's metrics layer per attempt: the trigger lookup, one counter increment
         // and one histogram sample. Upkeep runs between timed chunks, as the broker's timer would.
         let metrics = InvocationMetrics::new("bench");
-        let trigger: Arc<str> = Arc::from("orders");
+        let trigger = Name::new("orders");
         let handle = recorder.handle();
         group.bench_function(INVOCATION, |b| {
             b.iter_custom(|iters| {
@@ -112,7 +113,7 @@ fn admission(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..chunk {
                         black_box(&metrics)
-                            .trigger(black_box(&trigger))
+                            .trigger(black_box(trigger))
                             .completed(InvocationOutcome::Success, Duration::from_millis(3));
                     }
                     timed += start.elapsed();

@@ -9,7 +9,7 @@ use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
-use impulse_invoker::{DeadlineLayer, FunctionService, Invoke, MetricsLayer};
+use impulse_invoker::{DeadlineLayer, FunctionService, Invoke, MetricsLayer, Name};
 use tower::ServiceBuilder;
 
 use crate::async_invoke::build_sink;
@@ -18,7 +18,7 @@ use crate::async_invoke::build_sink;
 #[derive(Clone)]
 pub(crate) struct Function {
     /// The configured name.
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     /// The stack: metrics → deadline → target. Admission (the limiter) happens before a call,
     /// retries and destinations after it, in the callers: so metrics see every attempt and no
     /// permit is held during backoff.
@@ -104,7 +104,7 @@ impl Functions {
             }
             let [on_success, on_failure] = sinks;
             let function = Function {
-                name: Arc::from(name.as_str()),
+                name: Name::new(name),
                 service,
                 retry: RetryPolicy::new(function),
                 on_success,

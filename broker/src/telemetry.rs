@@ -31,9 +31,9 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
+    use impulse_connectors::contract::Name;
     use impulse_connectors::telemetry::{
         flush_all, flush_this_thread, InvocationMetrics, InvocationOutcome,
     };
@@ -47,7 +47,7 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let handles = metrics::with_local_recorder(&recorder, || {
-            InvocationMetrics::new("f").trigger(&Arc::from("t"))
+            InvocationMetrics::new("f").trigger(Name::new("t"))
         });
         std::thread::scope(|scope| {
             scope.spawn(|| {

@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::post;
@@ -25,7 +24,7 @@ use bytes::Bytes;
 use impulse_config::ProcessTargetConfig;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
-use impulse_invoker::{Invocation, InvocationResponse, InvokeError};
+use impulse_invoker::{Invocation, InvocationResponse, InvokeError, Name};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -248,8 +247,8 @@ async fn run_loops(target: &Target, in_flight: usize, event: &Bytes, length: Dur
                 i += 1;
                 let invocation = Invocation {
                     request_id: request_id.clone(),
-                    function: Arc::from("bench"),
-                    trigger: Arc::from("bench"),
+                    function: Name::new("bench"),
+                    trigger: Name::new("bench"),
                     payload: event.clone(),
                     deadline: None,
                 };

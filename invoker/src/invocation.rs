@@ -1,8 +1,7 @@
 //! What a function is called with, and what it returns.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
+use impulse_connectors::contract::Name;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -15,9 +14,9 @@ pub struct Invocation {
     /// Unique per attempt chain; sent to the function as its request id.
     pub request_id: String,
     /// The configured function name (a metrics label).
-    pub function: Arc<str>,
+    pub function: Name,
     /// The configured trigger name, or `invoke` for the Invoke API (a metrics label).
-    pub trigger: Arc<str>,
+    pub trigger: Name,
     /// The JSON event.
     pub payload: Bytes,
     /// The caller's absolute deadline, if it has one (an event's remaining age budget).

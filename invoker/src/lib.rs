@@ -17,6 +17,7 @@ pub mod retry;
 
 pub use deadline::{Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};
+pub use impulse_connectors::contract::Name;
 pub use invocation::{Invocation, InvocationResponse, LambdaError, MAX_SYNC_PAYLOAD};
 pub use invoke::{FunctionService, Invoke};
 pub use metrics::{Metrics, MetricsLayer};

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use impulse_config::ProcessTargetConfig;
 use impulse_invoker::process::ProcessFunction;
-use impulse_invoker::{Invocation, InvokeError};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use impulse_tests::wait::wait_until;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -137,8 +137,8 @@ fn run(command: &mut Command, what: &str) {
 fn invocation(request_id: &str, event: &Value, deadline: Option<Instant>) -> Invocation {
     Invocation {
         request_id: request_id.to_owned(),
-        function: Arc::from("orders"),
-        trigger: Arc::from("test"),
+        function: Name::new("orders"),
+        trigger: Name::new("test"),
         payload: Bytes::from(event.to_string()),
         deadline,
     }

@@ -5,14 +5,13 @@
 //! error document as the body. `DryRun` checks the function exists and answers 204.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use impulse_config::ASYNC_BODY_LIMIT;
-use impulse_invoker::{Invocation, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+use impulse_invoker::{Invocation, InvokeError, LambdaError, Name, MAX_SYNC_PAYLOAD};
 
 use super::error::ApiError;
 use super::{enqueue, request_id, throttled, AppState};
@@ -71,8 +70,8 @@ pub(super) async fn invoke(
     let permit = state.limiter.try_acquire(name).map_err(throttled)?;
     let invocation = Invocation {
         request_id: request_id.clone(),
-        function: function.name.clone(),
-        trigger: Arc::from(INVOKE_TRIGGER),
+        function: function.name,
+        trigger: Name::new(INVOKE_TRIGGER),
         payload,
         deadline: None,
     };

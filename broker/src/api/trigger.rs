@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -13,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{Config, InvocationMode, TriggerConfig};
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
-use impulse_invoker::{Invocation, InvokeError};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 
 use super::{enqueue, request_id, AppState};
@@ -21,7 +20,7 @@ use super::{enqueue, request_id, AppState};
 /// One configured HTTP trigger, as the router needs it.
 #[derive(Debug)]
 struct TriggerRoute {
-    name: Arc<str>,
+    name: Name,
     function: String,
     /// Empty means any method.
     methods: Vec<Method>,
@@ -55,7 +54,7 @@ impl TriggerRoutes {
                 }
             }
             let route = TriggerRoute {
-                name: Arc::from(name.as_str()),
+                name: Name::new(name),
                 function: http.function.clone(),
                 methods,
                 body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
@@ -163,8 +162,8 @@ pub(super) async fn handle(
             };
             let invocation = Invocation {
                 request_id: request_id.clone(),
-                function: function.name.clone(),
-                trigger: route.name.clone(),
+                function: function.name,
+                trigger: route.name,
                 payload,
                 deadline: None,
             };

@@ -9,7 +9,7 @@ use impulse_connectors::contract::{
 use impulse_connectors::telemetry;
 use impulse_invoker::record::{invocation_record, RecordInput};
 use impulse_invoker::retry::{Decision, FailureCondition, SYSTEM_BACKOFF_BASE};
-use impulse_invoker::{ErrorClass, Invocation, InvokeError, LambdaError};
+use impulse_invoker::{ErrorClass, Invocation, InvokeError, LambdaError, Name};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -158,8 +158,9 @@ impl Inner {
         event.attempts += 1;
         let invocation = Invocation {
             request_id: event.id.clone(),
-            function: function.name.clone(),
-            trigger: Arc::from(event.trigger.as_str()),
+            function: function.name,
+            // Events carry the name of a configured trigger: a bounded set to intern.
+            trigger: Name::new(&event.trigger),
             payload: event.payload.clone(),
             // The function's timeout applies too; the earlier deadline wins.
             deadline: Some(tokio::time::Instant::now() + (max_age - age)),

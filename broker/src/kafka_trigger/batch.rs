@@ -14,7 +14,7 @@ use impulse_connectors::kafka::{
 };
 use impulse_connectors::telemetry;
 use impulse_invoker::record::function_arn;
-use impulse_invoker::{Invocation, InvokeError};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +32,7 @@ const RETRIES_WITH_DESTINATION: u32 = 10;
 
 /// What every batch of one trigger shares.
 pub(super) struct BatchContext {
-    trigger: Arc<str>,
+    trigger: Name,
     bootstrap_servers: String,
     function: Function,
     limiter: Limiter,
@@ -92,7 +92,7 @@ impl BatchContext {
             .max_retry_attempts
             .or(on_failure.as_ref().map(|_| RETRIES_WITH_DESTINATION));
         Self {
-            trigger: Arc::from(trigger),
+            trigger: Name::new(trigger),
             bootstrap_servers: config.bootstrap_servers.clone(),
             function,
             limiter,
@@ -120,10 +120,11 @@ impl BatchContext {
         let mut whole = Some(0..records.len());
         let mut pending: VecDeque<Range<usize>> = VecDeque::new();
         // Shutdown stops the work between attempts: here before a bisected part, and in the
-        // backoff before a retry. (Not before the first attempt: `is_cancelled` takes a lock
-        // that every partition shares, and the source stops handing out batches at shutdown.)
+        // backoff before a retry. (Not before the first attempt, nor after the last part:
+        // `is_cancelled` takes a lock that every partition shares, and the source stops handing
+        // out batches at shutdown.)
         while let Some(mut range) = whole.take().or_else(|| {
-            if self.shutdown.is_cancelled() {
+            if pending.is_empty() || self.shutdown.is_cancelled() {
                 None
             } else {
                 pending.pop_front()
@@ -217,8 +218,8 @@ impl BatchContext {
         };
         let invocation = Invocation {
             request_id: uuid::Uuid::new_v4().to_string(),
-            function: self.function.name.clone(),
-            trigger: self.trigger.clone(),
+            function: self.function.name,
+            trigger: self.trigger,
             payload: encode_event(&self.bootstrap_servers, records),
             deadline: None,
         };

@@ -2,12 +2,14 @@
 
 mod ack;
 mod event;
+mod name;
 mod queue;
 mod sink;
 mod source;
 
 pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
 pub use event::{Event, EventId, EventMetadata};
+pub use name::Name;
 #[cfg(any(feature = "log", feature = "redis"))]
 pub(crate) use queue::unix_millis;
 pub use queue::{

@@ -854,7 +854,9 @@ impl PartitionTask {
         let shared = Arc::clone(&self.shared);
         let mut dispatcher = Dispatcher::new(
             shared.settings,
-            Arc::clone(&shared.trigger),
+            // The partition's own copy: every batch holds one, and a count that every
+            // partition updated moved between cores per batch.
+            Arc::from(&*shared.trigger),
             Arc::from(topic.as_str()),
             partition,
             shared.envelope + group_envelope_len(&topic, partition),

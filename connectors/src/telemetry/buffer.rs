@@ -1,9 +1,9 @@
 //! Metric updates of the invocation hot path, kept per thread and applied in bulk.
 //!
-//! The invocation counters, the duration histogram and the concurrency gauge are shared by
-//! every worker thread, so each update was an atomic operation on a cache line the other
-//! threads write too: at one record per batch, four such updates per invocation showed in
-//! profiles. Instead, each thread appends its updates to a log of its own (a lock nobody else
+//! The invocation counters and the duration histogram are shared by every worker thread, so
+//! each update was an atomic operation on a cache line the other threads write too: at one
+//! record per batch, such updates showed in profiles. (The concurrency gauge is counted per
+//! thread instead, in `super::striped`, and published here.) Instead, each thread appends its updates to a log of its own (a lock nobody else
 //! takes between flushes) and replays it into the handles once it holds [`FLUSH_AT`]
 //! updates, and on [`flush_all`], which the metrics endpoint calls before every scrape. A
 //! scrape therefore sees every update made before it.
@@ -19,27 +19,20 @@
 use std::cell::OnceCell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use metrics::Gauge;
-
-use super::{InvocationOutcome, TriggerInvocationMetrics};
+use super::{striped, InvocationOutcome, TriggerInvocationMetrics};
 
 /// Updates a thread keeps before it replays them.
 pub(super) const FLUSH_AT: usize = 256;
 
-/// One buffered update.
+/// One buffered update: an attempt finished, for its outcome's counter and the duration
+/// histogram.
 #[derive(Clone, Copy)]
-enum Update {
-    /// An attempt finished: its outcome's counter and the duration histogram.
-    Attempt(&'static TriggerInvocationMetrics, InvocationOutcome, f64),
-    Move(&'static Gauge, f64),
-}
+struct Update(&'static TriggerInvocationMetrics, InvocationOutcome, f64);
 
 impl Update {
     fn apply(self) {
-        match self {
-            Self::Attempt(handles, outcome, seconds) => handles.apply(outcome, seconds),
-            Self::Move(gauge, delta) => gauge.increment(delta),
-        }
+        let Self(handles, outcome, seconds) = self;
+        handles.apply(outcome, seconds);
     }
 }
 
@@ -109,20 +102,16 @@ pub(super) fn attempt(
     outcome: InvocationOutcome,
     seconds: f64,
 ) {
-    push(Update::Attempt(handles, outcome, seconds));
+    push(Update(handles, outcome, seconds));
 }
 
-/// Moves `gauge` by `delta`.
-pub(super) fn move_gauge(gauge: &'static Gauge, delta: f64) {
-    push(Update::Move(gauge, delta));
-}
-
-/// Applies the updates buffered by this thread.
+/// Applies the updates buffered by this thread, and publishes the concurrency gauges.
 pub fn flush_this_thread() {
     // A thread that is exiting has replayed its log already: nothing to do then.
     THIS_THREAD
         .try_with(|this| replay(&mut lock(this.get())))
         .unwrap_or_default();
+    striped::publish_all();
 }
 
 /// Applies the updates buffered by every thread, and those left by threads that exited: call
@@ -136,4 +125,5 @@ pub fn flush_all() {
     for update in orphans {
         update.apply();
     }
+    striped::publish_all();
 }

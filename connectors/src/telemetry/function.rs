@@ -10,8 +10,11 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Histogram};
 
+use crate::contract::Name;
+
+use super::striped::StripedGauge;
 use super::{
     buffer, InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL,
     INVOCATION_DURATION_SECONDS,
@@ -21,34 +24,38 @@ use super::{
 
 /// A function's `impulse_concurrent_executions` gauge: attempts holding a concurrency permit.
 ///
-/// Registered by [`ConcurrencyGauge::new`]: create it after the recorder is installed. Updates
-/// are increments and decrements, which commute, so concurrent admissions need no lock to leave
-/// the gauge at the true count (a `set` from a shared counter would need one to keep a stale
-/// value from landing last). Clones share the gauge, and so do gauges created for the same
-/// function (a rebuilt limiter keeps counting the old one's permits until they drop).
-#[derive(Debug, Clone, Copy)]
+/// Registered by [`ConcurrencyGauge::new`]: create it after the recorder is installed. Moves
+/// are counted per thread and reach the gauge on every flush (see `super::striped`), so a scrape
+/// sees them. Clones share the gauge, and so do gauges created for the same function (a rebuilt
+/// limiter keeps counting the old one's permits until they drop).
+#[derive(Clone, Copy)]
 pub struct ConcurrencyGauge {
-    gauge: &'static Gauge,
+    gauge: &'static StripedGauge,
 }
 
 impl ConcurrencyGauge {
-    /// Registers the gauge labelled with `function`. The handle lives for the process (see
-    /// `super::buffer`).
+    /// Registers the gauge labelled with `function`. The handle lives for the process.
     pub fn new(function: &str) -> Self {
         let gauge = metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned());
         Self {
-            gauge: Box::leak(Box::new(gauge)),
+            gauge: StripedGauge::register(gauge),
         }
     }
 
     /// Emitted when an attempt takes a permit.
     pub fn started(&self) {
-        buffer::move_gauge(self.gauge, 1.0);
+        self.gauge.add(1);
     }
 
     /// Emitted when an attempt gives its permit back.
     pub fn finished(&self) {
-        buffer::move_gauge(self.gauge, -1.0);
+        self.gauge.add(-1);
+    }
+}
+
+impl fmt::Debug for ConcurrencyGauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyGauge").finish_non_exhaustive()
     }
 }
 
@@ -101,7 +108,7 @@ impl InvocationMetrics {
 
     /// The handles for invocations of this function from `trigger`, registering the duration
     /// histogram the first time any trigger is seen.
-    pub fn trigger(&self, trigger: &Arc<str>) -> &'static TriggerInvocationMetrics {
+    pub fn trigger(&self, trigger: Name) -> &'static TriggerInvocationMetrics {
         let mut slot = &self.triggers;
         loop {
             // Threads adding the same trigger at once wait for one another in `get_or_init`;
@@ -112,17 +119,17 @@ impl InvocationMetrics {
                     next: OnceLock::new(),
                 }))
             });
-            if *node.handles.trigger == **trigger {
+            if node.handles.trigger == trigger {
                 return &node.handles;
             }
             slot = &node.next;
         }
     }
 
-    fn new_trigger(&self, trigger: &Arc<str>) -> TriggerInvocationMetrics {
+    fn new_trigger(&self, trigger: Name) -> TriggerInvocationMetrics {
         TriggerInvocationMetrics {
             function: Arc::clone(&self.function),
-            trigger: Arc::clone(trigger),
+            trigger,
             duration: self
                 .duration
                 .get_or_init(|| {
@@ -150,7 +157,7 @@ impl fmt::Debug for InvocationMetrics {
 /// One function's invocation handles for one trigger, from [`InvocationMetrics::trigger`].
 pub struct TriggerInvocationMetrics {
     function: Arc<str>,
-    trigger: Arc<str>,
+    trigger: Name,
     duration: Histogram,
     /// One counter per outcome, by [`InvocationOutcome::index`], each registered the first
     /// time that outcome occurs (so no zero series for outcomes that never happened).
@@ -177,7 +184,7 @@ impl TriggerInvocationMetrics {
             metrics::counter!(
                 INVOCATIONS_TOTAL,
                 "function" => Arc::clone(&self.function),
-                "trigger" => Arc::clone(&self.trigger),
+                "trigger" => self.trigger.as_str(),
                 "outcome" => outcome.as_str(),
             )
         })

@@ -5,6 +5,7 @@
 
 mod buffer;
 mod function;
+mod striped;
 #[cfg(test)]
 mod tests;
 

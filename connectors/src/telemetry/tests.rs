@@ -14,6 +14,7 @@ use super::{
     ConcurrencyGauge, InvocationMetrics, InvocationOutcome, KafkaPartitionCounts,
     KafkaSourceMetrics,
 };
+use crate::contract::Name;
 
 // === helpers ===
 
@@ -167,6 +168,32 @@ fn concurrency_gauge_counts_permits_with_one_registration() {
     assert_eq!(recorder.registrations(), [(GAUGE.to_owned(), 1)]);
 }
 
+#[test]
+fn concurrency_gauge_adds_up_moves_from_many_threads_once() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let gauge = ConcurrencyGauge::new("f");
+    std::thread::scope(|scope| {
+        for _ in 0..20 {
+            scope.spawn(move || {
+                for _ in 0..100 {
+                    gauge.started();
+                }
+                for _ in 0..60 {
+                    gauge.finished();
+                }
+            });
+        }
+    });
+    // More threads than stripes: some share one, and every move still counts.
+    assert_eq!(recorder.value(GAUGE), Some(800.0));
+    // Publishing again adds nothing that was already published.
+    super::flush_all();
+    assert_eq!(recorder.value(GAUGE), Some(800.0));
+    gauge.finished();
+    assert_eq!(recorder.value(GAUGE), Some(799.0));
+}
+
 // === InvocationMetrics ===
 
 #[test]
@@ -183,7 +210,7 @@ fn invocation_metrics_register_nothing_until_first_use() {
     );
 
     metrics
-        .trigger(&Arc::from("orders"))
+        .trigger(Name::new("orders"))
         .completed(InvocationOutcome::Success, Duration::from_millis(250));
     assert_eq!(recorder.value(SUCCESS), Some(1.0), "the handles are live");
     assert_eq!(recorder.samples(DURATION), [0.25]);
@@ -194,18 +221,18 @@ fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
     let metrics = InvocationMetrics::new("f");
-    let orders: Arc<str> = Arc::from("orders");
+    let orders = Name::new("orders");
 
     for _ in 0..3 {
         metrics
-            .trigger(&orders)
+            .trigger(orders)
             .completed(InvocationOutcome::Success, Duration::from_millis(5));
     }
-    // A different `Arc` with the same name finds the same handles.
-    let handles = metrics.trigger(&Arc::from("orders"));
+    // The name interned again finds the same handles.
+    let handles = metrics.trigger(Name::new(&String::from("orders")));
     handles.completed(InvocationOutcome::Timeout, Duration::from_secs(3));
     metrics
-        .trigger(&Arc::from("invoke"))
+        .trigger(Name::new("invoke"))
         .completed(InvocationOutcome::Success, Duration::from_millis(1));
 
     assert_eq!(recorder.value(SUCCESS), Some(3.0));
@@ -231,7 +258,7 @@ fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
 fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
     let recorder = TestRecorder::default();
     let metrics = InvocationMetrics::new("f");
-    let triggers: Vec<Arc<str>> = ["a", "b", "c"].into_iter().map(Arc::from).collect();
+    let triggers: Vec<Name> = ["a", "b", "c"].into_iter().map(Name::new).collect();
     std::thread::scope(|scope| {
         for offset in 0..8 {
             let (recorder, metrics, triggers) = (&recorder, &metrics, &triggers);
@@ -239,7 +266,7 @@ fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
                 metrics::with_local_recorder(recorder, || {
                     for i in 0..triggers.len() {
                         // Each thread starts at another trigger, so that they race to add them.
-                        let trigger = &triggers[(i + offset) % triggers.len()];
+                        let trigger = triggers[(i + offset) % triggers.len()];
                         metrics
                             .trigger(trigger)
                             .completed(InvocationOutcome::Success, Duration::ZERO);
@@ -268,7 +295,7 @@ fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
 fn every_outcome_has_its_own_label_and_slot() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let handles = InvocationMetrics::new("f").trigger(&Arc::from("t"));
+    let handles = InvocationMetrics::new("f").trigger(Name::new("t"));
     let outcomes = [
         (InvocationOutcome::Success, "success"),
         (InvocationOutcome::FunctionError, "function_error"),
@@ -331,7 +358,7 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
 fn hot_path_updates_wait_in_their_thread_until_a_flush_or_a_full_log() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let handles = InvocationMetrics::new("f").trigger(&Arc::from("orders"));
+    let handles = InvocationMetrics::new("f").trigger(Name::new("orders"));
     let unflushed = || {
         recorder
             .state

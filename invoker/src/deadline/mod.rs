@@ -86,15 +86,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Name;
     use bytes::Bytes;
     use futures::future::BoxFuture;
-    use std::sync::Arc;
 
     fn invocation(deadline: Option<Instant>) -> Invocation {
         Invocation {
             request_id: "r".into(),
-            function: Arc::from("f"),
-            trigger: Arc::from("t"),
+            function: Name::new("f"),
+            trigger: Name::new("t"),
             payload: Bytes::new(),
             deadline,
         }

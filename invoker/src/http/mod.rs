@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -28,6 +29,10 @@ use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MA
 
 /// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
 pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
+
+// Built once: a name given as a string is parsed, and copied to the heap, on every request.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
+const DEADLINE_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
 
 /// A function reached over HTTP, through a shared connection pool.
 #[derive(Debug, Clone)]
@@ -102,12 +107,9 @@ impl Invoke for HttpFunction {
             .client
             .post(reqwest::Url::clone(&self.endpoint))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                "lambda-runtime-aws-request-id",
-                invocation.request_id.as_str(),
-            );
+            .header(REQUEST_ID_HEADER, invocation.request_id.as_str());
         if let Some(deadline) = invocation.deadline {
-            request = request.header("lambda-runtime-deadline-ms", epoch_millis(deadline));
+            request = request.header(DEADLINE_HEADER, epoch_millis(deadline));
         }
         let request = request.body(invocation.payload);
         Box::pin(async move {
@@ -224,13 +226,15 @@ fn snippet(body: &[u8]) -> String {
 }
 
 /// Converts a monotonic deadline to the wall-clock epoch milliseconds Lambda's header uses.
-fn epoch_millis(deadline: Instant) -> String {
+fn epoch_millis(deadline: Instant) -> HeaderValue {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let at = SystemTime::now() + remaining;
-    at.duration_since(UNIX_EPOCH)
+    let millis = at
+        .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_millis()
-        .to_string()
+        .as_millis();
+    // Written straight into the header value (a `u128` through `Display` is slow).
+    HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

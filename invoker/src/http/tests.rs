@@ -1,13 +1,12 @@
 //! Real-socket tests: each case runs an axum endpoint on 127.0.0.1:0.
 
-use std::sync::Arc;
-
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use tower::ServiceExt;
 
 use super::*;
+use crate::Name;
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -21,8 +20,8 @@ async fn serve(router: Router) -> String {
 fn invocation(payload: &'static [u8]) -> Invocation {
     Invocation {
         request_id: "req-7".into(),
-        function: Arc::from("f"),
-        trigger: Arc::from("t"),
+        function: Name::new("f"),
+        trigger: Name::new("t"),
         payload: Bytes::from_static(payload),
         deadline: Some(Instant::now() + Duration::from_secs(5)),
     }

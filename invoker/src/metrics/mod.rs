@@ -64,7 +64,7 @@ impl<S: Invoke> Invoke for Metrics<S> {
         );
         // Resolved before the call, which takes the invocation: the future keeps a reference
         // to the handles instead of copies of the labels.
-        let handles = self.metrics.trigger(&invocation.trigger);
+        let handles = self.metrics.trigger(invocation.trigger);
         let start = Instant::now();
         MetricsFuture {
             call: self.inner.invoke(invocation),
