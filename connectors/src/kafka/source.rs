@@ -1160,8 +1160,9 @@ pub(crate) struct Dispatcher {
     envelope: usize,
     /// Read, not yet in a batch (in key mode, possibly held back by an in-flight key).
     waiting: VecDeque<Pending>,
-    /// The batch being filled.
-    current: Vec<Pending>,
+    /// The batch being filled: its records become the batch as they are, without a copy.
+    current: Vec<KafkaRecord>,
+    /// The current batch's records' bytes in the event, a comma each included.
     current_bytes: usize,
     current_since: Option<Instant>,
     /// The batch is full (count or bytes): send it as soon as allowed.
@@ -1307,7 +1308,7 @@ impl Dispatcher {
                 self.current_since = Some(now);
             }
             self.current_bytes += len + 1;
-            self.current.push(pending);
+            self.current.push(pending.record);
             // Full by count, or by size (a record too big for any batch goes alone at once).
             if self.current.len() >= self.settings.batch_size
                 || self.envelope + self.current_bytes >= self.settings.max_bytes
@@ -1322,25 +1323,26 @@ impl Dispatcher {
         if self.current.is_empty() {
             return None;
         }
-        let mut pending = std::mem::take(&mut self.current);
+        // The next batch is likely the size of this one: room for it now saves growing the
+        // vector record by record (each growth copies every record so far).
+        let next = Vec::with_capacity(self.current.len());
+        let mut records = std::mem::replace(&mut self.current, next);
         // Key mode may let a held-back record join after later ones: restore offset order
         // (records of one key are already in order, so this never reorders a key).
         if self.settings.ordering == Ordering::Key {
-            pending.sort_by_key(|p| p.record.offset);
-        }
-        self.closed = false;
-        self.current_bytes = 0;
-        self.current_since = None;
-        let mut records = Vec::with_capacity(pending.len());
-        for Pending { record, len } in pending {
-            self.buffered_bytes = self.buffered_bytes.saturating_sub(len);
-            if self.settings.ordering == Ordering::Key {
+            records.sort_by_key(|r| r.offset);
+            for record in &records {
                 if let Some(key) = &record.key {
                     *self.in_flight_keys.entry(key.clone()).or_default() += 1;
                 }
             }
-            records.push(record);
         }
+        // `current_bytes` counts a comma per record; `buffered_bytes` does not.
+        let bytes = self.current_bytes - records.len();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        self.closed = false;
+        self.current_bytes = 0;
+        self.current_since = None;
         self.in_flight += 1;
         self.fill(now);
         Some(KafkaBatch {
