@@ -10,7 +10,10 @@
 //! - **Topics**: one fresh 16-partition topic per batch size, pre-filled once with N records
 //!   (1 KB JSON values, fixed seed, round-robin over partitions). Every replica reads it from the
 //!   start with a **fresh consumer group**.
-//! - **A = R1**, in this process: an rdkafka `StreamConsumer` (same librdkafka settings as
+//! - **A = R1**, in a process of its own (this binary, started with `--r1-child`), as Impulse
+//!   runs in its own: neither side shares an address space with the target. (Until the fifth
+//!   session R1 ran in the bench process, beside the target's thread: `--r1 in-bench` keeps
+//!   that layout for comparison.) An rdkafka `StreamConsumer` (same librdkafka settings as
 //!   Impulse's, a fresh group id, every partition assigned from the beginning, no offset store or
 //!   commit) with one queue and one task per partition, as Impulse's source; each task takes what
 //!   is already fetched up to the batch size, reads each record's key, value and headers (as any
@@ -27,8 +30,9 @@
 //! - **Replicas**: per batch size, ABAB… (`--replicas` pairs). The rate of a replica is taken
 //!   between the instants the target's distinct count reaches `warmup × N` and N: group join,
 //!   connection set-up and the first records are discarded. CPU per event over the same window:
-//!   B's whole `impulse` process; A's bench process minus the target's thread; the target's
-//!   thread; the Kafka broker (from the services script's pid file).
+//!   B's whole `impulse` process; A's whole R1 process (in-bench: the bench process minus the
+//!   target's thread); the target's thread; the Kafka broker (from the services script's pid
+//!   file).
 //! - **Gate**: the median of the B/A ratios ≥ 0.90 at every batch size.
 
 use std::path::{Path, PathBuf};
@@ -56,7 +60,7 @@ use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-/// The allocator `impulse` uses, so that R1 (in this process) is not slowed down by a worse one.
+/// The allocator `impulse` uses, so that R1 (this binary) is not slowed down by a worse one.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -115,6 +119,20 @@ struct Args {
     /// Keep the topics at the end (deleted by default).
     #[arg(long)]
     keep_topics: bool,
+    /// Where R1 runs: in a process of its own, as Impulse does, or in the bench process beside
+    /// the target's thread (the layout before the fifth session, where a switch between R1 and
+    /// the target stayed within one address space).
+    #[arg(long, value_enum, default_value_t = R1Placement::Process)]
+    r1: R1Placement,
+    /// Internal: run R1 alone with this configuration (JSON) until SIGTERM.
+    #[arg(long, hide = true)]
+    r1_child: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum R1Placement {
+    Process,
+    InBench,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +147,14 @@ enum Side {
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
     at: Instant,
-    /// B: the impulse process; A: unused (see `bench`).
-    impulse: Duration,
+    /// The side's own process: impulse, or R1 in its own (in-bench R1: unused, see `bench`).
+    process: Duration,
     /// The bench process (target thread and, in A, the raw loop).
     bench: Duration,
     target: Duration,
     kafka: Option<Duration>,
     machine: Option<(u64, u64, u64)>,
-    /// RSS in KiB: B the impulse process, A the bench process (R1 and the target).
+    /// RSS in KiB of the side's process (in-bench R1: the bench process, target included).
     rss_kib: Option<u64>,
 }
 
@@ -160,7 +178,7 @@ struct Replica {
     dlq: Option<i64>,
     exit: Option<String>,
     rss_mib: Option<f64>,
-    /// RSS at the end of the measured window, MiB (A: the whole bench process).
+    /// RSS at the end of the measured window, MiB (in-bench R1: the whole bench process).
     rss_end_mib: Option<f64>,
 }
 
@@ -175,10 +193,19 @@ struct Setup {
     dlq: String,
     kafka_stat: Option<PathBuf>,
     bench_stat: PathBuf,
+    r1: R1Placement,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(config) = &args.r1_child {
+        let config: BaselineConfig =
+            serde_json::from_str(config).context("--r1-child takes R1's configuration as JSON")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(r1_child(config));
+    }
     anyhow::ensure!(args.replicas > 0, "--replicas must be at least 1");
     anyhow::ensure!(
         (0.0..1.0).contains(&args.warmup),
@@ -212,6 +239,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         run_id,
         kafka_stat: kafka::broker_stat(),
         bench_stat: process_stat(std::process::id()),
+        r1: args.r1,
     };
     kafka::create_topic(&setup.bootstrap, &setup.dlq, 1).await?;
     let mut topics = vec![setup.dlq.clone()];
@@ -298,18 +326,20 @@ async fn replica(
     // Generous: 60 s plus 2 ms per record (500 events/s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60 + records / 500);
 
-    let (impulse, baseline) = match side {
-        Side::A => {
+    let r1_config = BaselineConfig {
+        bootstrap: setup.bootstrap.clone(),
+        topic: topic.to_owned(),
+        group: group.clone(),
+        partitions: setup.partitions,
+        batch_size: batch_size as usize,
+        endpoint: setup.endpoint.clone(),
+    };
+    // `process`: the side's own process (impulse, or R1 in its own); `baseline`: R1 in-bench.
+    let (process, baseline) = match (side, setup.r1) {
+        (Side::A, R1Placement::InBench) => {
             let (stop_tx, stop_rx) = oneshot::channel();
             let task = tokio::spawn(baseline(
-                BaselineConfig {
-                    bootstrap: setup.bootstrap.clone(),
-                    topic: topic.to_owned(),
-                    group: group.clone(),
-                    partitions: setup.partitions,
-                    batch_size: batch_size as usize,
-                    endpoint: setup.endpoint.clone(),
-                },
+                r1_config,
                 // A fresh pool per replica: its connections close with it, so the target's
                 // connection count belongs to one side.
                 impulse_invoker::http::HttpFunction::default_client(),
@@ -317,22 +347,23 @@ async fn replica(
             ));
             (None, Some((stop_tx, task)))
         }
-        Side::B => {
+        (Side::A, R1Placement::Process) => (Some(SideProcess::r1(&r1_config)?), None),
+        (Side::B, _) => {
             let config = impulse_config(setup, topic, &group, batch_size);
-            let process = ImpulseProcess::start(&setup.impulse_bin, &config).await?;
+            let process = SideProcess::impulse(&setup.impulse_bin, &config).await?;
             (Some(process), None)
         }
     };
-    let impulse_pid = impulse.as_ref().map(ImpulseProcess::pid);
-    let impulse_stat = impulse_pid.map(process_stat);
+    let side_pid = process.as_ref().map(SideProcess::pid);
+    let side_stat = side_pid.map(process_stat);
     let snapshot = |at: Instant| Snapshot {
         at,
-        impulse: optional_cpu_time(impulse_stat.as_deref()).unwrap_or_default(),
+        process: optional_cpu_time(side_stat.as_deref()).unwrap_or_default(),
         bench: cpu_time(&setup.bench_stat).unwrap_or_default(),
         target: cpu_time(target.thread_stat()).unwrap_or_default(),
         kafka: optional_cpu_time(setup.kafka_stat.as_deref()),
         machine: machine_ticks(),
-        rss_kib: rss_kib(impulse_pid.unwrap_or_else(std::process::id)),
+        rss_kib: rss_kib(side_pid.unwrap_or_else(std::process::id)),
     };
 
     let waited = async {
@@ -343,7 +374,7 @@ async fn replica(
         anyhow::Ok((first, last))
     };
     let outcome = tokio::time::timeout_at(deadline, waited).await;
-    let rss_mib = impulse
+    let rss_mib = process
         .as_ref()
         .and_then(|p| peak_rss_kib(p.pid()))
         .map(|kib| kib as f64 / 1024.0);
@@ -359,14 +390,21 @@ async fn replica(
             Err(_) => anyhow::bail!("R1 did not stop within 60 s"),
         }
     }
-    if let Some(mut process) = impulse {
+    if let Some(mut process) = process {
         let status = process.terminate(Duration::from_secs(60)).await;
-        exit = Some(match &status {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("{e:#}"),
-        });
-        if status.as_ref().map_or(true, |s| !s.success()) {
-            eprintln!("impulse log tail:\n{}", process.log_tail(40));
+        let failed = status.as_ref().map_or(true, |s| !s.success());
+        if failed {
+            eprintln!("{side:?} log tail:\n{}", process.log_tail(40));
+        }
+        match side {
+            Side::B => {
+                exit = Some(match &status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => format!("{e:#}"),
+                });
+            }
+            Side::A if failed => anyhow::bail!("R1 failed: {status:?}"),
+            Side::A => {}
         }
     }
     let (first, last) = match outcome {
@@ -391,9 +429,11 @@ async fn replica(
         to.saturating_sub(from).as_secs_f64() * 1e6 / events.max(1.0)
     };
     let target_us = per_event(first.target, last.target);
-    let cpu_us = match side {
-        Side::B => per_event(first.impulse, last.impulse),
-        Side::A => (per_event(first.bench, last.bench) - target_us).max(0.0),
+    let cpu_us = match (side, setup.r1) {
+        (Side::A, R1Placement::InBench) => {
+            (per_event(first.bench, last.bench) - target_us).max(0.0)
+        }
+        _ => per_event(first.process, last.process),
     };
     let kafka_us = first
         .kafka
@@ -543,7 +583,7 @@ fn summarize(batch_size: u32, records: u64, cap: i32, pairs: &[(Replica, Replica
     );
     put!(
         out,
-        "RSS:        Impulse peak {} MiB, at the end of the window {} MiB (R1's whole bench process, target included: {} MiB) · loadavg before replicas {}",
+        "RSS:        Impulse peak {} MiB, at the end of the window {} MiB (R1 at the end: {} MiB; its whole bench process, target included, with --r1 in-bench) · loadavg before replicas {}",
         show(col(&|r| r.rss_mib.unwrap_or(f64::NAN), Side::B), 0),
         show(col(&|r| r.rss_end_mib.unwrap_or(f64::NAN), Side::B), 0),
         show(col(&|r| r.rss_end_mib.unwrap_or(f64::NAN), Side::A), 0),
@@ -636,18 +676,39 @@ on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq
     )
 }
 
-/// A running `impulse run`, killed on drop.
+/// A side's own process (`impulse run`, or R1 started with `--r1-child`), killed on drop.
 #[derive(Debug)]
-struct ImpulseProcess {
+struct SideProcess {
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl ImpulseProcess {
+impl SideProcess {
+    /// Starts R1 in a process of its own: this binary with `--r1-child`. It reads from the
+    /// start at once (the warm-up covers its start-up, as it covers Impulse's group join).
+    fn r1(config: &BaselineConfig) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("impulse-bench-r1-")
+            .tempdir_in(impulse_benches::workspace_root().join("target"))?;
+        let log = dir.path().join("r1.log");
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--r1-child")
+            .arg(serde_json::to_string(config)?)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting R1's process")?;
+        Ok(Self {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
     /// Writes `config` (plus `[server]` on free ports and `[queue]` in a fresh directory), starts
     /// `impulse run` and waits until `/readyz` answers 200.
-    async fn start(binary: &Path, config: &str) -> anyhow::Result<Self> {
+    async fn impulse(binary: &Path, config: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("impulse-bench-")
             .tempdir_in(impulse_benches::workspace_root().join("target"))?;
@@ -714,7 +775,7 @@ impl ImpulseProcess {
             }
             anyhow::ensure!(
                 started.elapsed() < timeout,
-                "impulse did not exit within {timeout:?} of SIGTERM"
+                "the process did not exit within {timeout:?} of SIGTERM"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -727,7 +788,7 @@ impl ImpulseProcess {
     }
 }
 
-impl Drop for ImpulseProcess {
+impl Drop for SideProcess {
     fn drop(&mut self) {
         // Already exited is fine; the process must not outlive the bench.
         self.child.kill().ok();
@@ -741,7 +802,7 @@ fn free_addr() -> std::io::Result<std::net::SocketAddr> {
 
 // === A: R1, the raw loop ===
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct BaselineConfig {
     bootstrap: String,
     topic: String,
@@ -782,6 +843,22 @@ fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
     config
+}
+
+/// R1's process (`--r1-child`): R1 until SIGTERM.
+async fn r1_child(config: BaselineConfig) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        terminate.recv().await;
+        stop_tx.send(()).ok();
+    });
+    baseline(
+        config,
+        impulse_invoker::http::HttpFunction::default_client(),
+        stop_rx,
+    )
+    .await
 }
 
 /// Reads every partition of the topic from the start until `stop`, one POSTing task per
