@@ -581,6 +581,15 @@ fn summarize(batch_size: u32, records: u64, cap: i32, pairs: &[(Replica, Replica
         show(col(&|r| r.kafka_us.unwrap_or(f64::NAN), Side::A), 1),
         show(col(&|r| r.kafka_us.unwrap_or(f64::NAN), Side::B), 1),
     );
+    // The target does the same work per request whoever calls it, so this takes the speed of
+    // the VM at that moment out of a side's CPU per event: steadier than the rates on a busy
+    // machine. Context, not the gate.
+    put!(
+        out,
+        "CPU/target: R1 {} · Impulse {} (CPU per event over the target's, same replica)",
+        show(col(&|r| r.cpu_us / r.target_us, Side::A), 2),
+        show(col(&|r| r.cpu_us / r.target_us, Side::B), 2),
+    );
     put!(
         out,
         "RSS:        Impulse peak {} MiB, at the end of the window {} MiB (R1 at the end: {} MiB; its whole bench process, target included, with --r1 in-bench) · loadavg before replicas {}",
