@@ -291,6 +291,41 @@ fn buffers_are_bounded() {
     assert_eq!(fill(Ordering::Key), 1_000);
 }
 
+#[test]
+fn buffered_bytes_come_back_when_batches_are_taken() {
+    // A byte cap that binds before the count does: every batch is closed by size, and the
+    // room to read again depends on the bytes of the batches taken being given back exactly.
+    let per_record = record_len(&record(0, None)) + 1;
+    let envelope = envelope_len("k:9092") + group_envelope_len("t", 0);
+    let mut d = dispatcher_with(1_000, Ordering::Partition, envelope + 5 * per_record, 8);
+    let t0 = Instant::now();
+    let mut offset = 0;
+    let mut read_per_round = Vec::new();
+    for _ in 0..50 {
+        let mut read = 0;
+        while d.has_room() {
+            push(&mut d, offset, None, t0);
+            offset += 1;
+            read += 1;
+            assert!(read <= 10_000, "unbounded");
+        }
+        read_per_round.push(read);
+        // Take and finish everything buffered, one batch at a time.
+        while let Some(batch) = d.take_batch(t0) {
+            let n = batch.records.len();
+            assert!(n <= 5, "a batch of {n} records is over the byte cap");
+            d.complete(&batch, &BatchOutcome::all(n, Outcome::Delivered), t0);
+        }
+    }
+    let first = read_per_round[0];
+    assert!(first >= 5, "read {first} records before the cap");
+    assert!(
+        read_per_round.iter().all(|&read| read == first),
+        "the room to read drifted: {read_per_round:?}"
+    );
+    assert_eq!(d.watermark.unresolved(), 0);
+}
+
 fn trigger_config(json: serde_json::Value) -> KafkaTriggerConfig {
     serde_json::from_value(json).expect("a trigger config")
 }
