@@ -697,17 +697,21 @@ impl SideProcess {
     /// Starts R1 in a process of its own: this binary with `--r1-child`. It reads from the
     /// start at once (the warm-up covers its start-up, as it covers Impulse's group join).
     fn r1(config: &BaselineConfig) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("impulse-bench-r1-")
-            .tempdir_in(impulse_benches::workspace_root().join("target"))?;
-        let log = dir.path().join("r1.log");
-        let child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("--r1-child")
-            .arg(serde_json::to_string(config)?)
+            .arg(serde_json::to_string(config)?);
+        Self::spawn(work_dir("impulse-bench-r1-")?, &mut command, "R1's process")
+    }
+
+    /// Starts `command` with its stderr in a log in `dir`, which lives as long as the process.
+    fn spawn(dir: tempfile::TempDir, command: &mut Command, what: &str) -> anyhow::Result<Self> {
+        let log = dir.path().join("side.log");
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .context("starting R1's process")?;
+            .with_context(|| format!("starting {what}"))?;
         Ok(Self {
             child,
             log,
@@ -718,9 +722,7 @@ impl SideProcess {
     /// Writes `config` (plus `[server]` on free ports and `[queue]` in a fresh directory), starts
     /// `impulse run` and waits until `/readyz` answers 200.
     async fn impulse(binary: &Path, config: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("impulse-bench-")
-            .tempdir_in(impulse_benches::workspace_root().join("target"))?;
+        let dir = work_dir("impulse-bench-")?;
         let listen = free_addr()?;
         let admin = free_addr()?;
         let data_dir = dir.path().join("data");
@@ -729,21 +731,13 @@ impl SideProcess {
         );
         let path = dir.path().join("impulse.toml");
         std::fs::write(&path, text)?;
-        let log = dir.path().join("impulse.log");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("run")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut process = Self {
-            child,
-            log,
-            _dir: dir,
-        };
+            .env("RUST_LOG", "info");
+        let mut process = Self::spawn(dir, &mut command, &binary.display().to_string())?;
         let client = reqwest::Client::new();
         let url = format!("http://{admin}/readyz");
         let started = Instant::now();
@@ -803,6 +797,13 @@ impl Drop for SideProcess {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+}
+
+/// A fresh directory under `target/` for one side's files, removed when it drops.
+fn work_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(impulse_benches::workspace_root().join("target"))
 }
 
 fn free_addr() -> std::io::Result<std::net::SocketAddr> {

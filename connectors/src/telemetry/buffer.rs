@@ -2,11 +2,12 @@
 //!
 //! The invocation counters and the duration histogram are shared by every worker thread, so
 //! each update was an atomic operation on a cache line the other threads write too: at one
-//! record per batch, such updates showed in profiles. (The concurrency gauge is counted per
-//! thread instead, in `super::striped`, and published here.) Instead, each thread appends its updates to a log of its own (a lock nobody else
-//! takes between flushes) and replays it into the handles once it holds [`FLUSH_AT`]
-//! updates, and on [`flush_all`], which the metrics endpoint calls before every scrape. A
-//! scrape therefore sees every update made before it.
+//! record per batch, such updates showed in profiles. Instead, each thread appends its updates
+//! to a log of its own (a lock nobody else takes between flushes) and replays it into the
+//! handles once it holds [`FLUSH_AT`] updates, and on [`flush_all`], which the metrics endpoint
+//! calls before every scrape. A scrape therefore sees every update made before it. (The
+//! concurrency gauge is counted per thread stripe instead, in `super::striped`; the flushes
+//! here publish it.)
 //!
 //! A thread that exits hands what is left in its log to the next [`flush_all`]: it cannot
 //! replay it itself, because applying an update reads other thread-locals (the exporter's
@@ -17,9 +18,9 @@
 //! series on this path are bounded by the configuration (functions × triggers × outcomes).
 
 use std::cell::OnceCell;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use super::{striped, InvocationOutcome, TriggerInvocationMetrics};
+use super::{lock, striped, InvocationOutcome, TriggerInvocationMetrics};
 
 /// Updates a thread keeps before it replays them.
 pub(super) const FLUSH_AT: usize = 256;
@@ -69,11 +70,6 @@ impl Drop for ThreadLog {
             lock(&LOGS).retain(|other| !Arc::ptr_eq(other, log));
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; were one poisoned, its data is still whole.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn replay(log: &mut Vec<Update>) {

@@ -9,10 +9,17 @@ mod striped;
 #[cfg(test)]
 mod tests;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use self::buffer::{flush_all, flush_this_thread};
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
+
+/// Locks one of this module's mutexes. Nothing panics while holding them; were one poisoned,
+/// its data would still be whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";

@@ -12,9 +12,11 @@
 //! one series (a rebuilt limiter's and the old one's) still add up.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use metrics::Gauge;
+
+use super::lock;
 
 /// Stripes per gauge: threads take them in turn, so a runtime's worker threads each get one.
 const STRIPES: usize = 16;
@@ -35,11 +37,6 @@ pub(super) struct StripedGauge {
 /// Every striped gauge, for [`publish_all`]. Bounded by the configuration: one per function
 /// per limiter built.
 static GAUGES: Mutex<Vec<&'static StripedGauge>> = Mutex::new(Vec::new());
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; were one poisoned, its data is still whole.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// This thread's stripe, given out in turn as threads first move a gauge.
 fn this_stripe() -> usize {
