@@ -1,14 +1,17 @@
 //! The deadline layer: every attempt ends by the function's timeout or the caller's deadline.
 
+mod timer;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Timeout};
+use tokio::time::Instant;
 use tower::Layer;
 
+use self::timer::DeadlineTimer;
 use crate::{Invocation, InvocationResponse, Invoke, InvokeError};
 
 /// Applies [`Deadline`] with a function's timeout.
@@ -52,7 +55,8 @@ impl<S: Invoke> Invoke for Deadline<S> {
         let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
         invocation.deadline = Some(deadline);
         DeadlineFuture {
-            call: tokio::time::timeout_at(deadline, self.inner.invoke(invocation)),
+            call: self.inner.invoke(invocation),
+            timer: DeadlineTimer::until(deadline),
             after: deadline - start,
         }
     }
@@ -63,7 +67,8 @@ pin_project! {
     /// deadline passes (dropping the call).
     pub struct DeadlineFuture<F> {
         #[pin]
-        call: Timeout<F>,
+        call: F,
+        timer: DeadlineTimer,
         after: Duration,
     }
 }
@@ -76,10 +81,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match ready!(this.call.poll(cx)) {
-            Ok(result) => Poll::Ready(result),
-            Err(_elapsed) => Poll::Ready(Err(InvokeError::Timeout { after: *this.after })),
+        if let Poll::Ready(result) = this.call.poll(cx) {
+            return Poll::Ready(result);
         }
+        ready!(Pin::new(this.timer).poll(cx));
+        Poll::Ready(Err(InvokeError::Timeout { after: *this.after }))
     }
 }
 

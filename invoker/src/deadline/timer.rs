@@ -1,0 +1,181 @@
+//! Deadline timers reused per thread, so an attempt's timeout costs no lock in the common case.
+//!
+//! A fresh `tokio::time::Sleep` per attempt goes through the runtime's timer-wheel lock twice
+//! (filed on its first poll, taken out when dropped) and clones the runtime handle: the
+//! largest single cost the Kafka → HTTP benchmark measured per event after the HTTP exchange.
+//! A timer that is still armed and is moved to a *later* deadline costs one atomic update
+//! instead: tokio extends the expiry in place and re-files the entry only when its old
+//! deadline comes around. Attempts of a function have the same timeout, so each attempt's
+//! deadline is later than the previous one's, and a timer handed on from attempt to attempt
+//! is almost never re-filed.
+//!
+//! So a finished attempt gives its timer back to its thread's pool, still armed. An armed
+//! timer nobody takes fires once at its old deadline and wakes the task that last polled it:
+//! a spurious wake-up, which every future must tolerate. Each pooled timer remembers the
+//! runtime it belongs to, and a thread that finds another runtime's timers (a test thread
+//! running one runtime after another) drops them rather than polling a timer of a runtime
+//! that may be gone.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::runtime::{self, Handle};
+use tokio::time::{Instant, Sleep};
+
+/// Timers kept per thread; more than the attempts a thread has in flight at once is waste.
+const POOL_SIZE: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pooled timer and the runtime whose timer wheel it is registered with.
+struct Pooled {
+    runtime: runtime::Id,
+    sleep: Pin<Box<Sleep>>,
+}
+
+/// A timer that completes at its deadline and goes back to its thread's pool when dropped.
+pub(super) struct DeadlineTimer {
+    /// Always `Some` until dropped.
+    timer: Option<Pooled>,
+}
+
+impl DeadlineTimer {
+    /// A timer completing at `deadline`: a pooled one of the current runtime, reset, or a new
+    /// one. Panics outside a tokio runtime, like `tokio::time::sleep_until`.
+    pub(super) fn until(deadline: Instant) -> Self {
+        let runtime = Handle::current().id();
+        let reused = POOL
+            .try_with(|pool| take(&mut pool.borrow_mut(), runtime))
+            .ok()
+            .flatten();
+        let timer = match reused {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                Pooled { runtime, sleep }
+            }
+            None => Pooled {
+                runtime,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            },
+        };
+        Self { timer: Some(timer) }
+    }
+}
+
+/// The last pooled timer of `runtime`. Timers of another runtime are dropped: they are what
+/// is left of a runtime the thread ran before.
+fn take(pool: &mut Vec<Pooled>, runtime: runtime::Id) -> Option<Pin<Box<Sleep>>> {
+    if pool.last().is_some_and(|pooled| pooled.runtime != runtime) {
+        pool.retain(|pooled| pooled.runtime == runtime);
+    }
+    pool.pop().map(|pooled| pooled.sleep)
+}
+
+impl Future for DeadlineTimer {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for DeadlineTimer {
+    fn drop(&mut self) {
+        let Some(timer) = self.timer.take() else {
+            return;
+        };
+        // During thread teardown the pool may be gone (`try_with` fails); the timer is then
+        // dropped with the closure, as it is when the pool is full.
+        POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.len() < POOL_SIZE {
+                    pool.push(timer);
+                }
+            }
+        })
+        .unwrap_or_default();
+    }
+}
+
+/// How many timers this thread has pooled (tests).
+#[cfg(test)]
+pub(super) fn pooled_on_this_thread() -> usize {
+    POOL.with(|pool| pool.borrow().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn current_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn a_finished_timer_is_reused_and_still_fires_at_its_new_deadline() {
+        let rt = current_thread_runtime();
+        rt.block_on(async {
+            let before = pooled_on_this_thread();
+            drop(DeadlineTimer::until(
+                Instant::now() + Duration::from_secs(3),
+            ));
+            assert_eq!(pooled_on_this_thread(), before + 1, "given back");
+
+            let start = Instant::now();
+            let reused = DeadlineTimer::until(start + Duration::from_secs(5));
+            assert_eq!(
+                pooled_on_this_thread(),
+                before,
+                "taken again, not made anew"
+            );
+            reused.await;
+            assert_eq!(start.elapsed(), Duration::from_secs(5));
+        });
+    }
+
+    #[test]
+    fn a_reused_timer_moved_earlier_fires_at_the_earlier_deadline() {
+        let rt = current_thread_runtime();
+        rt.block_on(async {
+            let start = Instant::now();
+            let first = DeadlineTimer::until(start + Duration::from_secs(10));
+            // Poll it once so it is filed in the wheel at +10 s, as an attempt's timer is.
+            assert!(futures::poll!(Box::pin(first)).is_pending());
+            DeadlineTimer::until(start + Duration::from_secs(1)).await;
+            assert_eq!(start.elapsed(), Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn timers_of_a_runtime_that_is_gone_are_not_reused() {
+        let first = current_thread_runtime();
+        first.block_on(async {
+            drop(DeadlineTimer::until(
+                Instant::now() + Duration::from_secs(3),
+            ));
+        });
+        assert!(pooled_on_this_thread() >= 1);
+        drop(first);
+
+        // Polling a timer of the dropped runtime would panic ("runtime is shutting down") or
+        // never fire; a timer of this runtime fires on time.
+        let second = current_thread_runtime();
+        second.block_on(async {
+            let start = Instant::now();
+            DeadlineTimer::until(start + Duration::from_secs(2)).await;
+            assert_eq!(start.elapsed(), Duration::from_secs(2));
+        });
+    }
+}
