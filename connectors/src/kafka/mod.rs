@@ -6,6 +6,7 @@ mod filter;
 mod handler;
 mod in_flight;
 mod offsets;
+mod producer;
 mod sink;
 mod source;
 mod stop;
@@ -19,6 +20,7 @@ pub use event::{
 };
 pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
 pub use handler::{BatchHandler, BatchOutcome};
+pub use producer::{Reporting, ReportingProducer};
 pub use sink::KafkaSink;
 pub use source::{
     KafkaSource, CONSUMER_DEFAULTS, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES,

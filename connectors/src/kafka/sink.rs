@@ -10,10 +10,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use impulse_config::{redact_secret_values, DebugSecretMap};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+use super::ReportingProducer;
 use crate::contract::{Sink, SinkError};
 
 /// How long a write waits for room in librdkafka's local queue before failing.
@@ -32,7 +33,7 @@ pub struct KafkaSink {
     bootstrap_servers: String,
     /// The caller's extra options, kept for `Debug` (redacted there).
     options: BTreeMap<String, String>,
-    producer: FutureProducer,
+    producer: ReportingProducer<DefaultClientContext>,
 }
 
 impl KafkaSink {
@@ -54,15 +55,19 @@ impl KafkaSink {
         for (key, value) in OWNED {
             config.set(*key, *value);
         }
-        let producer: FutureProducer = config.create().map_err(|e| SinkError {
-            sink: name.to_owned(),
-            code: "invalid",
-            // librdkafka's message may quote the offending property's value.
-            message: redact_secret_values(
-                &format!("creating the Kafka producer: {e}"),
-                librdkafka_options,
-            ),
-        })?;
+        let thread = format!("sink-{name}");
+        let producer =
+            ReportingProducer::new(&config, DefaultClientContext, &thread).map_err(|e| {
+                SinkError {
+                    sink: name.to_owned(),
+                    code: "invalid",
+                    // librdkafka's message may quote the offending property's value.
+                    message: redact_secret_values(
+                        &format!("creating the Kafka producer: {e}"),
+                        librdkafka_options,
+                    ),
+                }
+            })?;
         Ok(Self {
             name: name.to_owned(),
             topic: topic.to_owned(),
@@ -73,12 +78,13 @@ impl KafkaSink {
     }
 
     async fn produce(&self, key: String, record: Bytes) -> Result<(), SinkError> {
-        let message = FutureRecord::to(&self.topic)
-            .key(key.as_str())
-            .payload(record.as_ref());
-        match self.producer.send(message, QUEUE_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(SinkError {
+        let sent = self
+            .producer
+            .send(&self.topic, key.as_bytes(), Some(&record), QUEUE_TIMEOUT)
+            .await;
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) => Err(SinkError {
                 sink: self.name.clone(),
                 code: error_code(&e),
                 message: format!("producing to {}: {e}", self.topic),

@@ -38,12 +38,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use impulse_config::{redact_secret_values, KafkaTriggerConfig};
+use impulse_connectors::kafka::ReportingProducer;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
@@ -97,7 +97,7 @@ struct Shared {
 /// The librdkafka handles, shared with the tail thread.
 struct Clients {
     consumer: BaseConsumer<AttemptsContext>,
-    producer: FutureProducer<AttemptsContext>,
+    producer: ReportingProducer<AttemptsContext>,
 }
 
 impl TopicStore {
@@ -141,9 +141,12 @@ impl TopicStore {
         let consumer: BaseConsumer<AttemptsContext> = consumer_config(&base, &group)
             .create_with_context(context.clone())
             .map_err(invalid)?;
-        let producer: FutureProducer<AttemptsContext> = producer_config(&base)
-            .create_with_context(context)
-            .map_err(invalid)?;
+        let producer = ReportingProducer::new(
+            &producer_config(&base),
+            context,
+            &format!("attempts-{trigger}"),
+        )
+        .map_err(invalid)?;
         let clients = Arc::new(Clients { consumer, producer });
 
         let created = create_topic(&admin, topic, deadline).await;
@@ -295,15 +298,16 @@ impl TopicStore {
             return Err("the store is closed".to_owned());
         };
         let record_key = format!("{}{key}", self.shared.prefix);
-        let mut record: FutureRecord<'_, str, str> =
-            FutureRecord::to(&self.shared.topic).key(&record_key);
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        match clients.producer.send(record, QUEUE_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.to_string()),
-        }
+        clients
+            .producer
+            .send(
+                &self.shared.topic,
+                record_key.as_bytes(),
+                value.map(str::as_bytes),
+                QUEUE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Waits until the tail consumer has applied every record below the topic's high
