@@ -14,6 +14,7 @@ mod functions;
 mod kafka_trigger;
 mod limiter;
 mod logging;
+mod request_id;
 mod schedules;
 mod service;
 mod shutdown;

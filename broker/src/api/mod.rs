@@ -50,7 +50,7 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// A fresh request id (also the event's idempotency key for HTTP input).
 fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    crate::request_id::new()
 }
 
 /// Durably queues an async invocation; only then may the caller answer `202`.

@@ -217,7 +217,7 @@ impl BatchContext {
             }
         };
         let invocation = Invocation {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: crate::request_id::new(),
             function: self.function.name,
             trigger: self.trigger,
             payload: encode_event(&self.bootstrap_servers, records),

@@ -103,11 +103,16 @@ impl Invoke for HttpFunction {
     type Future = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
 
     fn invoke(&self, invocation: Invocation) -> Self::Future {
+        // The id's own allocation becomes the header value, without a copy.
+        let request_id = match HeaderValue::from_maybe_shared(Bytes::from(invocation.request_id)) {
+            Ok(request_id) => request_id,
+            Err(e) => return Box::pin(std::future::ready(Err(InvokeError::System(Box::new(e))))),
+        };
         let mut request = self
             .client
             .post(reqwest::Url::clone(&self.endpoint))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(REQUEST_ID_HEADER, invocation.request_id.as_str());
+            .header(REQUEST_ID_HEADER, request_id);
         if let Some(deadline) = invocation.deadline {
             request = request.header(DEADLINE_HEADER, epoch_millis(deadline));
         }

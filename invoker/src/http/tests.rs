@@ -187,3 +187,20 @@ fn https_and_garbage_endpoints_are_refused() {
     assert!(HttpFunction::new(client.clone(), "https://example.com/").is_err());
     assert!(HttpFunction::new(client, "not a url").is_err());
 }
+
+#[tokio::test]
+async fn a_request_id_that_cannot_be_a_header_fails_without_a_request() {
+    // Nothing listens on port 1: had a request been attempted, the error would be a
+    // connection failure, not the header's.
+    let function =
+        HttpFunction::new(HttpFunction::default_client(), "http://127.0.0.1:1/fn").expect("valid");
+    let mut bad = invocation(b"{}");
+    bad.request_id = "line\nbreak".into();
+    let err = function.oneshot(bad).await.expect_err("refused");
+    assert_eq!(err.class(), crate::ErrorClass::System);
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|s| s.contains("header value")),
+        "{err:?}"
+    );
+}
