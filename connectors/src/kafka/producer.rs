@@ -125,11 +125,6 @@ impl<C: ClientContext + 'static> ReportingProducer<C> {
         // `self` prevents; report it as a cancelled write rather than panic.
         report_rx.await.unwrap_or(Err(KafkaError::Canceled))
     }
-
-    /// The producer, for what [`ReportingProducer::send`] does not cover (flush, metadata).
-    pub fn producer(&self) -> &BaseProducer<Reporting<C>> {
-        &self.shared.producer
-    }
 }
 
 impl<C: ClientContext + 'static> Drop for Shared<C> {
