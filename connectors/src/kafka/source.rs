@@ -1011,6 +1011,12 @@ impl PartitionTask {
         };
         let key = message.key();
         let value = message.payload();
+        // Copied before the headers are read: the copy streams through the record in order,
+        // so the headers, stored after the value, are in cache when librdkafka parses them
+        // (read first, they cost a second round of cache misses per record; a filtered
+        // record's copy is wasted, which the filter's own matching outweighs).
+        let key_copy = key.map(Bytes::copy_from_slice);
+        let value_copy = value.map(Bytes::copy_from_slice);
         let headers: Vec<(String, Option<Bytes>)> = message
             .headers()
             .map(|headers| {
@@ -1037,8 +1043,8 @@ impl PartitionTask {
             offset: message.offset(),
             timestamp,
             timestamp_type,
-            key: key.map(Bytes::copy_from_slice),
-            value: value.map(Bytes::copy_from_slice),
+            key: key_copy,
+            value: value_copy,
             headers,
         };
         dispatcher.push(record, now);
