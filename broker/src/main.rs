@@ -226,6 +226,8 @@ fn print_errors(errors: &impulse_config::ConfigErrors) {
 fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The process's only runtime: its threads may pool deadline timers without checking.
+        .on_thread_start(impulse_invoker::dedicate_this_thread_to_the_current_runtime)
         .build()
     {
         Ok(runtime) => runtime,

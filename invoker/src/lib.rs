@@ -15,7 +15,7 @@ pub mod process;
 pub mod record;
 pub mod retry;
 
-pub use deadline::{Deadline, DeadlineLayer};
+pub use deadline::{dedicate_this_thread_to_the_current_runtime, Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};
 pub use impulse_connectors::contract::Name;
 pub use invocation::{Invocation, InvocationResponse, LambdaError, MAX_SYNC_PAYLOAD};

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Layer;
 
+pub use self::timer::dedicate_this_thread_to_the_current_runtime;
 use self::timer::DeadlineTimer;
 use crate::{Invocation, InvocationResponse, Invoke, InvokeError};
 

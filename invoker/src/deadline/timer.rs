@@ -16,7 +16,7 @@
 //! running one runtime after another) drops them rather than polling a timer of a runtime
 //! that may be gone.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,6 +29,18 @@ const POOL_SIZE: usize = 64;
 
 thread_local! {
     static POOL: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
+    /// The runtime this thread runs for its whole life, when it said so.
+    static DEDICATED_TO: Cell<Option<runtime::Id>> = const { Cell::new(None) };
+}
+
+/// Declares that the current thread runs the current runtime's tasks, and no other runtime's,
+/// for the rest of its life: call it from the runtime's `on_thread_start` in a process with one
+/// runtime (the `impulse` binary). The thread's attempts then take pooled timers without asking
+/// tokio for the runtime each time (a reference count on the runtime handle, which every
+/// worker updates). Panics outside a runtime.
+pub fn dedicate_this_thread_to_the_current_runtime() {
+    let runtime = Handle::current().id();
+    DEDICATED_TO.with(|dedicated| dedicated.set(Some(runtime)));
 }
 
 /// A pooled timer and the runtime whose timer wheel it is registered with.
@@ -47,7 +59,11 @@ impl DeadlineTimer {
     /// A timer completing at `deadline`: a pooled one of the current runtime, reset, or a new
     /// one. Panics outside a tokio runtime, like `tokio::time::sleep_until`.
     pub(super) fn until(deadline: Instant) -> Self {
-        let runtime = Handle::current().id();
+        let runtime = DEDICATED_TO
+            .try_with(Cell::get)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Handle::current().id());
         let reused = POOL
             .try_with(|pool| take(&mut pool.borrow_mut(), runtime))
             .ok()
@@ -156,6 +172,35 @@ mod tests {
             DeadlineTimer::until(start + Duration::from_secs(1)).await;
             assert_eq!(start.elapsed(), Duration::from_secs(1));
         });
+    }
+
+    #[test]
+    fn a_dedicated_thread_pools_without_asking_for_the_runtime() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .on_thread_start(dedicate_this_thread_to_the_current_runtime)
+            .build()
+            .expect("a runtime");
+        let reused = rt.block_on(async {
+            tokio::spawn(async {
+                let dedicated = DEDICATED_TO.with(Cell::get);
+                assert_eq!(dedicated, Some(Handle::current().id()));
+                drop(DeadlineTimer::until(
+                    Instant::now() + Duration::from_secs(3),
+                ));
+                let pooled = pooled_on_this_thread();
+                let start = Instant::now();
+                let timer = DeadlineTimer::until(start + Duration::from_millis(20));
+                let taken = pooled - pooled_on_this_thread();
+                timer.await;
+                assert!(start.elapsed() >= Duration::from_millis(20));
+                taken
+            })
+            .await
+            .expect("the task")
+        });
+        assert_eq!(reused, 1, "the worker took its pooled timer");
     }
 
     #[test]
