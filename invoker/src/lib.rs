@@ -14,6 +14,7 @@ mod metrics;
 pub mod process;
 pub mod record;
 pub mod retry;
+mod wall_clock;
 
 pub use deadline::{dedicate_this_thread_to_the_current_runtime, Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};

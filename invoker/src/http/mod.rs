@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -230,16 +230,10 @@ fn snippet(body: &[u8]) -> String {
     text.trim().to_owned()
 }
 
-/// Converts a monotonic deadline to the wall-clock epoch milliseconds Lambda's header uses.
+/// Converts a monotonic deadline to the wall-clock epoch milliseconds Lambda's header uses,
+/// written straight into the header value (a `u128` through `Display` is slow).
 fn epoch_millis(deadline: Instant) -> HeaderValue {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let at = SystemTime::now() + remaining;
-    let millis = at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    // Written straight into the header value (a `u128` through `Display` is slow).
-    HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
+    HeaderValue::from(crate::wall_clock::epoch_millis(deadline))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::Name;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -509,12 +509,8 @@ pub(super) fn wire_request_id(request_id: &str, invocation_id: &str) -> String {
 
 /// Converts a monotonic deadline to the wall-clock Unix epoch milliseconds of
 /// `Lambda-Runtime-Deadline-Ms`.
-pub(super) fn epoch_millis(deadline: Instant) -> u128 {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    (SystemTime::now() + remaining)
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis()
+pub(super) fn epoch_millis(deadline: Instant) -> u64 {
+    crate::wall_clock::epoch_millis(deadline)
 }
 
 /// A valid X-Ray trace header: `Root=1-<epoch secs, 8 hex>-<24 hex>;Parent=<16 hex>;Sampled=0`.

@@ -153,10 +153,10 @@ fn deadlines_become_epoch_milliseconds() {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_millis();
-    let at = epoch_millis(Instant::now() + Duration::from_secs(3));
+    let at = u128::from(epoch_millis(Instant::now() + Duration::from_secs(3)));
     assert!(at >= now + 2_900 && at <= now + 3_100, "{at} vs {now}");
     // A deadline already passed is "now", never an underflow.
-    let past = epoch_millis(Instant::now() - Duration::from_millis(1));
+    let past = u128::from(epoch_millis(Instant::now() - Duration::from_millis(1)));
     assert!(past >= now);
 }
 
