@@ -14,7 +14,7 @@ use impulse_config::ASYNC_BODY_LIMIT;
 use impulse_invoker::{Invocation, InvokeError, LambdaError, Name, MAX_SYNC_PAYLOAD};
 
 use super::error::ApiError;
-use super::{enqueue, request_id, throttled, AppState};
+use super::{enqueue, throttled, AppState};
 
 /// The trigger label the Invoke API's invocations carry in metrics.
 const INVOKE_TRIGGER: &str = "invoke";
@@ -40,7 +40,7 @@ pub(super) async fn invoke(
         .get("x-amz-invocation-type")
         .map(|v| v.to_str().unwrap_or_default())
         .unwrap_or("RequestResponse");
-    let request_id = request_id();
+    let request_id = crate::request_id::new();
     match invocation_type {
         "RequestResponse" => {}
         "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),

@@ -48,11 +48,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A fresh request id (also the event's idempotency key for HTTP input).
-fn request_id() -> String {
-    crate::request_id::new()
-}
-
 /// Durably queues an async invocation; only then may the caller answer `202`.
 async fn enqueue(
     state: &AppState,

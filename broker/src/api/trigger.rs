@@ -15,7 +15,7 @@ use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 
-use super::{enqueue, request_id, AppState};
+use super::{enqueue, AppState};
 
 /// One configured HTTP trigger, as the router needs it.
 #[derive(Debug)]
@@ -125,7 +125,8 @@ pub(super) async fn handle(
             ),
         );
     };
-    let request_id = request_id();
+    // Also the event's idempotency key for HTTP input.
+    let request_id = crate::request_id::new();
     let payload = encode_request(&HttpRequest {
         method: &parts.method,
         path: &path,

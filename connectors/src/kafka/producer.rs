@@ -66,6 +66,17 @@ impl<C: ClientContext + 'static> ReportingProducer<C> {
     ///
     /// When librdkafka refuses the configuration or the thread cannot start.
     pub fn new(config: &ClientConfig, context: C, thread_name: &str) -> KafkaResult<Self> {
+        Self::with_idle_hook(config, context, thread_name, || {})
+    }
+
+    /// [`ReportingProducer::new`], calling `on_idle_wake` each time the idle thread wakes to
+    /// serve librdkafka's own reports (tests wait on it).
+    fn with_idle_hook(
+        config: &ClientConfig,
+        context: C,
+        thread_name: &str,
+        on_idle_wake: impl Fn() + Send + 'static,
+    ) -> KafkaResult<Self> {
         let producer: Arc<BaseProducer<Reporting<C>>> =
             Arc::new(config.create_with_context(Reporting { wrapped: context })?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -74,7 +85,7 @@ impl<C: ClientContext + 'static> ReportingProducer<C> {
             .spawn({
                 let producer = Arc::clone(&producer);
                 let stop = Arc::clone(&stop);
-                move || poll_while_running(&producer, &stop)
+                move || poll_while_running(&producer, &stop, on_idle_wake)
             })
             .map_err(|e| KafkaError::ClientCreation(format!("starting the polling thread: {e}")))?;
         Ok(Self {
@@ -142,6 +153,7 @@ impl<C: ClientContext + 'static> Drop for Shared<C> {
 fn poll_while_running<C: ClientContext + 'static>(
     producer: &BaseProducer<Reporting<C>>,
     stop: &AtomicBool,
+    on_idle_wake: impl Fn(),
 ) {
     while !stop.load(Ordering::Acquire) {
         if producer.in_flight_count() > 0 {
@@ -152,6 +164,7 @@ fn poll_while_running<C: ClientContext + 'static>(
         for _ in 0..IDLE_POLLS {
             producer.poll(Duration::ZERO);
         }
+        on_idle_wake();
     }
 }
 
@@ -235,23 +248,30 @@ mod tests {
         let mut config = ClientConfig::new();
         // Nothing listens there: the producer stays idle, as a dead-letter producer does.
         config.set("bootstrap.servers", "127.0.0.1:1");
-        let producer = ReportingProducer::new(&config, DefaultClientContext, "idle-spin-probe")
-            .expect("a valid configuration");
-        // The thread names itself once it runs.
-        let named_by = Instant::now() + Duration::from_secs(5);
-        let (threads, before) = loop {
-            let seen = cpu_nanos_of_threads_named("idle-spin-probe");
-            if seen.0 > 0 || Instant::now() > named_by {
-                break seen;
-            }
-            thread::yield_now();
+        let (woke_tx, woke) = std::sync::mpsc::channel();
+        let producer = ReportingProducer::with_idle_hook(
+            &config,
+            DefaultClientContext,
+            "idle-spin-probe",
+            move || {
+                woke_tx.send(()).ok();
+            },
+        )
+        .expect("a valid configuration");
+        // The thread's CPU between two of its idle wake-ups, one idle second apart. A thread
+        // that polls in rounds instead never gets there.
+        let idle_wake = || {
+            woke.recv_timeout(Duration::from_secs(10))
+                .expect("the polling thread parks and wakes while idle")
         };
+        idle_wake();
+        let (threads, before) = cpu_nanos_of_threads_named("idle-spin-probe");
         assert_eq!(threads, 1, "the polling thread runs under its name");
-        thread::sleep(Duration::from_millis(1500));
+        idle_wake();
         let (_, after) = cpu_nanos_of_threads_named("idle-spin-probe");
         let used = Duration::from_nanos(after - before);
         // rdkafka's own polling thread spends ~10 ms a second here, spinning at the end of
-        // each 100 ms round. Parked, the thread wakes twice in this window.
+        // each 100 ms round.
         assert!(
             used < Duration::from_millis(3),
             "the idle polling thread ran {used:?}"
