@@ -67,6 +67,16 @@ impl Watermark {
     /// Marks a tracked offset final. Returns false when it was not tracked (or already
     /// resolved): that completion is ignored.
     pub(crate) fn resolve(&mut self, offset: i64) -> bool {
+        // Batches of a partition finish in offset order, so the offset is almost always the
+        // front one (never final, and the first of its offset): no search.
+        if let Some(front) = self.entries.front_mut() {
+            if front.0 == offset {
+                front.1 = true;
+                self.unresolved -= 1;
+                self.pop_final();
+                return true;
+            }
+        }
         let from = self.entries.partition_point(|(o, _)| *o < offset);
         let found = self
             .entries
@@ -252,6 +262,26 @@ mod tests {
         assert!(w.resolve(5));
         assert!(!w.resolve(5));
         assert_eq!(w.position(), Some(6));
+    }
+
+    #[test]
+    fn the_front_and_later_offsets_resolve_alike() {
+        let mut w = Watermark::new();
+        for offset in [1, 2, 3] {
+            w.track(offset);
+        }
+        assert!(w.resolve(2), "a later offset (searched)");
+        assert_eq!(w.position(), Some(1));
+        assert!(w.resolve(1), "the front offset");
+        assert_eq!(w.position(), Some(3), "the front pops every final entry");
+        // The same offset tracked twice (a reset): each completion resolves one of them.
+        w.track(3);
+        assert!(w.resolve(3));
+        assert_eq!(w.position(), Some(3));
+        assert_eq!(w.unresolved(), 1);
+        assert!(w.resolve(3));
+        assert_eq!(w.position(), Some(4));
+        assert!(!w.resolve(3));
     }
 
     #[test]

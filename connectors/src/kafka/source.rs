@@ -1244,6 +1244,16 @@ impl Dispatcher {
         self.watermark.track(record.offset);
         let len = record_len_in(&record, self.topic_len);
         self.buffered_bytes += len;
+        // In partition order a record that nothing waits before joins the batch directly
+        // (each move of a record copies it whole).
+        if self.settings.ordering == Ordering::Partition
+            && self.waiting.is_empty()
+            && !self.closed
+            && self.has_room_for(len)
+        {
+            self.append(record, len, now);
+            return;
+        }
         self.waiting.push_back(Pending { record, len });
         self.fill(now);
     }
@@ -1281,46 +1291,62 @@ impl Dispatcher {
 
     /// Moves waiting records into the current batch, as far as the rules allow.
     fn fill(&mut self, now: Instant) {
-        let mut held_back: HashSet<Bytes> = HashSet::new();
+        // Key mode: keys of records left waiting in this pass (created on the first one).
+        let mut held_back: Option<HashSet<Bytes>> = None;
         let mut i = 0;
         while i < self.waiting.len() && !self.closed {
             let key = self.waiting[i].record.key.as_ref();
             let eligible = match (self.settings.ordering, key) {
                 (Ordering::Partition, _) | (Ordering::Key, None) => true,
                 (Ordering::Key, Some(key)) => {
-                    !self.in_flight_keys.contains_key(key) && !held_back.contains(key)
+                    !self.in_flight_keys.contains_key(key)
+                        && !held_back.as_ref().is_some_and(|held| held.contains(key))
                 }
             };
             if !eligible {
                 // Later records of this key must wait too, or they would overtake it.
                 if let Some(key) = key {
-                    held_back.insert(key.clone());
+                    let key = key.clone();
+                    held_back.get_or_insert_with(HashSet::new).insert(key);
                 }
                 i += 1;
                 continue;
             }
-            let len = self.waiting[i].len;
-            // +1 for the comma; a record alone always fits (the lead's side judges it).
-            if !self.current.is_empty()
-                && self.envelope + self.current_bytes + len + 1 > self.settings.max_bytes
-            {
-                self.closed = true;
+            if !self.has_room_for(self.waiting[i].len) {
                 break;
             }
             let Some(pending) = self.waiting.remove(i) else {
                 break;
             };
-            if self.current.is_empty() {
-                self.current_since = Some(now);
-            }
-            self.current_bytes += len + 1;
-            self.current.push(pending.record);
-            // Full by count, or by size (a record too big for any batch goes alone at once).
-            if self.current.len() >= self.settings.batch_size
-                || self.envelope + self.current_bytes >= self.settings.max_bytes
-            {
-                self.closed = true;
-            }
+            self.append(pending.record, pending.len, now);
+        }
+    }
+
+    /// Whether a record of `len` bytes fits in the current batch; closes the batch when it
+    /// does not. A record alone always fits (the lead's side judges it).
+    fn has_room_for(&mut self, len: usize) -> bool {
+        // +1 for the comma.
+        if !self.current.is_empty()
+            && self.envelope + self.current_bytes + len + 1 > self.settings.max_bytes
+        {
+            self.closed = true;
+            return false;
+        }
+        true
+    }
+
+    /// Adds a record of `len` bytes to the current batch, closing it once it is full.
+    fn append(&mut self, record: KafkaRecord, len: usize, now: Instant) {
+        if self.current.is_empty() {
+            self.current_since = Some(now);
+        }
+        self.current_bytes += len + 1;
+        self.current.push(record);
+        // Full by count, or by size (a record too big for any batch goes alone at once).
+        if self.current.len() >= self.settings.batch_size
+            || self.envelope + self.current_bytes >= self.settings.max_bytes
+        {
+            self.closed = true;
         }
     }
 
