@@ -9,7 +9,9 @@ use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
-use impulse_invoker::{DeadlineLayer, FunctionService, Invoke, MetricsLayer, Name};
+use impulse_invoker::{
+    DeadlineLayer, DynTarget, FunctionService, Invoke, MetricsLayer, Name, TargetFuture,
+};
 use tower::ServiceBuilder;
 
 use crate::async_invoke::build_sink;
@@ -131,10 +133,13 @@ impl Functions {
 }
 
 /// The stack every target gets: metrics → deadline → target.
-fn stack(name: &str, function: &FunctionConfig, target: impl Invoke) -> FunctionService {
-    let service = ServiceBuilder::new()
+fn stack(
+    name: &str,
+    function: &FunctionConfig,
+    target: impl Invoke<Future = TargetFuture>,
+) -> FunctionService {
+    ServiceBuilder::new()
         .layer(MetricsLayer::new(name))
         .layer(DeadlineLayer::new(function.timeout))
-        .service(target);
-    FunctionService::new(service)
+        .service(DynTarget::new(target))
 }

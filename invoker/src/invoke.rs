@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::{Invocation, InvocationResponse, InvokeError};
+use crate::{Deadline, Invocation, InvocationResponse, InvokeError, Metrics};
 
 /// A function target, or a layer around one, called through a shared reference.
 ///
@@ -23,45 +23,39 @@ pub trait Invoke: Send + Sync + 'static {
     fn invoke(&self, invocation: Invocation) -> Self::Future;
 }
 
-/// A function's composed stack, type-erased so the broker can keep one per function. Clones
-/// share the stack.
+/// The future of a target called through [`DynTarget`]. Every target of this crate boxes its
+/// own future already, so erasing the target costs no second allocation.
+pub type TargetFuture = BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
+
+/// A function target behind a trait object, so that every function's stack has one type
+/// whatever its target. Clones share the target.
+///
+/// The erasure sits at the target rather than around the whole stack: the layers' futures are
+/// named types, so an erased stack would box a future per attempt on top of the target's own.
 #[derive(Clone)]
-pub struct FunctionService(Arc<dyn ErasedInvoke>);
+pub struct DynTarget(Arc<dyn Invoke<Future = TargetFuture>>);
 
-impl FunctionService {
-    /// Erases `stack`.
-    pub fn new(stack: impl Invoke) -> Self {
-        Self(Arc::new(stack))
-    }
-
-    /// Starts one attempt.
-    pub fn invoke(
-        &self,
-        invocation: Invocation,
-    ) -> BoxFuture<'static, Result<InvocationResponse, InvokeError>> {
-        self.0.invoke_boxed(invocation)
+impl DynTarget {
+    /// Erases `target`.
+    pub fn new(target: impl Invoke<Future = TargetFuture>) -> Self {
+        Self(Arc::new(target))
     }
 }
 
-impl fmt::Debug for FunctionService {
+impl Invoke for DynTarget {
+    type Future = TargetFuture;
+
+    fn invoke(&self, invocation: Invocation) -> Self::Future {
+        self.0.invoke(invocation)
+    }
+}
+
+impl fmt::Debug for DynTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FunctionService").finish_non_exhaustive()
+        f.debug_struct("DynTarget").finish_non_exhaustive()
     }
 }
 
-/// [`Invoke`] with the future boxed, so that it can be a trait object.
-trait ErasedInvoke: Send + Sync {
-    fn invoke_boxed(
-        &self,
-        invocation: Invocation,
-    ) -> BoxFuture<'static, Result<InvocationResponse, InvokeError>>;
-}
-
-impl<T: Invoke> ErasedInvoke for T {
-    fn invoke_boxed(
-        &self,
-        invocation: Invocation,
-    ) -> BoxFuture<'static, Result<InvocationResponse, InvokeError>> {
-        Box::pin(self.invoke(invocation))
-    }
-}
+/// A function's composed stack, as the broker builds it: metrics → deadline → target. Cheap to
+/// clone; clones share the target and the metric handles.
+pub type FunctionService = Metrics<Deadline<DynTarget>>;

@@ -20,5 +20,5 @@ pub use deadline::{dedicate_this_thread_to_the_current_runtime, Deadline, Deadli
 pub use error::{ErrorClass, InvokeError};
 pub use impulse_connectors::contract::Name;
 pub use invocation::{Invocation, InvocationResponse, LambdaError, MAX_SYNC_PAYLOAD};
-pub use invoke::{FunctionService, Invoke};
+pub use invoke::{DynTarget, FunctionService, Invoke, TargetFuture};
 pub use metrics::{Metrics, MetricsLayer};

@@ -215,16 +215,24 @@ impl ChannelHandler {
 }
 
 impl BatchHandler for ChannelHandler {
-    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome> {
+    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
         Box::pin(async move {
             let len = batch.records.len();
+            let batch = Arc::new(batch);
             let (reply, answer) = oneshot::channel();
-            if self.0.send(Delivery { batch, reply }).await.is_err() {
-                return BatchOutcome::unresolved(len);
-            }
-            answer
-                .await
-                .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len))
+            let delivery = Delivery {
+                batch: Arc::clone(&batch),
+                reply,
+            };
+            let outcome = match self.0.send(delivery).await {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len)),
+                Err(_closed) => BatchOutcome::unresolved(len),
+            };
+            // The test may still hold its copy of the batch.
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            (batch, outcome)
         })
     }
 }

@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use impulse_config::ASYNC_BODY_LIMIT;
-use impulse_invoker::{Invocation, InvokeError, LambdaError, Name, MAX_SYNC_PAYLOAD};
+use impulse_invoker::{Invocation, Invoke, InvokeError, LambdaError, Name, MAX_SYNC_PAYLOAD};
 
 use super::error::ApiError;
 use super::{enqueue, throttled, AppState};

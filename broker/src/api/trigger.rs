@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{Config, InvocationMode, TriggerConfig};
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
-use impulse_invoker::{Invocation, InvokeError, Name};
+use impulse_invoker::{Invocation, Invoke, InvokeError, Name};
 use serde_json::json;
 
 use super::{enqueue, AppState};

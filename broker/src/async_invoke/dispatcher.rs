@@ -9,7 +9,7 @@ use impulse_connectors::contract::{
 use impulse_connectors::telemetry;
 use impulse_invoker::record::{invocation_record, RecordInput};
 use impulse_invoker::retry::{Decision, FailureCondition, SYSTEM_BACKOFF_BASE};
-use impulse_invoker::{ErrorClass, Invocation, InvokeError, LambdaError, Name};
+use impulse_invoker::{ErrorClass, Invocation, Invoke, InvokeError, LambdaError, Name};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -14,7 +14,7 @@ use impulse_connectors::kafka::{
 };
 use impulse_connectors::telemetry;
 use impulse_invoker::record::function_arn;
-use impulse_invoker::{Invocation, InvokeError, Name};
+use impulse_invoker::{Invocation, Invoke, InvokeError, Name};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +73,11 @@ enum Attempt {
 }
 
 impl BatchHandler for BatchContext {
-    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome> {
-        Box::pin(async move { self.process(&batch).await })
+    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
+        Box::pin(async move {
+            let outcome = self.process(&batch).await;
+            (batch, outcome)
+        })
     }
 }
 

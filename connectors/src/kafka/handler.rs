@@ -11,7 +11,6 @@
 //! owner reads it again (RELIABILITY.md, invariant 1).
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -24,13 +23,15 @@ use crate::contract::Outcome;
 /// for several whose keys do not overlap (`ordering = "key"`), and polls the future from the
 /// partition's task.
 pub trait BatchHandler: Send + Sync + 'static {
-    /// Processes `batch`. The future resolves once every record has a final outcome, or when
-    /// the handler gives up on the rest (shutdown); those records stay unacknowledged.
+    /// Processes `batch`, and gives it back with its outcome. The future resolves once every
+    /// record has a final outcome, or when the handler gives up on the rest (shutdown); those
+    /// records stay unacknowledged.
     ///
     /// The future may borrow the handler: the partition's task keeps the handler for as long
     /// as it polls the future. (An owned `Arc` per batch was two atomic updates on a count
-    /// every partition shares.)
-    fn handle(&self, batch: Arc<KafkaBatch>) -> BoxFuture<'_, BatchOutcome>;
+    /// every partition shares.) It owns the batch, which the partition needs back to move its
+    /// watermark: sharing it instead cost an allocation per batch.
+    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)>;
 }
 
 /// The outcome of each record of a batch: final, or not (abandoned).

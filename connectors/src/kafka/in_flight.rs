@@ -2,7 +2,6 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures::future::BoxFuture;
@@ -13,23 +12,7 @@ use super::handler::BatchOutcome;
 
 /// A batch whose handler is running; resolves to the batch and its outcome. The handler's
 /// future borrows the handler for `'h`.
-pub(super) struct Running<'h> {
-    batch: Option<Arc<KafkaBatch>>,
-    outcome: BoxFuture<'h, BatchOutcome>,
-}
-
-impl Future for Running<'_> {
-    type Output = (Arc<KafkaBatch>, BatchOutcome);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = ready!(self.outcome.as_mut().poll(cx));
-        let batch = self
-            .batch
-            .take()
-            .expect("a running batch is polled again after it finished");
-        Poll::Ready((batch, outcome))
-    }
-}
+type Running<'h> = BoxFuture<'h, (KafkaBatch, BatchOutcome)>;
 
 /// The running batches of one partition, in completion order.
 ///
@@ -51,12 +34,8 @@ impl<'h> InFlight<'h> {
         }
     }
 
-    /// Starts tracking `batch`, whose handler future is `outcome`.
-    pub(super) fn push(&mut self, batch: Arc<KafkaBatch>, outcome: BoxFuture<'h, BatchOutcome>) {
-        let running = Running {
-            batch: Some(batch),
-            outcome,
-        };
+    /// Starts tracking a batch's handler future.
+    pub(super) fn push(&mut self, running: Running<'h>) {
         match self {
             Self::One(slot) => {
                 debug_assert!(
@@ -79,17 +58,17 @@ impl<'h> InFlight<'h> {
     /// The next batch to finish, with its outcome; `None` at once when nothing runs.
     pub(super) fn next(
         &mut self,
-    ) -> impl Future<Output = Option<(Arc<KafkaBatch>, BatchOutcome)>> + use<'_, 'h> {
+    ) -> impl Future<Output = Option<(KafkaBatch, BatchOutcome)>> + use<'_, 'h> {
         poll_fn(move |cx| self.poll_next(cx))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Arc<KafkaBatch>, BatchOutcome)>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(KafkaBatch, BatchOutcome)>> {
         match self {
             Self::One(slot) => {
                 let Some(running) = slot.as_mut() else {
                     return Poll::Ready(None);
                 };
-                let finished = ready!(Pin::new(running).poll(cx));
+                let finished = ready!(running.as_mut().poll(cx));
                 *slot = None;
                 Poll::Ready(Some(finished))
             }

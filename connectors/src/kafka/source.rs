@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -847,7 +847,7 @@ impl PartitionTask {
     async fn run(
         self,
         queue: PartitionQueue,
-        stop: StopReceiver,
+        mut stop: StopReceiver,
         done: std::sync::mpsc::Sender<()>,
     ) {
         let (topic, partition) = self.tp.clone();
@@ -864,9 +864,9 @@ impl PartitionTask {
         let mut in_flight = InFlight::new(shared.settings.ordering == Ordering::Key);
         let mut counts = KafkaPartitionCounts::new(&shared.metrics);
         let mut pacer = UpkeepPacer::default();
-        // Long-lived futures, polled on every turn of the loop: creating them per turn
-        // registers a waker (and a timer) each time.
-        let mut stop_changed = Box::pin(next_stop(stop));
+        // A long-lived timer, polled on every turn of the loop: creating one per turn
+        // registers it each time. (The stop receiver is polled in place: it registers the
+        // task's waker only once.)
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
@@ -881,7 +881,7 @@ impl PartitionTask {
                 Instant::now()
             }
         };
-        let (stopped, mut stop) = {
+        let stopped = {
             let mut stream = queue.stream();
             self.dispatch(&mut dispatcher, &mut in_flight, &mut counts, started);
             loop {
@@ -897,7 +897,10 @@ impl PartitionTask {
                     // watermark), then the timers, and reading last: a partition whose
                     // buffer is full stops reading, which bounds its memory.
                     biased;
-                    (stopped, stop) = &mut stop_changed => break (stopped, stop),
+                    // The source gone without a word: nothing more may be stored.
+                    stopped = poll_fn(|cx| stop.poll_recv(cx)) => {
+                        break stopped.unwrap_or(Stop::Abort);
+                    }
                     Some((batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                         let now = batching_clock();
                         self.complete(&mut dispatcher, &batch, &outcome, now);
@@ -987,9 +990,7 @@ impl PartitionTask {
                 break;
             };
             counts.batch_sent(batch.records.len());
-            let batch = Arc::new(batch);
-            let outcome = self.shared.handler.handle(Arc::clone(&batch));
-            in_flight.push(batch, outcome);
+            in_flight.push(self.shared.handler.handle(batch));
         }
     }
 
@@ -1093,14 +1094,6 @@ impl PartitionTask {
             .store(&self.consumer, &self.tp, self.epoch, offset);
         true
     }
-}
-
-/// Waits for the stop signal and returns it with the receiver, so that one future can live
-/// across the partition loop.
-async fn next_stop(mut stop: StopReceiver) -> (Stop, StopReceiver) {
-    // The source gone without a word: nothing more may be stored.
-    let stopped = stop.recv().await.unwrap_or(Stop::Abort);
-    (stopped, stop)
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

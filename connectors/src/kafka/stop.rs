@@ -97,7 +97,8 @@ impl StopReceiver {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
+    /// [`StopReceiver::recv`] as a poll, for a loop that polls it on every turn.
+    pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
         let registered = self
             .registered
             .as_ref()

@@ -30,9 +30,11 @@ use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MA
 /// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
 pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
 
-// Built once: a name given as a string is parsed, and copied to the heap, on every request.
+// Built once: a name given as a string is parsed on every use, and copied to the heap when
+// it is sent.
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
 const DEADLINE_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
+const FUNCTION_ERROR: HeaderName = HeaderName::from_static(FUNCTION_ERROR_HEADER);
 
 /// A function reached over HTTP, through a shared connection pool.
 #[derive(Debug, Clone)]
@@ -131,7 +133,7 @@ async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse,
     let status = response.status();
     let declared_error = response
         .headers()
-        .get(FUNCTION_ERROR_HEADER)
+        .get(FUNCTION_ERROR)
         .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
     let body = match read_capped(&mut response).await {
         Ok(body) => body,
