@@ -27,7 +27,9 @@
 //!   not binding (`rate.per_second = 1000000`, account concurrency 1000 > 16 partitions),
 //!   `max_retry_attempts = 2` and an `on_failure` Kafka topic (configured, unused). Stopped with
 //!   SIGTERM once the target has every record; its committed offsets are then checked.
-//! - **Replicas**: per batch size, ABAB… (`--replicas` pairs). The rate of a replica is taken
+//! - **Replicas**: per batch size, one discarded Impulse replica (`--warmup-replicas`), then
+//!   ABAB… (`--replicas` pairs), so that every measured replica starts right after one of the
+//!   other side. The rate of a replica is taken
 //!   between the instants the target's distinct count reaches `warmup × N` and N: group join,
 //!   connection set-up and the first records are discarded. CPU per event over the same window:
 //!   B's whole `impulse` process; A's whole R1 process (in-bench: the bench process minus the
@@ -111,6 +113,11 @@ struct Args {
     /// Partitions of each topic (one request in flight per partition).
     #[arg(long, default_value_t = 16)]
     partitions: i32,
+    /// Impulse replicas run, and discarded, before each batch size's ABAB pairs. Without one,
+    /// the first replica (always R1's) starts on a machine that sat nearly idle while the topic
+    /// was filled, unlike every later replica, which starts right after the other side's.
+    #[arg(long, default_value_t = 1)]
+    warmup_replicas: usize,
     /// Fraction of each replica's records discarded as warm-up.
     #[arg(long, default_value_t = 0.2)]
     warmup: f64,
@@ -270,12 +277,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "batch {batch_size}: produced {records} records to {topic} in {:.1?}",
                 filling.elapsed()
             );
+            for w in 0..args.warmup_replicas {
+                // Indexes after the pairs' own: a consumer group of its own.
+                let index = args.replicas + w;
+                let b =
+                    replica(&setup, &target, Side::B, &topic, batch_size, records, index).await?;
+                print_replica(batch_size, "B0 (warm-up, discarded)", &b, records);
+            }
             let mut pairs = Vec::new();
             for i in 0..args.replicas {
                 let a = replica(&setup, &target, Side::A, &topic, batch_size, records, i).await?;
-                print_replica(batch_size, i, &a, records);
+                print_replica(batch_size, &format!("A{}", i + 1), &a, records);
                 let b = replica(&setup, &target, Side::B, &topic, batch_size, records, i).await?;
-                print_replica(batch_size, i, &b, records);
+                print_replica(batch_size, &format!("B{}", i + 1), &b, records);
                 pairs.push((a, b));
             }
             let summary = summarize(batch_size, records, setup.partitions, &pairs);
@@ -457,11 +471,9 @@ async fn replica(
     })
 }
 
-fn print_replica(batch_size: u32, index: usize, r: &Replica, records: u64) {
+fn print_replica(batch_size: u32, label: &str, r: &Replica, records: u64) {
     let mut line = format!(
-        "batch {batch_size:>3} {:?}{} load {:.2} busy {:.0}% iowait {:.0}% · {:>8.0} ev/s · cpu {:6.1} µs/ev · target {:5.1} µs/ev · kafka {} µs/ev · distinct {}/{records} dups {} bad {} · {:.1} records/request · max connections {} · RSS at end {:.0} MiB",
-        r.side,
-        index + 1,
+        "batch {batch_size:>3} {label} load {:.2} busy {:.0}% iowait {:.0}% · {:>8.0} ev/s · cpu {:6.1} µs/ev · target {:5.1} µs/ev · kafka {} µs/ev · distinct {}/{records} dups {} bad {} · {:.1} records/request · max connections {} · RSS at end {:.0} MiB",
         r.load,
         100.0 * r.busy.map_or(f64::NAN, |b| b.0),
         100.0 * r.busy.map_or(f64::NAN, |b| b.1),
