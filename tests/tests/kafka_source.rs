@@ -182,7 +182,7 @@ fn check_batch(batch: &KafkaBatch, max: usize) -> Result<()> {
     }
     for r in &batch.records {
         ensure!(
-            r.topic == batch.topic && r.partition == batch.partition,
+            *r.topic == *batch.topic && r.partition == batch.partition,
             "a foreign record"
         );
     }

@@ -34,7 +34,7 @@ use super::handler::{BatchHandler, BatchOutcome};
 use super::in_flight::InFlight;
 use super::offsets::{store_list, Assignments, TopicPartition, Watermark};
 use super::stop::{stop_channel, Stop, StopReceiver, StopSender};
-use crate::contract::SourceError;
+use crate::contract::{Name, SourceError};
 use crate::telemetry::{KafkaPartitionCounts, KafkaSourceMetrics};
 
 /// How long a revoke or shutdown waits for in-flight acks by default. Records still unresolved
@@ -1151,7 +1151,10 @@ struct Pending {
 pub(crate) struct Dispatcher {
     settings: Settings,
     trigger: Arc<str>,
+    /// The batches' copy of the topic.
     topic: Arc<str>,
+    /// The records' copy of the topic (one interned name per topic the source is assigned).
+    topic_name: Name,
     /// The topic's length as a JSON string, part of every record's length.
     topic_len: usize,
     partition: i32,
@@ -1187,6 +1190,7 @@ impl Dispatcher {
             settings,
             trigger,
             topic_len: json_str_len(&topic),
+            topic_name: Name::new(&topic),
             topic,
             partition,
             envelope,
@@ -1202,9 +1206,9 @@ impl Dispatcher {
         }
     }
 
-    /// The partition's topic, shared by its records.
-    pub(crate) fn topic(&self) -> Arc<str> {
-        Arc::clone(&self.topic)
+    /// The partition's topic, for its records.
+    pub(crate) fn topic(&self) -> Name {
+        self.topic_name
     }
 
     /// Whether the partition may read more records (bounded memory).
