@@ -159,14 +159,17 @@ mod tests {
             .expect("a runtime")
     }
 
+    /// Gives this thread's pool a timer armed `after` from now, as a finished attempt does.
+    fn pool_a_timer_armed_for(after: Duration) {
+        drop(DeadlineTimer::until(Instant::now() + after));
+    }
+
     #[test]
     fn a_finished_timer_is_reused_and_still_fires_at_its_new_deadline() {
         let rt = current_thread_runtime();
         rt.block_on(async {
             let before = pooled_on_this_thread();
-            drop(DeadlineTimer::until(
-                Instant::now() + Duration::from_secs(3),
-            ));
+            pool_a_timer_armed_for(Duration::from_secs(3));
             assert_eq!(pooled_on_this_thread(), before + 1, "given back");
 
             let start = Instant::now();
@@ -185,9 +188,7 @@ mod tests {
     fn a_reused_timer_whose_old_deadline_passed_waits_for_its_new_one() {
         let rt = current_thread_runtime();
         rt.block_on(async {
-            drop(DeadlineTimer::until(
-                Instant::now() + Duration::from_secs(1),
-            ));
+            pool_a_timer_armed_for(Duration::from_secs(1));
             tokio::time::sleep(Duration::from_secs(2)).await;
 
             let start = Instant::now();
@@ -224,9 +225,7 @@ mod tests {
             tokio::spawn(async {
                 let dedicated = DEDICATED_TO.with(Cell::get);
                 assert_eq!(dedicated, Some(Handle::current().id()));
-                drop(DeadlineTimer::until(
-                    Instant::now() + Duration::from_secs(3),
-                ));
+                pool_a_timer_armed_for(Duration::from_secs(3));
                 let pooled = pooled_on_this_thread();
                 let start = Instant::now();
                 let timer = DeadlineTimer::until(start + Duration::from_millis(20));
@@ -245,9 +244,7 @@ mod tests {
     fn timers_of_a_runtime_that_is_gone_are_not_reused() {
         let first = current_thread_runtime();
         first.block_on(async {
-            drop(DeadlineTimer::until(
-                Instant::now() + Duration::from_secs(3),
-            ));
+            pool_a_timer_armed_for(Duration::from_secs(3));
         });
         assert!(pooled_on_this_thread() >= 1);
         drop(first);

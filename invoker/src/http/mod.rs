@@ -22,9 +22,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
-use tokio::time::Instant;
 use tower::Service;
 
+use crate::wall_clock::epoch_millis;
 use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
 
 /// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
@@ -116,7 +116,8 @@ impl Invoke for HttpFunction {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(REQUEST_ID_HEADER, request_id);
         if let Some(deadline) = invocation.deadline {
-            request = request.header(DEADLINE_HEADER, epoch_millis(deadline));
+            // An integer straight into the header value (a `u128` through `Display` is slow).
+            request = request.header(DEADLINE_HEADER, HeaderValue::from(epoch_millis(deadline)));
         }
         let request = request.body(invocation.payload);
         Box::pin(async move {
@@ -230,12 +231,6 @@ fn is_json_object(body: &[u8]) -> bool {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(256)]);
     text.trim().to_owned()
-}
-
-/// Converts a monotonic deadline to the wall-clock epoch milliseconds Lambda's header uses,
-/// written straight into the header value (a `u128` through `Display` is slow).
-fn epoch_millis(deadline: Instant) -> HeaderValue {
-    HeaderValue::from(crate::wall_clock::epoch_millis(deadline))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::Name;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

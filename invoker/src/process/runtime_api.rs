@@ -21,6 +21,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::wall_clock::epoch_millis;
 use crate::{LambdaError, MAX_SYNC_PAYLOAD};
 
 /// `/next` response header: the request id.
@@ -505,12 +506,6 @@ pub(super) fn wire_request_id(request_id: &str, invocation_id: &str) -> String {
         return invocation_id.to_owned();
     }
     utf8_percent_encode(request_id, ID_SET).to_string()
-}
-
-/// Converts a monotonic deadline to the wall-clock Unix epoch milliseconds of
-/// `Lambda-Runtime-Deadline-Ms`.
-pub(super) fn epoch_millis(deadline: Instant) -> u64 {
-    crate::wall_clock::epoch_millis(deadline)
 }
 
 /// A valid X-Ray trace header: `Root=1-<epoch secs, 8 hex>-<24 hex>;Parent=<16 hex>;Sampled=0`.
