@@ -1,4 +1,4 @@
-//! Cost per admission: `Limiter::try_acquire` + drop, against a bare tokio `Semaphore`
+//! Cost per admission: `Admission::try_acquire` + drop, against a bare tokio `Semaphore`
 //! `try_acquire` + drop, in the same run; plus the metric handle updates on the invocation path
 //! (the concurrency gauge, and the invoker's per-attempt counter and histogram) on their own.
 //!
@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 #[allow(dead_code, unused_imports)]
 mod limiter;
 
-use limiter::Limiter;
+use limiter::{Admission, Limiter};
 
 const GROUP: &str = "admission";
 const BASELINE: &str = "semaphore_try_acquire_drop";
@@ -42,7 +42,7 @@ const UPKEEP_EVERY: u64 = 4096;
 
 /// One function whose limits the benchmark never reaches: 1000 reserved slots (at most one is
 /// in use) and a rate of `u32::MAX` per second with an equal burst.
-fn ample_limiter() -> Limiter {
+fn ample_admission() -> Admission {
     // JSON, so that the other fields keep their serde defaults.
     let function = json!({
         "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
@@ -54,6 +54,8 @@ fn ample_limiter() -> Limiter {
     let mut config = Config::default();
     config.functions.insert("bench".to_owned(), function);
     Limiter::new(&config)
+        .admission("bench")
+        .expect("the benchmark's function is configured")
 }
 
 /// The broker's exporter, with the broker's buckets for the invocation duration histogram.
@@ -76,18 +78,18 @@ fn admission(c: &mut Criterion) {
     });
 
     // No metrics recorder installed: the gauge handle is metrics' no-op handle.
-    let limiter = ample_limiter();
+    let admission = ample_admission();
     group.bench_function(LIMITER, |b| {
-        b.iter(|| drop(black_box(limiter.try_acquire(black_box("bench")))));
+        b.iter(|| drop(black_box(admission.try_acquire())));
     });
 
     // The broker's exporter: the gauge is real. Handles are bound to the recorder installed when
     // they are registered, so this limiter (and each handle below) is built under it.
     let recorder = prometheus();
     metrics::with_local_recorder(&recorder, || {
-        let limiter = ample_limiter();
+        let admission = ample_admission();
         group.bench_function(LIMITER_PROMETHEUS, |b| {
-            b.iter(|| drop(black_box(limiter.try_acquire(black_box("bench")))));
+            b.iter(|| drop(black_box(admission.try_acquire())));
         });
 
         // The two gauge updates each admission makes, for the breakdown.

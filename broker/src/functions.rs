@@ -1,5 +1,5 @@
-//! The function registry: each configured function's composed service stack, retry policy and
-//! destinations.
+//! The function registry: each configured function's admission, composed service stack, retry
+//! policy and destinations; and the one way to call a function.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,27 +10,96 @@ use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
 use impulse_invoker::{
-    DeadlineLayer, DynTarget, FunctionService, Invoke, MetricsLayer, Name, TargetFuture,
+    DeadlineLayer, DynTarget, FunctionService, Invocation, InvocationResponse, Invoke, InvokeError,
+    MetricsLayer, Name, TargetFuture,
 };
 use tower::ServiceBuilder;
 
 use crate::async_invoke::build_sink;
+use crate::limiter::{Admission, Limiter, Throttle};
 
 /// A callable function.
+///
+/// Callers make attempts with [`Function::call_now`] or [`Function::call_when_admitted`], which
+/// admit the attempt under the function's limits and hold the permit for exactly the attempt;
+/// retries and destinations are the callers' (so no permit is held during a backoff).
 #[derive(Clone)]
 pub(crate) struct Function {
     /// The configured name.
     pub(crate) name: Name,
-    /// The stack: metrics → deadline → target. Admission (the limiter) happens before a call,
-    /// retries and destinations after it, in the callers: so metrics see every attempt and no
-    /// permit is held during backoff.
-    pub(crate) service: FunctionService,
+    /// The function's concurrency and rate limits.
+    admission: Admission,
+    /// The stack: metrics → deadline → target.
+    service: FunctionService,
     /// When failed async attempts are retried.
     pub(crate) retry: RetryPolicy,
     /// Where records of successful async invocations go.
     pub(crate) on_success: Option<Arc<dyn Sink>>,
     /// Where failed async events go.
     pub(crate) on_failure: Option<Arc<dyn Sink>>,
+}
+
+/// Why a call produced no result.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The attempt was not admitted: refused at once ([`Function::call_now`]), or the function
+    /// can never be admitted ([`Function::call_when_admitted`]). Nothing was invoked.
+    NotAdmitted(Throttle),
+    /// The attempt ran and failed.
+    Failed(InvokeError),
+}
+
+impl Function {
+    /// A function calling `service` under `admission`.
+    pub(crate) fn new(
+        name: Name,
+        admission: Admission,
+        service: FunctionService,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            name,
+            admission,
+            service,
+            retry,
+            on_success: None,
+            on_failure: None,
+        }
+    }
+
+    /// One attempt, admitted now or refused at once: for synchronous callers, which answer
+    /// `429` rather than wait.
+    pub(crate) async fn call_now(
+        &self,
+        invocation: Invocation,
+    ) -> Result<InvocationResponse, CallError> {
+        let _permit = self
+            .admission
+            .try_acquire()
+            .map_err(CallError::NotAdmitted)?;
+        self.service
+            .invoke(invocation)
+            .await
+            .map_err(CallError::Failed)
+    }
+
+    /// One attempt, once the function's limits admit it: for queue callers (backpressure,
+    /// never a drop). `invocation` is built once admitted, so that what it measures (an
+    /// event's age, its deadline) counts from the attempt rather than from the wait.
+    pub(crate) async fn call_when_admitted(
+        &self,
+        invocation: impl FnOnce() -> Invocation,
+    ) -> Result<InvocationResponse, CallError> {
+        let _permit = self
+            .admission
+            .acquire()
+            .await
+            .map_err(CallError::NotAdmitted)?;
+        self.service
+            .invoke(invocation())
+            .await
+            .map_err(CallError::Failed)
+    }
 }
 
 impl std::fmt::Debug for Function {
@@ -52,10 +121,11 @@ pub(crate) struct Functions {
 }
 
 impl Functions {
-    /// Builds every function's stack. All functions share one HTTP connection pool.
+    /// Builds every function's stack, admitted under `limiter`. All functions share one HTTP
+    /// connection pool.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
-    pub(crate) fn build(config: &Config) -> Result<Self, Vec<String>> {
+    pub(crate) fn build(config: &Config, limiter: &Limiter) -> Result<Self, Vec<String>> {
         let client = HttpFunction::default_client();
         let mut by_name = HashMap::new();
         let mut processes = Vec::new();
@@ -105,12 +175,19 @@ impl Functions {
                 }
             }
             let [on_success, on_failure] = sinks;
+            let Some(admission) = limiter.admission(name) else {
+                errors.push(format!("functions.{name}: the limiter does not know it"));
+                continue;
+            };
             let function = Function {
-                name: Name::new(name),
-                service,
-                retry: RetryPolicy::new(function),
                 on_success,
                 on_failure,
+                ..Function::new(
+                    Name::new(name),
+                    admission,
+                    service,
+                    RetryPolicy::new(function),
+                )
             };
             by_name.insert(name.clone(), function);
         }
@@ -118,6 +195,18 @@ impl Functions {
             Ok(Self { by_name, processes })
         } else {
             Err(errors)
+        }
+    }
+
+    /// A registry of `functions`, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(functions: impl IntoIterator<Item = Function>) -> Self {
+        Self {
+            by_name: functions
+                .into_iter()
+                .map(|function| (function.name.to_string(), function))
+                .collect(),
+            processes: Vec::new(),
         }
     }
 
@@ -130,6 +219,27 @@ impl Functions {
     pub(crate) async fn shutdown(&self) {
         futures::future::join_all(self.processes.iter().map(ProcessFunction::shutdown)).await;
     }
+}
+
+/// Function `name`, configured by `config`, calling `target` under limits of its own (a
+/// limiter holding only this function): for tests.
+#[cfg(test)]
+pub(crate) fn standalone(
+    name: &str,
+    config: &FunctionConfig,
+    target: impl Invoke<Future = TargetFuture>,
+) -> Function {
+    let mut full = Config::default();
+    full.functions.insert(name.to_owned(), config.clone());
+    let admission = Limiter::new(&full)
+        .admission(name)
+        .expect("the limiter was built with this function");
+    Function::new(
+        Name::new(name),
+        admission,
+        stack(name, config, target),
+        RetryPolicy::new(config),
+    )
 }
 
 /// The stack every target gets: metrics → deadline → target.

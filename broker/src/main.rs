@@ -19,6 +19,8 @@ mod schedules;
 mod service;
 mod shutdown;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 /// mimalloc rather than the system allocator: the event path allocates small, short-lived
 /// buffers per record and per invocation, which glibc's malloc serves with visibly more CPU

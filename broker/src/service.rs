@@ -25,11 +25,12 @@ const LEASES_PER_SLOT: usize = 2;
 /// Runs until SIGTERM or SIGINT, then stops accepting, lets in-flight invocations finish for
 /// up to `grace`, and returns.
 pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
-    let (functions, triggers) = build(&config)?;
-    let functions = Arc::new(functions);
-    let functions_for_shutdown = functions.clone();
+    // The recorder comes first: the limiter registers each function's concurrency gauge.
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
     let limiter = Limiter::new(&config);
+    let (functions, triggers) = build(&config, &limiter)?;
+    let functions = Arc::new(functions);
+    let functions_for_shutdown = functions.clone();
     let queue = open_queue(
         &config.queue,
         &consumer_name(&config),
@@ -48,7 +49,6 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let app = api::router(AppState {
         functions: functions.clone(),
         triggers: Arc::new(triggers),
-        limiter: limiter.clone(),
         queue: queue.clone(),
     });
     let trigger_server = tokio::spawn(
@@ -77,11 +77,11 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     });
     let mut schedules =
         crate::schedules::start(&config, queue.clone(), completions.clone(), &stop_async)?;
-    let mut kafka = crate::kafka_trigger::start(&config, &functions, &limiter, &stop_async).await?;
+    let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)
         .saturating_mul(LEASES_PER_SLOT);
-    let dispatcher = Dispatcher::new(queue, functions, limiter, completions, max_leased);
+    let dispatcher = Dispatcher::new(queue, functions, completions, max_leased);
     let dispatcher = tokio::spawn(dispatcher.run(stop_async.clone()));
 
     ready.store(true, Ordering::Release);
@@ -143,8 +143,8 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
 }
 
 /// Builds everything that can fail from the configuration alone, reporting every problem.
-fn build(config: &Config) -> anyhow::Result<(Functions, TriggerRoutes)> {
-    let functions = Functions::build(config);
+fn build(config: &Config, limiter: &Limiter) -> anyhow::Result<(Functions, TriggerRoutes)> {
+    let functions = Functions::build(config, limiter);
     let triggers = TriggerRoutes::build(config);
     let unsupported: Vec<String> = config
         .triggers

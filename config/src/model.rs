@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::schedule::ScheduleExpression;
 use crate::support::{self, DebugKeys, DebugSecretMap, DebugUrl};
 
-/// Largest synchronous request body, in bytes: Lambda's 6 MB synchronous invocation payload.
-pub const SYNC_BODY_LIMIT: u64 = 6 * 1024 * 1024;
-/// Largest asynchronous request body, in bytes: Lambda's 1 MB asynchronous invocation payload.
-pub const ASYNC_BODY_LIMIT: u64 = 1024 * 1024;
+/// Lambda's 6 MB limit on a synchronous payload, in bytes: a synchronous request or response,
+/// and a batch of records (Kafka) handed to a function. The one definition every crate uses.
+pub const SYNC_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+/// Lambda's 1 MB limit on an asynchronous invocation's payload, in bytes.
+pub const ASYNC_PAYLOAD_LIMIT: usize = 1024 * 1024;
 
 // === Config ===
 
@@ -511,7 +512,7 @@ pub struct HttpTriggerConfig {
 
 impl HttpTriggerConfig {
     /// The request body limit in bytes: `max_body_size`, or Lambda's payload limit for the mode
-    /// ([`SYNC_BODY_LIMIT`], [`ASYNC_BODY_LIMIT`]).
+    /// ([`SYNC_PAYLOAD_LIMIT`], [`ASYNC_PAYLOAD_LIMIT`]).
     pub fn body_limit(&self) -> u64 {
         self.max_body_size
             .unwrap_or_else(|| self.invocation.body_limit())
@@ -534,8 +535,8 @@ impl InvocationMode {
     /// Lambda's payload limit for this mode, in bytes.
     pub const fn body_limit(self) -> u64 {
         match self {
-            Self::Sync => SYNC_BODY_LIMIT,
-            Self::Async => ASYNC_BODY_LIMIT,
+            Self::Sync => SYNC_PAYLOAD_LIMIT as u64,
+            Self::Async => ASYNC_PAYLOAD_LIMIT as u64,
         }
     }
 }
@@ -648,7 +649,8 @@ pub struct KafkaTriggerConfig {
     #[schemars(with = "String")]
     pub batch_window: Duration,
     /// Retries of a failed batch, 0 to 10000. Unset: until it succeeds or its records expire
-    /// (Lambda's -1).
+    /// (Lambda's -1), or 10 once `on_failure` is set (Lambda's default then); see
+    /// [`KafkaTriggerConfig::retry_limit`].
     #[serde(default)]
     pub max_retry_attempts: Option<u32>,
     /// Oldest a record may be and still be tried, 60s to 604800s (7 days). Unset: no limit
@@ -696,6 +698,14 @@ pub struct KafkaTriggerConfig {
 }
 
 impl KafkaTriggerConfig {
+    /// Retries of a failed batch after its first attempt; `None`: until it succeeds or its
+    /// records expire. `max_retry_attempts`, or Lambda's default: unlimited without an
+    /// on-failure destination, [`RETRIES_WITH_DESTINATION`] with one.
+    pub fn retry_limit(&self) -> Option<u32> {
+        self.max_retry_attempts
+            .or(self.on_failure.as_ref().map(|_| RETRIES_WITH_DESTINATION))
+    }
+
     /// The consumer group of trigger `trigger`: `group_id`, or `impulse-<trigger>`. Everything
     /// that acts for the group (its consumer, its attempt counts) must use this one name.
     pub fn consumer_group(&self, trigger: &str) -> String {
@@ -704,6 +714,10 @@ impl KafkaTriggerConfig {
             .unwrap_or_else(|| format!("impulse-{trigger}"))
     }
 }
+
+/// Lambda's default `MaximumRetryAttempts` for a stream event source mapping once an on-failure
+/// destination is set: 10 instead of unlimited.
+pub const RETRIES_WITH_DESTINATION: u32 = 10;
 
 /// 100: Lambda's default `BatchSize` for Kafka.
 pub const fn default_kafka_batch_size() -> u32 {

@@ -5,9 +5,6 @@ use impulse_connectors::contract::Name;
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// Lambda's limit on synchronous request and response payloads: 6 MB.
-pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
-
 /// One attempt to run a function on an event.
 #[derive(Debug, Clone)]
 pub struct Invocation {

@@ -1,4 +1,6 @@
-//! Lambda's invocation record, written to `on_success` and `on_failure` destinations.
+//! Lambda's destination records, written to `on_success` and `on_failure` destinations: the
+//! invocation record of async events and the failure record of stream batches, from one
+//! builder.
 //!
 //! Impulse has no ARNs; `functionArn` is `arn:aws:lambda:local:000000000000:function:<name>:$LATEST`
 //! — stable, and shaped like Lambda's so that tools parsing ARNs keep working.
@@ -9,28 +11,65 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::retry::FailureCondition;
+use crate::InvokeError;
+
 /// The `functionArn` Impulse reports for `function`.
 pub fn function_arn(function: &str) -> String {
     format!("arn:aws:lambda:local:000000000000:function:{function}:$LATEST")
 }
 
-/// The parts of a record that differ between outcomes.
-#[derive(Debug, Clone)]
-pub struct RecordInput<'a> {
-    /// The request id (the event's idempotency key).
+/// How the invocation ended, as the record reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordOutcome<'a> {
+    /// The function succeeded with this result (on-success records).
+    Success {
+        /// The function's result.
+        response: &'a [u8],
+    },
+    /// The event failed for good (on-failure records).
+    Failure {
+        /// Why.
+        condition: FailureCondition,
+        /// The last attempt's error, when there was an attempt; its document becomes
+        /// `responsePayload` and `functionError` is `Unhandled`.
+        error: Option<&'a InvokeError>,
+    },
+}
+
+/// What was invoked: Lambda's two record shapes.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordSource<'a> {
+    /// An async invocation: the event becomes `requestPayload`.
+    Invocation {
+        /// The event as the function received it.
+        request_payload: &'a [u8],
+    },
+    /// Records of an event source mapping (Kafka): `<info_field>` describes where they sit in
+    /// their stream, and `payload` holds them as the function's event.
+    Batch {
+        /// `KafkaBatchInfo`, …
+        info_field: &'static str,
+        /// The batch's position (topic, partition, offsets, …) as a JSON object.
+        info: &'a RawValue,
+        /// The records, as an event.
+        payload: &'a [u8],
+    },
+}
+
+/// A record for an `on_success` or `on_failure` destination: the one builder every source uses.
+#[derive(Debug, Clone, Copy)]
+pub struct DestinationRecord<'a> {
+    /// The request id (the event's idempotency key, or the record's identifier).
     pub request_id: &'a str,
     /// The function's name.
     pub function: &'a str,
-    /// `Success`, `RetriesExhausted` or `EventAgeExceeded`.
-    pub condition: &'a str,
     /// Attempts made.
     pub approximate_invoke_count: u32,
-    /// The event as the function received it.
-    pub request_payload: &'a [u8],
-    /// The function's result or error document, when there was one.
-    pub response_payload: Option<&'a [u8]>,
-    /// `Unhandled` for function errors and timeouts, absent on success.
-    pub function_error: Option<&'a str>,
+    /// Success or why it failed.
+    pub outcome: RecordOutcome<'a>,
+    /// What was invoked.
+    pub source: RecordSource<'a>,
     /// When the outcome became final.
     pub timestamp: SystemTime,
 }
@@ -41,10 +80,13 @@ struct Record<'a> {
     version: &'static str,
     timestamp: String,
     request_context: RequestContext<'a>,
-    request_payload: Payload<'a>,
-    response_context: ResponseContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_payload: Option<Payload<'a>>,
+    response_context: ResponseContext,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_payload: Option<Payload<'a>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchPart<'a>>,
 }
 
 #[derive(Serialize)]
@@ -52,17 +94,34 @@ struct Record<'a> {
 struct RequestContext<'a> {
     request_id: &'a str,
     function_arn: String,
-    condition: &'a str,
+    condition: &'static str,
     approximate_invoke_count: u32,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ResponseContext<'a> {
+struct ResponseContext {
     status_code: u16,
     executed_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    function_error: Option<&'a str>,
+    function_error: Option<&'static str>,
+}
+
+/// The batch fields of a stream record: `<info_field>` and `payload`.
+struct BatchPart<'a> {
+    info_field: &'static str,
+    info: &'a RawValue,
+    payload: Payload<'a>,
+}
+
+impl Serialize for BatchPart<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry(self.info_field, self.info)?;
+        map.serialize_entry("payload", &self.payload)?;
+        map.end()
+    }
 }
 
 /// A payload embedded as JSON when it is JSON, as a string otherwise.
@@ -83,29 +142,80 @@ fn payload(bytes: &[u8]) -> Payload<'_> {
     }
 }
 
-/// Builds the record as JSON bytes.
-pub fn invocation_record(input: &RecordInput<'_>) -> Bytes {
-    let timestamp = chrono::DateTime::<chrono::Utc>::from(input.timestamp)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let record = Record {
-        version: "1.0",
-        timestamp,
-        request_context: RequestContext {
-            request_id: input.request_id,
-            function_arn: function_arn(input.function),
-            condition: input.condition,
-            approximate_invoke_count: input.approximate_invoke_count,
-        },
-        request_payload: payload(input.request_payload),
-        response_context: ResponseContext {
-            status_code: 200,
-            executed_version: "$LATEST",
-            function_error: input.function_error,
-        },
-        response_payload: input.response_payload.map(payload),
-    };
-    // Strings, numbers and already-valid JSON fragments always serialise.
-    Bytes::from(serde_json::to_vec(&record).expect("the record serialises"))
+impl DestinationRecord<'_> {
+    /// Lambda's `condition` for this record: `Success`, and for failures the vocabulary of the
+    /// record's shape.
+    pub fn condition(&self) -> &'static str {
+        let RecordOutcome::Failure { condition, .. } = self.outcome else {
+            return "Success";
+        };
+        match (self.source, condition) {
+            (RecordSource::Invocation { .. }, FailureCondition::RetriesExhausted) => {
+                "RetriesExhausted"
+            }
+            (RecordSource::Invocation { .. }, FailureCondition::AgeExceeded) => "EventAgeExceeded",
+            (RecordSource::Batch { .. }, FailureCondition::RetriesExhausted) => {
+                "RetryAttemptsExhausted"
+            }
+            (RecordSource::Batch { .. }, FailureCondition::AgeExceeded) => {
+                "MaximumRecordAgeExceeded"
+            }
+        }
+    }
+
+    /// The record as JSON bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let timestamp = chrono::DateTime::<chrono::Utc>::from(self.timestamp)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let error_document = match self.outcome {
+            RecordOutcome::Failure {
+                error: Some(error), ..
+            } => Some(error.document(self.request_id)),
+            _ => None,
+        };
+        let (response_payload, function_error) = match (self.outcome, &error_document) {
+            (RecordOutcome::Success { response }, _) => (Some(payload(response)), None),
+            (RecordOutcome::Failure { .. }, Some(document)) => {
+                (Some(payload(document)), Some("Unhandled"))
+            }
+            (RecordOutcome::Failure { .. }, None) => (None, None),
+        };
+        let (request_payload, batch) = match self.source {
+            RecordSource::Invocation { request_payload } => (Some(payload(request_payload)), None),
+            RecordSource::Batch {
+                info_field,
+                info,
+                payload: records,
+            } => (
+                None,
+                Some(BatchPart {
+                    info_field,
+                    info,
+                    payload: payload(records),
+                }),
+            ),
+        };
+        let record = Record {
+            version: "1.0",
+            timestamp,
+            request_context: RequestContext {
+                request_id: self.request_id,
+                function_arn: function_arn(self.function),
+                condition: self.condition(),
+                approximate_invoke_count: self.approximate_invoke_count,
+            },
+            request_payload,
+            response_context: ResponseContext {
+                status_code: 200,
+                executed_version: "$LATEST",
+                function_error,
+            },
+            response_payload,
+            batch,
+        };
+        // Strings, numbers and already-valid JSON fragments always serialise.
+        Bytes::from(serde_json::to_vec(&record).expect("the record serialises"))
+    }
 }
 
 #[cfg(test)]
@@ -114,21 +224,31 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
+    fn parsed(record: &DestinationRecord<'_>) -> serde_json::Value {
+        serde_json::from_slice(&record.to_bytes()).expect("json")
+    }
+
     #[test]
     fn failure_record_has_lambdas_shape() {
-        let record = invocation_record(&RecordInput {
+        let error = InvokeError::Function {
+            error_type: "Unhandled".into(),
+            payload: Bytes::from_static(br#"{"errorMessage":"no","errorType":"Oops"}"#),
+        };
+        let record = DestinationRecord {
             request_id: "req-1",
             function: "orders",
-            condition: "RetriesExhausted",
             approximate_invoke_count: 3,
-            request_payload: br#"{"orderId":"9e07af03"}"#,
-            response_payload: Some(br#"{"errorMessage":"no","errorType":"Oops"}"#),
-            function_error: Some("Unhandled"),
+            outcome: RecordOutcome::Failure {
+                condition: FailureCondition::RetriesExhausted,
+                error: Some(&error),
+            },
+            source: RecordSource::Invocation {
+                request_payload: br#"{"orderId":"9e07af03"}"#,
+            },
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_573_755_365_568),
-        });
-        let value: serde_json::Value = serde_json::from_slice(&record).expect("json");
+        };
         assert_eq!(
-            value,
+            parsed(&record),
             json!({
                 "version": "1.0",
                 "timestamp": "2019-11-14T18:16:05.568Z",
@@ -149,19 +269,83 @@ mod tests {
 
     #[test]
     fn non_json_payloads_become_strings_and_missing_ones_are_omitted() {
-        let record = invocation_record(&RecordInput {
+        let record = DestinationRecord {
             request_id: "r",
             function: "f",
-            condition: "EventAgeExceeded",
             approximate_invoke_count: 0,
-            request_payload: b"plain",
-            response_payload: None,
-            function_error: None,
+            outcome: RecordOutcome::Failure {
+                condition: FailureCondition::AgeExceeded,
+                error: None,
+            },
+            source: RecordSource::Invocation {
+                request_payload: b"plain",
+            },
             timestamp: SystemTime::UNIX_EPOCH,
-        });
-        let value: serde_json::Value = serde_json::from_slice(&record).expect("json");
+        };
+        let value = parsed(&record);
+        assert_eq!(value["requestContext"]["condition"], "EventAgeExceeded");
         assert_eq!(value["requestPayload"], "plain");
         assert!(value.get("responsePayload").is_none());
         assert!(value["responseContext"].get("functionError").is_none());
+    }
+
+    #[test]
+    fn a_timeout_carries_lambdas_error_document() {
+        let error = InvokeError::Timeout {
+            after: Duration::from_secs(2),
+        };
+        let record = DestinationRecord {
+            request_id: "req-9",
+            function: "f",
+            approximate_invoke_count: 3,
+            outcome: RecordOutcome::Failure {
+                condition: FailureCondition::RetriesExhausted,
+                error: Some(&error),
+            },
+            source: RecordSource::Invocation {
+                request_payload: b"{}",
+            },
+            timestamp: SystemTime::UNIX_EPOCH,
+        };
+        let value = parsed(&record);
+        assert_eq!(value["responsePayload"]["errorType"], "Sandbox.Timedout");
+        assert_eq!(value["responseContext"]["functionError"], "Unhandled");
+    }
+
+    #[test]
+    fn batch_records_carry_their_position_and_records() {
+        let info = RawValue::from_string(r#"{"topic":"orders","partition":0}"#.to_owned())
+            .expect("valid JSON");
+        let record = DestinationRecord {
+            request_id: "orders-0@15",
+            function: "f",
+            approximate_invoke_count: 11,
+            outcome: RecordOutcome::Failure {
+                condition: FailureCondition::AgeExceeded,
+                error: None,
+            },
+            source: RecordSource::Batch {
+                info_field: "KafkaBatchInfo",
+                info: &info,
+                payload: br#"{"records":{}}"#,
+            },
+            timestamp: SystemTime::UNIX_EPOCH,
+        };
+        let value = parsed(&record);
+        assert_eq!(
+            value["requestContext"]["condition"],
+            "MaximumRecordAgeExceeded"
+        );
+        assert_eq!(value["KafkaBatchInfo"]["topic"], "orders");
+        assert_eq!(value["payload"], json!({ "records": {} }));
+        assert!(value.get("requestPayload").is_none());
+        let exhausted = DestinationRecord {
+            outcome: RecordOutcome::Failure {
+                condition: FailureCondition::RetriesExhausted,
+                error: None,
+            },
+            ..record
+        };
+        assert_eq!(exhausted.condition(), "RetryAttemptsExhausted");
     }
 }

@@ -10,11 +10,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use impulse_config::ASYNC_BODY_LIMIT;
-use impulse_invoker::{Invocation, Invoke, InvokeError, LambdaError, Name, MAX_SYNC_PAYLOAD};
+use impulse_config::{ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT};
+use impulse_invoker::{Invocation, InvokeError, Name};
 
 use super::error::ApiError;
 use super::{enqueue, throttled, AppState};
+use crate::functions::CallError;
 
 /// The trigger label the Invoke API's invocations carry in metrics.
 const INVOKE_TRIGGER: &str = "invoke";
@@ -45,8 +46,7 @@ pub(super) async fn invoke(
         "RequestResponse" => {}
         "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
         "Event" => {
-            let limit = usize::try_from(ASYNC_BODY_LIMIT).unwrap_or(usize::MAX);
-            let payload = read_payload(body, limit).await?;
+            let payload = read_payload(body, ASYNC_PAYLOAD_LIMIT).await?;
             enqueue(&state, &request_id, name, INVOKE_TRIGGER, payload).await?;
             let mut response = StatusCode::ACCEPTED.into_response();
             if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -65,9 +65,7 @@ pub(super) async fn invoke(
         }
     }
 
-    let payload = read_payload(body, MAX_SYNC_PAYLOAD).await?;
-    // A synchronous caller is never queued: admitted now, or 429 at once.
-    let permit = state.limiter.try_acquire(name).map_err(throttled)?;
+    let payload = read_payload(body, SYNC_PAYLOAD_LIMIT).await?;
     let invocation = Invocation {
         request_id: request_id.clone(),
         function: function.name,
@@ -75,11 +73,11 @@ pub(super) async fn invoke(
         payload,
         deadline: None,
     };
-    let result = function.service.invoke(invocation).await;
-    drop(permit);
-    let mut response = match result {
+    // A synchronous caller is never queued: admitted now, or 429 at once.
+    let mut response = match function.call_now(invocation).await {
         Ok(response) => json_response(response.payload),
-        Err(err) => error_response(err, &request_id, name)?,
+        Err(CallError::NotAdmitted(throttle)) => return Err(throttled(throttle)),
+        Err(CallError::Failed(err)) => error_response(&err, &request_id, name)?,
     };
     let headers = response.headers_mut();
     headers.insert(
@@ -134,44 +132,23 @@ fn json_response(payload: Bytes) -> Response {
 /// Function errors and timeouts are results (200 with `X-Amz-Function-Error`), as in Lambda;
 /// everything else is an API error.
 fn error_response(
-    err: InvokeError,
+    err: &InvokeError,
     request_id: &str,
     function: &str,
 ) -> Result<Response, ApiError> {
     tracing::warn!(function, request_id, error_code = err.error_code(), error = %err, "Invocation failed.");
     match err {
-        InvokeError::Function {
-            error_type,
-            payload,
-        } => {
+        InvokeError::Function { .. } | InvokeError::Timeout { .. } => {
             // Lambda reports every function error as Unhandled; `Handled` is the one other
             // value an HTTP function may declare.
-            let header = if error_type == "Handled" {
-                "Handled"
-            } else {
-                "Unhandled"
+            let header = match err {
+                InvokeError::Function { error_type, .. } if error_type == "Handled" => "Handled",
+                _ => "Unhandled",
             };
-            let mut response = json_response(payload);
+            let mut response = json_response(err.document(request_id));
             response
                 .headers_mut()
                 .insert("x-amz-function-error", HeaderValue::from_static(header));
-            Ok(response)
-        }
-        InvokeError::Timeout { after } => {
-            let message = format!(
-                "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
-                after.as_secs_f64()
-            );
-            let payload = LambdaError {
-                error_type: "Sandbox.Timedout",
-                error_message: &message,
-            }
-            .to_bytes();
-            let mut response = json_response(payload);
-            response.headers_mut().insert(
-                "x-amz-function-error",
-                HeaderValue::from_static("Unhandled"),
-            );
             Ok(response)
         }
         InvokeError::Throttled => Err(ApiError::new(

@@ -19,14 +19,13 @@ pub(crate) use admin::{router as admin_router, AdminState};
 pub(crate) use trigger::TriggerRoutes;
 
 use crate::functions::Functions;
-use crate::limiter::{Limiter, Throttle};
+use crate::limiter::Throttle;
 
 /// What the trigger listener's handlers share.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) functions: Arc<Functions>,
     pub(crate) triggers: Arc<TriggerRoutes>,
-    pub(crate) limiter: Limiter,
     pub(crate) queue: Arc<dyn Queue>,
 }
 

@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{Config, InvocationMode, TriggerConfig};
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
-use impulse_invoker::{Invocation, Invoke, InvokeError, Name};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 
 use super::{enqueue, AppState};
+use crate::functions::CallError;
+use crate::limiter::Throttle;
 
 /// One configured HTTP trigger, as the router needs it.
 #[derive(Debug)]
@@ -75,7 +77,8 @@ impl TriggerRoutes {
     }
 }
 
-/// The fallback handler of the trigger listener.
+/// The fallback handler of the trigger listener: route, read the body, build the function URL
+/// event, then invoke (sync) or queue (async).
 pub(super) async fn handle(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -83,38 +86,14 @@ pub(super) async fn handle(
 ) -> Response {
     let received_at = SystemTime::now();
     let path = request.uri().path().to_owned();
-    let Ok(matched) = state.triggers.router.at(&path) else {
-        return message(
-            StatusCode::NOT_FOUND,
-            "No trigger is configured for this path.",
-        );
+    let (route, path_parameters) = match state.triggers.route(&path, request.method()) {
+        Ok(found) => found,
+        Err(refusal) => return *refusal,
     };
-    let route = matched.value;
-    let path_parameters: BTreeMap<String, String> = matched
-        .params
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    if !route.methods.is_empty() && !route.methods.contains(request.method()) {
-        let allow = route
-            .methods
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut response = message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
-        if let Ok(value) = HeaderValue::from_str(&allow) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::ALLOW, value);
-        }
-        return response;
-    }
     let Some(function) = state.functions.get(&route.function) else {
         // Validation guarantees the function exists; answer sanely if that ever breaks.
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
-
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, route.body_limit).await else {
         return message(
@@ -152,15 +131,6 @@ pub(super) async fn handle(
             }
         }
         InvocationMode::Sync => {
-            // Never queued: admitted now, or 429 at once.
-            let permit = match state.limiter.try_acquire(&route.function) {
-                Ok(permit) => permit,
-                Err(throttle) => {
-                    let body =
-                        json!({ "Message": throttle.message(), "Reason": throttle.reason() });
-                    return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                }
-            };
             let invocation = Invocation {
                 request_id: request_id.clone(),
                 function: function.name,
@@ -168,11 +138,11 @@ pub(super) async fn handle(
                 payload,
                 deadline: None,
             };
-            let result = function.service.invoke(invocation).await;
-            drop(permit);
-            match result {
+            // Never queued: admitted now, or 429 at once (without a request id: nothing ran).
+            match function.call_now(invocation).await {
                 Ok(result) => reply(&result.payload, &route.name, &request_id),
-                Err(err) => failure(&err, &route.name, &request_id),
+                Err(CallError::NotAdmitted(throttle)) => return throttled(throttle),
+                Err(CallError::Failed(err)) => failure(&err, &route.name, &request_id),
             }
         }
     };
@@ -180,6 +150,45 @@ pub(super) async fn handle(
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
+}
+
+impl TriggerRoutes {
+    /// The trigger for `path` and `method`, with the path's captured parameters; or the reply
+    /// refusing the request (`404` for no trigger, `405` with `Allow` for another method).
+    fn route(
+        &self,
+        path: &str,
+        method: &Method,
+    ) -> Result<(&TriggerRoute, BTreeMap<String, String>), Box<Response>> {
+        let Ok(matched) = self.router.at(path) else {
+            return Err(Box::new(message(
+                StatusCode::NOT_FOUND,
+                "No trigger is configured for this path.",
+            )));
+        };
+        let route = matched.value;
+        if !route.methods.is_empty() && !route.methods.contains(method) {
+            let allow = route
+                .methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut response = message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::ALLOW, value);
+            }
+            return Err(Box::new(response));
+        }
+        let parameters = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok((route, parameters))
+    }
 }
 
 fn reply(payload: &[u8], trigger: &str, request_id: &str) -> Response {
@@ -219,6 +228,12 @@ fn failure(err: &InvokeError, trigger: &str, request_id: &str) -> Response {
         }
         _ => message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
     }
+}
+
+/// Function URLs answer a throttle with `429` and Lambda's reason.
+fn throttled(throttle: Throttle) -> Response {
+    let body = json!({ "Message": throttle.message(), "Reason": throttle.reason() });
+    (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

@@ -7,16 +7,15 @@ use impulse_connectors::contract::{
     Delivery, LeaseId, Outcome, PendingDestination, Queue, QueuedEvent, Sink,
 };
 use impulse_connectors::telemetry;
-use impulse_invoker::record::{invocation_record, RecordInput};
-use impulse_invoker::retry::{Decision, FailureCondition, SYSTEM_BACKOFF_BASE};
-use impulse_invoker::{ErrorClass, Invocation, Invoke, InvokeError, LambdaError, Name};
+use impulse_invoker::record::{DestinationRecord, RecordOutcome, RecordSource};
+use impulse_invoker::retry::{remaining_age, Decision, FailureCondition, SYSTEM_BACKOFF};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Completions;
-use crate::functions::{Function, Functions};
-use crate::limiter::{Limiter, Throttle};
+use crate::functions::{CallError, Function, Functions};
 
 /// How long to wait before retrying a destination write that failed.
 const DESTINATION_RETRY: Duration = Duration::from_secs(10);
@@ -32,7 +31,6 @@ pub(crate) struct Dispatcher {
 struct Inner {
     queue: Arc<dyn Queue>,
     functions: Arc<Functions>,
-    limiter: Limiter,
     completions: Arc<Completions>,
     /// Bounds leased events (in flight or waiting for admission), so one saturated function
     /// holds at most this many leases while others keep flowing.
@@ -48,6 +46,7 @@ impl std::fmt::Debug for Inner {
 }
 
 /// What became of a leased event.
+#[derive(Debug)]
 enum Settlement {
     /// The outcome is final; remove the event.
     Complete,
@@ -59,14 +58,12 @@ impl Dispatcher {
     pub(crate) fn new(
         queue: Arc<dyn Queue>,
         functions: Arc<Functions>,
-        limiter: Limiter,
         completions: Arc<Completions>,
         max_leased: usize,
     ) -> Self {
         let inner = Inner {
             queue,
             functions,
-            limiter,
             completions,
             max_leased,
         };
@@ -122,6 +119,8 @@ impl Inner {
         self.settle(lease, &id, settlement).await;
     }
 
+    /// Takes one leased event one step: an attempt (or a pending destination write), and what
+    /// follows from it.
     async fn process(&self, mut event: QueuedEvent) -> Settlement {
         let Some(function) = self.functions.get(&event.function) else {
             // The configuration no longer has this function. Keep the event (it may come
@@ -132,74 +131,80 @@ impl Inner {
         if let Some(pending) = event.pending_destination.take() {
             return self.write_pending(function, event, pending).await;
         }
-        let now = SystemTime::now();
-        let age = now.duration_since(event.enqueued_at).unwrap_or_default();
         let max_age = function.retry.max_event_age();
-        if age >= max_age {
+        if remaining_age(event.enqueued_at, max_age, SystemTime::now()).is_none() {
             return self
-                .fail(function, event, FailureCondition::EventAgeExceeded, None)
+                .fail(function, event, FailureCondition::AgeExceeded, None)
                 .await;
         }
-        let permit = match self.limiter.acquire(&event.function).await {
-            Ok(permit) => permit,
-            // Reserved concurrency 0 (or an unreserved pool that reserved functions emptied):
-            // the event can never run. Lambda sends such events straight to the destination.
-            Err(Throttle::Disabled | Throttle::AccountConcurrency) => {
-                return self
-                    .fail(function, event, FailureCondition::RetriesExhausted, None)
-                    .await
-            }
-            Err(other) => {
-                tracing::warn!(function = %event.function, reason = other.reason(), "Async event not admitted.");
-                return self.unknown_function(event);
-            }
-        };
-        telemetry::async_event_age(&event.function, age);
-        event.attempts += 1;
-        let invocation = Invocation {
-            request_id: event.id.clone(),
-            function: function.name,
-            // Events carry the name of a configured trigger: a bounded set to intern.
-            trigger: Name::new(&event.trigger),
-            payload: event.payload.clone(),
-            // The function's timeout applies too; the earlier deadline wins.
-            deadline: Some(tokio::time::Instant::now() + (max_age - age)),
-        };
-        let result = function.service.invoke(invocation).await;
-        // The permit covers one attempt: released before any backoff.
-        drop(permit);
+        let result = function
+            .call_when_admitted(|| {
+                let now = SystemTime::now();
+                telemetry::async_event_age(
+                    &event.function,
+                    now.duration_since(event.enqueued_at).unwrap_or_default(),
+                );
+                event.attempts += 1;
+                Invocation {
+                    request_id: event.id.clone(),
+                    function: function.name,
+                    // Events carry the name of a configured trigger: a bounded set to intern.
+                    trigger: Name::new(&event.trigger),
+                    payload: event.payload.clone(),
+                    // The function's timeout applies too; the earlier deadline wins.
+                    deadline: Some(
+                        tokio::time::Instant::now()
+                            + remaining_age(event.enqueued_at, max_age, now).unwrap_or_default(),
+                    ),
+                }
+            })
+            .await;
         match result {
             Ok(response) => self.succeed(function, event, &response.payload).await,
-            Err(err) => {
-                let now = SystemTime::now();
-                let decision = function.retry.decide(
-                    &err,
-                    event.function_retries,
-                    event.attempts,
-                    event.enqueued_at,
-                    now,
-                );
-                match decision {
-                    Decision::Retry {
-                        after,
-                        function_retry,
-                    } => {
-                        if function_retry {
-                            event.function_retries += 1;
-                        }
-                        telemetry::retry_scheduled(&event.function, class_label(err.class()));
-                        tracing::info!(
-                            function = %event.function, id = %event.id, attempts = event.attempts,
-                            error_code = err.error_code(), retry_in = ?after,
-                            "Async invocation failed; retrying."
-                        );
-                        Settlement::Reschedule(event, now + after)
-                    }
-                    Decision::GiveUp(condition) => {
-                        self.fail(function, event, condition, Some(&err)).await
-                    }
-                }
+            // Reserved concurrency 0 (or an unreserved pool that reserved functions emptied):
+            // the event can never run. Lambda sends such events straight to the destination.
+            Err(CallError::NotAdmitted(throttle)) => {
+                tracing::warn!(function = %event.function, id = %event.id, reason = throttle.reason(), "Async event cannot be admitted.");
+                self.fail(function, event, FailureCondition::RetriesExhausted, None)
+                    .await
             }
+            Err(CallError::Failed(err)) => self.retry_or_fail(function, event, err).await,
+        }
+    }
+
+    /// After a failed attempt: reschedules the event, or fails it for good, as the function's
+    /// retry policy decides.
+    async fn retry_or_fail(
+        &self,
+        function: &Function,
+        mut event: QueuedEvent,
+        err: InvokeError,
+    ) -> Settlement {
+        let now = SystemTime::now();
+        let decision = function.retry.decide(
+            &err,
+            event.function_retries,
+            event.attempts,
+            event.enqueued_at,
+            now,
+        );
+        match decision {
+            Decision::Retry {
+                after,
+                function_retry,
+            } => {
+                if function_retry {
+                    event.function_retries += 1;
+                }
+                telemetry::retry_scheduled(&event.function, err.class().as_str());
+                tracing::info!(
+                    function = %event.function, id = %event.id, attempts = event.attempts,
+                    error_code = err.error_code(), retry_in = ?after,
+                    "Async invocation failed; retrying."
+                );
+                Settlement::Reschedule(event, now + after)
+            }
+            Decision::GiveUp(condition) => self.fail(function, event, condition, Some(&err)).await,
         }
     }
 
@@ -213,16 +218,7 @@ impl Inner {
             self.finished(&event, "success", Outcome::Delivered);
             return Settlement::Complete;
         }
-        let record = invocation_record(&RecordInput {
-            request_id: &event.id,
-            function: &event.function,
-            condition: "Success",
-            approximate_invoke_count: event.attempts,
-            request_payload: &event.payload,
-            response_payload: Some(response),
-            function_error: None,
-            timestamp: SystemTime::now(),
-        });
+        let record = destination_record(&event, RecordOutcome::Success { response });
         let pending = PendingDestination {
             succeeded: true,
             record,
@@ -246,17 +242,7 @@ impl Inner {
             self.finished(&event, "dropped", Outcome::Dropped);
             return Settlement::Complete;
         }
-        let response = error.map(error_document);
-        let record = invocation_record(&RecordInput {
-            request_id: &event.id,
-            function: &event.function,
-            condition: condition.as_str(),
-            approximate_invoke_count: event.attempts,
-            request_payload: &event.payload,
-            response_payload: response.as_deref(),
-            function_error: error.map(|_| "Unhandled"),
-            timestamp: SystemTime::now(),
-        });
+        let record = destination_record(&event, RecordOutcome::Failure { condition, error });
         let pending = PendingDestination {
             succeeded: false,
             record,
@@ -311,19 +297,18 @@ impl Inner {
         }
     }
 
-    /// An event whose function is missing or not admissible: back off like a system error
-    /// until the event is too old, then drop it (there is no destination to write to).
+    /// An event whose function is not configured: back off like a system error until the event
+    /// is too old for the default age, then drop it (there is no destination to write to).
     fn unknown_function(&self, mut event: QueuedEvent) -> Settlement {
         let now = SystemTime::now();
-        let age = now.duration_since(event.enqueued_at).unwrap_or_default();
-        if age >= impulse_config::default_max_event_age() {
+        let max_age = impulse_config::default_max_event_age();
+        if remaining_age(event.enqueued_at, max_age, now).is_none() {
             self.finished(&event, "expired", Outcome::Dropped);
             return Settlement::Complete;
         }
         event.attempts += 1;
-        let step = event.attempts.min(8);
-        let after = (SYSTEM_BACKOFF_BASE * 2u32.pow(step)).min(Duration::from_secs(300));
-        Settlement::Reschedule(event, now + after)
+        let due = now + SYSTEM_BACKOFF.delay(event.attempts);
+        Settlement::Reschedule(event, due)
     }
 
     fn finished(&self, event: &QueuedEvent, result: &'static str, outcome: Outcome) {
@@ -343,31 +328,21 @@ impl Inner {
     }
 }
 
-/// The error document a failure record carries as `responsePayload`.
-fn error_document(error: &InvokeError) -> bytes::Bytes {
-    match error {
-        InvokeError::Function { payload, .. } => payload.clone(),
-        other => {
-            let (error_type, message) = match other {
-                InvokeError::Timeout { .. } => ("Sandbox.Timedout", other.to_string()),
-                InvokeError::Throttled => ("TooManyRequestsException", other.to_string()),
-                InvokeError::System(_) => ("ServiceException", other.to_string()),
-                _ => ("RequestRejected", other.to_string()),
-            };
-            LambdaError {
-                error_type,
-                error_message: &message,
-            }
-            .to_bytes()
-        }
+/// The destination record of an async event.
+fn destination_record(event: &QueuedEvent, outcome: RecordOutcome<'_>) -> bytes::Bytes {
+    DestinationRecord {
+        request_id: &event.id,
+        function: &event.function,
+        approximate_invoke_count: event.attempts,
+        outcome,
+        source: RecordSource::Invocation {
+            request_payload: &event.payload,
+        },
+        timestamp: SystemTime::now(),
     }
+    .to_bytes()
 }
 
-fn class_label(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::Function => "function",
-        ErrorClass::Throttle => "throttle",
-        ErrorClass::System => "system",
-        ErrorClass::Permanent => "permanent",
-    }
-}
+#[cfg(test)]
+#[path = "dispatcher_tests.rs"]
+mod tests;

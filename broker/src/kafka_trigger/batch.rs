@@ -13,29 +13,22 @@ use impulse_connectors::kafka::{
     encode_event, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
 };
 use impulse_connectors::telemetry;
-use impulse_invoker::record::function_arn;
-use impulse_invoker::{Invocation, Invoke, InvokeError, Name};
+use impulse_invoker::record::{DestinationRecord, RecordOutcome, RecordSource};
+use impulse_invoker::retry::{remaining_age, FailureCondition, STREAM_BACKOFF};
+use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::attempts::AttemptStore;
 use super::response::first_failed;
-use crate::functions::Function;
-use crate::limiter::Limiter;
-
-/// First delay between attempts of a failing batch.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Longest delay between attempts of a failing batch.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Lambda's default once an on-failure destination is set: 10 retries instead of infinite.
-const RETRIES_WITH_DESTINATION: u32 = 10;
+use crate::functions::{CallError, Function};
 
 /// What every batch of one trigger shares.
 pub(super) struct BatchContext {
     trigger: Name,
     bootstrap_servers: String,
     function: Function,
-    limiter: Limiter,
     on_failure: Option<Arc<dyn Sink>>,
     attempts: AttemptStore,
     /// Retries after the first attempt; `None` = until success or expiry.
@@ -46,22 +39,6 @@ pub(super) struct BatchContext {
     shutdown: CancellationToken,
 }
 
-/// Why records failed for good, as the record's `condition`.
-#[derive(Debug, Clone, Copy)]
-enum Condition {
-    RetriesExhausted,
-    RecordAgeExceeded,
-}
-
-impl Condition {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RetriesExhausted => "RetryAttemptsExhausted",
-            Self::RecordAgeExceeded => "MaximumRecordAgeExceeded",
-        }
-    }
-}
-
 /// How an attempt ended.
 enum Attempt {
     /// Every record succeeded.
@@ -70,6 +47,61 @@ enum Attempt {
     FailedFrom(usize, Option<InvokeError>),
     /// Shutdown came while waiting for admission: nothing was invoked.
     Interrupted,
+}
+
+/// Failed attempts of a part, after one more.
+enum Count {
+    /// Retry after a backoff.
+    Retry(u32),
+    /// Retries ran out.
+    Exhausted(u32),
+}
+
+/// Whether the work on a batch goes on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    /// On to the next part.
+    Continue,
+    /// Shutdown: leave the rest without an outcome.
+    Stop,
+}
+
+/// The parts of a batch still to run, as index ranges into its records, in offset order: the
+/// whole batch, and after a bisect its halves. The queue exists only after a bisect, so a
+/// batch that succeeds allocates none.
+struct Parts {
+    whole: Option<Range<usize>>,
+    split: VecDeque<Range<usize>>,
+}
+
+impl Parts {
+    fn new(len: usize) -> Self {
+        Self {
+            whole: Some(0..len),
+            split: VecDeque::new(),
+        }
+    }
+
+    /// The next part, unless shutdown came. Shutdown is checked between bisected parts only:
+    /// `is_cancelled` takes a lock every partition shares, and the source stops handing out
+    /// batches at shutdown anyway.
+    fn next(&mut self, shutdown: &CancellationToken) -> Option<Range<usize>> {
+        self.whole.take().or_else(|| {
+            if self.split.is_empty() || shutdown.is_cancelled() {
+                None
+            } else {
+                self.split.pop_front()
+            }
+        })
+    }
+
+    /// Splits `range` in two halves, run next, lower half first. Bisecting spends no retry: it
+    /// narrows down the failing records.
+    fn bisect(&mut self, range: Range<usize>) {
+        let middle = range.start + range.len() / 2;
+        self.split.push_front(middle..range.end);
+        self.split.push_front(range.start..middle);
+    }
 }
 
 impl BatchHandler for BatchContext {
@@ -86,22 +118,17 @@ impl BatchContext {
         trigger: &str,
         config: &KafkaTriggerConfig,
         function: Function,
-        limiter: Limiter,
         on_failure: Option<Arc<dyn Sink>>,
         attempts: AttemptStore,
         shutdown: CancellationToken,
     ) -> Self {
-        let max_retry_attempts = config
-            .max_retry_attempts
-            .or(on_failure.as_ref().map(|_| RETRIES_WITH_DESTINATION));
         Self {
             trigger: Name::new(trigger),
             bootstrap_servers: config.bootstrap_servers.clone(),
             function,
-            limiter,
             on_failure,
             attempts,
-            max_retry_attempts,
+            max_retry_attempts: config.retry_limit(),
             max_record_age: config.max_record_age,
             bisect: config.bisect_batch_on_error,
             report_item_failures: config.report_batch_item_failures,
@@ -112,131 +139,149 @@ impl BatchContext {
     /// Takes one batch to a final outcome for every record, or stops at shutdown leaving the
     /// rest without one (they are read again by the partition's next owner).
     ///
-    /// Parts of the batch are index ranges into `batch.records`; they are retried in offset
-    /// order, each until it succeeds or fails for good, so a partition's records finish in
-    /// order.
+    /// Parts are retried in offset order, each until it succeeds or fails for good, so a
+    /// partition's records finish in order.
     pub(super) async fn process(&self, batch: &KafkaBatch) -> BatchOutcome {
         let records = &batch.records[..];
         let mut outcome = BatchOutcome::unresolved(records.len());
-        // The whole batch first; parts only exist after a bisect (so a batch that succeeds
-        // allocates no queue).
-        let mut whole = Some(0..records.len());
-        let mut pending: VecDeque<Range<usize>> = VecDeque::new();
-        // Shutdown stops the work between attempts: here before a bisected part, and in the
-        // backoff before a retry. (Not before the first attempt, nor after the last part:
-        // `is_cancelled` takes a lock that every partition shares, and the source stops handing
-        // out batches at shutdown.)
-        while let Some(mut range) = whole.take().or_else(|| {
-            if pending.is_empty() || self.shutdown.is_cancelled() {
-                None
-            } else {
-                pending.pop_front()
-            }
-        }) {
-            loop {
-                if range.is_empty() {
-                    break;
-                }
-                range = self.expire(records, range, &mut outcome).await;
-                if range.is_empty() {
-                    break;
-                }
-                let (failed_from, error) = match self.attempt(&records[range.clone()]).await {
-                    Attempt::Success => {
-                        outcome.resolve(range.clone(), Outcome::Delivered);
-                        self.forget_attempts(&records[range.start]).await;
-                        break;
-                    }
-                    Attempt::FailedFrom(index, error) => (index, error),
-                    Attempt::Interrupted => return outcome,
-                };
-                // Records before the first failure succeeded: the partition checkpoints there.
-                if failed_from > 0 {
-                    outcome.resolve(range.start..range.start + failed_from, Outcome::Delivered);
-                    self.forget_attempts(&records[range.start]).await;
-                    range.start += failed_from;
-                }
-                if self.bisect && range.len() > 1 {
-                    // Bisecting does not spend a retry: it narrows down the failing records.
-                    let middle = range.start + range.len() / 2;
-                    pending.push_front(middle..range.end);
-                    pending.push_front(range.start..middle);
-                    break;
-                }
-                // Counted per first record of the failing part; a new first record starts over.
-                let key = records[range.start].identifier();
-                let made = if failed_from > 0 {
-                    1
-                } else {
-                    self.attempts.get(&key).await + 1
-                };
-                if self.max_retry_attempts.is_some_and(|max| made > max) {
-                    self.attempts.clear(&key).await;
-                    self.give_up(
-                        records,
-                        range,
-                        &mut outcome,
-                        Condition::RetriesExhausted,
-                        made,
-                        error.as_ref(),
-                    )
-                    .await;
-                    break;
-                }
-                self.attempts.set(&key, made).await;
-                tracing::info!(
-                    trigger = %self.trigger, records = range.len(), attempts = made,
-                    error_code = error.as_ref().map_or("partial_failure", InvokeError::error_code),
-                    "Kafka batch failed; retrying while the partition waits."
-                );
-                if !self.sleep(backoff(made)).await {
-                    return outcome;
-                }
+        let mut parts = Parts::new(records.len());
+        while let Some(range) = parts.next(&self.shutdown) {
+            if self
+                .run_part(records, range, &mut parts, &mut outcome)
+                .await
+                == Flow::Stop
+            {
+                break;
             }
         }
         outcome
     }
 
-    /// Drops the attempt count kept for a part starting at `first`, if there is one (a count
-    /// may be left by an earlier run that crashed mid-retry).
-    async fn forget_attempts(&self, first: &KafkaRecord) {
-        if !self.attempts.is_empty() {
-            self.attempts.clear(&first.identifier()).await;
+    /// Retries one part while the partition waits, until its records have outcomes or it is
+    /// bisected into `parts`.
+    async fn run_part(
+        &self,
+        records: &[KafkaRecord],
+        mut range: Range<usize>,
+        parts: &mut Parts,
+        outcome: &mut BatchOutcome,
+    ) -> Flow {
+        loop {
+            range = self.expire(records, range, outcome).await;
+            if range.is_empty() {
+                return Flow::Continue;
+            }
+            let (failed_from, error) = match self.attempt(&records[range.clone()]).await {
+                Attempt::Success => {
+                    self.delivered(records, range, outcome).await;
+                    return Flow::Continue;
+                }
+                Attempt::FailedFrom(index, error) => (index, error),
+                Attempt::Interrupted => return Flow::Stop,
+            };
+            // Records before the first failure succeeded: the partition checkpoints there.
+            if failed_from > 0 {
+                let failed = range.start + failed_from;
+                self.delivered(records, range.start..failed, outcome).await;
+                range.start = failed;
+            }
+            if self.bisect && range.len() > 1 {
+                parts.bisect(range);
+                return Flow::Continue;
+            }
+            let made = match self
+                .count_attempt(&records[range.start], failed_from > 0)
+                .await
+            {
+                Count::Retry(made) => made,
+                Count::Exhausted(made) => {
+                    self.give_up(
+                        records,
+                        range,
+                        outcome,
+                        FailureCondition::RetriesExhausted,
+                        made,
+                        error.as_ref(),
+                    )
+                    .await;
+                    return Flow::Continue;
+                }
+            };
+            tracing::info!(
+                trigger = %self.trigger, records = range.len(), attempts = made,
+                error_code = error.as_ref().map_or("partial_failure", InvokeError::error_code),
+                "Kafka batch failed; retrying while the partition waits."
+            );
+            if !self.sleep(STREAM_BACKOFF.delay(made - 1)).await {
+                return Flow::Stop;
+            }
         }
     }
 
-    /// One invocation of `records` under the limiter.
+    /// Marks `range` delivered and drops the attempt count its first record may have.
+    async fn delivered(
+        &self,
+        records: &[KafkaRecord],
+        range: Range<usize>,
+        outcome: &mut BatchOutcome,
+    ) {
+        let first = range.start;
+        outcome.resolve(range, Outcome::Delivered);
+        // A count may be left by an earlier run that crashed mid-retry.
+        if !self.attempts.is_empty() {
+            self.attempts.clear(&records[first].identifier()).await;
+        }
+    }
+
+    /// Counts a failed attempt of the part starting at `first` (a new first record, after a
+    /// partial success, starts over). The count is stored until the part resolves, and
+    /// cleared once retries ran out.
+    async fn count_attempt(&self, first: &KafkaRecord, new_first: bool) -> Count {
+        let key = first.identifier();
+        let made = if new_first {
+            1
+        } else {
+            self.attempts.get(&key).await + 1
+        };
+        if self.max_retry_attempts.is_some_and(|max| made > max) {
+            self.attempts.clear(&key).await;
+            return Count::Exhausted(made);
+        }
+        self.attempts.set(&key, made).await;
+        Count::Retry(made)
+    }
+
+    /// One invocation of `records`, once the function's limits admit it.
     async fn attempt(&self, records: &[KafkaRecord]) -> Attempt {
-        let permit = loop {
-            match self.limiter.acquire(&self.function.name).await {
-                Ok(permit) => break permit,
-                Err(throttle) => {
-                    // A disabled function holds its partitions, as Lambda stops polling.
-                    tracing::warn!(trigger = %self.trigger, reason = throttle.reason(), "Kafka batch not admitted; waiting.");
-                    if !self.sleep(BACKOFF_MAX).await {
-                        return Attempt::Interrupted;
+        loop {
+            let result = self
+                .function
+                .call_when_admitted(|| Invocation {
+                    request_id: crate::request_id::new(),
+                    function: self.function.name,
+                    trigger: self.trigger,
+                    payload: encode_event(&self.bootstrap_servers, records),
+                    deadline: None,
+                })
+                .await;
+            return match result {
+                Ok(response) if self.report_item_failures => {
+                    match first_failed(&response.payload, records) {
+                        None => Attempt::Success,
+                        Some(index) => Attempt::FailedFrom(index, None),
                     }
                 }
-            }
-        };
-        let invocation = Invocation {
-            request_id: crate::request_id::new(),
-            function: self.function.name,
-            trigger: self.trigger,
-            payload: encode_event(&self.bootstrap_servers, records),
-            deadline: None,
-        };
-        let result = self.function.service.invoke(invocation).await;
-        drop(permit);
-        match result {
-            Ok(response) if self.report_item_failures => {
-                match first_failed(&response.payload, records) {
-                    None => Attempt::Success,
-                    Some(index) => Attempt::FailedFrom(index, None),
+                Ok(_) => Attempt::Success,
+                Err(CallError::Failed(err)) => Attempt::FailedFrom(0, Some(err)),
+                Err(CallError::NotAdmitted(throttle)) => {
+                    // A disabled function holds its partitions, as Lambda stops polling.
+                    tracing::warn!(trigger = %self.trigger, reason = throttle.reason(), "Kafka batch not admitted; waiting.");
+                    if self.sleep(STREAM_BACKOFF.max).await {
+                        continue;
+                    }
+                    Attempt::Interrupted
                 }
-            }
-            Ok(_) => Attempt::Success,
-            Err(err) => Attempt::FailedFrom(0, Some(err)),
+            };
         }
     }
 
@@ -251,14 +296,11 @@ impl BatchContext {
         let Some(max_age) = self.max_record_age else {
             return range;
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
+        let now = SystemTime::now();
         let too_old = |r: &KafkaRecord| {
-            r.timestamp.is_some_and(|ts| {
-                let ts = u128::try_from(ts).unwrap_or(0);
-                now_ms.saturating_sub(ts) > max_age.as_millis()
+            r.timestamp.is_some_and(|ms| {
+                let written = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                remaining_age(written, max_age, now).is_none()
             })
         };
         let expired = records[range.clone()]
@@ -280,7 +322,7 @@ impl BatchContext {
             records,
             range.start..split,
             outcome,
-            Condition::RecordAgeExceeded,
+            FailureCondition::AgeExceeded,
             attempts,
             None,
         )
@@ -290,13 +332,14 @@ impl BatchContext {
 
     /// Writes each record of `range` to `on_failure` (retrying the write until it is
     /// confirmed), then marks it dead-lettered. Without a destination the records are dropped,
-    /// as Lambda does, and counted.
+    /// as Lambda does, and counted. Shutdown leaves the records not yet written without an
+    /// outcome.
     async fn give_up(
         &self,
         records: &[KafkaRecord],
         range: Range<usize>,
         outcome: &mut BatchOutcome,
-        condition: Condition,
+        condition: FailureCondition,
         attempts: u32,
         error: Option<&InvokeError>,
     ) {
@@ -305,9 +348,7 @@ impl BatchContext {
             "Kafka records failed for good."
         );
         let Some(sink) = &self.on_failure else {
-            for _ in range.clone() {
-                telemetry::async_event_finished(&self.function.name, "dropped");
-            }
+            telemetry::kafka_records_dropped(&self.trigger, condition.as_str(), range.len() as u64);
             outcome.resolve(range, Outcome::Dropped);
             return;
         };
@@ -323,7 +364,6 @@ impl BatchContext {
                         break;
                     }
                     Err(err) => {
-                        failures += 1;
                         telemetry::dead_letter_written(&self.function.name, &self.trigger, false);
                         telemetry::destination_failed(&self.function.name, "on_failure");
                         tracing::error!(
@@ -331,65 +371,51 @@ impl BatchContext {
                             "Cannot write a failed record to on_failure; the partition waits."
                         );
                         // Not final: the record is not acked until the write is confirmed.
-                        if !self.sleep(backoff(failures)).await {
+                        if !self.sleep(STREAM_BACKOFF.delay(failures)).await {
                             return;
                         }
+                        failures += 1;
                     }
                 }
             }
         }
     }
 
-    /// The on-failure record of one Kafka record: Lambda's metadata plus the record itself,
-    /// as a one-record Kafka event.
+    /// The on-failure record of one Kafka record: Lambda's failure metadata, the record's
+    /// position as `KafkaBatchInfo`, and the record itself as a one-record Kafka event.
     fn failure_record(
         &self,
         record: &KafkaRecord,
-        condition: Condition,
+        condition: FailureCondition,
         attempts: u32,
         error: Option<&InvokeError>,
     ) -> Bytes {
-        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let payload: serde_json::Value = serde_json::from_slice(&encode_event(
-            &self.bootstrap_servers,
-            std::slice::from_ref(record),
-        ))
-        .unwrap_or(serde_json::Value::Null);
-        let response_payload = match error {
-            Some(InvokeError::Function { payload, .. }) => {
-                serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
-            }
-            Some(other) => {
-                json!({ "errorType": other.error_code(), "errorMessage": other.to_string() })
-            }
-            None => serde_json::Value::Null,
-        };
-        let document = json!({
-            "version": "1.0",
-            "timestamp": timestamp,
-            "requestContext": {
-                "requestId": record.identifier(),
-                "functionArn": function_arn(&self.function.name),
-                "condition": condition.as_str(),
-                "approximateInvokeCount": attempts,
-            },
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": if error.is_some() { "Unhandled" } else { "" },
-            },
-            "KafkaBatchInfo": {
-                "bootstrapServers": self.bootstrap_servers,
-                "topic": &*record.topic,
-                "partition": record.partition,
-                "startOffset": record.offset,
-                "endOffset": record.offset,
-                "batchSize": 1,
-            },
-            "responsePayload": response_payload,
-            "payload": payload,
+        let identifier = record.identifier();
+        let info = json!({
+            "bootstrapServers": self.bootstrap_servers,
+            "topic": &*record.topic,
+            "partition": record.partition,
+            "startOffset": record.offset,
+            "endOffset": record.offset,
+            "batchSize": 1,
         });
-        Bytes::from(document.to_string())
+        // A JSON object of strings and numbers always serialises.
+        let info: Box<RawValue> =
+            serde_json::value::to_raw_value(&info).expect("the batch info serialises");
+        let payload = encode_event(&self.bootstrap_servers, std::slice::from_ref(record));
+        DestinationRecord {
+            request_id: &identifier,
+            function: &self.function.name,
+            approximate_invoke_count: attempts,
+            outcome: RecordOutcome::Failure { condition, error },
+            source: RecordSource::Batch {
+                info_field: "KafkaBatchInfo",
+                info: &info,
+                payload: &payload,
+            },
+            timestamp: SystemTime::now(),
+        }
+        .to_bytes()
     }
 
     /// Sleeps unless shutdown comes first; returns false on shutdown.
@@ -399,25 +425,5 @@ impl BatchContext {
             () = self.shutdown.cancelled() => false,
             () = tokio::time::sleep(duration) => true,
         }
-    }
-}
-
-/// `BACKOFF_BASE × 2^(attempts-1)`, at most `BACKOFF_MAX`.
-fn backoff(attempts: u32) -> Duration {
-    let step = attempts.saturating_sub(1).min(16);
-    (BACKOFF_BASE * 2u32.pow(step)).min(BACKOFF_MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(30), Duration::from_secs(60));
     }
 }

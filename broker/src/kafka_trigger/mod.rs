@@ -10,6 +10,8 @@
 mod attempts;
 mod batch;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -21,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::async_invoke::build_sink;
 use crate::functions::Functions;
-use crate::limiter::Limiter;
 
 use self::attempts::AttemptStore;
 use self::batch::BatchContext;
@@ -35,7 +36,6 @@ use self::batch::BatchContext;
 pub(crate) async fn start(
     config: &Config,
     functions: &Arc<Functions>,
-    limiter: &Limiter,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinSet<Result<(), String>>> {
     let mut tasks = JoinSet::new();
@@ -61,7 +61,6 @@ pub(crate) async fn start(
             name,
             kafka,
             function,
-            limiter.clone(),
             on_failure,
             attempts,
             shutdown.clone(),

@@ -16,11 +16,12 @@
 //!
 //! Admission takes the concurrency slot first and then a rate cell: a slot costs nothing to give
 //! back, a rate cell does. Queue callers (the async dispatcher, schedules, Kafka, Redis) use
-//! [`Limiter::acquire`], which waits: backpressure, never a drop. Synchronous callers use
-//! [`Limiter::try_acquire`], which admits or refuses at once with Lambda's throttle reason.
+//! [`Admission::acquire`], which waits: backpressure, never a drop. Synchronous callers use
+//! [`Admission::try_acquire`], which admits or refuses at once with Lambda's throttle reason.
 //!
-//! The [`Permit`] covers one attempt. Callers drop it when the attempt ends and before any retry
-//! backoff; each retry is admitted again (STYLE.md example 10).
+//! The [`Permit`] covers one attempt; each retry is admitted again (STYLE.md example 10).
+//! Callers never hold one themselves: `Function::call_now` and `Function::call_when_admitted`
+//! (in `functions.rs`) own it for exactly the attempt.
 //!
 //! **Limits are per process.** N broker instances admit up to N × every limit. Cluster-wide
 //! limits (Redis leases and a Redis GCRA script, RELIABILITY.md §4) are future work.
@@ -61,7 +62,7 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Toki
 /// example 6). The set of functions is fixed when it is built; a config reload builds a new one.
 #[derive(Clone)]
 pub(crate) struct Limiter {
-    functions: Arc<HashMap<Box<str>, FunctionLimits>>,
+    functions: Arc<HashMap<Box<str>, Admission>>,
 }
 
 impl Limiter {
@@ -111,7 +112,7 @@ impl Limiter {
                     rate_waiters: AtomicUsize::new(0),
                     executions: ConcurrencyGauge::new(name),
                 };
-                (name.as_str().into(), limits)
+                (name.as_str().into(), Admission(Arc::new(limits)))
             })
             .collect();
         Self {
@@ -119,7 +120,47 @@ impl Limiter {
         }
     }
 
-    /// Waits until `function` may start an attempt: backpressure for queue callers.
+    /// [`Admission::acquire`] by name, for tests.
+    #[cfg(test)]
+    pub(crate) async fn acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
+        self.get(function).acquire().await
+    }
+
+    /// [`Admission::try_acquire`] by name, for tests.
+    #[cfg(test)]
+    pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
+        self.get(function).try_acquire()
+    }
+
+    /// The admission of `function`, which callers keep so that admitting an attempt needs no
+    /// lookup by name.
+    pub(crate) fn admission(&self, function: &str) -> Option<Admission> {
+        self.functions.get(function).cloned()
+    }
+
+    #[cfg(test)]
+    fn get(&self, function: &str) -> &Admission {
+        self.functions
+            .get(function)
+            .expect("tests name configured functions")
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.functions.values()).finish()
+    }
+}
+
+// === Admission ===
+
+/// One function's limits, as the function's callers hold them. Cheap to clone; clones share
+/// the limits.
+#[derive(Clone)]
+pub(crate) struct Admission(Arc<FunctionLimits>);
+
+impl Admission {
+    /// Waits until the function may start an attempt: backpressure for queue callers.
     ///
     /// Takes a concurrency slot first (waiting in FIFO order while the function's reserved
     /// concurrency or the unreserved pool is full), then, holding it, waits for the rate. Each
@@ -128,12 +169,12 @@ impl Limiter {
     ///
     /// # Errors
     ///
-    /// Only when the function can never be admitted: [`Throttle::UnknownFunction`],
-    /// [`Throttle::Disabled`] (`reserved_concurrency = 0`), or [`Throttle::AccountConcurrency`]
-    /// when the function draws from an unreserved pool of size 0 (reserved concurrency takes the
-    /// whole account) — waiting would never end.
-    pub(crate) async fn acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
-        let limits = self.get(function)?;
+    /// Only when the function can never be admitted: [`Throttle::Disabled`]
+    /// (`reserved_concurrency = 0`), or [`Throttle::AccountConcurrency`] when the function draws
+    /// from an unreserved pool of size 0 (reserved concurrency takes the whole account) —
+    /// waiting would never end.
+    pub(crate) async fn acquire(&self) -> Result<Permit<'_>, Throttle> {
+        let limits = &*self.0;
         let (semaphore, full) = limits.slots()?;
         let slot = match semaphore.try_acquire() {
             Ok(slot) => slot,
@@ -149,15 +190,14 @@ impl Limiter {
         Ok(Permit::new(limits, slot))
     }
 
-    /// Admits an attempt of `function` now, or refuses at once: for synchronous callers, which
-    /// answer `429` with [`Throttle::reason`].
+    /// Admits an attempt now, or refuses at once: for synchronous callers, which answer `429`
+    /// with [`Throttle::reason`].
     ///
     /// # Errors
     ///
-    /// The limit that refused. Every refusal but [`Throttle::UnknownFunction`] counts one
-    /// throttle (an unknown name must not become a metric label).
-    pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
-        let limits = self.get(function)?;
+    /// The limit that refused; every refusal counts one throttle.
+    pub(crate) fn try_acquire(&self) -> Result<Permit<'_>, Throttle> {
+        let limits = &*self.0;
         let (semaphore, full) = limits.slots()?;
         let Ok(slot) = semaphore.try_acquire() else {
             telemetry::throttled(&limits.name, Limit::Concurrency);
@@ -170,17 +210,11 @@ impl Limiter {
         }
         Ok(Permit::new(limits, slot))
     }
-
-    fn get(&self, function: &str) -> Result<&FunctionLimits, Throttle> {
-        self.functions
-            .get(function)
-            .ok_or(Throttle::UnknownFunction)
-    }
 }
 
-impl fmt::Debug for Limiter {
+impl fmt::Debug for Admission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.functions.values()).finish()
+        self.0.fmt(f)
     }
 }
 
@@ -321,9 +355,9 @@ impl fmt::Debug for FunctionLimits {
 /// Admission of one attempt. Dropping it gives the concurrency slot back and updates the
 /// `impulse_concurrent_executions` gauge.
 ///
-/// Hold it for exactly one attempt: callers MUST drop it before a retry's backoff and acquire a
-/// new one for the retry. It borrows the limiter: an owned permit cloned two `Arc`s that every
-/// admission of every function shares.
+/// Held for exactly one attempt, by the call that makes the attempt; a retry is admitted again.
+/// It borrows the function's limits rather than cloning an `Arc` that every admission of the
+/// function would update.
 #[must_use = "the attempt is admitted only while the permit is held"]
 pub(crate) struct Permit<'l> {
     limits: &'l FunctionLimits,
@@ -358,11 +392,8 @@ impl fmt::Debug for Permit<'_> {
 
 // === Throttle ===
 
-/// Why an attempt was not admitted.
-///
-/// All but [`Throttle::UnknownFunction`] are Lambda's `TooManyRequestsException` (HTTP 429) with
-/// [`Throttle::reason`] as its `Reason`; an unknown function is `ResourceNotFoundException`
-/// (404).
+/// Why an attempt was not admitted: Lambda's `TooManyRequestsException` (HTTP 429) with
+/// [`Throttle::reason`] as its `Reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Throttle {
     /// The function's reserved concurrency is in use.
@@ -373,17 +404,13 @@ pub(crate) enum Throttle {
     Rate,
     /// `reserved_concurrency = 0`.
     Disabled,
-    /// No function has this name.
-    UnknownFunction,
 }
 
 impl Throttle {
     /// Lambda's `TooManyRequestsException` `Reason`.
     ///
     /// A disabled function gets `ReservedFunctionConcurrentInvocationLimitExceeded`, as in
-    /// Lambda (its reserved concurrency, 0, is exceeded). [`Throttle::UnknownFunction`] is no
-    /// throttle and Lambda sends no `Reason` for it: this returns the exception name, and callers
-    /// should answer with their not-found error instead.
+    /// Lambda (its reserved concurrency, 0, is exceeded).
     pub(crate) const fn reason(self) -> &'static str {
         match self {
             Self::ReservedConcurrency | Self::Disabled => {
@@ -391,24 +418,17 @@ impl Throttle {
             }
             Self::AccountConcurrency => "ConcurrentInvocationLimitExceeded",
             Self::Rate => "CallerRateLimitExceeded",
-            Self::UnknownFunction => "ResourceNotFoundException",
         }
     }
 
     /// The error message: Lambda says `Rate Exceeded.` for every throttle.
     pub(crate) const fn message(self) -> &'static str {
-        match self {
-            Self::UnknownFunction => "Function not found.",
-            _ => "Rate Exceeded.",
-        }
+        "Rate Exceeded."
     }
 
     /// Lambda's exception name (`x-amzn-ErrorType`).
     pub(crate) const fn error_type(self) -> &'static str {
-        match self {
-            Self::UnknownFunction => "ResourceNotFoundException",
-            _ => "TooManyRequestsException",
-        }
+        "TooManyRequestsException"
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
 use impulse_config::{
     redact_secret_values, DebugSecretMap, KafkaTriggerConfig, Ordering, StartingPosition,
-    SYNC_BODY_LIMIT,
+    SYNC_PAYLOAD_LIMIT,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
@@ -45,7 +45,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEY_MODE_MAX_IN_FLIGHT: usize = 8;
 
 /// Largest event, in bytes: Lambda's 6 MB synchronous payload.
-pub const MAX_EVENT_BYTES: usize = SYNC_BODY_LIMIT as usize;
+pub const MAX_EVENT_BYTES: usize = SYNC_PAYLOAD_LIMIT;
 
 /// With `ordering = "key"`, the fewest records a partition buffers before it stops reading:
 /// records held back by an in-flight key must not keep other keys from being read.

@@ -66,6 +66,9 @@ pub const INIT_DURATION_BUCKETS: &[f64] = &[
 pub const KAFKA_RECORDS_RECEIVED_TOTAL: &str = "impulse_kafka_records_received_total";
 /// Counter of Kafka records that matched no filter pattern (acked as dropped); label `trigger`.
 pub const KAFKA_RECORDS_FILTERED_TOTAL: &str = "impulse_kafka_records_filtered_total";
+/// Counter of Kafka records that failed for good with no `on_failure` destination (committed
+/// without delivery, as Lambda discards them); labels `trigger`, `condition`.
+pub const KAFKA_RECORDS_DROPPED_TOTAL: &str = "impulse_kafka_records_dropped_total";
 /// Counter of batches a Kafka source handed on; label `trigger`.
 pub const KAFKA_BATCHES_TOTAL: &str = "impulse_kafka_batches_total";
 /// Histogram of records per Kafka batch; label `trigger`. Buckets: [`KAFKA_BATCH_SIZE_BUCKETS`].
@@ -201,6 +204,10 @@ pub fn describe() {
         KAFKA_RECORDS_FILTERED_TOTAL,
         "Kafka records that matched no filter pattern; acked as dropped and committed."
     );
+    metrics::describe_counter!(
+        KAFKA_RECORDS_DROPPED_TOTAL,
+        "Kafka records that failed for good without an on_failure destination; committed."
+    );
     metrics::describe_counter!(KAFKA_BATCHES_TOTAL, "Batches handed on by Kafka sources.");
     metrics::describe_histogram!(KAFKA_BATCH_SIZE, "Records per Kafka batch.");
     metrics::describe_gauge!(
@@ -271,6 +278,17 @@ pub fn dead_letter_written(function: &str, trigger: &str, ok: bool) {
         "result" => if ok { "ok" } else { "error" },
     )
     .increment(1);
+}
+
+/// Emitted when Kafka records fail for good and the trigger has no `on_failure` destination;
+/// `condition` says why (`retries_exhausted`, `age_exceeded`).
+pub fn kafka_records_dropped(trigger: &str, condition: &'static str, records: u64) {
+    metrics::counter!(
+        KAFKA_RECORDS_DROPPED_TOTAL,
+        "trigger" => trigger.to_owned(),
+        "condition" => condition,
+    )
+    .increment(records);
 }
 
 /// Emitted when a destination write fails; `destination` is `on_success` or `on_failure`.

@@ -52,8 +52,7 @@ impl<S: Invoke> Invoke for Deadline<S> {
 
     fn invoke(&self, mut invocation: Invocation) -> Self::Future {
         let start = Instant::now();
-        let own = start + self.timeout;
-        let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
+        let deadline = attempt_deadline(invocation.deadline, start, self.timeout);
         invocation.deadline = Some(deadline);
         DeadlineFuture {
             call: self.inner.invoke(invocation),
@@ -61,6 +60,17 @@ impl<S: Invoke> Invoke for Deadline<S> {
             after: deadline - start,
         }
     }
+}
+
+/// When an attempt started at `start` must end: `timeout` (the function's) after `start`, or the
+/// caller's `deadline` (an event's remaining age) when that is earlier.
+pub(crate) fn attempt_deadline(
+    deadline: Option<Instant>,
+    start: Instant,
+    timeout: Duration,
+) -> Instant {
+    let own = start + timeout;
+    deadline.map_or(own, |caller| caller.min(own))
 }
 
 pin_project! {

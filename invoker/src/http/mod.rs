@@ -24,8 +24,10 @@ use futures::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use tower::Service;
 
+use impulse_config::SYNC_PAYLOAD_LIMIT;
+
 use crate::wall_clock::epoch_millis;
-use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError};
 
 /// The header an HTTP function sets to say its 2xx body is an error (`Unhandled` or `Handled`).
 pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
@@ -141,7 +143,7 @@ async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse,
         Err(ReadError::TooLarge) => {
             return Err(function_error(
                 "Function.ResponseSizeTooLarge",
-                &format!("Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD} bytes)."),
+                &format!("Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_LIMIT} bytes)."),
             ))
         }
         Err(ReadError::Transport(e)) => return Err(InvokeError::System(Box::new(e))),
@@ -205,7 +207,7 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<Bytes, ReadErro
     let Some(first) = next().await? else {
         return Ok(Bytes::new());
     };
-    if first.len() > MAX_SYNC_PAYLOAD {
+    if first.len() > SYNC_PAYLOAD_LIMIT {
         return Err(ReadError::TooLarge);
     }
     // A small answer comes in one chunk: it is the body, without a copy.
@@ -215,7 +217,7 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<Bytes, ReadErro
     let mut body = BytesMut::from(first);
     let mut chunk = Some(second);
     while let Some(more) = chunk {
-        if body.len() + more.len() > MAX_SYNC_PAYLOAD {
+        if body.len() + more.len() > SYNC_PAYLOAD_LIMIT {
             return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&more);

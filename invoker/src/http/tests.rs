@@ -173,7 +173,7 @@ async fn a_body_in_many_chunks_is_assembled_in_order() {
 #[tokio::test]
 async fn oversized_responses_are_function_errors() {
     let endpoint =
-        serve(Router::new().route("/fn", post(|| async { vec![b'a'; MAX_SYNC_PAYLOAD + 1] })))
+        serve(Router::new().route("/fn", post(|| async { vec![b'a'; SYNC_PAYLOAD_LIMIT + 1] })))
             .await;
     match call(&endpoint).await.expect_err("too large") {
         InvokeError::Function { error_type, .. } => {

@@ -41,8 +41,10 @@ use impulse_connectors::telemetry;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError, MAX_SYNC_PAYLOAD};
-use environment::{Launch, Outcome, StartError};
+use impulse_config::SYNC_PAYLOAD_LIMIT;
+
+use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError};
+use environment::{Environment, Launch, Outcome, StartError};
 use pool::{Checkout, Grant, Pool};
 use runtime_api::Reply;
 
@@ -213,52 +215,69 @@ async fn invoke(
     invocation: Invocation,
 ) -> Result<InvocationResponse, InvokeError> {
     let start = Instant::now();
-    let own = start + timeout;
-    let deadline = invocation.deadline.map_or(own, |caller| caller.min(own));
-    let timed_out = || InvokeError::Timeout {
+    let deadline = crate::deadline::attempt_deadline(invocation.deadline, start, timeout);
+    let timed_out = InvokeError::Timeout {
         after: deadline.saturating_duration_since(start),
     };
     let request_id: Arc<str> = Arc::from(invocation.request_id.as_str());
-
-    let slot = match pool.checkout() {
-        Checkout::Warm(env) => Ok(env),
-        Checkout::Start(slot) => Err(slot),
-        Checkout::Closed => return Err(closed()),
-        Checkout::Wait(mut waiting) => {
-            match tokio::time::timeout_at(deadline, waiting.recv()).await {
-                Err(_elapsed) => return Err(timed_out()),
-                Ok(None) => return Err(closed()),
-                Ok(Some(Grant::Env(env))) => Ok(env),
-                Ok(Some(Grant::Start(slot))) => Err(slot),
-            }
-        }
-    };
-    let env = match slot {
+    let env = match environment(&pool, deadline, &request_id).await {
         Ok(env) => env,
-        Err(slot) => {
-            telemetry::cold_start(&pool.launch.function);
-            let mut starting = pool.start(slot);
-            match tokio::time::timeout_at(deadline, starting.recv()).await {
-                // The environment goes on starting and joins the pool when ready.
-                Err(_elapsed) => return Err(timed_out()),
-                Ok(None) => return Err(closed()),
-                Ok(Some(Ok(env))) => env,
-                Ok(Some(Err(e))) => return Err(start_failed(&pool.launch, &request_id, e)),
-            }
-        }
+        Err(None) => return Err(timed_out),
+        Err(Some(err)) => return Err(err),
     };
-
     if Instant::now() >= deadline {
         // Nothing was handed to the worker: the environment is as good as before.
         pool.release(env);
-        return Err(timed_out());
+        return Err(timed_out);
     }
     // From here the future owns a busy environment: if it is dropped, so is the environment,
     // which kills the process.
-    match env
+    let outcome = env
         .invoke(request_id.clone(), invocation.payload, deadline)
-        .await
-    {
+        .await;
+    settle(&pool, env, &request_id, outcome).unwrap_or(Err(timed_out))
+}
+
+/// An environment for one invocation: a warm one, a new one started in a free slot, or the
+/// next to free up. `Err(None)` when the deadline passed while waiting.
+async fn environment(
+    pool: &Arc<Pool>,
+    deadline: Instant,
+    request_id: &str,
+) -> Result<Environment, Option<InvokeError>> {
+    let slot = match pool.checkout() {
+        Checkout::Warm(env) => return Ok(env),
+        Checkout::Start(slot) => slot,
+        Checkout::Closed => return Err(Some(closed())),
+        Checkout::Wait(mut waiting) => {
+            match tokio::time::timeout_at(deadline, waiting.recv()).await {
+                Err(_elapsed) => return Err(None),
+                Ok(None) => return Err(Some(closed())),
+                Ok(Some(Grant::Env(env))) => return Ok(env),
+                Ok(Some(Grant::Start(slot))) => slot,
+            }
+        }
+    };
+    telemetry::cold_start(&pool.launch.function);
+    let mut starting = pool.start(slot);
+    match tokio::time::timeout_at(deadline, starting.recv()).await {
+        // The environment goes on starting and joins the pool when ready.
+        Err(_elapsed) => Err(None),
+        Ok(None) => Err(Some(closed())),
+        Ok(Some(Ok(env))) => Ok(env),
+        Ok(Some(Err(e))) => Err(Some(start_failed(&pool.launch, request_id, e))),
+    }
+}
+
+/// The result of an invocation's `outcome`, returning `env` to the pool when it is still good
+/// and dropping (killing) it otherwise. `None` for a timeout.
+fn settle(
+    pool: &Pool,
+    env: Environment,
+    request_id: &str,
+    outcome: Outcome,
+) -> Option<Result<InvocationResponse, InvokeError>> {
+    let result = match outcome {
         Outcome::Replied(Reply::Response(payload)) => {
             pool.release(env);
             Ok(InvocationResponse { payload })
@@ -279,7 +298,7 @@ async fn invoke(
                 "Function.ResponseSizeTooLarge",
                 &format!(
                     "Response payload size exceeded maximum allowed payload size \
-                     ({MAX_SYNC_PAYLOAD} bytes)."
+                     ({SYNC_PAYLOAD_LIMIT} bytes)."
                 ),
             ))
         }
@@ -292,7 +311,7 @@ async fn invoke(
                 "Execution environment exited during an invocation."
             );
             drop(env);
-            Err(exit_error(&request_id, &status))
+            Err(exit_error(request_id, &status))
         }
         Outcome::TimedOut => {
             tracing::info!(
@@ -302,9 +321,10 @@ async fn invoke(
                 "Invocation timed out; killing its execution environment."
             );
             drop(env);
-            Err(timed_out())
+            return None;
         }
-    }
+    };
+    Some(result)
 }
 
 fn closed() -> InvokeError {

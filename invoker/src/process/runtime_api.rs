@@ -21,8 +21,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use impulse_config::SYNC_PAYLOAD_LIMIT;
+
 use crate::wall_clock::epoch_millis;
-use crate::{LambdaError, MAX_SYNC_PAYLOAD};
+use crate::LambdaError;
 
 /// `/next` response header: the request id.
 pub(super) const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
@@ -314,7 +316,7 @@ async fn response(
         return refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            &format!("The response exceeds the maximum payload size ({MAX_SYNC_PAYLOAD} bytes)."),
+            &format!("The response exceeds the maximum payload size ({SYNC_PAYLOAD_LIMIT} bytes)."),
         );
     }
     accepted()
@@ -416,7 +418,7 @@ fn too_large_error() -> Response {
     refusal(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
-        &format!("The error document exceeds {MAX_SYNC_PAYLOAD} bytes."),
+        &format!("The error document exceeds {SYNC_PAYLOAD_LIMIT} bytes."),
     )
 }
 
@@ -443,10 +445,10 @@ enum BodyError {
 /// Reads a worker's body, refusing more than Lambda's 6 MB.
 async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_SYNC_PAYLOAD as u64) {
+    if declared.is_some_and(|len| len > SYNC_PAYLOAD_LIMIT as u64) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(body, MAX_SYNC_PAYLOAD).collect().await {
+    match Limited::new(body, SYNC_PAYLOAD_LIMIT).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Err(_) => Err(BodyError::Broken),

@@ -10,36 +10,47 @@
 //! - permanent errors: never retried.
 //!
 //! No retry is scheduled past the event's age budget: such an event fails with
-//! `EventAgeExceeded` instead of waiting for a retry it could not use.
+//! [`FailureCondition::AgeExceeded`] instead of waiting for a retry it could not use.
+//!
+//! Every source's retries share [`Backoff`] and [`FailureCondition`]; the stream sources
+//! (Kafka) keep their own retry loop because their partition waits in place.
+
+mod backoff;
 
 use std::time::{Duration, SystemTime};
 
 use impulse_config::FunctionConfig;
 
+pub use self::backoff::{Backoff, STREAM_BACKOFF, SYSTEM_BACKOFF};
 use crate::{ErrorClass, InvokeError};
 
-/// The first delay after a throttle or system error (Lambda: 1 s).
-pub const SYSTEM_BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// The longest delay after throttles and system errors (Lambda: 5 min).
-pub const SYSTEM_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// Why an async event's outcome became a failure: Lambda's `condition` values.
+/// Why an event's (or a record's) outcome became a failure, whatever its source. The
+/// destination record spells it in the vocabulary of its shape (`RetriesExhausted` /
+/// `EventAgeExceeded` for async invocations, `RetryAttemptsExhausted` /
+/// `MaximumRecordAgeExceeded` for stream batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureCondition {
-    /// Retries ran out (or the error can never succeed).
+    /// Retries ran out (or the error can never succeed, or the function can never be admitted).
     RetriesExhausted,
-    /// The event grew older than `max_event_age`.
-    EventAgeExceeded,
+    /// The event or record grew older than its maximum age.
+    AgeExceeded,
 }
 
 impl FailureCondition {
-    /// The `condition` string of the invocation record.
+    /// A stable label for logs.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::RetriesExhausted => "RetriesExhausted",
-            Self::EventAgeExceeded => "EventAgeExceeded",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::AgeExceeded => "age_exceeded",
         }
     }
+}
+
+/// Whether an event enqueued at `since` is `max_age` old or older at `now`, and otherwise the
+/// age budget it has left. The one age rule of async events and stream records.
+pub fn remaining_age(since: SystemTime, max_age: Duration, now: SystemTime) -> Option<Duration> {
+    let age = now.duration_since(since).unwrap_or_default();
+    max_age.checked_sub(age).filter(|left| !left.is_zero())
 }
 
 /// What to do after a failed attempt.
@@ -61,8 +72,8 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     max_retry_attempts: u32,
-    base: Duration,
-    max: Duration,
+    /// Between function-error retries (`retry_delay`).
+    function_backoff: Backoff,
     jitter: f64,
     max_event_age: Duration,
 }
@@ -72,8 +83,7 @@ impl RetryPolicy {
     pub fn new(function: &FunctionConfig) -> Self {
         Self {
             max_retry_attempts: function.max_retry_attempts,
-            base: function.retry_delay.base,
-            max: function.retry_delay.max,
+            function_backoff: Backoff::new(function.retry_delay.base, function.retry_delay.max),
             jitter: function.retry_delay.jitter,
             max_event_age: function.max_event_age,
         }
@@ -101,20 +111,17 @@ impl RetryPolicy {
                 if function_retries >= self.max_retry_attempts {
                     return Decision::GiveUp(FailureCondition::RetriesExhausted);
                 }
-                (exponential(self.base, self.max, function_retries), true)
+                (self.function_backoff.delay(function_retries), true)
             }
             ErrorClass::Throttle | ErrorClass::System => {
                 let step = attempts.saturating_sub(function_retries).saturating_sub(1);
-                (
-                    exponential(SYSTEM_BACKOFF_BASE, SYSTEM_BACKOFF_MAX, step),
-                    false,
-                )
+                (SYSTEM_BACKOFF.delay(step), false)
             }
         };
         let after = self.jittered(after);
         let age_at_retry = now.duration_since(enqueued_at).unwrap_or_default() + after;
         if age_at_retry >= self.max_event_age {
-            return Decision::GiveUp(FailureCondition::EventAgeExceeded);
+            return Decision::GiveUp(FailureCondition::AgeExceeded);
         }
         Decision::Retry {
             after,
@@ -131,12 +138,6 @@ impl RetryPolicy {
     }
 }
 
-/// `base × 2^step`, at most `max`.
-fn exponential(base: Duration, max: Duration, step: u32) -> Duration {
-    base.checked_mul(2u32.saturating_pow(step))
-        .map_or(max, |d| d.min(max))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,8 +146,7 @@ mod tests {
     fn policy(max_retry_attempts: u32) -> RetryPolicy {
         RetryPolicy {
             max_retry_attempts,
-            base: Duration::from_secs(60),
-            max: Duration::from_secs(300),
+            function_backoff: Backoff::new(Duration::from_secs(60), Duration::from_secs(300)),
             jitter: 0.0,
             max_event_age: Duration::from_secs(6 * 3600),
         }
@@ -224,8 +224,19 @@ mod tests {
         let now = T0 + Duration::from_secs(6 * 3600 - 10);
         assert_eq!(
             p.decide(&system, 0, 20, T0, now),
-            Decision::GiveUp(FailureCondition::EventAgeExceeded)
+            Decision::GiveUp(FailureCondition::AgeExceeded)
         );
+    }
+
+    #[test]
+    fn age_budget() {
+        let max = Duration::from_secs(60);
+        assert_eq!(remaining_age(T0, max, T0), Some(max));
+        let later = T0 + Duration::from_secs(45);
+        assert_eq!(remaining_age(T0, max, later), Some(Duration::from_secs(15)));
+        assert_eq!(remaining_age(T0, max, T0 + max), None);
+        // A clock that went backwards counts as age 0.
+        assert_eq!(remaining_age(later, max, T0), Some(max));
     }
 
     #[test]

@@ -360,7 +360,7 @@ async fn oversized_responses_fail_the_invocation_with_413() {
         post(
             "/invocation/req-1/response",
             &[],
-            streamed(MAX_SYNC_PAYLOAD + 1),
+            streamed(SYNC_PAYLOAD_LIMIT + 1),
         ),
     )
     .await;
@@ -374,19 +374,19 @@ async fn oversized_responses_fail_the_invocation_with_413() {
         post(
             "/invocation/req-2/response",
             &[],
-            streamed(MAX_SYNC_PAYLOAD),
+            streamed(SYNC_PAYLOAD_LIMIT),
         ),
     )
     .await;
     assert_eq!(fits.status(), StatusCode::ACCEPTED);
-    assert!(matches!(reply.await, Ok(Reply::Response(b)) if b.len() == MAX_SYNC_PAYLOAD));
+    assert!(matches!(reply.await, Ok(Reply::Response(b)) if b.len() == SYNC_PAYLOAD_LIMIT));
 }
 
 #[tokio::test]
 async fn a_declared_oversized_length_is_refused_before_reading() {
     let h = harness();
     let (_next, reply) = deliver(&h, "req-1").await;
-    let declared = (MAX_SYNC_PAYLOAD + 1).to_string();
+    let declared = (SYNC_PAYLOAD_LIMIT + 1).to_string();
     let huge = send(
         &h.router,
         post(

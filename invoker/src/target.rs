@@ -1,4 +1,5 @@
-//! Calling a function through a shared reference.
+//! Function targets behind one interface: the [`Invoke`] trait (a call through a shared
+//! reference), the type-erased [`DynTarget`], and the composed [`FunctionService`].
 
 use std::fmt;
 use std::future::Future;
