@@ -1,6 +1,7 @@
-//! The Kafka backends: a source (Lambda's Kafka event source mapping) and a sink writing
-//! through an idempotent producer.
+//! The Kafka backends: a source (Lambda's Kafka event source mapping), a sink writing
+//! through an idempotent producer, and the durable attempt counts of failing batches.
 
+mod attempts;
 mod event;
 mod filter;
 mod handler;
@@ -14,6 +15,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use attempts::{AttemptStore, AttemptStoreError};
 pub use event::{
     encode_event, KafkaBatch, KafkaRecord, RecordId, RecordIdError, CREATE_TIME, EVENT_SOURCE,
     LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
