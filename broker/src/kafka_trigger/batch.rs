@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, Sink};
 use impulse_connectors::kafka::{
-    encode_event, AttemptStore, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
+    encode_event, first_failed, AttemptStore, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
 };
 use impulse_connectors::telemetry;
 use impulse_invoker::record::function_arn;
@@ -18,7 +18,6 @@ use impulse_invoker::{Invocation, Invoke, InvokeError, Name};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::response::first_failed;
 use crate::functions::Function;
 use crate::limiter::Limiter;
 

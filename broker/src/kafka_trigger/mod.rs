@@ -8,7 +8,6 @@
 //! write is confirmed, ack the records so the partition moves on.
 
 mod batch;
-mod response;
 
 use std::sync::Arc;
 
