@@ -197,8 +197,8 @@ pub(crate) fn record_len(record: &KafkaRecord) -> usize {
     record_len_in(record, json_str_len(&record.topic))
 }
 
-/// [`record_len`] with the topic's JSON length already known (it is the same for a whole
-/// partition, and scanning it per record shows in profiles).
+/// [`record_len`] with the topic's JSON length already known: it is the same for a whole
+/// partition, which then scans its topic once, not per record.
 pub(crate) fn record_len_in(record: &KafkaRecord, topic_len: usize) -> usize {
     let fixed = r#"{"topic":,"partition":,"offset":,"timestamp":,"timestampType":"","key":,"value":,"headers":[]}"#.len();
     let headers: usize = record
@@ -353,7 +353,7 @@ fn byte_len(b: u8) -> usize {
 }
 
 fn decimal_len(n: i64) -> usize {
-    // A logarithm rather than a division per digit: the dispatcher sizes every record it
+    // A logarithm rather than a division per digit: the batcher sizes every record it
     // reads, and a timestamp has 13 digits.
     let digits = n
         .unsigned_abs()
