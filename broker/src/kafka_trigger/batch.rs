@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, Sink};
 use impulse_connectors::kafka::{
-    encode_event, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
+    encode_event, first_failed, AttemptStore, BatchHandler, BatchOutcome, KafkaBatch, KafkaRecord,
 };
 use impulse_connectors::telemetry;
 use impulse_invoker::record::{DestinationRecord, RecordOutcome, RecordSource};
@@ -20,8 +20,6 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use super::attempts::AttemptStore;
-use super::response::first_failed;
 use crate::functions::{CallError, Function};
 
 /// What every batch of one trigger shares.

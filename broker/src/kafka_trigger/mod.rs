@@ -7,9 +7,7 @@
 //! or the records' age run out, write each failed record to `on_failure` — and only when the
 //! write is confirmed, ack the records so the partition moves on.
 
-mod attempts;
 mod batch;
-mod response;
 #[cfg(test)]
 mod tests;
 
@@ -17,14 +15,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use impulse_config::{Config, TriggerConfig};
-use impulse_connectors::kafka::KafkaSource;
+use impulse_connectors::kafka::{AttemptStore, KafkaSource};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::async_invoke::build_sink;
 use crate::functions::Functions;
 
-use self::attempts::AttemptStore;
 use self::batch::BatchContext;
 
 /// Starts every Kafka trigger. The tasks end after `shutdown`: in-flight batches stop between

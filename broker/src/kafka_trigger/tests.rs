@@ -8,13 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Name, Outcome, Sink};
-use impulse_connectors::kafka::{BatchOutcome, KafkaBatch, KafkaRecord, CREATE_TIME};
+use impulse_connectors::kafka::{AttemptStore, BatchOutcome, KafkaBatch, KafkaRecord, CREATE_TIME};
 use impulse_invoker::InvocationResponse;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::attempts::AttemptStore;
 use super::batch::BatchContext;
 use crate::test_support::{function, function_error, FlakySink, ScriptedTarget};
 

@@ -1,12 +1,14 @@
-//! The Kafka backends: a source (Lambda's Kafka event source mapping) and a sink writing
-//! through an idempotent producer.
+//! The Kafka backends: a source (Lambda's Kafka event source mapping), a sink writing
+//! through an idempotent producer, and the durable attempt counts of failing batches.
 
+mod attempts;
 mod event;
 mod filter;
 mod handler;
 mod in_flight;
 mod offsets;
 mod producer;
+mod response;
 mod sink;
 mod source;
 mod stop;
@@ -14,13 +16,15 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use attempts::{AttemptStore, AttemptStoreError};
 pub use event::{
-    encode_event, KafkaBatch, KafkaRecord, RecordId, RecordIdError, CREATE_TIME, EVENT_SOURCE,
-    LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
+    encode_event, KafkaBatch, KafkaRecord, CREATE_TIME, EVENT_SOURCE, LOG_APPEND_TIME,
+    NO_TIMESTAMP_TYPE,
 };
 pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
 pub use handler::{BatchHandler, BatchOutcome};
 pub use producer::{Reporting, ReportingProducer};
+pub use response::{first_failed, RecordId, RecordIdError};
 pub use sink::KafkaSink;
 pub use source::{
     KafkaSource, CONSUMER_DEFAULTS, DEFAULT_DRAIN_TIMEOUT, KEY_MODE_MAX_IN_FLIGHT, MAX_EVENT_BYTES,

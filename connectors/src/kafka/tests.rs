@@ -1,5 +1,5 @@
 //! Unit tests of the Kafka source's batching and ordering rules (no broker): the
-//! `Dispatcher` decides what to send and when; the watermark decides what to commit.
+//! `PartitionBatcher` decides what to send and when; the watermark decides what to commit.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::event::{envelope_len, group_envelope_len, record_len, CREATE_TIME};
 use super::source::test_support;
-use super::source::{Dispatcher, UpkeepPacer, STORE_INTERVAL};
+use super::source::{PartitionBatcher, UpkeepPacer, STORE_INTERVAL};
 use super::{BatchOutcome, KafkaBatch, KafkaRecord, KafkaSource};
 use crate::contract::Outcome;
 
@@ -28,22 +28,22 @@ fn record(offset: i64, key: Option<&str>) -> KafkaRecord {
     }
 }
 
-fn dispatcher(batch_size: usize, ordering: Ordering) -> Dispatcher {
-    dispatcher_with(batch_size, ordering, super::MAX_EVENT_BYTES, 8)
+fn batcher(batch_size: usize, ordering: Ordering) -> PartitionBatcher {
+    batcher_with(batch_size, ordering, super::MAX_EVENT_BYTES, 8)
 }
 
-fn dispatcher_with(
+fn batcher_with(
     batch_size: usize,
     ordering: Ordering,
     max_bytes: usize,
     max_in_flight: usize,
-) -> Dispatcher {
+) -> PartitionBatcher {
     let settings = test_support::with_limits(
         test_support::settings(batch_size, WINDOW, ordering),
         max_bytes,
         max_in_flight,
     );
-    Dispatcher::new(
+    PartitionBatcher::new(
         settings,
         "trig".into(),
         "t".into(),
@@ -52,7 +52,7 @@ fn dispatcher_with(
     )
 }
 
-fn push(d: &mut Dispatcher, offset: i64, key: Option<&str>, now: Instant) {
+fn push(d: &mut PartitionBatcher, offset: i64, key: Option<&str>, now: Instant) {
     d.push(record(offset, key), now);
 }
 
@@ -61,12 +61,12 @@ fn offsets(batch: &KafkaBatch) -> Vec<i64> {
 }
 
 /// Takes the batch that is ready now.
-fn take(d: &mut Dispatcher, now: Instant) -> KafkaBatch {
+fn take(d: &mut PartitionBatcher, now: Instant) -> KafkaBatch {
     assert!(d.ready(now), "no batch is ready");
     d.take_batch(now).expect("a batch")
 }
 
-fn complete_all(d: &mut Dispatcher, batch: &KafkaBatch, now: Instant) {
+fn complete_all(d: &mut PartitionBatcher, batch: &KafkaBatch, now: Instant) {
     let outcome = BatchOutcome::all(batch.records.len(), Outcome::Delivered);
     assert_eq!(d.complete(batch, &outcome, now), None);
 }
@@ -74,7 +74,7 @@ fn complete_all(d: &mut Dispatcher, batch: &KafkaBatch, now: Instant) {
 #[test]
 fn a_full_batch_goes_at_once_and_a_partial_one_after_the_window() {
     let t0 = Instant::now();
-    let mut d = dispatcher(3, Ordering::Partition);
+    let mut d = batcher(3, Ordering::Partition);
     for o in 0..4 {
         push(&mut d, o, None, t0);
     }
@@ -99,7 +99,7 @@ fn a_full_batch_goes_at_once_and_a_partial_one_after_the_window() {
 #[test]
 fn partition_mode_keeps_one_batch_in_flight_and_abandoned_records_hold_the_watermark() {
     let t0 = Instant::now();
-    let mut d = dispatcher(2, Ordering::Partition);
+    let mut d = batcher(2, Ordering::Partition);
     for o in 0..6 {
         push(&mut d, o, Some("k"), t0);
     }
@@ -121,7 +121,7 @@ fn partition_mode_keeps_one_batch_in_flight_and_abandoned_records_hold_the_water
 #[test]
 fn key_mode_runs_batches_in_parallel_but_never_overtakes_a_key() {
     let t0 = Instant::now();
-    let mut d = dispatcher(2, Ordering::Key);
+    let mut d = batcher(2, Ordering::Key);
     // a0 b1 | a2 c3 | …: a2 must wait for a0's batch.
     push(&mut d, 0, Some("a"), t0);
     push(&mut d, 1, Some("b"), t0);
@@ -154,7 +154,7 @@ fn key_mode_runs_batches_in_parallel_but_never_overtakes_a_key() {
 #[test]
 fn key_mode_releases_keys_of_abandoned_records() {
     let t0 = Instant::now();
-    let mut d = dispatcher(1, Ordering::Key);
+    let mut d = batcher(1, Ordering::Key);
     push(&mut d, 0, Some("a"), t0);
     let first = take(&mut d, t0);
     push(&mut d, 1, Some("a"), t0);
@@ -170,7 +170,7 @@ fn key_mode_releases_keys_of_abandoned_records() {
 #[test]
 fn key_mode_holds_back_every_later_record_of_a_waiting_key() {
     let t0 = Instant::now();
-    let mut d = dispatcher(10, Ordering::Key);
+    let mut d = batcher(10, Ordering::Key);
     push(&mut d, 0, Some("a"), t0);
     let first = take(&mut d, t0 + WINDOW);
     push(&mut d, 1, Some("a"), t0);
@@ -186,7 +186,7 @@ fn key_mode_holds_back_every_later_record_of_a_waiting_key() {
 #[test]
 fn key_mode_caps_batches_in_flight() {
     let t0 = Instant::now();
-    let mut d = dispatcher_with(1, Ordering::Key, super::MAX_EVENT_BYTES, 2);
+    let mut d = batcher_with(1, Ordering::Key, super::MAX_EVENT_BYTES, 2);
     for (o, k) in ["a", "b", "c"].iter().enumerate() {
         push(&mut d, o as i64, Some(k), t0);
     }
@@ -204,7 +204,7 @@ fn a_batch_never_passes_the_byte_limit_but_a_big_record_goes_alone() {
     let one = record_len(&record(0, None)) + 1;
     let envelope = envelope_len("k:9092") + group_envelope_len("t", 0);
     // Room for exactly two records.
-    let mut d = dispatcher_with(100, Ordering::Partition, envelope + 2 * one, 1);
+    let mut d = batcher_with(100, Ordering::Partition, envelope + 2 * one, 1);
     for o in 0..5 {
         push(&mut d, o, None, t0);
     }
@@ -216,7 +216,7 @@ fn a_batch_never_passes_the_byte_limit_but_a_big_record_goes_alone() {
     assert_eq!(offsets(&batch), [2, 3]);
 
     // Smaller than one record: each goes alone.
-    let mut d = dispatcher_with(100, Ordering::Partition, 10, 1);
+    let mut d = batcher_with(100, Ordering::Partition, 10, 1);
     push(&mut d, 0, None, t0);
     push(&mut d, 1, None, t0);
     let batch = take(&mut d, t0);
@@ -228,7 +228,7 @@ fn a_batch_never_passes_the_byte_limit_but_a_big_record_goes_alone() {
 #[test]
 fn filtered_records_resolve_at_once_but_never_pass_an_open_record() {
     let t0 = Instant::now();
-    let mut d = dispatcher(10, Ordering::Partition);
+    let mut d = batcher(10, Ordering::Partition);
     push(&mut d, 0, None, t0);
     d.filtered(1);
     d.filtered(2);
@@ -243,7 +243,7 @@ fn filtered_records_resolve_at_once_but_never_pass_an_open_record() {
 #[test]
 fn a_partial_outcome_stores_the_contiguous_prefix() {
     let t0 = Instant::now();
-    let mut d = dispatcher(5, Ordering::Partition);
+    let mut d = batcher(5, Ordering::Partition);
     for o in 10..15 {
         push(&mut d, o, None, t0);
     }
@@ -261,7 +261,7 @@ fn a_partial_outcome_stores_the_contiguous_prefix() {
 #[test]
 fn buffers_are_bounded() {
     let t0 = Instant::now();
-    let fill_up = |d: &mut Dispatcher| {
+    let fill_up = |d: &mut PartitionBatcher| {
         let mut o = 0;
         while d.has_room() {
             push(d, o, Some("k"), t0);
@@ -270,11 +270,11 @@ fn buffers_are_bounded() {
         }
         o
     };
-    let fill = |ordering| fill_up(&mut dispatcher(10, ordering));
+    let fill = |ordering| fill_up(&mut batcher(10, ordering));
     // Partition order with a window: the batch being filled and the next one.
     assert_eq!(fill(Ordering::Partition), 20);
     // Without a window: the batch it can send now, and nothing while one is in flight.
-    let mut d = Dispatcher::new(
+    let mut d = PartitionBatcher::new(
         test_support::settings(10, Duration::ZERO, Ordering::Partition),
         "trig".into(),
         "t".into(),
@@ -297,7 +297,7 @@ fn buffered_bytes_come_back_when_batches_are_taken() {
     // room to read again depends on the bytes of the batches taken being given back exactly.
     let per_record = record_len(&record(0, None)) + 1;
     let envelope = envelope_len("k:9092") + group_envelope_len("t", 0);
-    let mut d = dispatcher_with(1_000, Ordering::Partition, envelope + 5 * per_record, 8);
+    let mut d = batcher_with(1_000, Ordering::Partition, envelope + 5 * per_record, 8);
     let t0 = Instant::now();
     let mut offset = 0;
     let mut read_per_round = Vec::new();

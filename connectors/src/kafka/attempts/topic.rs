@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use impulse_config::{redact_secret_values, KafkaTriggerConfig};
-use impulse_connectors::kafka::ReportingProducer;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -48,6 +47,8 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
 use super::counts::{Counts, CountsGuard};
+use super::AttemptStoreError;
+use crate::kafka::ReportingProducer;
 
 /// Partitions of a topic this store creates.
 const NEW_TOPIC_PARTITIONS: i32 = 1;
@@ -107,7 +108,7 @@ impl TopicStore {
         trigger: &str,
         config: &KafkaTriggerConfig,
         topic: &str,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, AttemptStoreError> {
         Self::open_within(trigger, config, topic, OPEN_TIMEOUT).await
     }
 
@@ -117,17 +118,17 @@ impl TopicStore {
         config: &KafkaTriggerConfig,
         topic: &str,
         limit: Duration,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, AttemptStoreError> {
         let started = Instant::now();
         let deadline = started + limit;
         let option = format!("triggers.{trigger}.attempts_topic");
         let servers = &config.bootstrap_servers;
         // librdkafka's messages may quote an option's value: hide the secret ones.
         let fail = |what: String| {
-            anyhow::anyhow!(
+            AttemptStoreError::new(format!(
                 "{option}: {}",
                 redact_secret_values(&what, &config.librdkafka_options)
-            )
+            ))
         };
         let group = config.consumer_group(trigger);
         let context = AttemptsContext {

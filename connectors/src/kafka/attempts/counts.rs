@@ -1,7 +1,7 @@
 //! Attempt counts in memory, with an emptiness check that takes no lock.
 //!
-//! Every successful batch asks whether a count needs clearing; with one lock shared by every
-//! partition of the trigger, that question showed in profiles at one record per batch.
+//! Every successful batch asks whether a count needs clearing: that question must not take a
+//! lock that every partition of the trigger shares (it is on the hot path; see BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};

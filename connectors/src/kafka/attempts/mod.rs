@@ -19,7 +19,6 @@ mod topic;
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use impulse_config::KafkaTriggerConfig;
 
 use self::file::FileStore;
@@ -27,7 +26,26 @@ use self::topic::TopicStore;
 
 /// Attempt counts of one trigger.
 #[derive(Debug)]
-pub(crate) struct AttemptStore(Backend);
+pub struct AttemptStore(Backend);
+
+/// Why an attempt store could not be opened. The message names the trigger's option and
+/// carries no secret value from `librdkafka_options`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AttemptStoreError {
+    message: String,
+    #[source]
+    source: Option<std::io::Error>,
+}
+
+impl AttemptStoreError {
+    fn new(message: String) -> Self {
+        Self {
+            message,
+            source: None,
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Backend {
@@ -38,18 +56,21 @@ enum Backend {
 impl AttemptStore {
     /// Opens the store of `trigger`: the trigger's `attempts_topic` when set (creating the
     /// topic if missing and reading it to its end), else the file under `data_dir/kafka/`.
-    pub(crate) async fn open(
+    pub async fn open(
         data_dir: &Path,
         trigger: &str,
         config: &KafkaTriggerConfig,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, AttemptStoreError> {
         let backend = match &config.attempts_topic {
             Some(topic) => Backend::Topic(TopicStore::open(trigger, config, topic).await?),
-            None => Backend::File(FileStore::open(data_dir, trigger).with_context(|| {
-                format!(
-                    "triggers.{trigger}: cannot open the attempts file under {}",
-                    data_dir.join("kafka").display()
-                )
+            None => Backend::File(FileStore::open(data_dir, trigger).map_err(|err| {
+                AttemptStoreError {
+                    message: format!(
+                        "triggers.{trigger}: cannot open the attempts file under {}",
+                        data_dir.join("kafka").display()
+                    ),
+                    source: Some(err),
+                }
             })?),
         };
         Ok(Self(backend))
@@ -57,7 +78,7 @@ impl AttemptStore {
 
     /// Whether no count is kept at all: then nothing needs clearing after a success. Cheap:
     /// an in-memory check.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         match &self.0 {
             Backend::File(store) => store.is_empty(),
             Backend::Topic(store) => store.is_empty(),
@@ -66,7 +87,7 @@ impl AttemptStore {
 
     /// Attempts recorded for `key` (0 when none). The topic store first catches up with what
     /// other instances wrote, within a bound.
-    pub(crate) async fn get(&self, key: &str) -> u32 {
+    pub async fn get(&self, key: &str) -> u32 {
         match &self.0 {
             Backend::File(store) => store.get(key),
             Backend::Topic(store) => store.get(key).await,
@@ -76,7 +97,7 @@ impl AttemptStore {
     /// Records `attempts` for `key`, durably before returning (file: fsync and rename; topic:
     /// delivery confirmed by an idempotent `acks=all` producer). A failed write is logged and
     /// the count kept in memory, which still bounds retries while this process lives.
-    pub(crate) async fn set(&self, key: &str, attempts: u32) {
+    pub async fn set(&self, key: &str, attempts: u32) {
         match &self.0 {
             Backend::File(store) => store.set(key, attempts),
             Backend::Topic(store) => store.set(key, attempts).await,
@@ -84,7 +105,7 @@ impl AttemptStore {
     }
 
     /// Forgets `key` (its records are resolved); no I/O when the key is absent.
-    pub(crate) async fn clear(&self, key: &str) {
+    pub async fn clear(&self, key: &str) {
         match &self.0 {
             Backend::File(store) => store.clear(key),
             Backend::Topic(store) => store.clear(key).await,
