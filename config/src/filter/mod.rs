@@ -48,16 +48,11 @@ impl FilterCriteria {
         &self.0
     }
 
-    /// Whether there are no patterns (every record passes).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Parses every pattern.
     ///
     /// # Errors
     ///
-    /// Every rule the patterns break (see the [module](self) documentation), not just the first.
+    /// Every rule the patterns break (see the [module documentation](crate::filter)), not just the first.
     pub fn parse(&self) -> Result<Vec<FilterPattern>, FilterError> {
         let mut parser = Parser::default();
         if self.0.len() > MAX_PATTERNS {

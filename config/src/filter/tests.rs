@@ -12,9 +12,10 @@ fn criteria(patterns: Value) -> FilterCriteria {
 }
 
 fn problems(patterns: Value) -> Vec<(String, String)> {
-    criteria(patterns.clone())
+    let shown = patterns.to_string();
+    criteria(patterns)
         .parse()
-        .expect_err(&patterns.to_string())
+        .expect_err(&shown)
         .problems()
         .iter()
         .map(|p| (p.path.to_string(), p.message.clone()))
