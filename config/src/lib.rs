@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod duration;
+pub mod filter;
 
 mod deser;
 mod env;

@@ -694,7 +694,7 @@ pub struct KafkaTriggerConfig {
     /// match no pattern are committed without invoking, and counted.
     #[serde(default)]
     #[schemars(with = "Vec<serde_json::Value>")]
-    pub filter: Vec<serde_json::Value>,
+    pub filter: crate::filter::FilterCriteria,
 }
 
 impl KafkaTriggerConfig {

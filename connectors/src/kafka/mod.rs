@@ -21,7 +21,7 @@ pub use event::{
     encode_event, KafkaBatch, KafkaRecord, CREATE_TIME, EVENT_SOURCE, LOG_APPEND_TIME,
     NO_TIMESTAMP_TYPE,
 };
-pub use filter::{FilterError, KafkaFilter, MAX_PATTERNS};
+pub use filter::KafkaFilter;
 pub use handler::{BatchHandler, BatchOutcome};
 pub use producer::{Reporting, ReportingProducer};
 pub use response::{first_failed, RecordId, RecordIdError};

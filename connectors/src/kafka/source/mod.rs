@@ -183,7 +183,7 @@ impl KafkaSource {
             trigger: trigger.to_owned(),
             message,
         };
-        let filter = KafkaFilter::compile(&config.filter).map_err(|e| fail(e.to_string()))?;
+        let filter = KafkaFilter::new(config.filter.parse().map_err(|e| fail(e.to_string()))?);
         let start = match config.starting_position {
             StartingPosition::Earliest => Start::Earliest,
             StartingPosition::Latest => Start::Latest,

@@ -1,0 +1,73 @@
+//! `[triggers.<name>]`: names and function references of every trigger, HTTP paths unique
+//! across triggers, then each type's own rules.
+
+mod http;
+mod kafka;
+mod redis;
+mod schedule;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Validator;
+use crate::locate::FieldPath;
+use crate::model::{Config, TriggerConfig};
+
+impl Validator {
+    pub(super) fn triggers(
+        &mut self,
+        config: &Config,
+        broken_functions: &BTreeSet<String>,
+        broken_triggers: &BTreeMap<String, String>,
+    ) {
+        for (name, function) in broken_triggers {
+            if !config.functions.contains_key(function) && !broken_functions.contains(function) {
+                self.error(
+                    FieldPath::keys(["triggers", name, "function"]),
+                    format!("unknown function \"{function}\""),
+                );
+            }
+        }
+        let mut http_paths: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (name, trigger) in &config.triggers {
+            let path = FieldPath::keys(["triggers", name]);
+            self.name(&path, "trigger", name);
+            let function = trigger.function();
+            if !config.functions.contains_key(function) && !broken_functions.contains(function) {
+                self.error(
+                    path.key("function"),
+                    format!("unknown function \"{function}\""),
+                );
+            }
+            match trigger {
+                TriggerConfig::Http(http) => {
+                    if let Some(route) = self.http(&path, http) {
+                        http_paths.entry(route).or_default().push(name);
+                    }
+                }
+                TriggerConfig::Schedule(schedule) => self.schedule(&path, schedule),
+                TriggerConfig::Kafka(kafka) => self.kafka(&path, kafka),
+                TriggerConfig::Redis(redis) => self.redis_trigger(&path, redis),
+            }
+        }
+        for names in http_paths.values().filter(|names| names.len() > 1) {
+            for name in names {
+                let others: Vec<String> = names
+                    .iter()
+                    .filter(|other| *other != name)
+                    .map(|other| format!("triggers.{}", FieldPath::root().key(other)))
+                    .collect();
+                let path = match config.triggers.get(*name) {
+                    Some(TriggerConfig::Http(http)) => http.path.as_str(),
+                    _ => "",
+                };
+                self.error(
+                    FieldPath::keys(["triggers", name, "path"]),
+                    format!(
+                        "duplicate HTTP path \"{path}\" (also used by {})",
+                        others.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
