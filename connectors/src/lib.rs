@@ -5,12 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod contract;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "log")]
-pub mod log;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "schedule")]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use impulse_connectors::contract::Sink;
 use impulse_connectors::kafka::KafkaSink;
-use impulse_connectors::log::{read_log, LogSink};
+use impulse_connectors::embedded::{read_log, LogSink};
 use impulse_connectors::redis::{read_stream, RedisStreamSink};
 use impulse_tests::services::{require_kafka, require_redis};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

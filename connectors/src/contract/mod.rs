@@ -10,7 +10,7 @@ mod source;
 pub use ack::{Ack, AckReceiver, AckStatus, Outcome};
 pub use event::{Event, EventId, EventMetadata};
 pub use name::Name;
-#[cfg(any(feature = "log", feature = "redis"))]
+#[cfg(any(feature = "embedded", feature = "redis"))]
 pub(crate) use queue::unix_millis;
 pub use queue::{
     DecodeError, Delivery, LeaseId, PendingDestination, Queue, QueueError, QueuedEvent,

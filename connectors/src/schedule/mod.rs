@@ -6,12 +6,14 @@
 //!
 //! [`ScheduleTriggerConfig`]: impulse_config::ScheduleTriggerConfig
 
+mod clock;
 mod event;
 mod source;
 mod state;
 
 pub use event::{encode_scheduled_event, event_id, scheduled_event_uuid};
-pub use source::{Clock, ScheduleSource, SystemClock, TokioClock};
+pub use clock::{SystemWallClock, TokioWallClock, WallClock};
+pub use source::ScheduleSource;
 pub use state::{FileScheduleState, MemoryScheduleState, ScheduleState, ScheduleStateError};
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use impulse_config::{CatchUp, Overlap, ScheduleExpression, ScheduleTriggerConfig
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use super::clock::{SystemWallClock, WallClock};
 use super::event::{encode_scheduled_event, event_id};
 use super::state::ScheduleState;
 use crate::contract::{Ack, AckStatus, Event, EventMetadata, Source, SourceError};
@@ -32,61 +33,12 @@ const MAX_SCAN: u64 = 100_000;
 /// catch-up fires, at the cost of an undercounted `skipped` metric.
 const SCAN_FALLBACK_WINDOW: TimeDelta = TimeDelta::days(7);
 
-// === Clock ===
-
-/// The wall clock that schedule ticks are compared with.
-///
-/// Timers are tokio's; tests pair them with [`TokioClock`] so that paused tokio time moves the
-/// wall clock too.
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's wall clock ([`Utc::now`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A wall clock that follows tokio's clock: a fixed start plus the [`tokio::time::Instant`]
-/// time elapsed since the clock was made. Under `#[tokio::test(start_paused = true)]`, time
-/// advances exactly as far as tokio's paused clock.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    start: DateTime<Utc>,
-    origin: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// A clock reading `start` now. MUST be made inside the runtime whose time it follows.
-    pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Self {
-            start,
-            origin: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        TimeDelta::from_std(self.origin.elapsed())
-            .ok()
-            .and_then(|elapsed| self.start.checked_add_signed(elapsed))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    }
-}
-
 // === ScheduleSource ===
 
 /// A schedule trigger: one EventBridge scheduled event per tick of its expression.
 ///
 /// - Ticks are computed in the trigger's time zone and waited for with tokio timers against a
-///   [`Clock`] ([`SystemClock`] unless [`ScheduleSource::with_clock`] says otherwise). An
+///   [`WallClock`] ([`SystemWallClock`] unless [`ScheduleSource::with_clock`] says otherwise). An
 ///   event's `time` and `id` are its tick's, whenever it fires, so a repeated fire of one tick
 ///   is recognisable (SEMANTICS.md §4).
 /// - `flexible_window`: each tick fires at a uniformly random delay in `[0, window)` after it.
@@ -110,7 +62,7 @@ pub struct ScheduleSource {
     name: String,
     config: ScheduleTriggerConfig,
     state: Arc<dyn ScheduleState>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl ScheduleSource {
@@ -120,13 +72,13 @@ impl ScheduleSource {
             name,
             config,
             state,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemWallClock),
         }
     }
 
-    /// Replaces the wall clock, e.g. with a [`TokioClock`] in tests.
+    /// Replaces the wall clock, e.g. with a [`TokioWallClock`] in tests.
     #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
         self.clock = clock;
         self
     }
@@ -237,7 +189,7 @@ struct Driver {
     overlap: Overlap,
     detail: serde_json::Value,
     state: Arc<dyn ScheduleState>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     out: mpsc::Sender<Event>,
     /// The newest tick taken from the schedule (queued to fire, fired or skipped).
     cursor: DateTime<Utc>,

@@ -1,4 +1,4 @@
-//! Schedule source tests, on paused tokio time with a [`TokioClock`]: no real sleeps.
+//! Schedule source tests, on paused tokio time with a [`TokioWallClock`]: no real sleeps.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +51,7 @@ fn tick_of(event: &Event) -> DateTime<Utc> {
 
 struct Harness {
     events: mpsc::Receiver<Event>,
-    clock: Arc<TokioClock>,
+    clock: Arc<TokioWallClock>,
     state: Arc<MemoryScheduleState>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), SourceError>>,
@@ -67,7 +67,7 @@ fn start_with_capacity(
     at: &str,
     capacity: usize,
 ) -> Harness {
-    let clock = Arc::new(TokioClock::starting_at(utc(at)));
+    let clock = Arc::new(TokioWallClock::starting_at(utc(at)));
     let state = Arc::new(state);
     let source =
         ScheduleSource::new(NAME.to_owned(), config, state.clone()).with_clock(clock.clone());
@@ -736,7 +736,7 @@ async fn a_restart_on_the_file_state_catches_up() {
 
     let state: Arc<dyn ScheduleState> =
         Arc::new(FileScheduleState::open(dir.path()).expect("reopens"));
-    let clock = Arc::new(TokioClock::starting_at(utc("2026-01-01T10:00:10Z")));
+    let clock = Arc::new(TokioWallClock::starting_at(utc("2026-01-01T10:00:10Z")));
     let source =
         ScheduleSource::new(NAME.to_owned(), config_all(), state.clone()).with_clock(clock.clone());
     let (out, mut events) = mpsc::channel(8);
