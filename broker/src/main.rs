@@ -8,14 +8,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod api;
 mod async_invoke;
-mod dlq;
+mod dlq_command;
 mod example_function;
 mod functions;
 mod kafka_trigger;
 mod limiter;
 mod logging;
 mod request_id;
-mod schedules;
+mod schedule_trigger;
 mod service;
 mod shutdown;
 mod telemetry;
@@ -89,8 +89,8 @@ struct DlqTarget {
     #[arg(long, short)]
     function: String,
     /// Which destination.
-    #[arg(long, value_enum, default_value_t = dlq::Which::OnFailure)]
-    destination: dlq::Which,
+    #[arg(long, value_enum, default_value_t = dlq_command::Which::OnFailure)]
+    destination: dlq_command::Which,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,10 +171,10 @@ fn main() -> ExitCode {
             block_on(async move {
                 match &action {
                     DlqCommand::List { target } => {
-                        dlq::list(&config, &target.function, target.destination).await
+                        dlq_command::list(&config, &target.function, target.destination).await
                     }
                     DlqCommand::Show { target, id } => {
-                        dlq::show(&config, &target.function, target.destination, id).await
+                        dlq_command::show(&config, &target.function, target.destination, id).await
                     }
                     DlqCommand::Replay {
                         target,
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                         rate,
                     } => {
                         let to = to.as_deref();
-                        dlq::replay(
+                        dlq_command::replay(
                             &config,
                             &target.function,
                             target.destination,

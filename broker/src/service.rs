@@ -76,7 +76,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         }
     });
     let mut schedules =
-        crate::schedules::start(&config, queue.clone(), completions.clone(), &stop_async)?;
+        crate::schedule_trigger::start(&config, queue.clone(), completions.clone(), &stop_async)?;
     let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use impulse_connectors::contract::{Queue, QueuedEvent};
-use impulse_connectors::log::{Commit, EmbeddedQueue};
+use impulse_connectors::embedded::{Commit, EmbeddedQueue};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures::future::join_all;
 use impulse_connectors::contract::{Delivery, PendingDestination, Queue, QueuedEvent};
-use impulse_connectors::log::EmbeddedQueue;
+use impulse_connectors::embedded::EmbeddedQueue;
 use impulse_connectors::redis::RedisQueue;
 use impulse_tests::services::require_redis;
 use uuid::Uuid;

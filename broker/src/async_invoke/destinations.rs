@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use impulse_config::DestinationConfig;
 use impulse_connectors::contract::Sink;
+use impulse_connectors::embedded::LogSink;
 use impulse_connectors::kafka::KafkaSink;
-use impulse_connectors::log::LogSink;
 use impulse_connectors::redis::RedisStreamSink;
 
 /// The sink `config` describes. `name` identifies it in errors and logs

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use impulse_config::{QueueBackend, QueueConfig};
 use impulse_connectors::contract::Queue;
-use impulse_connectors::log::EmbeddedQueue;
+use impulse_connectors::embedded::EmbeddedQueue;
 use impulse_connectors::redis::RedisQueue;
 
 /// Opens the async queue. `consumer` names this instance in the Redis consumer group (stable

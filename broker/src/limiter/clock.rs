@@ -15,28 +15,28 @@ use tokio::time::Instant;
 /// quanta's, is a little cheaper to read but cannot be paused, and `FakeRelativeClock` cannot
 /// drive tokio timers.)
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct TokioClock;
+pub(super) struct RateLimitClock;
 
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
+impl Clock for RateLimitClock {
+    type Instant = RateLimitInstant;
 
-    fn now(&self) -> TokioInstant {
-        TokioInstant(Instant::now())
+    fn now(&self) -> RateLimitInstant {
+        RateLimitInstant(Instant::now())
     }
 }
 
-/// A [`TokioClock`] reading.
+/// A [`RateLimitClock`] reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct TokioInstant(Instant);
+pub(super) struct RateLimitInstant(Instant);
 
-impl TokioInstant {
+impl RateLimitInstant {
     /// The tokio instant, for `tokio::time::sleep_until`.
     pub(super) const fn into_inner(self) -> Instant {
         self.0
     }
 }
 
-impl Add<Nanos> for TokioInstant {
+impl Add<Nanos> for RateLimitInstant {
     type Output = Self;
 
     fn add(self, other: Nanos) -> Self {
@@ -46,7 +46,7 @@ impl Add<Nanos> for TokioInstant {
     }
 }
 
-impl Reference for TokioInstant {
+impl Reference for RateLimitInstant {
     fn duration_since(&self, earlier: Self) -> Nanos {
         self.0.saturating_duration_since(earlier.0).into()
     }

@@ -46,13 +46,13 @@ use impulse_config::{Config, RateConfig};
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, Limit};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit};
 
-use self::clock::{TokioClock, TokioInstant};
+use self::clock::{RateLimitClock, RateLimitInstant};
 
 /// Lambda's default invocation rate: 10 per second for each unit of concurrency.
 const RATE_PER_CONCURRENCY: u32 = 10;
 
 /// A direct (un-keyed) GCRA limiter on tokio's clock.
-type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+type Gcra = RateLimiter<NotKeyed, InMemoryState, RateLimitClock, NoOpMiddleware<RateLimitInstant>>;
 
 // === Limiter ===
 
@@ -107,7 +107,7 @@ impl Limiter {
                     name: name.as_str().into(),
                     concurrency,
                     quota,
-                    rate: RateLimiter::direct_with_clock(quota, TokioClock),
+                    rate: RateLimiter::direct_with_clock(quota, RateLimitClock),
                     rate_queue: AsyncMutex::new(()),
                     rate_waiters: AtomicUsize::new(0),
                     executions: ConcurrencyGauge::new(name),

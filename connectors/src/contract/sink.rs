@@ -1,4 +1,4 @@
-//! The `Sink` trait: a durable place to write records (destinations, DLQ, the async queue).
+//! The `Sink` trait: a durable place to write records (destinations and dead letters).
 
 use bytes::Bytes;
 use futures::future::BoxFuture;

@@ -1,9 +1,11 @@
-//! The `Source` trait: something that turns outside input into [`Event`]s.
-
-use futures::future::BoxFuture;
-use tokio::sync::mpsc;
-
-use super::Event;
+//! What every source shares: the shape of its run loop, and the error that stops it.
+//!
+//! A source is a struct built from its trigger's configuration, with
+//! `run(self, handler, shutdown) -> Result<(), SourceError>`: it hands its input to `handler`
+//! (the broker's), acknowledges input only once the handler reports a final
+//! [`Outcome`](super::Outcome), and returns when `shutdown` resolves. The handler is a
+//! per-protocol trait, because what a source hands over differs: a Kafka batch
+//! (`kafka::BatchHandler`), a schedule tick's queued event (`schedule::TickHandler`).
 
 /// An error that stops a source.
 #[derive(Debug, thiserror::Error)]
@@ -13,18 +15,4 @@ pub struct SourceError {
     pub trigger: String,
     /// What went wrong, for the operator.
     pub message: String,
-}
-
-/// A producer of events: Kafka, Redis streams, schedules.
-///
-/// `run` sends events into `out` and MUST wait on each event's ack before committing the
-/// input it came from; it returns when `shutdown` resolves, after committing what is final.
-/// Sending into `out` waits when the broker is saturated: that is the backpressure path.
-pub trait Source: Send {
-    /// Runs the source until `shutdown` completes.
-    fn run(
-        self: Box<Self>,
-        out: mpsc::Sender<Event>,
-        shutdown: BoxFuture<'static, ()>,
-    ) -> BoxFuture<'static, Result<(), SourceError>>;
 }

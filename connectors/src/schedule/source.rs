@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,11 +13,12 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use impulse_config::{CatchUp, Overlap, ScheduleExpression, ScheduleTriggerConfig};
 use rand::Rng;
-use tokio::sync::mpsc;
 
+use super::clock::{SystemWallClock, WallClock};
 use super::event::{encode_scheduled_event, event_id};
+use super::handler::TickHandler;
 use super::state::ScheduleState;
-use crate::contract::{Ack, AckStatus, Event, EventMetadata, Source, SourceError};
+use crate::contract::{Ack, AckStatus, QueuedEvent, SourceError};
 use crate::telemetry;
 
 /// The longest single timer sleep. Ticks are wall-clock times, and a monotonic timer drifts
@@ -32,71 +34,23 @@ const MAX_SCAN: u64 = 100_000;
 /// catch-up fires, at the cost of an undercounted `skipped` metric.
 const SCAN_FALLBACK_WINDOW: TimeDelta = TimeDelta::days(7);
 
-// === Clock ===
-
-/// The wall clock that schedule ticks are compared with.
-///
-/// Timers are tokio's; tests pair them with [`TokioClock`] so that paused tokio time moves the
-/// wall clock too.
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's wall clock ([`Utc::now`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A wall clock that follows tokio's clock: a fixed start plus the [`tokio::time::Instant`]
-/// time elapsed since the clock was made. Under `#[tokio::test(start_paused = true)]`, time
-/// advances exactly as far as tokio's paused clock.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    start: DateTime<Utc>,
-    origin: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// A clock reading `start` now. MUST be made inside the runtime whose time it follows.
-    pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Self {
-            start,
-            origin: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        TimeDelta::from_std(self.origin.elapsed())
-            .ok()
-            .and_then(|elapsed| self.start.checked_add_signed(elapsed))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    }
-}
-
 // === ScheduleSource ===
 
 /// A schedule trigger: one EventBridge scheduled event per tick of its expression.
 ///
 /// - Ticks are computed in the trigger's time zone and waited for with tokio timers against a
-///   [`Clock`] ([`SystemClock`] unless [`ScheduleSource::with_clock`] says otherwise). An
+///   [`WallClock`] ([`SystemWallClock`] unless [`ScheduleSource::with_clock`] says otherwise). An
 ///   event's `time` and `id` are its tick's, whenever it fires, so a repeated fire of one tick
 ///   is recognisable (SEMANTICS.md §4).
 /// - `flexible_window`: each tick fires at a uniformly random delay in `[0, window)` after it.
-/// - `overlap = "skip"`: a tick whose turn comes while the previous event's ack is still open
-///   is skipped and counted; `allow` fires regardless.
-/// - After each hand-off to the broker, the newest tick handled so far (fired or skipped, with
-///   every earlier one handled too) is recorded in the [`ScheduleState`]. The broker's async
-///   queue makes the event durable, so the schedule need not wait for the function. A crash
-///   between the hand-off and the record fires that tick again after a restart, with the same
-///   id: delivery is at least once, and the id is the idempotency key.
+/// - `overlap = "skip"`: a tick whose turn comes while the previous event's [`Ack`] is still
+///   open is skipped and counted; `allow` fires regardless.
+/// - Each tick's event goes to the [`TickHandler`], which queues it durably for asynchronous
+///   invocation, so the schedule need not wait for the function. Once the handler has resolved,
+///   the newest tick handled so far (fired or skipped, with every earlier one handled too) is
+///   recorded in the [`ScheduleState`]. A crash between the two fires that tick again after a
+///   restart, with the same id: delivery is at least once, and the id is the idempotency key.
+///   A tick the handler could not queue is logged and counts as handled: it is not retried.
 /// - On start, ticks missed since the recorded one follow `catch_up`: `none` skips them,
 ///   `latest` fires the newest, `all` fires the newest `catch_up_limit` in order (counted
 ///   `caught_up`; the rest `skipped`). Without a record, the first tick is the next one to
@@ -110,7 +64,7 @@ pub struct ScheduleSource {
     name: String,
     config: ScheduleTriggerConfig,
     state: Arc<dyn ScheduleState>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl ScheduleSource {
@@ -120,15 +74,26 @@ impl ScheduleSource {
             name,
             config,
             state,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemWallClock),
         }
     }
 
-    /// Replaces the wall clock, e.g. with a [`TokioClock`] in tests.
+    /// Replaces the wall clock, e.g. with a [`TokioWallClock`](super::TokioWallClock) in tests.
     #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Runs until `shutdown` resolves, handing each tick's event to `handler`. A tick whose
+    /// hand-off is cut short by shutdown is not recorded: the next start sees it as missed. An
+    /// error means an event could not be encoded.
+    pub async fn run(
+        self,
+        handler: Arc<dyn TickHandler>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), SourceError> {
+        Driver::new(self, handler).run(Box::pin(shutdown)).await
     }
 }
 
@@ -141,24 +106,12 @@ impl fmt::Debug for ScheduleSource {
     }
 }
 
-impl Source for ScheduleSource {
-    fn run(
-        self: Box<Self>,
-        out: mpsc::Sender<Event>,
-        shutdown: BoxFuture<'static, ()>,
-    ) -> BoxFuture<'static, Result<(), SourceError>> {
-        Box::pin(Driver::new(*self, out).run(shutdown))
-    }
-}
-
 // === Driver ===
 
 /// Why the loop stopped early.
 enum Stop {
     /// The shutdown signal resolved: a clean stop.
     Shutdown,
-    /// The broker dropped the event channel without signalling shutdown.
-    Closed,
     /// An event could not be encoded (it cannot happen with a JSON `detail`).
     Encode(serde_json::Error),
 }
@@ -229,6 +182,7 @@ struct Scan {
 
 struct Driver {
     name: String,
+    function: String,
     expression: ScheduleExpression,
     tz: Tz,
     window: Option<Duration>,
@@ -237,8 +191,8 @@ struct Driver {
     overlap: Overlap,
     detail: serde_json::Value,
     state: Arc<dyn ScheduleState>,
-    clock: Arc<dyn Clock>,
-    out: mpsc::Sender<Event>,
+    clock: Arc<dyn WallClock>,
+    handler: Arc<dyn TickHandler>,
     /// The newest tick taken from the schedule (queued to fire, fired or skipped).
     cursor: DateTime<Utc>,
     /// The tick after `cursor`; `None` once the schedule has no more (`at()`, a cron year).
@@ -250,7 +204,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(source: ScheduleSource, out: mpsc::Sender<Event>) -> Self {
+    fn new(source: ScheduleSource, handler: Arc<dyn TickHandler>) -> Self {
         let ScheduleSource {
             name,
             config,
@@ -266,10 +220,11 @@ impl Driver {
             catch_up: config.catch_up,
             catch_up_limit: usize::try_from(config.catch_up_limit).unwrap_or(usize::MAX),
             overlap: config.overlap,
+            function: config.function,
             name,
             state,
             clock,
-            out,
+            handler,
             cursor,
             next_tick: None,
             pending: BinaryHeap::new(),
@@ -278,14 +233,13 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut shutdown: BoxFuture<'static, ()>) -> Result<(), SourceError> {
+    async fn run(mut self, mut shutdown: BoxFuture<'_, ()>) -> Result<(), SourceError> {
         self.start();
         match self.drive(&mut shutdown).await {
             Stop::Shutdown => {
                 tracing::debug!(trigger = %self.name, "Schedule stopped.");
                 Ok(())
             }
-            Stop::Closed => Err(self.error("the broker stopped taking events".to_owned())),
             Stop::Encode(err) => Err(self.error(format!("cannot encode an event: {err}"))),
         }
     }
@@ -326,7 +280,7 @@ impl Driver {
                 }
                 self.count_skipped(scan.total - kept);
                 for tick in scan.kept.iter().copied() {
-                    self.enqueue(tick, tick, Kind::CaughtUp);
+                    self.plan(tick, tick, Kind::CaughtUp);
                 }
                 self.cursor = now;
                 if kept == 0 && scan.total > 0 {
@@ -345,7 +299,7 @@ impl Driver {
     }
 
     /// The loop. Biased toward shutdown, then due fires, then the timer.
-    async fn drive(&mut self, shutdown: &mut BoxFuture<'static, ()>) -> Stop {
+    async fn drive(&mut self, shutdown: &mut BoxFuture<'_, ()>) -> Stop {
         loop {
             let now = self.clock.now();
             if self.next_tick.is_some_and(|tick| tick <= now) {
@@ -401,10 +355,10 @@ impl Driver {
         }
         self.count_skipped(missed - scan.kept.len() as u64);
         for tick in scan.kept.iter().copied() {
-            self.enqueue(tick, tick, Kind::CaughtUp);
+            self.plan(tick, tick, Kind::CaughtUp);
         }
         let fire_at = self.fire_time(current);
-        self.enqueue(current, fire_at, Kind::Regular);
+        self.plan(current, fire_at, Kind::Regular);
         self.cursor = current;
         self.next_tick = self.next_after(current);
     }
@@ -421,12 +375,12 @@ impl Driver {
     async fn fire_or_skip(
         &mut self,
         due: Pending,
-        shutdown: &mut BoxFuture<'static, ()>,
+        shutdown: &mut BoxFuture<'_, ()>,
     ) -> Result<(), Stop> {
         if self.overlap == Overlap::Skip {
             if let Some(mut previous) = self.previous.take() {
                 match due.kind {
-                    // Polling once is exact: the last ack clone's drop sends the status at once.
+                    // Polling once is exact: a resolved or dropped ack is seen at once.
                     Kind::Regular => {
                         if previous.as_mut().now_or_never().is_none() {
                             self.previous = Some(previous);
@@ -448,39 +402,47 @@ impl Driver {
         self.fire(due, shutdown).await
     }
 
-    async fn fire(
-        &mut self,
-        due: Pending,
-        shutdown: &mut BoxFuture<'static, ()>,
-    ) -> Result<(), Stop> {
+    async fn fire(&mut self, due: Pending, shutdown: &mut BoxFuture<'_, ()>) -> Result<(), Stop> {
         let payload =
             encode_scheduled_event(&self.name, due.tick, &self.detail).map_err(Stop::Encode)?;
-        let (ack, receiver) = Ack::new();
-        let event = Event {
-            id: event_id(&self.name, due.tick),
+        let mut event = QueuedEvent::new(
+            event_id(&self.name, due.tick).into(),
+            self.function.clone(),
+            self.name.clone(),
             payload,
-            metadata: EventMetadata {
-                trigger: self.name.clone(),
-                source: "schedule",
-                received_at: SystemTime::from(self.clock.now()),
-            },
-            ack,
-        };
-        tokio::select! {
-            // A send stuck on a saturated broker still yields to shutdown. The event (and its
-            // ack) is dropped unsent, and the tick unrecorded: the next start sees it missed.
+        );
+        // The event's age (`max_event_age`) counts from the fire, on the schedule's clock.
+        event.enqueued_at = SystemTime::from(self.clock.now());
+        let (ack, receiver) = Ack::new();
+        let queued = tokio::select! {
+            // A hand-off stuck on a slow queue still yields to shutdown. The tick stays
+            // unrecorded, so the next start sees it missed (or fires it again, same id).
             biased;
             () = &mut *shutdown => return Err(Stop::Shutdown),
-            sent = self.out.send(event) => {
-                if sent.is_err() {
-                    return Err(Stop::Closed);
+            queued = self.handler.handle(event, ack) => queued,
+        };
+        match queued {
+            Ok(()) => {
+                telemetry::schedule_tick(&self.name, due.kind.metric());
+                tracing::debug!(
+                    trigger = %self.name,
+                    tick = %due.tick,
+                    kind = ?due.kind,
+                    "Schedule fired."
+                );
+                if self.overlap == Overlap::Skip {
+                    self.previous = Some(Box::pin(receiver.status()));
                 }
             }
-        }
-        telemetry::schedule_tick(&self.name, due.kind.metric());
-        tracing::debug!(trigger = %self.name, tick = %due.tick, kind = ?due.kind, "Schedule fired.");
-        if self.overlap == Overlap::Skip {
-            self.previous = Some(Box::pin(receiver.status()));
+            Err(err) => {
+                tracing::error!(
+                    trigger = %self.name,
+                    tick = %due.tick,
+                    error = %err,
+                    "Cannot queue a schedule tick; it is skipped."
+                );
+                self.count_skipped(1);
+            }
         }
         self.ledger.done(due.tick);
         self.record_handled();
@@ -498,7 +460,8 @@ impl Driver {
         self.record_handled();
     }
 
-    fn enqueue(&mut self, tick: DateTime<Utc>, fire_at: DateTime<Utc>, kind: Kind) {
+    /// Takes `tick` from the schedule, to fire at `fire_at`.
+    fn plan(&mut self, tick: DateTime<Utc>, fire_at: DateTime<Utc>, kind: Kind) {
         self.ledger.push(tick);
         self.pending.push(Reverse(Pending {
             fire_at,

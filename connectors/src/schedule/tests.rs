@@ -1,4 +1,4 @@
-//! Schedule source tests, on paused tokio time with a [`TokioClock`]: no real sleeps.
+//! Schedule source tests, on paused tokio time with a [`TokioWallClock`]: no real sleeps.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
+use futures::future::BoxFuture;
 use impulse_config::{CatchUp, Overlap, ScheduleTriggerConfig};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use serde_json::json;
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::contract::{Event, Outcome, Source, SourceError};
+use crate::contract::{Ack, Outcome, QueueError, QueuedEvent, SourceError};
 use crate::telemetry::SCHEDULE_TICKS_TOTAL;
 
 const NAME: &str = "nightly";
@@ -38,20 +38,66 @@ fn config(expression: &str) -> ScheduleTriggerConfig {
     }
 }
 
-fn payload(event: &Event) -> serde_json::Value {
-    serde_json::from_slice(&event.payload).expect("the payload is JSON")
+fn payload(tick: &Tick) -> serde_json::Value {
+    serde_json::from_slice(&tick.event.payload).expect("the payload is JSON")
 }
 
 /// The event's `time` field, parsed.
-fn tick_of(event: &Event) -> DateTime<Utc> {
-    utc(payload(event)["time"].as_str().expect("time is a string"))
+fn tick_of(tick: &Tick) -> DateTime<Utc> {
+    utc(payload(tick)["time"].as_str().expect("time is a string"))
 }
 
 // === Harness ===
 
+/// A tick's event as the broker's handler received it.
+struct Tick {
+    event: QueuedEvent,
+    ack: Ack,
+}
+
+/// The broker's side, faked with a bounded channel: a full channel holds the source back as a
+/// slow queue would, and once the receiver is gone every tick fails to queue.
+struct ChannelHandler(mpsc::Sender<Tick>);
+
+impl TickHandler for ChannelHandler {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move {
+            self.0
+                .send(Tick { event, ack })
+                .await
+                .map_err(|_closed| QueueError {
+                    operation: "enqueue",
+                    message: "the test's queue is gone".to_owned(),
+                })
+        })
+    }
+}
+
+/// Runs `source` with a [`ChannelHandler`] of `capacity` until the returned sender sends or is
+/// dropped.
+fn spawn(
+    source: ScheduleSource,
+    capacity: usize,
+) -> (
+    mpsc::Receiver<Tick>,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), SourceError>>,
+) {
+    let (out, events) = mpsc::channel(capacity);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        // A dropped sender is a shutdown as well.
+        match stopped.await {
+            Ok(()) | Err(_) => {}
+        }
+    };
+    let task = tokio::spawn(source.run(Arc::new(ChannelHandler(out)), shutdown));
+    (events, stop, task)
+}
+
 struct Harness {
-    events: mpsc::Receiver<Event>,
-    clock: Arc<TokioClock>,
+    events: mpsc::Receiver<Tick>,
+    clock: Arc<TokioWallClock>,
     state: Arc<MemoryScheduleState>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), SourceError>>,
@@ -67,20 +113,11 @@ fn start_with_capacity(
     at: &str,
     capacity: usize,
 ) -> Harness {
-    let clock = Arc::new(TokioClock::starting_at(utc(at)));
+    let clock = Arc::new(TokioWallClock::starting_at(utc(at)));
     let state = Arc::new(state);
     let source =
         ScheduleSource::new(NAME.to_owned(), config, state.clone()).with_clock(clock.clone());
-    let (out, events) = mpsc::channel(capacity);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        // A dropped sender is a shutdown as well.
-        match stopped.await {
-            Ok(()) | Err(_) => {}
-        }
-    }
-    .boxed();
-    let task = tokio::spawn(Box::new(source).run(out, shutdown));
+    let (events, stop, task) = spawn(source, capacity);
     Harness {
         events,
         clock,
@@ -95,12 +132,12 @@ impl Harness {
         self.clock.now()
     }
 
-    async fn next(&mut self) -> Event {
+    async fn next(&mut self) -> Tick {
         self.events.recv().await.expect("the source is running")
     }
 
     /// The next event within `wait` of paused time, if any.
-    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+    async fn next_within(&mut self, wait: Duration) -> Option<Tick> {
         tokio::time::timeout(wait, self.events.recv())
             .await
             .ok()
@@ -248,10 +285,11 @@ async fn rate_fires_on_each_minute_boundary() {
         let tick = utc(expected);
         let event = h.next().await;
         assert_eq!(h.now(), tick, "fires on the tick");
-        assert_eq!(event.id, event_id(NAME, tick));
-        assert_eq!(event.metadata.trigger, NAME);
-        assert_eq!(event.metadata.source, "schedule");
-        assert_eq!(event.metadata.received_at, SystemTime::from(tick));
+        assert_eq!(event.event.id, event_id(NAME, tick).as_str());
+        assert_eq!(event.event.function, "report");
+        assert_eq!(event.event.trigger, NAME);
+        assert_eq!(event.event.enqueued_at, SystemTime::from(tick));
+        assert_eq!(event.event.attempts, 0);
         let expected_payload: serde_json::Value = serde_json::from_slice(
             &encode_scheduled_event(NAME, tick, &json!({"job": "report"})).expect("encodes"),
         )
@@ -325,7 +363,7 @@ async fn flexible_window_delays_within_bounds_and_keeps_the_tick() {
         let event = h.next().await;
         let fired = h.now();
         assert_eq!(tick_of(&event), expected, "time stays the tick's");
-        assert_eq!(event.id, event_id(NAME, expected));
+        assert_eq!(event.event.id, event_id(NAME, expected).as_str());
         assert!(
             fired >= expected && fired < expected + window,
             "fired at {fired} for tick {expected}"
@@ -487,7 +525,10 @@ async fn catch_up_latest_fires_the_newest_missed_tick() {
     let caught = h.next().await;
     assert_eq!(tick_of(&caught), utc("2026-01-01T10:00:00Z"));
     assert_eq!(h.now(), utc("2026-01-01T10:00:30Z"), "at once");
-    assert_eq!(caught.id, event_id(NAME, utc("2026-01-01T10:00:00Z")));
+    assert_eq!(
+        caught.event.id,
+        event_id(NAME, utc("2026-01-01T10:00:00Z")).as_str()
+    );
     let next = h.next().await;
     assert_eq!(tick_of(&next), utc("2026-01-01T10:01:00Z"));
     assert_eq!(counts.get("caught_up"), 1);
@@ -632,20 +673,22 @@ async fn shutdown_while_the_broker_is_saturated_leaves_the_tick_unrecorded() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_closed_channel_is_an_error() {
-    let h = start(
+async fn a_tick_that_cannot_be_queued_is_skipped_and_the_schedule_goes_on() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts);
+    let mut h = start(
         config("rate(1 minute)"),
         MemoryScheduleState::new(),
         "2026-01-01T10:00:00Z",
     );
-    let Harness {
-        events, task, stop, ..
-    } = h;
-    drop(events);
-    let result = task.await.expect("the source does not panic");
-    let err = result.expect_err("the broker is gone");
-    assert_eq!(err.trigger, NAME);
-    drop(stop);
+    // Every enqueue fails from now on.
+    h.events.close();
+    h.sleep_until("2026-01-01T10:02:30Z").await;
+    assert!(!h.task.is_finished(), "the source keeps running");
+    assert_eq!(counts.get("fired"), 0);
+    assert_eq!(counts.get("skipped"), 2);
+    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:02:00Z")));
+    h.stop().await;
 }
 
 // === FileScheduleState ===
@@ -736,18 +779,10 @@ async fn a_restart_on_the_file_state_catches_up() {
 
     let state: Arc<dyn ScheduleState> =
         Arc::new(FileScheduleState::open(dir.path()).expect("reopens"));
-    let clock = Arc::new(TokioClock::starting_at(utc("2026-01-01T10:00:10Z")));
+    let clock = Arc::new(TokioWallClock::starting_at(utc("2026-01-01T10:00:10Z")));
     let source =
         ScheduleSource::new(NAME.to_owned(), config_all(), state.clone()).with_clock(clock.clone());
-    let (out, mut events) = mpsc::channel(8);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        match stopped.await {
-            Ok(()) | Err(_) => {}
-        }
-    }
-    .boxed();
-    let task = tokio::spawn(Box::new(source).run(out, shutdown));
+    let (mut events, stop, task) = spawn(source, 8);
     for expected in ["2026-01-01T09:59:00Z", "2026-01-01T10:00:00Z"] {
         let event = events.recv().await.expect("running");
         assert_eq!(tick_of(&event), utc(expected));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use impulse_config::{Config, DestinationConfig};
-use impulse_connectors::log::read_log;
+use impulse_connectors::embedded::read_log;
 use impulse_connectors::redis::read_stream;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;

@@ -65,7 +65,7 @@ struct Inner {
     /// `Some` until drop, which closes the channel so that the writer thread ends.
     writer: Option<mpsc::UnboundedSender<Op>>,
     thread: Option<JoinHandle<()>>,
-    clock: Clock,
+    clock: DueClock,
     path: PathBuf,
     commit: Commit,
 }
@@ -107,17 +107,18 @@ enum Op {
     },
 }
 
-/// Wall-clock milliseconds derived from tokio's monotonic clock: due times are stored as unix
-/// milliseconds (they must survive restarts), but waiting uses tokio timers, which stay exact
-/// (and follow paused time in tests) as long as "now" comes from the same clock. A wall-clock
-/// step while the process runs shifts due times by the step until the next restart.
+/// The clock of events' due times: wall-clock milliseconds derived from tokio's monotonic
+/// clock. Due times are stored as unix milliseconds (they must survive restarts), but waiting
+/// uses tokio timers, which stay exact (and follow paused time in tests) as long as "now" comes
+/// from the same clock. A wall-clock step while the process runs shifts due times by the step
+/// until the next restart.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+struct DueClock {
     origin: Instant,
     origin_ms: i64,
 }
 
-impl Clock {
+impl DueClock {
     fn new() -> Self {
         Self {
             origin: Instant::now(),
@@ -181,7 +182,7 @@ impl EmbeddedQueue {
                 shared,
                 writer: Some(tx),
                 thread: Some(thread),
-                clock: Clock::new(),
+                clock: DueClock::new(),
                 path,
                 commit,
             }),
