@@ -67,9 +67,14 @@ impl TickHandler for QueueTicks {
         Box::pin(async move {
             let id = event.id.clone();
             let function = event.function.clone();
-            self.queue.enqueue(event).await?;
+            // Registered before the enqueue: the dispatcher may finish the event before the
+            // enqueue call returns here, and its outcome must find the ack.
+            self.completions.register(id.clone(), ack);
+            if let Err(err) = self.queue.enqueue(event).await {
+                self.completions.forget(&id);
+                return Err(err);
+            }
             telemetry::async_event_enqueued(&function);
-            self.completions.register(id, ack);
             Ok(())
         })
     }

@@ -23,6 +23,11 @@ impl Completions {
         self.lock().insert(id, ack);
     }
 
+    /// Drops the ack of event `id` unresolved: the event never made it onto the queue.
+    pub(crate) fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
     /// Resolves the ack of event `id`, if a source is waiting for it.
     pub(crate) fn resolve(&self, id: &str, outcome: Outcome) {
         let ack = self.lock().remove(id);
