@@ -1,29 +1,36 @@
-//! What the telemetry's per-thread buffering saves per event: the metric updates of one Kafka
-//! event at batch 1 made through the buffered telemetry types against the same handles updated
+//! What the telemetry's buffering of per-event metric updates saves: the metric updates of one
+//! Kafka event at batch 1 made through the telemetry types against the same handles updated
 //! directly, from 2 threads at once (as Impulse's worker threads make them), under the
 //! Prometheus recorder with the broker's buckets.
 //!
 //! Per event, as the Kafka → HTTP path makes them:
 //! - `source`: the Kafka source's records counter, batches counter and batch-size histogram
-//!   (buffered: a `KafkaPartitionCounts` per partition, 8 partitions per thread, each flushed
+//!   (telemetry: a `KafkaPartitionCounts` per partition, 8 partitions per thread, each flushed
 //!   every 190 of its events, about the 100 ms of upkeep at 30k events/s over 16 partitions);
-//! - `gauge`: the concurrency gauge up and down (buffered: `ConcurrencyGauge`'s stripes);
-//! - `invocation`: one attempt's outcome counter and duration sample (buffered:
-//!   `TriggerInvocationMetrics::completed`, the per-thread log); `invocation_direct_arc` adds
-//!   the clone and drop of an `Arc` both threads share, which handles owned per attempt (rather
-//!   than leaked for the process) would cost;
+//! - `gauge`: the concurrency gauge up and down (`ConcurrencyGauge`);
+//! - `invocation`: one attempt's outcome counter and duration sample
+//!   (`TriggerInvocationMetrics::completed`); `invocation_direct_arc` adds the clone and drop of
+//!   an `Arc` both threads share, which handles owned per attempt (rather than leaked for the
+//!   process) would cost;
 //! - `all`: the three together.
+//!
+//! The gauge and the invocation handles were buffered per thread when this bench measured them
+//! (a per-thread log replayed in bulk, and a gauge striped per thread; see BENCHMARKS.md,
+//! "Telemetry buffering micro-bench"); they now update their handles directly, so those rows
+//! check that the telemetry types cost what raw handles cost. The source's per-partition counts
+//! are still buffered.
 //!
 //! Each thread spins on private work for `IMPULSE_BENCH_SPACING_NS` between events (0 = back to
 //! back, the worst case for contention); `none` is that work alone. Cost per event is the
 //! threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`) over the events, minus `none`'s. Cases are
-//! interleaved in every replica (direct and buffered swap places on odd replicas), and the
+//! interleaved in every replica (direct and telemetry swap places on odd replicas), and the
 //! saving is taken per replica; the report is the median [min–max] over replicas.
 //!
-//! Run: `cargo bench -p impulse-connectors --bench telemetry_buffering`. Knobs (environment):
-//! `IMPULSE_BENCH_EVENTS` (events per thread per case, default 300000),
-//! `IMPULSE_BENCH_REPLICAS` (default 7), `IMPULSE_BENCH_THREADS` (default 2),
-//! `IMPULSE_BENCH_SPACING_NS` (comma-separated, default `0,2000`).
+//! Run: `cargo bench -p impulse-connectors --no-default-features --bench telemetry_buffering`
+//! (no protocol is needed). Knobs (environment): `IMPULSE_BENCH_EVENTS` (events per thread per
+//! case, default 300000), `IMPULSE_BENCH_REPLICAS` (default 7), `IMPULSE_BENCH_THREADS`
+//! (default 2), `IMPULSE_BENCH_SPACING_NS` (comma-separated, default `0,2000`),
+//! `IMPULSE_BENCH_VERBOSE` (print every run).
 #![allow(clippy::disallowed_macros)] // the direct side registers the same series by hand
 
 use std::error::Error;
@@ -53,29 +60,29 @@ const ELAPSED: Duration = Duration::from_micros(800);
 enum Case {
     None,
     SourceDirect,
-    SourceBuffered,
+    SourceTelemetry,
     GaugeDirect,
-    GaugeStriped,
+    GaugeTelemetry,
     InvocationDirect,
     InvocationDirectArc,
-    InvocationBuffered,
+    InvocationTelemetry,
     AllDirect,
-    AllBuffered,
+    AllTelemetry,
 }
 
-/// The components, each as (direct, buffered).
+/// The components, each as (direct, telemetry).
 const PAIRS: [(&str, Case, Case); 4] = [
-    ("source", Case::SourceDirect, Case::SourceBuffered),
-    ("gauge", Case::GaugeDirect, Case::GaugeStriped),
+    ("source", Case::SourceDirect, Case::SourceTelemetry),
+    ("gauge", Case::GaugeDirect, Case::GaugeTelemetry),
     (
         "invocation",
         Case::InvocationDirect,
-        Case::InvocationBuffered,
+        Case::InvocationTelemetry,
     ),
-    ("all", Case::AllDirect, Case::AllBuffered),
+    ("all", Case::AllDirect, Case::AllTelemetry),
 ];
 
-/// The same series, as direct handles and as the telemetry's buffered types.
+/// The same series, as direct handles and as the telemetry's types.
 struct Handles {
     received: Counter,
     batches: Counter,
@@ -86,7 +93,7 @@ struct Handles {
     /// Stands for per-attempt ownership of a trigger's handles.
     shared: Arc<(Counter, Histogram)>,
     source: KafkaSourceMetrics,
-    striped: ConcurrencyGauge,
+    gauge: ConcurrencyGauge,
     trigger: &'static TriggerInvocationMetrics,
 }
 
@@ -109,7 +116,7 @@ impl Handles {
             invocations,
             duration,
             source: KafkaSourceMetrics::new("t"),
-            striped: ConcurrencyGauge::new("f"),
+            gauge: ConcurrencyGauge::new("f"),
             trigger: InvocationMetrics::new("f").trigger(Name::new("t")),
         }
     }
@@ -154,9 +161,9 @@ fn gauge_direct(h: &Handles) {
     h.concurrency.decrement(1.0);
 }
 
-fn gauge_striped(h: &Handles) {
-    h.striped.started();
-    h.striped.finished();
+fn gauge_telemetry(h: &Handles) {
+    h.gauge.started();
+    h.gauge.finished();
 }
 
 fn invocation_direct(h: &Handles) {
@@ -170,7 +177,7 @@ fn invocation_direct_arc(h: &Handles) {
     owned.1.record(black_box(ELAPSED).as_secs_f64());
 }
 
-fn invocation_buffered(h: &Handles) {
+fn invocation_telemetry(h: &Handles) {
     h.trigger
         .completed(InvocationOutcome::Success, black_box(ELAPSED));
 }
@@ -179,21 +186,21 @@ fn event(case: Case, h: &Handles, partitions: &mut Partitions, i: usize) {
     match case {
         Case::None => {}
         Case::SourceDirect => source_direct(h),
-        Case::SourceBuffered => partitions.event(i),
+        Case::SourceTelemetry => partitions.event(i),
         Case::GaugeDirect => gauge_direct(h),
-        Case::GaugeStriped => gauge_striped(h),
+        Case::GaugeTelemetry => gauge_telemetry(h),
         Case::InvocationDirect => invocation_direct(h),
         Case::InvocationDirectArc => invocation_direct_arc(h),
-        Case::InvocationBuffered => invocation_buffered(h),
+        Case::InvocationTelemetry => invocation_telemetry(h),
         Case::AllDirect => {
             source_direct(h);
             gauge_direct(h);
             invocation_direct(h);
         }
-        Case::AllBuffered => {
+        Case::AllTelemetry => {
             partitions.event(i);
-            gauge_striped(h);
-            invocation_buffered(h);
+            gauge_telemetry(h);
+            invocation_telemetry(h);
         }
     }
 }
@@ -340,12 +347,12 @@ fn main() -> Result<(), BoxError> {
     for spacing in spacings {
         let rounds = calibrate(spacing)?;
         // Warm-up: every case once, discarded.
-        for case in [Case::None, Case::AllDirect, Case::AllBuffered] {
+        for case in [Case::None, Case::AllDirect, Case::AllTelemetry] {
             run(case, &handles, &settings, rounds, &exporter)?;
         }
         let mut none = Vec::new();
         let mut direct: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
-        let mut buffered: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
+        let mut telemetry: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
         let mut saving: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
         let mut arc = Vec::new();
         for replica in 0..settings.replicas {
@@ -360,7 +367,7 @@ fn main() -> Result<(), BoxError> {
                     (run(a, &handles, &settings, rounds, &exporter)?, b_ns)
                 };
                 direct[i].push(a_ns - idle);
-                buffered[i].push(b_ns - idle);
+                telemetry[i].push(b_ns - idle);
                 saving[i].push(a_ns - b_ns);
             }
             let arc_ns = run(
@@ -372,8 +379,8 @@ fn main() -> Result<(), BoxError> {
             )?;
             arc.push(arc_ns - idle);
             println!(
-                "  spacing {spacing} ns replica {replica}: none {idle:.1} ns/event · all direct +{:.1} · all buffered +{:.1}",
-                direct[3][replica], buffered[3][replica]
+                "  spacing {spacing} ns replica {replica}: none {idle:.1} ns/event · all direct +{:.1} · all telemetry +{:.1}",
+                direct[3][replica], telemetry[3][replica]
             );
         }
         println!(
@@ -384,12 +391,12 @@ fn main() -> Result<(), BoxError> {
             "  ns of CPU per event over `none`, median [min–max] of {} replicas",
             settings.replicas
         );
-        println!("  component    direct                buffered              saving (direct − buffered, per replica)");
+        println!("  component    direct                telemetry             saving (direct − telemetry, per replica)");
         for (i, &(name, _, _)) in PAIRS.iter().enumerate() {
             println!(
                 "  {name:<11}  {}  {}  {}",
                 show(&mut direct[i]),
-                show(&mut buffered[i]),
+                show(&mut telemetry[i]),
                 show(&mut saving[i]),
             );
         }
