@@ -2,7 +2,8 @@
 //!
 //! Lambda announces an attempt's deadline in epoch milliseconds; ours are monotonic instants.
 //! Converting one reads both clocks (the time left, and the wall clock to add it to): two clock
-//! reads per attempt, a measurable share of the Kafka → HTTP hot path. Each thread instead
+//! reads per attempt on the hot path (see BENCHMARKS.md, ledger "Per-thread clock offset").
+//! Each thread instead
 //! keeps the wall-clock time of one deadline it converted, its anchor, and converts a later
 //! deadline by adding the monotonic distance between the two. It reads the clocks again once a
 //! deadline is outside the anchor's [`REFRESH`] window: deadlines move with time, so a busy

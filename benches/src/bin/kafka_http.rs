@@ -11,14 +11,14 @@
 //!   (1 KB JSON values, fixed seed, round-robin over partitions). Every replica reads it from the
 //!   start with a **fresh consumer group**.
 //! - **A = R1**, in a process of its own (this binary, started with `--r1-child`), as Impulse
-//!   runs in its own: neither side shares an address space with the target. (Until the fifth
-//!   session R1 ran in the bench process, beside the target's thread: `--r1 in-bench` keeps
-//!   that layout for comparison.) An rdkafka `StreamConsumer` (same librdkafka settings as
-//!   Impulse's, a fresh group id, every partition assigned from the beginning, no offset store or
-//!   commit) with one queue and one task per partition, as Impulse's source; each task takes what
-//!   is already fetched up to the batch size, reads each record's key, value and headers (as any
-//!   correct consumer must, even though the bench's records carry none), writes Lambda's Kafka
-//!   event with plain byte writes (the same bytes as Impulse's `encode_event`), and POSTs it with the client Impulse uses
+//!   runs in its own: neither side shares an address space with the target (`--r1 in-bench`
+//!   runs it in the bench process instead, beside the target's thread). An rdkafka
+//!   `StreamConsumer` (same librdkafka settings as Impulse's, a fresh group id, every partition
+//!   assigned from the beginning, no offset store or commit) with one queue and one task per
+//!   partition, as Impulse's source; each task takes what is already fetched up to the batch
+//!   size, reads each record's key, value and headers (as any correct consumer must, even though
+//!   the bench's records carry none), writes Lambda's Kafka event with plain byte writes (the
+//!   same bytes as Impulse's `encode_event`), and POSTs it with the client Impulse uses
 //!   (`HttpFunction::default_client()`, same headers): one request in flight per partition, no
 //!   limiter, no acks, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
@@ -87,8 +87,9 @@ const TARGET_RATIO: f64 = 0.90;
 const CPU_FLAG: f64 = 1.25;
 /// The function timeout in Impulse, also announced by the baseline's deadline header.
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Limiter cost per admission from BENCHMARKS.md ("Limiter: cost per admission"), in µs:
-/// without a metrics recorder and with the Prometheus recorder that `impulse run` installs.
+/// Limiter cost per admission, in µs, without a metrics recorder and with the Prometheus
+/// recorder that `impulse run` installs: the costs before per-function metric handles, above
+/// today's (BENCHMARKS.md, S3 Limiter cost), so the limiter share printed is an upper bound.
 const LIMITER_US: (f64, f64) = (0.31, 0.72);
 
 #[derive(Debug, Parser)]
@@ -128,8 +129,8 @@ struct Args {
     #[arg(long)]
     keep_topics: bool,
     /// Where R1 runs: in a process of its own, as Impulse does, or in the bench process beside
-    /// the target's thread (the layout before the fifth session, where a switch between R1 and
-    /// the target stayed within one address space).
+    /// the target's thread (where a switch between R1 and the target stays within one address
+    /// space, which Impulse never gets).
     #[arg(long, value_enum, default_value_t = R1Placement::Process)]
     r1: R1Placement,
     /// Internal: run R1 alone with this configuration (JSON) until SIGTERM.

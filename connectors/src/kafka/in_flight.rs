@@ -17,8 +17,9 @@ type Running<'h> = BoxFuture<'h, (KafkaBatch, BatchOutcome)>;
 /// The running batches of one partition, in completion order.
 ///
 /// In partition order at most one batch runs, so a plain slot holds it: `FuturesUnordered`
-/// allocates a task and registers a waker of its own on every push, which at one record per
-/// batch showed in profiles. Key mode runs several and needs the set.
+/// allocates a task and registers a waker of its own on every push, a cost per event at one
+/// record per batch (see BENCHMARKS.md, ledger "One slot instead of `FuturesUnordered`").
+/// Key mode runs several and needs the set.
 pub(super) enum InFlight<'h> {
     One(Option<Running<'h>>),
     Many(FuturesUnordered<Running<'h>>),

@@ -4,11 +4,11 @@
 //! rdkafka's `FutureProducer` polls from a thread of its own in 100 ms rounds, and each round
 //! ends in a busy loop: its poll turns the time left into whole milliseconds, so the last
 //! fraction of a millisecond becomes a zero timeout, polled again and again until the round's
-//! deadline passes. That is about 1% of a core per producer, all the time, busy or idle (it
-//! was 0.5% of the broker's CPU in the Kafka → HTTP benchmark, for a dead-letter producer that
-//! never wrote). Here the thread polls in rounds only while records await their reports, and
-//! otherwise parks, waking once a second to serve what librdkafka reports on its own (errors,
-//! logs) without blocking on it.
+//! deadline passes. That is about 1% of a core per producer, all the time, busy or idle, even
+//! for a dead-letter producer that never writes (see BENCHMARKS.md, ledger
+//! "`ReportingProducer`"). Here the thread polls in rounds only while records await their
+//! reports, and otherwise parks, waking once a second to serve what librdkafka reports on its
+//! own (errors, logs) without blocking on it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

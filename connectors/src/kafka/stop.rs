@@ -3,7 +3,8 @@
 //! A channel of [`Stop`]s, specialised for a receiver that is polled on every turn of the
 //! partition loop and almost never has anything: such a poll is one atomic load, where a
 //! tokio channel registers the task's waker again each time (two compare-and-swaps on its
-//! `AtomicWaker`, which showed in profiles at one record per batch).
+//! `AtomicWaker`, a cost per event at one record per batch; see BENCHMARKS.md, ledger "Stop
+//! signals polled in place").
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

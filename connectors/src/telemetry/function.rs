@@ -1,6 +1,5 @@
 //! Per-function metric handles for the invocation hot path: registered once, then each update
-//! is buffered by the thread that makes it (`super::buffer`), with no label allocation and no
-//! registry lookup.
+//! is one operation on its handle, with no label allocation and no registry lookup.
 //!
 //! `metrics` resolves a handle against the recorder installed when the handle is registered; a
 //! handle registered before the recorder is installed stays a no-op forever. Each type below says
@@ -10,46 +9,43 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 
 use crate::contract::Name;
 
-use super::striped::StripedGauge;
 use super::{
-    buffer, InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL,
-    INVOCATION_DURATION_SECONDS,
+    InvocationOutcome, CONCURRENT_EXECUTIONS, INVOCATIONS_TOTAL, INVOCATION_DURATION_SECONDS,
 };
 
 // === ConcurrencyGauge ===
 
 /// A function's `impulse_concurrent_executions` gauge: attempts holding a concurrency permit.
 ///
-/// Registered by [`ConcurrencyGauge::new`]: create it after the recorder is installed. Moves
-/// are counted per thread and reach the gauge on every flush (see `super::striped`), so a scrape
-/// sees them. Clones share the gauge, and so do gauges created for the same function (a rebuilt
-/// limiter keeps counting the old one's permits until they drop).
-#[derive(Clone, Copy)]
+/// Registered by [`ConcurrencyGauge::new`]: create it after the recorder is installed. Every
+/// move reaches the recorder at once. Clones share the gauge, and so do gauges created for the
+/// same function (a rebuilt limiter keeps counting the old one's permits until they drop): moves
+/// are increments and decrements, never `set`, so they add up.
+#[derive(Clone)]
 pub struct ConcurrencyGauge {
-    gauge: &'static StripedGauge,
+    gauge: Gauge,
 }
 
 impl ConcurrencyGauge {
-    /// Registers the gauge labelled with `function`. The handle lives for the process.
+    /// Registers the gauge labelled with `function`.
     pub fn new(function: &str) -> Self {
-        let gauge = metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned());
         Self {
-            gauge: StripedGauge::register(gauge),
+            gauge: metrics::gauge!(CONCURRENT_EXECUTIONS, "function" => function.to_owned()),
         }
     }
 
     /// Emitted when an attempt takes a permit.
     pub fn started(&self) {
-        self.gauge.add(1);
+        self.gauge.increment(1.0);
     }
 
     /// Emitted when an attempt gives its permit back.
     pub fn finished(&self) {
-        self.gauge.add(-1);
+        self.gauge.decrement(1.0);
     }
 }
 
@@ -79,9 +75,10 @@ pub struct InvocationMetrics {
     duration: OnceLock<Histogram>,
     /// The triggers seen so far, in the order they were first seen. Trigger names are
     /// configured names (or `invoke`), a small bounded set, so an append-only list read without
-    /// a lock does: a read lock was two atomic updates per attempt on a count that every
-    /// worker thread shares. The handles live for the process (see `super::buffer`), so an
-    /// attempt holds a plain reference rather than a shared count.
+    /// a lock does: a read lock is two atomic updates per attempt on a count that every worker
+    /// thread shares. The nodes are leaked: they live for the process, as the series they update
+    /// do anyway (bounded by the configuration: functions × triggers), so an attempt holds a
+    /// plain reference rather than a clone of an `Arc` that every worker thread shares.
     triggers: OnceLock<&'static TriggerNode>,
 }
 
@@ -166,17 +163,9 @@ pub struct TriggerInvocationMetrics {
 
 impl TriggerInvocationMetrics {
     /// Emitted when an invocation attempt finishes, whatever its outcome.
-    pub fn completed(&'static self, outcome: InvocationOutcome, elapsed: Duration) {
-        // Registered here rather than when the update is applied: on the thread of the
-        // attempt, so under the recorder that thread sees.
-        self.counter(outcome);
-        buffer::attempt(self, outcome, elapsed.as_secs_f64());
-    }
-
-    /// Applies an attempt buffered by [`TriggerInvocationMetrics::completed`].
-    pub(super) fn apply(&self, outcome: InvocationOutcome, seconds: f64) {
+    pub fn completed(&self, outcome: InvocationOutcome, elapsed: Duration) {
         self.counter(outcome).increment(1);
-        self.duration.record(seconds);
+        self.duration.record(elapsed.as_secs_f64());
     }
 
     fn counter(&self, outcome: InvocationOutcome) -> &Counter {

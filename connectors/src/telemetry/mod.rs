@@ -3,23 +3,21 @@
 //! Labels take values from bounded sets only: configured names and `&'static str` codes.
 #![allow(clippy::disallowed_macros)] // this module is where the metrics macros belong
 
-mod buffer;
 mod function;
-mod striped;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use self::buffer::{flush_all, flush_this_thread};
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
-/// Locks one of this module's mutexes. Nothing panics while holding them; were one poisoned,
-/// its data would still be whole.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// Does nothing: every update reaches the recorder when it is made, so a scrape needs no flush.
+/// Kept for the callers of the per-thread buffers this module had (see BENCHMARKS.md,
+/// "Telemetry buffering micro-bench"); to be removed with them.
+pub fn flush_all() {}
+
+/// Does nothing, as [`flush_all`].
+pub fn flush_this_thread() {}
 
 /// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
@@ -356,9 +354,10 @@ impl KafkaSourceMetrics {
 /// by [`KafkaPartitionCounts::flush`].
 ///
 /// The source's handles are shared by all its partitions, so every update is an atomic
-/// operation on a cache line the other worker threads write too; at one record per batch the
-/// three updates per batch showed in profiles. The partition task flushes with its offset
-/// stores, at most every 100 ms, so the metrics lag by that much at most.
+/// operation on a cache line the other worker threads write too: three per batch, which at one
+/// record per batch is three per event (see BENCHMARKS.md, "Telemetry buffering micro-bench").
+/// The partition task flushes with its offset stores, at most every 100 ms, so the metrics lag
+/// by that much at most.
 #[derive(Debug)]
 pub struct KafkaPartitionCounts {
     metrics: KafkaSourceMetrics,

@@ -94,9 +94,8 @@ impl TestRecorder {
         })
     }
 
-    /// The series' value, once this thread's buffered updates are applied.
+    /// The series' value.
     fn value(&self, key: &str) -> Option<f64> {
-        super::flush_this_thread();
         self.state
             .lock()
             .expect("not poisoned")
@@ -105,9 +104,8 @@ impl TestRecorder {
             .copied()
     }
 
-    /// The series' samples, once this thread's buffered updates are applied.
+    /// The series' samples.
     fn samples(&self, key: &str) -> Vec<f64> {
-        super::flush_this_thread();
         let state = self.state.lock().expect("not poisoned");
         state.samples.get(key).cloned().unwrap_or_default()
     }
@@ -156,7 +154,7 @@ fn concurrency_gauge_counts_permits_with_one_registration() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
     let gauge = ConcurrencyGauge::new("f");
-    let copy = gauge;
+    let copy = gauge.clone();
 
     gauge.started();
     copy.started();
@@ -169,10 +167,10 @@ fn concurrency_gauge_counts_permits_with_one_registration() {
 }
 
 #[test]
-fn concurrency_gauge_adds_up_moves_from_many_threads_once() {
+fn concurrency_gauge_adds_up_moves_from_many_threads() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let gauge = ConcurrencyGauge::new("f");
+    let gauge = &ConcurrencyGauge::new("f");
     std::thread::scope(|scope| {
         for _ in 0..20 {
             scope.spawn(move || {
@@ -185,10 +183,6 @@ fn concurrency_gauge_adds_up_moves_from_many_threads_once() {
             });
         }
     });
-    // More threads than stripes: some share one, and every move still counts.
-    assert_eq!(recorder.value(GAUGE), Some(800.0));
-    // Publishing again adds nothing that was already published.
-    super::flush_all();
     assert_eq!(recorder.value(GAUGE), Some(800.0));
     gauge.finished();
     assert_eq!(recorder.value(GAUGE), Some(799.0));
@@ -271,7 +265,6 @@ fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
                             .trigger(trigger)
                             .completed(InvocationOutcome::Success, Duration::ZERO);
                     }
-                    super::flush_this_thread();
                 });
             });
         }
@@ -352,42 +345,28 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
     assert_eq!(recorder.value(RECEIVED), Some(6.0), "flushes add up");
 }
 
-// === buffered updates ===
+// === updates from any thread ===
 
 #[test]
-fn hot_path_updates_wait_in_their_thread_until_a_flush_or_a_full_log() {
+fn updates_reach_the_recorder_at_once_from_any_thread() {
     let recorder = TestRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
     let handles = InvocationMetrics::new("f").trigger(Name::new("orders"));
-    let unflushed = || {
-        recorder
-            .state
-            .lock()
-            .expect("not poisoned")
-            .values
-            .get(SUCCESS)
-            .copied()
-    };
+    let gauge = ConcurrencyGauge::new("f");
 
     handles.completed(InvocationOutcome::Success, Duration::from_millis(1));
-    assert_eq!(unflushed(), None, "buffered");
-    super::flush_all();
-    assert_eq!(unflushed(), Some(1.0), "a scrape flushes every thread");
+    gauge.started();
+    assert_eq!(recorder.value(SUCCESS), Some(1.0), "no flush needed");
+    assert_eq!(recorder.value(GAUGE), Some(1.0), "no flush needed");
 
-    std::thread::spawn(move || handles.completed(InvocationOutcome::Success, Duration::ZERO))
-        .join()
-        .expect("the recording thread");
-    assert_eq!(
-        unflushed(),
-        Some(1.0),
-        "an exiting thread does not apply its log itself"
-    );
-    super::flush_all();
-    assert_eq!(unflushed(), Some(2.0), "the next scrape applies it");
-
-    // The log replays itself when full.
-    for _ in 0..super::buffer::FLUSH_AT {
+    // A thread that makes its last updates and exits leaves nothing behind to apply.
+    std::thread::spawn(move || {
         handles.completed(InvocationOutcome::Success, Duration::ZERO);
-    }
-    assert_eq!(unflushed(), Some(2.0 + super::buffer::FLUSH_AT as f64));
+        gauge.finished();
+    })
+    .join()
+    .expect("the recording thread");
+    assert_eq!(recorder.value(SUCCESS), Some(2.0));
+    assert_eq!(recorder.value(GAUGE), Some(0.0));
+    assert_eq!(recorder.samples(DURATION), [0.001, 0.0]);
 }

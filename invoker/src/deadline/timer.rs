@@ -1,17 +1,17 @@
 //! Deadline timers reused per thread, so an attempt's timeout costs no lock in the common case.
 //!
-//! A fresh `tokio::time::Sleep` per attempt goes through the runtime's timer-wheel lock twice
-//! (filed on its first poll, taken out when dropped) and clones the runtime handle: the
-//! largest single cost the Kafka → HTTP benchmark measured per event after the HTTP exchange.
-//! So a finished attempt gives its timer back to its thread's pool, still armed, and the next
+//! A fresh `tokio::time::Sleep` per attempt goes through the runtime's timer-wheel lock, which
+//! every worker thread shares, twice (filed on its first poll, taken out when dropped) and
+//! clones the runtime handle (see BENCHMARKS.md, ledger "Pooled deadline timers"). So a
+//! finished attempt gives its timer back to its thread's pool, still armed, and the next
 //! attempt on that thread takes it.
 //!
 //! Attempts of a function have the same timeout, so each attempt's deadline is later than the
 //! previous one's. The taken timer is then left armed at its old, earlier deadline: the attempt
 //! only notes its own deadline. If the old deadline comes while the attempt runs, the timer
 //! fires, sees the attempt's deadline is later, and moves itself there. That happens about once
-//! per timeout period per timer, instead of a `Sleep::reset` per attempt (which measured
-//! ~0.5% of the CPU per event, even though tokio then only updates the entry in place). A
+//! per timeout period per timer, instead of a `Sleep::reset` per attempt (which costs a
+//! timer-wheel update even though tokio then only moves the entry in place). A
 //! deadline *earlier* than the armed one resets the timer at once.
 //!
 //! An armed timer nobody takes fires once at its old deadline and wakes the task that last
