@@ -5,17 +5,20 @@
 //!
 //! Every test makes its own topic and group, so they run in parallel.
 
+#![cfg(feature = "kafka")]
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use futures::future::BoxFuture;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, SourceError};
 use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch, KafkaSource};
-use impulse_tests::kafka::{create_topic, ChannelHandler, Delivery};
-use impulse_tests::services::require_kafka;
-use impulse_tests::wait::wait_until;
+use impulse_test_support::kafka::create_topic;
+use impulse_test_support::services::require_kafka;
+use impulse_test_support::wait::wait_until;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -28,6 +31,64 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(30);
 
 // === helpers ===
+
+/// A batch the Kafka source handed to a test through [`ChannelHandler`]. Answer it with
+/// [`Delivery::resolve`] or [`Delivery::deliver`]; dropping it abandons every record.
+#[derive(Debug)]
+struct Delivery {
+    /// The batch.
+    batch: Arc<KafkaBatch>,
+    reply: oneshot::Sender<BatchOutcome>,
+}
+
+impl Delivery {
+    /// Every record was delivered.
+    fn deliver(self) {
+        let outcome = BatchOutcome::all(self.batch.records.len(), Outcome::Delivered);
+        self.resolve(outcome);
+    }
+
+    /// Reports `outcome` to the source.
+    fn resolve(self, outcome: BatchOutcome) {
+        // The source stopped waiting (a revoke or shutdown timed out): nothing to tell.
+        let _gone = self.reply.send(outcome);
+    }
+}
+
+/// A [`BatchHandler`] that hands each batch to the test on a channel and waits for its answer.
+#[derive(Debug)]
+struct ChannelHandler(mpsc::Sender<Delivery>);
+
+impl ChannelHandler {
+    /// The handler for `KafkaSource::run`, and the test's end.
+    fn channel(capacity: usize) -> (Arc<dyn BatchHandler>, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Arc::new(Self(tx)), rx)
+    }
+}
+
+impl BatchHandler for ChannelHandler {
+    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
+        Box::pin(async move {
+            let len = batch.records.len();
+            let batch = Arc::new(batch);
+            let (reply, answer) = oneshot::channel();
+            let delivery = Delivery {
+                batch: Arc::clone(&batch),
+                reply,
+            };
+            let outcome = match self.0.send(delivery).await {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len)),
+                Err(_closed) => BatchOutcome::unresolved(len),
+            };
+            // The test may still hold its copy of the batch.
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            (batch, outcome)
+        })
+    }
+}
 
 fn unique(prefix: &str) -> String {
     format!("impulse-src-{prefix}-{}", Uuid::new_v4().simple())
