@@ -18,7 +18,7 @@ use impulse_connectors::contract::{Outcome, SourceError};
 use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch, KafkaSource};
 use impulse_test_support::kafka::create_topic;
 use impulse_test_support::services::require_kafka;
-use impulse_test_support::wait::wait_until;
+use impulse_test_support::wait::{eventually, wait_until};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -605,19 +605,18 @@ async fn starting_positions_apply_to_new_groups() -> Result<()> {
     let config = trigger(&bootstrap, &topic, &json!({"starting_position": "latest"}))?;
     let (handler, mut rx) = ChannelHandler::channel(4);
     let latest = Running::start(KafkaSource::new("start-l", &config)?, handler);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let delivery = loop {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "latest never delivered"
-        );
-        produce(&producer, &topic, vec![rec(0, "k", "new")]).await?;
-        if let Ok(Some(delivery)) =
-            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
-        {
-            break delivery;
+    let delivery = eventually("a record produced after the assignment", WAIT, async || {
+        // A failed produce ends the test; only "nothing delivered yet" is worth another try.
+        if let Err(e) = produce(&producer, &topic, vec![rec(0, "k", "new")]).await {
+            return Ok(Err(e));
         }
-    };
+        match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(delivery)) => Ok(Ok(delivery)),
+            Ok(None) | Err(_) => Err("nothing delivered".to_owned()),
+        }
+    })
+    .await
+    .map_err(|e| anyhow!(e))??;
     let offsets: Vec<i64> = delivery.batch.records.iter().map(|r| r.offset).collect();
     ensure!(
         offsets.iter().all(|o| *o >= 10),
@@ -697,21 +696,15 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
     b.stop().await?;
     let produced: BTreeSet<(i32, i64)> = producing.await??.into_iter().collect();
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let missing = {
-            let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
-            produced.difference(&seen.0).count()
-        };
-        if missing == 0 {
-            break;
+    eventually("every produced record", WAIT, async || {
+        let seen = seen.lock().expect("no collector panicked");
+        match produced.difference(&seen.0).count() {
+            0 => Ok(()),
+            missing => Err(format!("{missing} records lost")),
         }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} records lost"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
     a.stop().await?;
     collect_a.await?;
     collect_b.await?;
