@@ -259,9 +259,7 @@ fn run(
             .map(|worker| worker.join().map_err(|_| "a worker panicked")?)
             .collect()
     });
-    // Untimed, as the broker's scrape and upkeep are: replay what the threads left, fold the
-    // histogram samples into buckets.
-    telemetry::flush_all();
+    // Untimed, as the broker's upkeep is: fold the histogram samples into buckets.
     exporter.run_upkeep();
     let cpu = cpu?;
     let per_event = cpu.iter().sum::<u64>() as f64 / (settings.events * settings.threads) as f64;

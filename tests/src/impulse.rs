@@ -4,7 +4,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::{eventually, wait_for};
 
 /// How long `impulse run` may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,29 +178,28 @@ impl Impulse {
     async fn wait_ready(&mut self) {
         let client = reqwest::Client::new();
         let url = format!("http://{}/readyz", self.admin);
-        let started = Instant::now();
-        loop {
+        let exited = eventually("impulse to be ready", READY_TIMEOUT, async || {
+            // An exit is final: stop waiting and report it.
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "impulse exited with {status} before it was ready:\n{}",
-                    self.logs()
-                );
+                return Ok(Some(status));
             }
-            if let Ok(response) = client.get(&url).send().await {
-                if response.status().is_success() {
-                    return;
-                }
+            match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => Ok(None),
+                Ok(response) => Err(format!("/readyz answered {}", response.status())),
+                Err(e) => Err(e.to_string()),
             }
-            assert!(
-                started.elapsed() < READY_TIMEOUT,
-                "impulse was not ready within {READY_TIMEOUT:?}:\n{}",
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        if let Some(status) = exited {
+            panic!(
+                "impulse exited with {status} before it was ready:\n{}",
                 self.logs()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -229,18 +230,11 @@ impl Impulse {
 
     /// Waits for the process to exit, at most `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let started = Instant::now();
         let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "impulse did not exit within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("impulse to exit", timeout, || {
+            child.try_wait().expect("try_wait")
+        })
+        .await
     }
 }
 

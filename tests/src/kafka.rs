@@ -1,15 +1,8 @@
 //! Kafka helpers for integration tests: topics, producing, and reading a topic to the end.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use impulse_connectors::contract::Outcome;
-use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch};
-use tokio::sync::{mpsc, oneshot};
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+pub use impulse_test_support::kafka::{create_topic, create_topic_with};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,36 +33,6 @@ starting_position = "earliest"
 "#,
         bootstrap = crate::services::kafka_bootstrap(),
     )
-}
-
-/// Creates `topic` with `partitions` partitions on `bootstrap`.
-pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    create_topic_with(bootstrap, topic, partitions, &[]).await;
-}
-
-/// [`create_topic`] with topic configs, e.g. `("cleanup.policy", "compact")`.
-pub async fn create_topic_with(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    configs: &[(&str, &str)],
-) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let options = AdminOptions::new().operation_timeout(Some(STEP));
-    let new_topic = configs.iter().fold(
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
-        |new_topic, (key, value)| new_topic.set(key, value),
-    );
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .expect("CreateTopics");
-    for result in results {
-        result.expect("topic created");
-    }
 }
 
 /// An idempotent `acks=all` producer.
@@ -177,62 +140,4 @@ pub async fn wait_for_a_commit(
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// A batch the Kafka source handed to a test through [`ChannelHandler`]. Answer it with
-/// [`Delivery::resolve`] or [`Delivery::deliver`]; dropping it abandons every record.
-#[derive(Debug)]
-pub struct Delivery {
-    /// The batch.
-    pub batch: Arc<KafkaBatch>,
-    reply: oneshot::Sender<BatchOutcome>,
-}
-
-impl Delivery {
-    /// Every record was delivered.
-    pub fn deliver(self) {
-        let outcome = BatchOutcome::all(self.batch.records.len(), Outcome::Delivered);
-        self.resolve(outcome);
-    }
-
-    /// Reports `outcome` to the source.
-    pub fn resolve(self, outcome: BatchOutcome) {
-        // The source stopped waiting (a revoke or shutdown timed out): nothing to tell.
-        let _gone = self.reply.send(outcome);
-    }
-}
-
-/// A [`BatchHandler`] that hands each batch to the test on a channel and waits for its answer.
-#[derive(Debug)]
-pub struct ChannelHandler(mpsc::Sender<Delivery>);
-
-impl ChannelHandler {
-    /// The handler for `KafkaSource::run`, and the test's end.
-    pub fn channel(capacity: usize) -> (Arc<dyn BatchHandler>, mpsc::Receiver<Delivery>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Arc::new(Self(tx)), rx)
-    }
-}
-
-impl BatchHandler for ChannelHandler {
-    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
-        Box::pin(async move {
-            let len = batch.records.len();
-            let batch = Arc::new(batch);
-            let (reply, answer) = oneshot::channel();
-            let delivery = Delivery {
-                batch: Arc::clone(&batch),
-                reply,
-            };
-            let outcome = match self.0.send(delivery).await {
-                Ok(()) => answer
-                    .await
-                    .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len)),
-                Err(_closed) => BatchOutcome::unresolved(len),
-            };
-            // The test may still hold its copy of the batch.
-            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
-            (batch, outcome)
-        })
-    }
 }

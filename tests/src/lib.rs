@@ -3,5 +3,5 @@
 pub mod function;
 pub mod impulse;
 pub mod kafka;
-pub mod services;
-pub mod wait;
+
+pub use impulse_test_support::{services, wait};

@@ -11,6 +11,7 @@ use futures::StreamExt as _;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{cli, Impulse, Instance};
 use impulse_tests::services;
+use impulse_tests::wait::{eventually, wait_until};
 use serde_json::{json, Value};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,29 +43,30 @@ async fn destination_record(
     id: &str,
 ) -> Value {
     let config = config.to_str().expect("utf-8 path");
-    let started = Instant::now();
-    loop {
-        let out = cli(&[
-            "dlq",
-            "show",
-            "--config",
-            config,
-            "--function",
-            function,
-            "--destination",
-            which,
-            id,
-        ]);
-        if out.status.success() {
-            return serde_json::from_slice(&out.stdout).expect("the record is JSON");
-        }
-        assert!(
-            started.elapsed() < TEST_TIMEOUT,
-            "no record for {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("the {which} record of {id}"),
+        TEST_TIMEOUT,
+        async || {
+            let out = cli(&[
+                "dlq",
+                "show",
+                "--config",
+                config,
+                "--function",
+                function,
+                "--destination",
+                which,
+                id,
+            ]);
+            if out.status.success() {
+                Ok(serde_json::from_slice(&out.stdout).expect("the record is JSON"))
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
@@ -398,22 +400,18 @@ reserved_concurrency = 4
     let before = seen.lock().expect("lock").len();
 
     let _restarted = Impulse::start_in(&instance, &config).await;
-    let started = Instant::now();
-    loop {
-        let missing = {
-            let seen = seen.lock().expect("lock");
-            accepted.iter().filter(|id| !seen.contains(*id)).count()
-        };
-        if missing == 0 {
-            break;
+    eventually("every accepted event at the function", TEST_TIMEOUT, async || {
+        let seen = seen.lock().expect("lock");
+        match accepted.iter().filter(|id| !seen.contains(*id)).count() {
+            0 => Ok(()),
+            missing => Err(format!(
+                "{missing} of {} accepted events never reached the function ({before} before the kill)",
+                accepted.len()
+            )),
         }
-        assert!(
-            started.elapsed() < TEST_TIMEOUT,
-            "{missing} of {} accepted events never reached the function ({before} before the kill)",
-            accepted.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]
@@ -550,11 +548,10 @@ reserved_concurrency = 3
     for i in 0..30 {
         invoke_event(&client, &url, json!({ "i": i }).to_string()).await;
     }
-    let started = Instant::now();
-    while done.load(std::sync::atomic::Ordering::SeqCst) < 30 {
-        assert!(started.elapsed() < TEST_TIMEOUT, "not every event ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("every event to run", TEST_TIMEOUT, || {
+        done.load(std::sync::atomic::Ordering::SeqCst) >= 30
+    })
+    .await;
     let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         peak <= 3,

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
+use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -360,18 +361,17 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     impulse.terminate();
     // While draining, readiness fails so load balancers stop sending.
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let ready = client.get(impulse.admin_url("/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == 503) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readiness never went down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "readiness to go down",
+        Duration::from_secs(5),
+        async || match client.get(impulse.admin_url("/readyz")).send().await {
+            Ok(ready) if ready.status() == 503 => Ok(()),
+            Ok(ready) => Err(format!("/readyz answered {}", ready.status())),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     release_tx.send(()).expect("the function waits for release");
     let response = in_flight.await.expect("join");
     assert_eq!(response.status(), 200);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -15,7 +15,7 @@ use impulse_tests::kafka::{
     wait_for_a_commit,
 };
 use impulse_tests::services::require_kafka;
-use impulse_tests::wait::wait_until;
+use impulse_tests::wait::{eventually, wait_until};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -358,19 +358,16 @@ async fn kill9_three_times_mid_stream_loses_nothing() {
         // Kill as soon as this instance has committed progress of its own, so each restart
         // resumes mid-stream rather than from the start.
         let committed_before = committed_total(&bootstrap, &group, &topic, 4).await;
-        let started = Instant::now();
-        loop {
-            let committed = committed_total(&bootstrap, &group, &topic, 4).await;
-            if committed > committed_before {
-                break;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "kill {kill}: no commit while running:\n{}",
-                impulse.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            "a commit while running",
+            WAIT,
+            async || match committed_total(&bootstrap, &group, &topic, 4).await {
+                committed if committed > committed_before => Ok(()),
+                committed => Err(format!("{committed} committed")),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("kill {kill}: {e}\n{}", impulse.logs()));
         impulse.kill9();
         assert!(
             total(&deliveries) < N,

@@ -1,10 +1,11 @@
 //! Prometheus scrapes a running `impulse`, and a query for its invocations returns a sample.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
 use impulse_tests::services;
+use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -37,28 +38,28 @@ target = {{ type = "http", endpoint = "{}" }}
     );
     let query = format!("{prometheus}/api/v1/query?query={}", encode(&selector));
     // Prometheus re-reads its target file every second, but passes changes on at most every 5 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: Value = client
-            .get(&query)
-            .send()
-            .await
-            .expect("query prometheus")
-            .json()
-            .await
-            .expect("json");
-        let results = body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(sample) = results.first() {
-            assert_eq!(sample["metric"]["outcome"], "success");
-            assert_eq!(sample["value"][1], "1");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no sample after 30 s: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let sample = eventually(
+        "a sample in Prometheus",
+        Duration::from_secs(30),
+        async || {
+            let body: Value = client
+                .get(&query)
+                .send()
+                .await
+                .expect("query prometheus")
+                .json()
+                .await
+                .expect("json");
+            match body["data"]["result"].as_array().and_then(|r| r.first()) {
+                Some(sample) => Ok(sample.clone()),
+                None => Err(body.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sample["metric"]["outcome"], "success");
+    assert_eq!(sample["value"][1], "1");
 }
 
 /// Percent-encodes a PromQL query for a URL.

@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use impulse_connectors::telemetry;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// What the admin handlers share.
@@ -36,8 +35,6 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    // The hot path's updates wait in per-thread buffers: a scrape sees every one made before it.
-    telemetry::flush_all();
     (
         [(
             header::CONTENT_TYPE,

@@ -1,15 +1,11 @@
 //! Limiter tests: caps under overload, each throttle, rates on tokio's paused clock, waiting.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use impulse_config::{Config, FunctionConfig, RateConfig};
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
-};
+use impulse_test_support::metrics::RecordedMetrics;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready, task};
@@ -464,95 +460,17 @@ async fn rate_waiters_are_admitted_in_order_one_interval_apart() {
 
 // === telemetry ===
 
-/// Records the last value of every gauge and the sum of every counter, keyed by
-/// `name{label=value,…}`.
-#[derive(Default)]
-struct TestRecorder {
-    values: Arc<Mutex<HashMap<String, f64>>>,
-}
+/// The metrics the test recorded.
+#[derive(Debug, Default)]
+struct Recorded(RecordedMetrics);
 
-struct Cell {
-    key: String,
-    values: Arc<Mutex<HashMap<String, f64>>>,
-}
-
-impl Cell {
-    fn update(&self, f: impl FnOnce(&mut f64)) {
-        let mut values = self.values.lock().expect("not poisoned");
-        f(values.entry(self.key.clone()).or_insert(0.0));
-    }
-}
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        self.update(|v| *v += value as f64);
+impl Recorded {
+    fn get(&self, series: &str) -> Option<f64> {
+        self.0.value(series)
     }
 
-    fn absolute(&self, value: u64) {
-        self.update(|v| *v = value as f64);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        self.update(|v| *v += value);
-    }
-
-    fn decrement(&self, value: f64) {
-        self.update(|v| *v -= value);
-    }
-
-    fn set(&self, value: f64) {
-        self.update(|v| *v = value);
-    }
-}
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let labels: Vec<_> = key
-            .labels()
-            .map(|label| format!("{}={}", label.key(), label.value()))
-            .collect();
-        Arc::new(Cell {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            values: Arc::clone(&self.values),
-        })
-    }
-
-    /// The series' value, once this thread's buffered updates are applied.
-    fn get(&self, key: &str) -> Option<f64> {
-        impulse_connectors::telemetry::flush_this_thread();
-        self.values.lock().expect("not poisoned").get(key).copied()
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<_> = self
-            .values
-            .lock()
-            .expect("not poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn series(&self) -> Vec<String> {
+        self.0.series()
     }
 }
 
@@ -562,8 +480,8 @@ const RATE: &str = "impulse_throttles_total{function=f,limit=rate}";
 
 #[tokio::test(start_paused = true)]
 async fn try_acquire_counts_refusals_and_tracks_executions() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let limiter = limiter(
         1000,
         vec![
@@ -594,9 +512,10 @@ async fn try_acquire_counts_refusals_and_tracks_executions() {
     assert!(limiter.try_acquire("off").is_err());
     assert!(limiter.admission("never-configured").is_none());
     assert_eq!(
-        recorder.keys(),
+        recorder.series(),
         [
             "impulse_concurrent_executions{function=f}",
+            "impulse_concurrent_executions{function=off}",
             "impulse_throttles_total{function=f,limit=concurrency}",
             "impulse_throttles_total{function=f,limit=rate}",
             "impulse_throttles_total{function=off,limit=concurrency}",
@@ -607,8 +526,8 @@ async fn try_acquire_counts_refusals_and_tracks_executions() {
 
 #[tokio::test(start_paused = true)]
 async fn acquire_counts_one_throttle_per_limit_it_waits_for() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let limiter = limiter(1000, vec![("f", function(Some(1), rate(1, 1)))]);
 
     let held = limiter

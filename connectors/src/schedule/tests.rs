@@ -1,14 +1,12 @@
 //! Schedule source tests, on paused tokio time with a [`TokioWallClock`]: no real sleeps.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use impulse_config::{CatchUp, Overlap, ScheduleTriggerConfig};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use impulse_test_support::metrics::RecordedMetrics;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -171,52 +169,17 @@ fn state_at(last: &str) -> MemoryScheduleState {
 
 // === Metrics ===
 
-/// Counts `impulse_schedule_ticks_total` by `result`. Installed as the thread's local recorder:
-/// `#[tokio::test]` runs the source on the test's thread.
+/// The metrics a test recorded. Installed as the thread's local recorder: `#[tokio::test]` runs
+/// the source on the test's thread.
 #[derive(Debug, Default)]
-struct TickCounts(Mutex<HashMap<String, Arc<AtomicU64>>>);
+struct TickCounts(RecordedMetrics);
 
 impl TickCounts {
+    /// `impulse_schedule_ticks_total` of this test's trigger with `result`.
     fn get(&self, result: &str) -> u64 {
-        self.0
-            .lock()
-            .expect("test lock")
-            .get(result)
-            .map_or(0, |count| count.load(Ordering::Relaxed))
-    }
-}
-
-impl Recorder for TickCounts {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let label = |name: &str| {
-            key.labels()
-                .find(|label| label.key() == name)
-                .map(|label| label.value().to_owned())
-        };
-        if key.name() != SCHEDULE_TICKS_TOTAL || label("trigger").as_deref() != Some(NAME) {
-            return Counter::noop();
-        }
-        let result = label("result").expect("schedule ticks carry a result");
-        let count = self
-            .0
-            .lock()
-            .expect("test lock")
-            .entry(result)
-            .or_default()
-            .clone();
-        Counter::from_arc(count)
-    }
-
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+        let series = format!("{SCHEDULE_TICKS_TOTAL}{{trigger={NAME},result={result}}}");
+        // Counters hold whole numbers.
+        self.0.value(&series).map_or(0, |count| count as u64)
     }
 }
 
@@ -272,7 +235,7 @@ fn ids_are_deterministic_per_schedule_and_tick() {
 #[tokio::test(start_paused = true)]
 async fn rate_fires_on_each_minute_boundary() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut config = config("rate(1 minute)");
     config.input = Some(json!({"job": "report"}));
     let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:20Z");
@@ -414,7 +377,7 @@ async fn a_window_longer_than_the_period_keeps_ticks_independent() {
 #[tokio::test(start_paused = true)]
 async fn overlap_skip_skips_while_the_previous_event_is_open() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut config = config("rate(1 minute)");
     config.overlap = Overlap::Skip;
     let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:00Z");
@@ -448,7 +411,7 @@ async fn overlap_skip_skips_while_the_previous_event_is_open() {
 #[tokio::test(start_paused = true)]
 async fn overlap_allow_fires_while_the_previous_event_is_open() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut h = start(
         config("rate(1 minute)"),
         MemoryScheduleState::new(),
@@ -468,7 +431,7 @@ async fn overlap_allow_fires_while_the_previous_event_is_open() {
 #[tokio::test(start_paused = true)]
 async fn without_state_the_first_tick_is_the_next_one_and_the_start_is_recorded() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut config = config("rate(1 minute)");
     config.catch_up = CatchUp::All;
     let mut h = start(config, MemoryScheduleState::new(), "2026-01-01T10:00:20Z");
@@ -495,7 +458,7 @@ fn config_all() -> ScheduleTriggerConfig {
 #[tokio::test(start_paused = true)]
 async fn catch_up_none_skips_missed_ticks() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     // Last fired 09:57; down until 10:00:00: 09:58, 09:59 and 10:00 were missed.
     let mut h = start(
         config("rate(1 minute)"),
@@ -514,7 +477,7 @@ async fn catch_up_none_skips_missed_ticks() {
 #[tokio::test(start_paused = true)]
 async fn catch_up_latest_fires_the_newest_missed_tick() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut config = config("rate(1 minute)");
     config.catch_up = CatchUp::Latest;
     let mut h = start(
@@ -540,7 +503,7 @@ async fn catch_up_latest_fires_the_newest_missed_tick() {
 #[tokio::test(start_paused = true)]
 async fn catch_up_all_fires_every_missed_tick_in_order() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut h = start(
         config_all(),
         state_at("2026-01-01T09:57:00Z"),
@@ -566,7 +529,7 @@ async fn catch_up_all_fires_every_missed_tick_in_order() {
 #[tokio::test(start_paused = true)]
 async fn catch_up_all_fires_only_the_newest_up_to_the_limit() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut config = config_all();
     config.catch_up_limit = 2;
     // Five missed: 09:56 .. 10:00; the newest two fire.
@@ -610,7 +573,7 @@ async fn catch_up_with_overlap_skip_fires_one_after_another() {
 #[tokio::test(start_paused = true)]
 async fn ticks_passed_under_backpressure_follow_the_catch_up_policy() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     // One slot: 10:01 fills it, 10:02 waits to be sent, 10:03 and 10:04 pass meanwhile.
     let mut h = start_with_capacity(
         config("rate(1 minute)"),
@@ -675,7 +638,7 @@ async fn shutdown_while_the_broker_is_saturated_leaves_the_tick_unrecorded() {
 #[tokio::test(start_paused = true)]
 async fn a_tick_that_cannot_be_queued_is_skipped_and_the_schedule_goes_on() {
     let counts = TickCounts::default();
-    let _recorder = metrics::set_default_local_recorder(&counts);
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
     let mut h = start(
         config("rate(1 minute)"),
         MemoryScheduleState::new(),

@@ -11,14 +11,6 @@ use std::time::Duration;
 
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
-/// Does nothing: every update reaches the recorder when it is made, so a scrape needs no flush.
-/// Kept for the callers of the per-thread buffers this module had (see BENCHMARKS.md,
-/// "Telemetry buffering micro-bench"); to be removed with them.
-pub fn flush_all() {}
-
-/// Does nothing, as [`flush_all`].
-pub fn flush_this_thread() {}
-
 /// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
 /// Histogram of invocation durations in seconds; label `function`.

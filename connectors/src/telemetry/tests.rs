@@ -1,14 +1,9 @@
 //! Telemetry handle tests: exact names and labels, one registration per series, lazy
 //! registration of invocation handles.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use impulse_test_support::metrics::RecordedMetrics;
 
 use super::{
     ConcurrencyGauge, InvocationMetrics, InvocationOutcome, KafkaPartitionCounts,
@@ -18,126 +13,21 @@ use crate::contract::Name;
 
 // === helpers ===
 
-/// Keeps every series as `name{label=value,…}` (labels in registration order): counters and
-/// gauges by value, histograms as their samples, and how often each series was registered.
-#[derive(Default)]
-struct TestRecorder {
-    state: Arc<Mutex<State>>,
-}
+/// The metrics the test recorded.
+#[derive(Debug, Default)]
+struct Recorded(RecordedMetrics);
 
-#[derive(Default)]
-struct State {
-    values: HashMap<String, f64>,
-    samples: HashMap<String, Vec<f64>>,
-    registrations: HashMap<String, usize>,
-}
-
-struct Series {
-    key: String,
-    state: Arc<Mutex<State>>,
-}
-
-impl Series {
-    fn update(&self, f: impl FnOnce(&mut f64)) {
-        let mut state = self.state.lock().expect("not poisoned");
-        f(state.values.entry(self.key.clone()).or_insert(0.0));
-    }
-}
-
-impl CounterFn for Series {
-    fn increment(&self, value: u64) {
-        self.update(|v| *v += value as f64);
+impl Recorded {
+    fn value(&self, series: &str) -> Option<f64> {
+        self.0.value(series)
     }
 
-    fn absolute(&self, value: u64) {
-        self.update(|v| *v = value as f64);
-    }
-}
-
-impl GaugeFn for Series {
-    fn increment(&self, value: f64) {
-        self.update(|v| *v += value);
+    fn samples(&self, series: &str) -> Vec<f64> {
+        self.0.samples(series)
     }
 
-    fn decrement(&self, value: f64) {
-        self.update(|v| *v -= value);
-    }
-
-    fn set(&self, value: f64) {
-        self.update(|v| *v = value);
-    }
-}
-
-impl HistogramFn for Series {
-    fn record(&self, value: f64) {
-        let mut state = self.state.lock().expect("not poisoned");
-        state
-            .samples
-            .entry(self.key.clone())
-            .or_default()
-            .push(value);
-    }
-}
-
-impl TestRecorder {
-    fn series(&self, key: &Key) -> Arc<Series> {
-        let labels: Vec<_> = key
-            .labels()
-            .map(|label| format!("{}={}", label.key(), label.value()))
-            .collect();
-        let key = format!("{}{{{}}}", key.name(), labels.join(","));
-        let mut state = self.state.lock().expect("not poisoned");
-        *state.registrations.entry(key.clone()).or_default() += 1;
-        Arc::new(Series {
-            key,
-            state: Arc::clone(&self.state),
-        })
-    }
-
-    /// The series' value.
-    fn value(&self, key: &str) -> Option<f64> {
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .values
-            .get(key)
-            .copied()
-    }
-
-    /// The series' samples.
-    fn samples(&self, key: &str) -> Vec<f64> {
-        let state = self.state.lock().expect("not poisoned");
-        state.samples.get(key).cloned().unwrap_or_default()
-    }
-
-    /// Every registered series and how often it was registered, sorted.
     fn registrations(&self) -> Vec<(String, usize)> {
-        let state = self.state.lock().expect("not poisoned");
-        let mut registrations: Vec<_> = state
-            .registrations
-            .iter()
-            .map(|(key, count)| (key.clone(), *count))
-            .collect();
-        registrations.sort();
-        registrations
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.series(key))
-    }
-
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.series(key))
-    }
-
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.series(key))
+        self.0.registrations()
     }
 }
 
@@ -151,8 +41,8 @@ const GAUGE: &str = "impulse_concurrent_executions{function=f}";
 
 #[test]
 fn concurrency_gauge_counts_permits_with_one_registration() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let gauge = ConcurrencyGauge::new("f");
     let copy = gauge.clone();
 
@@ -168,8 +58,8 @@ fn concurrency_gauge_counts_permits_with_one_registration() {
 
 #[test]
 fn concurrency_gauge_adds_up_moves_from_many_threads() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let gauge = &ConcurrencyGauge::new("f");
     std::thread::scope(|scope| {
         for _ in 0..20 {
@@ -194,8 +84,8 @@ fn concurrency_gauge_adds_up_moves_from_many_threads() {
 fn invocation_metrics_register_nothing_until_first_use() {
     // Built with no recorder at all, as the broker builds its functions before installing one.
     let metrics = InvocationMetrics::new("f");
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let late = InvocationMetrics::new("g");
     assert_eq!(late.function(), "g");
     assert!(
@@ -212,8 +102,8 @@ fn invocation_metrics_register_nothing_until_first_use() {
 
 #[test]
 fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let metrics = InvocationMetrics::new("f");
     let orders = Name::new("orders");
 
@@ -250,14 +140,14 @@ fn invocation_metrics_keep_names_labels_and_register_each_series_once() {
 
 #[test]
 fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
-    let recorder = TestRecorder::default();
+    let recorder = Recorded::default();
     let metrics = InvocationMetrics::new("f");
     let triggers: Vec<Name> = ["a", "b", "c"].into_iter().map(Name::new).collect();
     std::thread::scope(|scope| {
         for offset in 0..8 {
             let (recorder, metrics, triggers) = (&recorder, &metrics, &triggers);
             scope.spawn(move || {
-                metrics::with_local_recorder(recorder, || {
+                metrics::with_local_recorder(&recorder.0, || {
                     for i in 0..triggers.len() {
                         // Each thread starts at another trigger, so that they race to add them.
                         let trigger = triggers[(i + offset) % triggers.len()];
@@ -286,8 +176,8 @@ fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
 
 #[test]
 fn every_outcome_has_its_own_label_and_slot() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let handles = InvocationMetrics::new("f").trigger(Name::new("t"));
     let outcomes = [
         (InvocationOutcome::Success, "success"),
@@ -315,8 +205,8 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
     const FILTERED: &str = "impulse_kafka_records_filtered_total{trigger=t}";
     const BATCHES: &str = "impulse_kafka_batches_total{trigger=t}";
     const SIZES: &str = "impulse_kafka_batch_size{trigger=t}";
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let source = KafkaSourceMetrics::new("t");
     let mut counts = KafkaPartitionCounts::new(&source);
     assert!(!counts.flush(), "nothing counted yet");
@@ -326,8 +216,9 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
     for size in [1, 1, 2, 1] {
         counts.batch_sent(size);
     }
-    assert_eq!(recorder.value(RECEIVED), None, "not flushed yet");
-    assert_eq!(recorder.value(BATCHES), None, "not flushed yet");
+    // The handles are registered with the source metrics; nothing counted reaches them yet.
+    assert_eq!(recorder.value(RECEIVED), Some(0.0), "not flushed yet");
+    assert_eq!(recorder.value(BATCHES), Some(0.0), "not flushed yet");
 
     assert!(counts.flush());
     assert_eq!(recorder.value(RECEIVED), Some(4.0));
@@ -349,8 +240,8 @@ fn partition_counts_reach_the_source_metrics_only_when_flushed() {
 
 #[test]
 fn updates_reach_the_recorder_at_once_from_any_thread() {
-    let recorder = TestRecorder::default();
-    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
     let handles = InvocationMetrics::new("f").trigger(Name::new("orders"));
     let gauge = ConcurrencyGauge::new("f");
 

@@ -9,8 +9,17 @@ const PROBE_POLL: Duration = Duration::from_millis(100);
 
 /// Waits until `done` holds, failing the test with `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    wait_for(what, timeout, || done().then_some(())).await;
+}
+
+/// Waits until `ready` returns a value, and returns it; fails the test with `what` after
+/// `timeout`. For in-memory checks: a probe that does I/O belongs in [`eventually`].
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
-    while !done() {
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
         assert!(
             started.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"

@@ -2,6 +2,8 @@
 //! topic on the broker `scripts/services.sh up` runs. Each write must be readable back once it
 //! resolved `Ok`.
 
+#![cfg(all(feature = "kafka", feature = "embedded", feature = "redis"))]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use impulse_connectors::contract::Sink;
 use impulse_connectors::embedded::{read_log, LogSink};
 use impulse_connectors::kafka::KafkaSink;
 use impulse_connectors::redis::{read_stream, RedisStreamSink};
-use impulse_tests::services::{require_kafka, require_redis};
+use impulse_test_support::services::{require_kafka, require_redis};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -2,6 +2,8 @@
 //! every backend — the embedded queue (a temp dir) and the Redis queue (the Redis that
 //! `scripts/services.sh up redis` runs, a unique stream per test).
 
+#![cfg(all(feature = "embedded", feature = "redis"))]
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,7 +13,7 @@ use futures::future::join_all;
 use impulse_connectors::contract::{Delivery, PendingDestination, Queue, QueuedEvent};
 use impulse_connectors::embedded::EmbeddedQueue;
 use impulse_connectors::redis::RedisQueue;
-use impulse_tests::services::require_redis;
+use impulse_test_support::services::require_redis;
 use uuid::Uuid;
 
 /// Bound on anything that should happen promptly.

@@ -5,17 +5,20 @@
 //!
 //! Every test makes its own topic and group, so they run in parallel.
 
+#![cfg(feature = "kafka")]
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use futures::future::BoxFuture;
 use impulse_config::KafkaTriggerConfig;
 use impulse_connectors::contract::{Outcome, SourceError};
 use impulse_connectors::kafka::{BatchHandler, BatchOutcome, KafkaBatch, KafkaSource};
-use impulse_tests::kafka::{create_topic, ChannelHandler, Delivery};
-use impulse_tests::services::require_kafka;
-use impulse_tests::wait::wait_until;
+use impulse_test_support::kafka::create_topic;
+use impulse_test_support::services::require_kafka;
+use impulse_test_support::wait::{eventually, wait_until};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -28,6 +31,64 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(30);
 
 // === helpers ===
+
+/// A batch the Kafka source handed to a test through [`ChannelHandler`]. Answer it with
+/// [`Delivery::resolve`] or [`Delivery::deliver`]; dropping it abandons every record.
+#[derive(Debug)]
+struct Delivery {
+    /// The batch.
+    batch: Arc<KafkaBatch>,
+    reply: oneshot::Sender<BatchOutcome>,
+}
+
+impl Delivery {
+    /// Every record was delivered.
+    fn deliver(self) {
+        let outcome = BatchOutcome::all(self.batch.records.len(), Outcome::Delivered);
+        self.resolve(outcome);
+    }
+
+    /// Reports `outcome` to the source.
+    fn resolve(self, outcome: BatchOutcome) {
+        // The source stopped waiting (a revoke or shutdown timed out): nothing to tell.
+        let _gone = self.reply.send(outcome);
+    }
+}
+
+/// A [`BatchHandler`] that hands each batch to the test on a channel and waits for its answer.
+#[derive(Debug)]
+struct ChannelHandler(mpsc::Sender<Delivery>);
+
+impl ChannelHandler {
+    /// The handler for `KafkaSource::run`, and the test's end.
+    fn channel(capacity: usize) -> (Arc<dyn BatchHandler>, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Arc::new(Self(tx)), rx)
+    }
+}
+
+impl BatchHandler for ChannelHandler {
+    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
+        Box::pin(async move {
+            let len = batch.records.len();
+            let batch = Arc::new(batch);
+            let (reply, answer) = oneshot::channel();
+            let delivery = Delivery {
+                batch: Arc::clone(&batch),
+                reply,
+            };
+            let outcome = match self.0.send(delivery).await {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_dropped| BatchOutcome::unresolved(len)),
+                Err(_closed) => BatchOutcome::unresolved(len),
+            };
+            // The test may still hold its copy of the batch.
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            (batch, outcome)
+        })
+    }
+}
 
 fn unique(prefix: &str) -> String {
     format!("impulse-src-{prefix}-{}", Uuid::new_v4().simple())
@@ -544,19 +605,18 @@ async fn starting_positions_apply_to_new_groups() -> Result<()> {
     let config = trigger(&bootstrap, &topic, &json!({"starting_position": "latest"}))?;
     let (handler, mut rx) = ChannelHandler::channel(4);
     let latest = Running::start(KafkaSource::new("start-l", &config)?, handler);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let delivery = loop {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "latest never delivered"
-        );
-        produce(&producer, &topic, vec![rec(0, "k", "new")]).await?;
-        if let Ok(Some(delivery)) =
-            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
-        {
-            break delivery;
+    let delivery = eventually("a record produced after the assignment", WAIT, async || {
+        // A failed produce ends the test; only "nothing delivered yet" is worth another try.
+        if let Err(e) = produce(&producer, &topic, vec![rec(0, "k", "new")]).await {
+            return Ok(Err(e));
         }
-    };
+        match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(delivery)) => Ok(Ok(delivery)),
+            Ok(None) | Err(_) => Err("nothing delivered".to_owned()),
+        }
+    })
+    .await
+    .map_err(|e| anyhow!(e))??;
     let offsets: Vec<i64> = delivery.batch.records.iter().map(|r| r.offset).collect();
     ensure!(
         offsets.iter().all(|o| *o >= 10),
@@ -636,21 +696,15 @@ async fn a_member_joining_and_leaving_loses_nothing() -> Result<()> {
     b.stop().await?;
     let produced: BTreeSet<(i32, i64)> = producing.await??.into_iter().collect();
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let missing = {
-            let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
-            produced.difference(&seen.0).count()
-        };
-        if missing == 0 {
-            break;
+    eventually("every produced record", WAIT, async || {
+        let seen = seen.lock().expect("no collector panicked");
+        match produced.difference(&seen.0).count() {
+            0 => Ok(()),
+            missing => Err(format!("{missing} records lost")),
         }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} records lost"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
     a.stop().await?;
     collect_a.await?;
     collect_b.await?;
