@@ -19,6 +19,9 @@ pub struct Received {
     pub event: Value,
     /// The request headers Impulse sent.
     pub headers: HeaderMap,
+    /// When the request arrived (its body read), stamped by the server rather than by the
+    /// test task that reads it later.
+    pub at: std::time::Instant,
 }
 
 type Handler = Arc<dyn Fn(Value) -> BoxFuture<'static, Response> + Send + Sync>;
@@ -50,6 +53,7 @@ impl FunctionServer {
                 let handler = handler.clone();
                 let tx = tx.clone();
                 async move {
+                    let at = std::time::Instant::now();
                     let Ok(event) = serde_json::from_slice::<Value>(&body) else {
                         return (StatusCode::BAD_REQUEST, "not json").into_response();
                     };
@@ -57,6 +61,7 @@ impl FunctionServer {
                     tx.send(Received {
                         event: event.clone(),
                         headers,
+                        at,
                     })
                     .ok();
                     handler(event).await
