@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -30,6 +31,8 @@ struct Script {
     replies: VecDeque<Reply>,
     answer: Option<Answer>,
     payloads: Vec<Bytes>,
+    /// How long each call takes.
+    duration: Duration,
 }
 
 impl ScriptedTarget {
@@ -45,6 +48,12 @@ impl ScriptedTarget {
         let target = Self::default();
         lock(&target.script).answer = Some(Box::new(answer));
         target
+    }
+
+    /// The same target, taking `duration` to answer each call.
+    pub(crate) fn taking(self, duration: Duration) -> Self {
+        lock(&self.script).duration = duration;
+        self
     }
 
     /// The payloads of every call so far.
@@ -71,7 +80,11 @@ impl Invoke for ScriptedTarget {
                 None => Ok(ok()),
             },
         };
-        Box::pin(async move { reply })
+        let duration = script.duration;
+        Box::pin(async move {
+            tokio::time::sleep(duration).await;
+            reply
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The async dispatcher's decision ([`Inner::process`]) against a scripted function and a
-//! destination that fails on demand: what each attempt's result makes of the leased event.
+//! destination that fails on demand: what each attempt's result makes of the leased event; and
+//! its run loop at shutdown.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -214,4 +215,104 @@ async fn an_event_for_an_unknown_function_backs_off() {
     let (event, after) = rescheduled(dispatcher(function).process(event()).await);
     assert_eq!(event.attempts, 1);
     assert!(within(after, Duration::from_secs(2)), "{after:?}");
+}
+
+// === the run loop ===
+
+/// An in-memory queue: leases events in order, records what was settled.
+#[derive(Default)]
+struct MemoryQueue {
+    due: std::sync::Mutex<std::collections::VecDeque<QueuedEvent>>,
+    arrived: tokio::sync::Notify,
+    settled: std::sync::Mutex<Vec<String>>,
+}
+
+impl MemoryQueue {
+    fn settled(&self) -> Vec<String> {
+        self.settled.lock().expect("not poisoned").clone()
+    }
+
+    fn waiting(&self) -> usize {
+        self.due.lock().expect("not poisoned").len()
+    }
+}
+
+impl Queue for MemoryQueue {
+    fn enqueue(&self, event: QueuedEvent) -> BoxFuture<'_, Result<(), QueueError>> {
+        self.due.lock().expect("not poisoned").push_back(event);
+        self.arrived.notify_one();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn next(&self) -> BoxFuture<'_, Result<Delivery, QueueError>> {
+        Box::pin(async move {
+            loop {
+                let next = self.due.lock().expect("not poisoned").pop_front();
+                if let Some(event) = next {
+                    let lease = LeaseId(event.id.clone());
+                    return Ok(Delivery { lease, event });
+                }
+                self.arrived.notified().await;
+            }
+        })
+    }
+
+    fn complete(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), QueueError>> {
+        self.settled.lock().expect("not poisoned").push(lease.0);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reschedule(
+        &self,
+        lease: LeaseId,
+        _event: QueuedEvent,
+        _not_before: SystemTime,
+    ) -> BoxFuture<'_, Result<(), QueueError>> {
+        self.settled.lock().expect("not poisoned").push(lease.0);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_the_attempt_in_flight_settle_and_leases_nothing_more() {
+    // The function takes 10 s; one lease at a time.
+    let target = ScriptedTarget::default().taking(Duration::from_secs(10));
+    let slow = function("orders", json!({ "timeout": "60s" }), &target);
+    let queue = Arc::new(MemoryQueue::default());
+    for n in 1..=2 {
+        let mut queued = event();
+        queued.id = format!("req-{n}");
+        queue.enqueue(queued).await.expect("in memory");
+    }
+    let dispatcher = super::Dispatcher::new(
+        queue.clone(),
+        Arc::new(Functions::of([slow])),
+        Arc::new(Completions::default()),
+        1,
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(dispatcher.run(shutdown.clone()));
+    // Stop once the first event is being invoked.
+    for _ in 0..100 {
+        if target.calls() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(target.calls(), 1, "the first event is in flight");
+    let stopped_at = tokio::time::Instant::now();
+    shutdown.cancel();
+    run.await.expect("the dispatcher ends");
+    assert_eq!(
+        stopped_at.elapsed(),
+        Duration::from_secs(10),
+        "it waited for the attempt"
+    );
+    assert_eq!(target.calls(), 1);
+    assert_eq!(
+        queue.settled(),
+        ["req-1"],
+        "the attempt in flight was settled"
+    );
+    assert_eq!(queue.waiting(), 1, "no new lease after shutdown");
 }

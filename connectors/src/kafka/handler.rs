@@ -2,7 +2,7 @@
 //!
 //! The source owns one task per assigned partition, and that task polls the handler's future
 //! itself: reading the next records, invoking the function and moving the watermark happen in
-//! one task, with no channel or task hop in between (the Kafka → HTTP benchmark's hot path).
+//! one task, with no channel or task hop in between (the hot path).
 //! The handler is the broker's (invoke, retry, dead-letter); the source never sees a function.
 //!
 //! The handler's [`BatchOutcome`] is the batch's acknowledgement: per record, a final
