@@ -72,6 +72,12 @@ async fn harness(
     }
 }
 
+/// A harness whose function always fails.
+async fn failing_harness(settings: Value, on_failure: Option<&Arc<FlakySink>>) -> Harness {
+    let target = ScriptedTarget::answering(|_| Err(function_error()));
+    harness(settings, json!({}), target, on_failure.cloned()).await
+}
+
 /// Records at offsets `0..values.len()` of partition 0, written `age` ago.
 fn batch_aged(values: &[&str], age: Duration) -> KafkaBatch {
     let written = SystemTime::now() - age;
@@ -135,14 +141,7 @@ async fn a_failed_batch_is_retried_with_backoff_until_it_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn retries_exhausted_dead_letter_every_record_with_lambdas_record() {
     let sink = FlakySink::failing(0);
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(
-        json!({ "max_retry_attempts": 2 }),
-        json!({}),
-        target,
-        Some(sink.clone()),
-    )
-    .await;
+    let h = failing_harness(json!({ "max_retry_attempts": 2 }), Some(&sink)).await;
     let outcome = h.context.process(&batch(&["a", "b"])).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 2]);
     assert_eq!(h.target.calls(), 3, "the first attempt and two retries");
@@ -164,8 +163,7 @@ async fn retries_exhausted_dead_letter_every_record_with_lambdas_record() {
 #[tokio::test(start_paused = true)]
 async fn a_destination_means_ten_retries_by_default() {
     let sink = FlakySink::failing(0);
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(json!({}), json!({}), target, Some(sink.clone())).await;
+    let h = failing_harness(json!({}), Some(&sink)).await;
     let outcome = h.context.process(&batch(&["a"])).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 1]);
     assert_eq!(h.target.calls(), 11);
@@ -173,8 +171,7 @@ async fn a_destination_means_ten_retries_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_destination_records_that_fail_for_good_are_dropped() {
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(json!({ "max_retry_attempts": 0 }), json!({}), target, None).await;
+    let h = failing_harness(json!({ "max_retry_attempts": 0 }), None).await;
     let outcome = h.context.process(&batch(&["a", "b"])).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Dropped); 2]);
     assert_eq!(h.target.calls(), 1);
@@ -268,14 +265,7 @@ async fn expired_records_go_to_the_destination_without_an_invocation() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_destination_write_is_retried_and_the_record_waits() {
     let sink = FlakySink::failing(2);
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(
-        json!({ "max_retry_attempts": 0 }),
-        json!({}),
-        target,
-        Some(sink.clone()),
-    )
-    .await;
+    let h = failing_harness(json!({ "max_retry_attempts": 0 }), Some(&sink)).await;
     let started = Instant::now();
     let outcome = h.context.process(&batch(&["a"])).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 1]);
@@ -287,14 +277,7 @@ async fn a_failed_destination_write_is_retried_and_the_record_waits() {
 #[tokio::test(start_paused = true)]
 async fn a_record_whose_destination_write_never_succeeds_is_not_acked_at_shutdown() {
     let sink = FlakySink::failing(u32::MAX);
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(
-        json!({ "max_retry_attempts": 0 }),
-        json!({}),
-        target,
-        Some(sink.clone()),
-    )
-    .await;
+    let h = failing_harness(json!({ "max_retry_attempts": 0 }), Some(&sink)).await;
     let shutdown = h.shutdown.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -311,8 +294,7 @@ async fn a_record_whose_destination_write_never_succeeds_is_not_acked_at_shutdow
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_backoff_leaves_the_batch_unacked() {
-    let target = ScriptedTarget::answering(|_| Err(function_error()));
-    let h = harness(json!({}), json!({}), target, None).await;
+    let h = failing_harness(json!({}), None).await;
     let shutdown = h.shutdown.clone();
     tokio::spawn(async move {
         // Inside the third backoff (0.5 s + 1 s + 2 s).
