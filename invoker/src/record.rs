@@ -175,10 +175,8 @@ impl DestinationRecord<'_> {
         };
         let (response_payload, function_error) = match (self.outcome, &error_document) {
             (RecordOutcome::Success { response }, _) => (Some(payload(response)), None),
-            (RecordOutcome::Failure { .. }, Some(document)) => {
-                (Some(payload(document)), Some("Unhandled"))
-            }
-            (RecordOutcome::Failure { .. }, None) => (None, None),
+            (_, Some(document)) => (Some(payload(document)), Some("Unhandled")),
+            (_, None) => (None, None),
         };
         let (request_payload, batch) = match self.source {
             RecordSource::Invocation { request_payload } => (Some(payload(request_payload)), None),

@@ -2,6 +2,7 @@
 //! destination that fails on demand, on paused time: retries and backoff, bisect, partial
 //! batch responses, record expiry, dead-lettering, and shutdown mid-way.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,31 +46,50 @@ async fn harness(
     target: ScriptedTarget,
     on_failure: Option<Arc<FlakySink>>,
 ) -> Harness {
-    let mut settings = settings;
-    if on_failure.is_some() {
-        // The sink stands for this destination: configured, as the defaults depend on it.
-        settings["on_failure"] = json!({ "type": "log", "name": "dlq" });
-    }
-    let config = trigger_config(&settings);
     let data_dir = tempfile::tempdir().expect("a temporary directory");
-    let attempts = AttemptStore::open(data_dir.path(), "orders-trigger", &config)
-        .await
-        .expect("the attempts file opens");
-    let shutdown = CancellationToken::new();
-    let context = BatchContext::new(
-        "orders-trigger",
-        &config,
-        function("orders", function_settings, &target),
-        on_failure.map(|sink| sink as Arc<dyn Sink>),
-        attempts,
-        shutdown.clone(),
-    );
+    let (context, shutdown) = context_in(
+        data_dir.path(),
+        settings,
+        function_settings,
+        &target,
+        on_failure,
+    )
+    .await;
     Harness {
         context,
         target,
         shutdown,
         _data_dir: data_dir,
     }
+}
+
+/// The trigger's batch context, keeping its attempt counts in `data_dir`, and its shutdown.
+async fn context_in(
+    data_dir: &Path,
+    settings: Value,
+    function_settings: Value,
+    target: &ScriptedTarget,
+    on_failure: Option<Arc<FlakySink>>,
+) -> (BatchContext, CancellationToken) {
+    let mut settings = settings;
+    if on_failure.is_some() {
+        // The sink stands for this destination: configured, as the defaults depend on it.
+        settings["on_failure"] = json!({ "type": "log", "name": "dlq" });
+    }
+    let config = trigger_config(&settings);
+    let attempts = AttemptStore::open(data_dir, "orders-trigger", &config)
+        .await
+        .expect("the attempts file opens");
+    let shutdown = CancellationToken::new();
+    let context = BatchContext::new(
+        "orders-trigger",
+        &config,
+        function("orders", function_settings, target),
+        on_failure.map(|sink| sink as Arc<dyn Sink>),
+        attempts,
+        shutdown.clone(),
+    );
+    (context, shutdown)
 }
 
 /// A harness whose function always fails.
@@ -337,24 +357,12 @@ async fn attempt_counts_survive_a_restart_of_the_batch() {
     // The first run fails twice and stops at shutdown; the second, with the same attempts
     // file, counts on from 2: one more failure exhausts `max_retry_attempts = 2`.
     let data_dir = tempfile::tempdir().expect("a temporary directory");
-    let config = trigger_config(&json!({ "max_retry_attempts": 2 }));
     let run = |shutdown_after: Option<Duration>| {
-        let config = config.clone();
         let dir = data_dir.path().to_owned();
         async move {
             let target = ScriptedTarget::answering(|_| Err(function_error()));
-            let attempts = AttemptStore::open(&dir, "orders-trigger", &config)
-                .await
-                .expect("the attempts file opens");
-            let shutdown = CancellationToken::new();
-            let context = BatchContext::new(
-                "orders-trigger",
-                &config,
-                function("orders", json!({}), &target),
-                None,
-                attempts,
-                shutdown.clone(),
-            );
+            let settings = json!({ "max_retry_attempts": 2 });
+            let (context, shutdown) = context_in(&dir, settings, json!({}), &target, None).await;
             if let Some(after) = shutdown_after {
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
