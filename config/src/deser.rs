@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::locate::{FieldPath, Segment};
 use crate::model::{
-    AuthConfig, Config, FunctionConfig, HttpTargetConfig, HttpTriggerConfig,
+    AccessKeyConfig, AuthConfig, Config, FunctionConfig, HttpTargetConfig, HttpTriggerConfig,
     KafkaDestinationConfig, KafkaTriggerConfig, LimitsConfig, LogDestinationConfig,
     ProcessTargetConfig, QueueConfig, RedisDestinationConfig, RedisTriggerConfig,
     ScheduleTriggerConfig, ServerConfig, TokenConfig, TriggerConfig,
@@ -53,7 +53,7 @@ pub(crate) struct Deserialized {
 }
 
 const CONFIG_FIELDS: &[&str] = &["server", "limits", "queue", "functions", "triggers", "auth"];
-const AUTH_FIELDS: &[&str] = &["tokens"];
+const AUTH_FIELDS: &[&str] = &["tokens", "access_keys"];
 
 pub(crate) fn config_from_value(root: &Value) -> Deserialized {
     let mut out = Deserialized::default();
@@ -118,10 +118,12 @@ fn auth(value: &Value, path: &FieldPath, errors: &mut Vec<FieldError>) -> AuthCo
     let mut auth = AuthConfig::default();
     for (key, value) in fields {
         let child = path.key(key);
-        if key == "tokens" {
-            auth.tokens = named::<TokenConfig>(value, &child, errors).0;
-        } else {
-            errors.push(unknown_field(child, key, AUTH_FIELDS));
+        match key.as_str() {
+            "tokens" => auth.tokens = named::<TokenConfig>(value, &child, errors).0,
+            "access_keys" => {
+                auth.access_keys = named::<AccessKeyConfig>(value, &child, errors).0;
+            }
+            _ => errors.push(unknown_field(child, key, AUTH_FIELDS)),
         }
     }
     auth

@@ -1,7 +1,8 @@
 //! Environment overrides: a typed layer applied after parsing and before validation.
 //!
-//! Only variables the config implies are read (one per configured function, trigger and token,
-//! plus the fixed ones); the environment is never scanned. Tests stub the reader with a map.
+//! Only variables the config implies are read (one per configured function, trigger, token and
+//! access key, plus the fixed ones); the environment is never scanned. Tests stub the reader
+//! with a map.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -35,6 +36,10 @@ pub const URL_SUFFIX: &str = "_URL";
 /// Prefix of `IMPULSE_AUTH_TOKEN_<NAME>`, setting a configured token's `token` (and clearing
 /// its `token_sha256`).
 pub const IMPULSE_AUTH_TOKEN_PREFIX: &str = "IMPULSE_AUTH_TOKEN_";
+
+/// Prefix of `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>`, setting a configured access key's
+/// `secret_access_key`.
+pub const IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX: &str = "IMPULSE_AUTH_SECRET_ACCESS_KEY_";
 
 /// Reads environment variables. Implemented by [`ProcessEnv`] and, for tests, by maps.
 pub trait Env: Send + Sync {
@@ -103,6 +108,14 @@ pub fn trigger_url_var(trigger: &str) -> String {
 /// `IMPULSE_AUTH_TOKEN_<NAME>` for a token name.
 pub fn auth_token_var(token: &str) -> String {
     format!("{IMPULSE_AUTH_TOKEN_PREFIX}{}", env_name(token))
+}
+
+/// `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` for an access key name.
+pub fn auth_secret_access_key_var(access_key: &str) -> String {
+    format!(
+        "{IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX}{}",
+        env_name(access_key)
+    )
 }
 
 /// A problem with an override.
@@ -292,6 +305,21 @@ pub(crate) fn apply(config: &mut Config, env: &dyn Env) -> Applied {
         applied.set(path.key("token_sha256"), &var);
     }
 
+    let clashes = ambiguous(config.auth.access_keys.keys(), auth_secret_access_key_var);
+    for (name, key) in &mut config.auth.access_keys {
+        let var = auth_secret_access_key_var(name);
+        let Some(secret) = env.var(&var) else {
+            continue;
+        };
+        let path = root.key("auth").key("access_keys").key(name);
+        if let Some(names) = clashes.get(&var) {
+            applied.error(&var, path, ambiguity("auth.access_keys", names));
+            continue;
+        }
+        key.secret_access_key = Some(SecretString::from(secret));
+        applied.set(path.key("secret_access_key"), &var);
+    }
+
     applied
 }
 
@@ -323,5 +351,9 @@ mod tests {
         );
         assert_eq!(trigger_url_var("jobs"), "IMPULSE_TRIGGER_JOBS_URL");
         assert_eq!(auth_token_var("ci-bot"), "IMPULSE_AUTH_TOKEN_CI_BOT");
+        assert_eq!(
+            auth_secret_access_key_var("deploy"),
+            "IMPULSE_AUTH_SECRET_ACCESS_KEY_DEPLOY"
+        );
     }
 }

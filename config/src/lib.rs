@@ -32,6 +32,7 @@
 //! | `IMPULSE_TRIGGER_<NAME>_BOOTSTRAP_SERVERS` | `triggers.<name>.bootstrap_servers` (kafka triggers only) |
 //! | `IMPULSE_TRIGGER_<NAME>_URL` | `triggers.<name>.url` (redis triggers only) |
 //! | `IMPULSE_AUTH_TOKEN_<NAME>` | `auth.tokens.<name>.token`, clearing `token_sha256` (the token must be declared in the file, with its role) |
+//! | `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` | `auth.access_keys.<name>.secret_access_key` (the key must be declared in the file, with its role and id) |
 //!
 //! A bad value, or a variable aimed at the wrong kind of function or trigger, is reported as
 //! `environment variable IMPULSE_…: <field path>: <problem>`; so is a validation problem in a
@@ -73,10 +74,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use env::{
-    auth_token_var, env_name, function_endpoint_var, trigger_bootstrap_servers_var,
-    trigger_url_var, Env, ProcessEnv, BOOTSTRAP_SERVERS_SUFFIX, ENDPOINT_SUFFIX,
-    IMPULSE_ADMIN_LISTEN, IMPULSE_AUTH_TOKEN_PREFIX, IMPULSE_DATA_DIR, IMPULSE_FUNCTION_PREFIX,
-    IMPULSE_LISTEN, IMPULSE_QUEUE_REDIS_URL, IMPULSE_TRIGGER_PREFIX, URL_SUFFIX,
+    auth_secret_access_key_var, auth_token_var, env_name, function_endpoint_var,
+    trigger_bootstrap_servers_var, trigger_url_var, Env, ProcessEnv, BOOTSTRAP_SERVERS_SUFFIX,
+    ENDPOINT_SUFFIX, IMPULSE_ADMIN_LISTEN, IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX,
+    IMPULSE_AUTH_TOKEN_PREFIX, IMPULSE_DATA_DIR, IMPULSE_FUNCTION_PREFIX, IMPULSE_LISTEN,
+    IMPULSE_QUEUE_REDIS_URL, IMPULSE_TRIGGER_PREFIX, URL_SUFFIX,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;

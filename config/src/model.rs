@@ -46,7 +46,8 @@ pub struct Config {
     /// Triggers by name (same name rules as functions). Each invokes one function.
     #[serde(default)]
     pub triggers: BTreeMap<String, TriggerConfig>,
-    /// Bearer tokens for the HTTP APIs. None configured means no authentication.
+    /// Who may call the HTTP APIs: bearer tokens and SigV4 access keys, each with a role.
+    /// None configured means no authentication (refuse to expose that beyond loopback).
     #[serde(default)]
     pub auth: AuthConfig,
 }
@@ -218,6 +219,27 @@ pub struct FunctionConfig {
     /// Where an asynchronous event goes once retries or its age run out.
     #[serde(default)]
     pub on_failure: Option<DestinationConfig>,
+    /// Who may invoke this function (Lambda's resource-based policy). Unset: every principal
+    /// whose role may invoke, and every trigger naming the function.
+    #[serde(default)]
+    pub policy: Option<FunctionPolicy>,
+}
+
+/// A function's resource-based policy: the principals and triggers allowed to invoke it.
+/// Everyone else is denied, so a trigger or token cannot reach a function by accident
+/// (Lambda's confused-deputy guard).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionPolicy {
+    /// Names under `auth.tokens` or `auth.access_keys` that may invoke the function through the
+    /// Invoke API and `AWS_IAM` HTTP triggers. Unset: every principal whose role may invoke.
+    /// Principals with the `admin` role may always invoke.
+    #[serde(default)]
+    pub principals: Option<Vec<String>>,
+    /// Names of the triggers that may invoke the function. Unset: every trigger naming it.
+    /// A trigger naming the function without being listed is a configuration error.
+    #[serde(default)]
+    pub triggers: Option<Vec<String>>,
 }
 
 /// 3s: Lambda's default function timeout.
@@ -508,15 +530,42 @@ pub struct HttpTriggerConfig {
     /// limits; unset: that limit.
     #[serde(default)]
     pub max_body_size: Option<u64>,
+    /// Who may call the route, as a function URL's auth type: `NONE` (anyone) or `AWS_IAM`
+    /// (a configured principal, by bearer token or SigV4, allowed to invoke the function).
+    /// Unset: `AWS_IAM` when `[auth]` configures any principal, else `NONE`.
+    #[serde(default)]
+    pub auth_type: Option<AuthType>,
 }
 
 impl HttpTriggerConfig {
+    /// The auth type in force: `auth_type`, or its default given whether `auth` configures
+    /// any principal.
+    pub fn effective_auth_type(&self, auth: &AuthConfig) -> AuthType {
+        self.auth_type.unwrap_or(if auth.is_enabled() {
+            AuthType::AwsIam
+        } else {
+            AuthType::None
+        })
+    }
+
     /// The request body limit in bytes: `max_body_size`, or Lambda's payload limit for the mode
     /// ([`SYNC_PAYLOAD_LIMIT`], [`ASYNC_PAYLOAD_LIMIT`]).
     pub fn body_limit(&self) -> u64 {
         self.max_body_size
             .unwrap_or_else(|| self.invocation.body_limit())
     }
+}
+
+/// A function URL's auth type (Lambda's `AuthType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AuthType {
+    /// `NONE`: anyone may call; pair it with a webhook signature or the function's own checks.
+    #[serde(rename = "NONE")]
+    None,
+    /// `AWS_IAM`: a configured principal (bearer token or SigV4 access key) whose role may
+    /// invoke and whom the function's policy allows.
+    #[serde(rename = "AWS_IAM")]
+    AwsIam,
 }
 
 /// Synchronous or asynchronous invocation (Lambda's `RequestResponse` / `Event`).
@@ -829,14 +878,71 @@ impl fmt::Debug for RedisTriggerConfig {
 
 // === auth ===
 
-/// API authentication.
+/// API authentication: the principals that may call, each with a role. Tokens and access keys
+/// share one namespace of principal names (used by function policies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Bearer tokens by name (same name rules as functions). Empty: no authentication.
+    /// Bearer tokens by name (same name rules as functions), sent as
+    /// `Authorization: Bearer <token>`.
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenConfig>,
+    /// AWS access keys by name, for requests signed with AWS Signature Version 4 (boto3, the
+    /// AWS CLI and the AWS SDKs with `endpoint_url` set to Impulse).
+    #[serde(default)]
+    pub access_keys: BTreeMap<String, AccessKeyConfig>,
 }
+
+impl AuthConfig {
+    /// Whether any principal is configured, which turns authentication on everywhere.
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty() || !self.access_keys.is_empty()
+    }
+}
+
+/// An AWS access key pair for SigV4-signed requests.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// What requests signed with this key may do.
+    pub role: Role,
+    /// The access key id clients send (`aws_access_key_id`): 16 to 128 letters and digits.
+    pub access_key_id: String,
+    /// The secret access key (`aws_secret_access_key`): at least 16 visible ASCII characters.
+    /// Prefer the environment override `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` to a file.
+    /// Serialised as `"***"`.
+    #[serde(default, serialize_with = "serialize_redacted")]
+    #[schemars(with = "Option<String>")]
+    pub secret_access_key: Option<SecretString>,
+}
+
+impl fmt::Debug for AccessKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKeyConfig")
+            .field("role", &self.role)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for AccessKeyConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let secret = |k: &Self| {
+            k.secret_access_key
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned())
+        };
+        self.role == other.role
+            && self.access_key_id == other.access_key_id
+            && secret(self) == secret(other)
+    }
+}
+
+impl Eq for AccessKeyConfig {}
 
 /// A bearer token. Set exactly one of `token` and `token_sha256`.
 #[derive(Clone, Serialize, Deserialize, JsonSchema)]
@@ -889,7 +995,7 @@ impl Eq for TokenConfig {}
 pub enum Role {
     /// `admin`: everything (`AWSLambda_FullAccess`).
     Admin,
-    /// `read-only`: list, get, metrics (`AWSLambda_ReadOnlyAccess`).
+    /// `read-only`: list, get, metrics (`AWSLambda_ReadOnlyAccess`); may not invoke.
     ReadOnly,
     /// `invoker`: invoke only (`AWSLambdaRole`).
     Invoker,

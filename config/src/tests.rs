@@ -235,7 +235,7 @@ fn broken_toml_reports_everything() {
         "broken.toml:3: limits.account_concurrency: must be greater than 0",
         "broken.toml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
         "broken.toml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
-        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`",
+        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`, `policy`",
         "broken.toml:14: triggers.orders.batch_size: must be between 1 and 10000",
         "broken.toml:19: triggers.orders.librdkafka_options.\"enable.auto.commit\": `enable.auto.commit` is owned by the broker: the broker commits offsets itself, only after the function succeeds (at-least-once)",
         "broken.toml:24: triggers.orders.on_failure.topic: \"orders\" is a source topic of this trigger on the same cluster; failed records would be consumed again",
@@ -613,6 +613,184 @@ token = "0123456789abcdef0123"
         "t.toml:19: auth.tokens.twin2: same token as auth.tokens.twin; each token needs one role"
     );
     assert_eq!(found[4], "t.toml:24: auth.tokens.badrole.role: unknown variant `superuser`, expected one of `admin`, `read-only`, `invoker`");
+}
+
+#[test]
+fn access_key_rules() {
+    let toml = r#"
+[auth.tokens.deploy]
+role = "admin"
+token = "0123456789abcdef0123"
+
+[auth.access_keys.deploy]
+role = "invoker"
+access_key_id = "AKIAIMPULSEEXAMPLE1"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+[auth.access_keys.short]
+role = "invoker"
+access_key_id = "AKIA-NOT-VALID"
+secret_access_key = "too short"
+
+[auth.access_keys.twin]
+role = "read-only"
+access_key_id = "AKIAIMPULSEEXAMPLE1"
+
+[auth.access_keys.ok]
+role = "read-only"
+access_key_id = "AKIAIMPULSEEXAMPLE2"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+"#;
+    let found = errors(toml, Format::Toml, "t.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "t.toml:6: auth.access_keys.deploy: auth.tokens.deploy has the same name; tokens and \
+             access keys share one namespace of principal names",
+            "t.toml:13: auth.access_keys.short.access_key_id: must be 16 to 128 letters and \
+             digits, like AWS's access key ids",
+            "t.toml:14: auth.access_keys.short.secret_access_key: must be at least 16 visible \
+             ASCII characters (e.g. `openssl rand -hex 32`)",
+            "t.toml:16: auth.access_keys.twin: set `secret_access_key` (or \
+             IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>)",
+            "t.toml:18: auth.access_keys.twin.access_key_id: same access_key_id as \
+             auth.access_keys.deploy; each key id needs one role",
+        ]
+    );
+
+    // The secret may come from the environment alone, and never shows in Debug or JSON.
+    let vars = env(&[(
+        "IMPULSE_AUTH_SECRET_ACCESS_KEY_TWIN",
+        "canary-secret-access-key",
+    )]);
+    let toml = r#"
+[auth.access_keys.twin]
+role = "read-only"
+access_key_id = "AKIAIMPULSEEXAMPLE1"
+"#;
+    let config = parse(toml, Format::Toml, "t.toml", &vars).unwrap_or_else(|e| panic!("{e}"));
+    let key = &config.auth.access_keys["twin"];
+    assert_eq!(
+        key.secret_access_key.as_ref().map(|s| s.expose_secret()),
+        Some("canary-secret-access-key")
+    );
+    assert!(config.auth.is_enabled());
+    let debug = format!("{config:?}");
+    let json = serde_json::to_string(&config).expect("serialisable");
+    assert!(
+        !debug.contains("canary") && !json.contains("canary"),
+        "{debug} {json}"
+    );
+}
+
+#[test]
+fn policy_and_auth_type_rules() {
+    let toml = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://localhost:9000" }
+policy = { principals = ["ci", "ghost"], triggers = ["checkout", "nope", "other-hook"] }
+
+[functions.other]
+target = { type = "http", endpoint = "http://localhost:9001" }
+
+[triggers.checkout]
+type = "http"
+function = "orders"
+path = "/checkout"
+
+[triggers.refund]
+type = "http"
+function = "orders"
+path = "/refund"
+
+[triggers.other-hook]
+type = "http"
+function = "other"
+path = "/other"
+auth_type = "AWS_IAM"
+
+[auth.tokens.ci]
+role = "invoker"
+token = "0123456789abcdef0123"
+"#;
+    let found = errors(toml, Format::Toml, "t.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "t.toml:4: functions.orders.policy.principals[1]: unknown principal \"ghost\": name \
+             one of auth.tokens or auth.access_keys",
+            "t.toml:4: functions.orders.policy.triggers[1]: unknown trigger \"nope\"",
+            "t.toml:4: functions.orders.policy.triggers[2]: trigger \"other-hook\" invokes \
+             \"other\", not this function",
+            "t.toml:16: triggers.refund.function: function \"orders\"'s policy does not allow \
+             this trigger; add \"refund\" to functions.orders.policy.triggers",
+        ]
+    );
+
+    // AWS_IAM with no principal anywhere could never be called.
+    let toml = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://localhost:9000" }
+
+[triggers.hook]
+type = "http"
+function = "f"
+path = "/hook"
+auth_type = "AWS_IAM"
+"#;
+    let found = errors(toml, Format::Toml, "t.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "t.toml:9: triggers.hook.auth_type: AWS_IAM needs a principal: configure auth.tokens \
+          or auth.access_keys"
+        ]
+    );
+}
+
+#[test]
+fn http_auth_type_defaults_follow_auth() {
+    let open = ok(
+        r#"
+[functions.f]
+target = { type = "http", endpoint = "http://localhost:9000" }
+[triggers.hook]
+type = "http"
+function = "f"
+path = "/hook"
+"#,
+        Format::Toml,
+    );
+    let TriggerConfig::Http(hook) = &open.triggers["hook"] else {
+        panic!("an http trigger")
+    };
+    assert_eq!(hook.effective_auth_type(&open.auth), AuthType::None);
+
+    let guarded = ok(
+        r#"
+[functions.f]
+target = { type = "http", endpoint = "http://localhost:9000" }
+[triggers.hook]
+type = "http"
+function = "f"
+path = "/hook"
+[triggers.public]
+type = "http"
+function = "f"
+path = "/public"
+auth_type = "NONE"
+[auth.tokens.ci]
+role = "invoker"
+token = "0123456789abcdef0123"
+"#,
+        Format::Toml,
+    );
+    let auth_type = |name: &str| match &guarded.triggers[name] {
+        TriggerConfig::Http(http) => http.effective_auth_type(&guarded.auth),
+        _ => panic!("an http trigger"),
+    };
+    assert_eq!(auth_type("hook"), AuthType::AwsIam);
+    assert_eq!(auth_type("public"), AuthType::None);
 }
 
 // === environment overrides ===
