@@ -79,15 +79,32 @@ pub(crate) async fn show(
     Ok(())
 }
 
+/// What `impulse dlq replay` was asked to do.
+#[derive(Debug)]
+pub(crate) struct Replay<'a> {
+    /// Ids or positions to replay; empty: every record.
+    pub(crate) ids: &'a [String],
+    /// The function to invoke instead of the records' own.
+    pub(crate) to: Option<&'a str>,
+    /// At most this many records per second.
+    pub(crate) rate: u32,
+    /// Bearer token for the Invoke API, when the broker requires one.
+    pub(crate) token: Option<&'a str>,
+}
+
 /// `impulse dlq replay`: queues the chosen records' payloads again, at most `rate` per second.
 pub(crate) async fn replay(
     config: &Config,
     function: &str,
     which: Which,
-    ids: &[String],
-    target: Option<&str>,
-    rate: u32,
+    replay: &Replay<'_>,
 ) -> anyhow::Result<()> {
+    let Replay {
+        ids,
+        to: target,
+        rate,
+        token,
+    } = *replay;
     if rate == 0 {
         bail!("--rate must be greater than 0");
     }
@@ -115,15 +132,32 @@ pub(crate) async fn replay(
     for entry in chosen {
         ticks.tick().await;
         let payload = serde_json::to_vec(&entry.record["requestPayload"])?;
-        let result = client
+        let mut request = client
             .post(&url)
             .header("x-amz-invocation-type", "Event")
-            .body(payload)
-            .send()
-            .await;
+            .body(payload);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let result = request.send().await;
         match result {
             Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
                 bar.println(format!("replayed {} as a new async event", entry.key));
+            }
+            // Every other record would be refused the same way.
+            Ok(response)
+                if matches!(
+                    response.status(),
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+                ) =>
+            {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                bar.abandon();
+                bail!(
+                    "the broker refused the replay: {status} {body}\n(pass a token of a \
+                     principal allowed to invoke {target} with --token or IMPULSE_TOKEN)"
+                );
             }
             Ok(response) => {
                 failed += 1;

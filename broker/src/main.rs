@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod api;
 mod async_invoke;
+mod auth;
 mod dlq_command;
 mod example_function;
 mod functions;
@@ -120,6 +121,11 @@ enum DlqCommand {
         /// At most this many records per second.
         #[arg(long, default_value_t = 10)]
         rate: u32,
+        /// Bearer token for the broker's Invoke API when `[auth]` is configured: a principal
+        /// with the `invoker` or `admin` role. Prefer the environment variable: a command line
+        /// is visible to every user of the machine.
+        #[arg(long, env = "IMPULSE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -181,17 +187,16 @@ fn main() -> ExitCode {
                         ids,
                         to,
                         rate,
+                        token,
                     } => {
-                        let to = to.as_deref();
-                        dlq_command::replay(
-                            &config,
-                            &target.function,
-                            target.destination,
+                        let replay = dlq_command::Replay {
                             ids,
-                            to,
-                            *rate,
-                        )
-                        .await
+                            to: to.as_deref(),
+                            rate: *rate,
+                            token: token.as_deref(),
+                        };
+                        dlq_command::replay(&config, &target.function, target.destination, &replay)
+                            .await
                     }
                 }
             })

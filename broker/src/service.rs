@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AdminState, AppState, TriggerRoutes};
 use crate::async_invoke::{open_queue, Completions, Dispatcher};
+use crate::auth::Authenticator;
 use crate::functions::Functions;
 use crate::limiter::Limiter;
 
@@ -46,10 +47,13 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let stop_async = CancellationToken::new();
     let stop_admin = CancellationToken::new();
 
+    let auth = Arc::new(Authenticator::new(&config));
+    warn_if_exposed(&config);
     let app = api::router(AppState {
         functions: functions.clone(),
         triggers: Arc::new(triggers),
         queue: queue.clone(),
+        auth: auth.clone(),
     });
     let trigger_server = tokio::spawn(
         axum::serve(
@@ -62,6 +66,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let admin = api::admin_router(AdminState {
         ready: ready.clone(),
         metrics: metrics.clone(),
+        auth,
     });
     let admin_server = tokio::spawn(
         axum::serve(admin_listener, admin)
@@ -192,6 +197,28 @@ fn lease_timeout(config: &Config) -> Duration {
         .max()
         .unwrap_or_default();
     longest + Duration::from_secs(60)
+}
+
+/// Without `[auth]`, anyone who reaches a listener may invoke every function and read the
+/// metrics: fine on loopback, dangerous anywhere else, so say it loudly.
+fn warn_if_exposed(config: &Config) {
+    if config.auth.is_enabled() {
+        return;
+    }
+    for (addr, field) in [
+        (config.server.listen, "server.listen"),
+        (config.server.admin_listen, "server.admin_listen"),
+    ] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                listen = %addr,
+                field,
+                "NO AUTHENTICATION: this listener is reachable beyond loopback and [auth] \
+                 configures no token or access key, so anyone who reaches it can invoke every \
+                 function. Configure [auth.tokens] or [auth.access_keys]."
+            );
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {

@@ -1,14 +1,20 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (serving, not draining), `/metrics`.
+//!
+//! Health and readiness stay open for probes; `/metrics` needs a principal whose role may read
+//! it (`read-only` or `admin`) once `[auth]` configures any.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::record_refusal;
+use crate::auth::{Action, Authenticator, RequestHead};
 
 /// What the admin handlers share.
 #[derive(Debug, Clone)]
@@ -16,6 +22,7 @@ pub(crate) struct AdminState {
     /// True once every listener is bound, false again when shutdown starts.
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) metrics: PrometheusHandle,
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -34,7 +41,21 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<AdminState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let head = RequestHead {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+    };
+    if let Err(denial) = state.auth.check(&head, b"", Action::ReadMetrics) {
+        record_refusal(&denial);
+        return (denial.status(), format!("{denial}\n")).into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -42,4 +63,5 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

@@ -3,18 +3,23 @@
 //! `X-Amz-Invocation-Type: RequestResponse` (the default) runs the function and returns its
 //! result; a function error still answers 200, with `X-Amz-Function-Error` set and Lambda's
 //! error document as the body. `DryRun` checks the function exists and answers 204.
+//!
+//! With `[auth]` configured, the caller must be a principal allowed to invoke the function
+//! (its role, then the function's policy); see `crate::auth`.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use impulse_config::{ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT};
 use impulse_invoker::{Invocation, InvokeError, Name};
 
 use super::error::ApiError;
-use super::{enqueue, throttled, AppState};
+use super::{enqueue, refused, throttled, AppState};
+use crate::auth::{Action, RequestHead};
 use crate::functions::CallError;
 
 /// The trigger label the Invoke API's invocations carry in metrics.
@@ -24,36 +29,20 @@ pub(super) async fn invoke(
     State(state): State<AppState>,
     Path(function): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (name, qualifier) = parse_function_name(&function);
-    let qualifier = query.get("Qualifier").map(String::as_str).or(qualifier);
-    if qualifier.is_some_and(|q| q != "$LATEST") {
-        // Versions and aliases do not exist yet; only the latest code runs.
-        return Err(ApiError::not_found(&function));
-    }
-    let Some(function) = state.functions.get(name) else {
-        return Err(ApiError::not_found(name));
-    };
-
+    // Unknown callers are refused before the body is read.
+    let credential = state.auth.identify(&headers).map_err(refused)?;
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|v| v.to_str().unwrap_or_default())
         .unwrap_or("RequestResponse");
-    let request_id = crate::request_id::new();
-    match invocation_type {
-        "RequestResponse" => {}
-        "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
-        "Event" => {
-            let payload = read_payload(body, ASYNC_PAYLOAD_LIMIT).await?;
-            enqueue(&state, &request_id, name, INVOKE_TRIGGER, payload).await?;
-            let mut response = StatusCode::ACCEPTED.into_response();
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-amzn-requestid", value);
-            }
-            return Ok(response);
-        }
+    let limit = match invocation_type {
+        "RequestResponse" | "DryRun" => SYNC_PAYLOAD_LIMIT,
+        "Event" => ASYNC_PAYLOAD_LIMIT,
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -63,9 +52,46 @@ pub(super) async fn invoke(
                 ),
             ))
         }
+    };
+    let body = read_body(body, limit).await?;
+    let (name, qualifier) = parse_function_name(&function);
+    // A signature covers the body; the function's existence is only told to those who may
+    // invoke it.
+    let head = RequestHead {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+    };
+    let principal = credential
+        .confirm(&head, &body, SystemTime::now())
+        .map_err(refused)?;
+    state
+        .auth
+        .authorize(principal.as_ref(), Action::Invoke { function: name })
+        .map_err(refused)?;
+
+    let qualifier = query.get("Qualifier").map(String::as_str).or(qualifier);
+    if qualifier.is_some_and(|q| q != "$LATEST") {
+        // Versions and aliases do not exist yet; only the latest code runs.
+        return Err(ApiError::not_found(&function));
+    }
+    let Some(function) = state.functions.get(name) else {
+        return Err(ApiError::not_found(name));
+    };
+    if invocation_type == "DryRun" {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let payload = json_payload(body)?;
+    let request_id = crate::request_id::new();
+    if invocation_type == "Event" {
+        enqueue(&state, &request_id, name, INVOKE_TRIGGER, payload).await?;
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-amzn-requestid", value);
+        }
+        return Ok(response);
     }
 
-    let payload = read_payload(body, SYNC_PAYLOAD_LIMIT).await?;
     let invocation = Invocation {
         request_id: request_id.clone(),
         function: function.name,
@@ -99,15 +125,19 @@ fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Reads the payload: at most `limit` bytes, valid JSON; an empty body is `{}` as in Lambda.
-async fn read_payload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// Reads the body: at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLargeException",
             format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
         )
-    })?;
+    })
+}
+
+/// The payload: valid JSON; an empty body is `{}` as in Lambda.
+fn json_payload(bytes: Bytes) -> Result<Bytes, ApiError> {
     if bytes.is_empty() {
         return Ok(Bytes::from_static(b"{}"));
     }

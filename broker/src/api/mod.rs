@@ -18,6 +18,7 @@ use impulse_connectors::telemetry;
 pub(crate) use admin::{router as admin_router, AdminState};
 pub(crate) use trigger::TriggerRoutes;
 
+use crate::auth::{Authenticator, Denial};
 use crate::functions::Functions;
 use crate::limiter::Throttle;
 
@@ -27,6 +28,7 @@ pub(crate) struct AppState {
     pub(crate) functions: Arc<Functions>,
     pub(crate) triggers: Arc<TriggerRoutes>,
     pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -85,4 +87,17 @@ fn throttled(throttle: Throttle) -> error::ApiError {
         throttle.message(),
     )
     .with_reason(throttle.reason())
+}
+
+/// Lambda's answer to a refused caller (`401` unknown, `403` not allowed).
+fn refused(denial: Denial) -> error::ApiError {
+    record_refusal(&denial);
+    error::ApiError::new(denial.status(), denial.error_type(), denial.to_string())
+}
+
+/// Counts a refusal and logs it at debug level (a flood of bad requests must not flood the
+/// log); the message never holds the credential.
+pub(super) fn record_refusal(denial: &Denial) {
+    telemetry::auth_refused(denial.error_type());
+    tracing::debug!(error_type = denial.error_type(), reason = %denial, "Refused a request.");
 }

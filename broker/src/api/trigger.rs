@@ -1,5 +1,6 @@
 //! HTTP triggers: a request on a configured path becomes a function URL event (payload
-//! format 2.0), and the function's result becomes the reply (SEMANTICS.md §3).
+//! format 2.0), and the function's result becomes the reply (SEMANTICS.md §3). A route's
+//! `auth_type` is checked before the function sees anything.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,12 +11,13 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use impulse_config::{Config, InvocationMode, TriggerConfig};
+use impulse_config::{AuthType, Config, InvocationMode, TriggerConfig};
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 
-use super::{enqueue, AppState};
+use super::{enqueue, record_refusal, AppState};
+use crate::auth::{carries_bearer_token, Action, Denial, RequestHead};
 use crate::functions::CallError;
 use crate::limiter::Throttle;
 
@@ -28,6 +30,8 @@ struct TriggerRoute {
     methods: Vec<Method>,
     body_limit: usize,
     invocation: InvocationMode,
+    /// `AWS_IAM`: the caller must be a principal allowed to invoke `function`.
+    auth_type: AuthType,
 }
 
 /// The path table of every HTTP trigger.
@@ -61,6 +65,7 @@ impl TriggerRoutes {
                 methods,
                 body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
                 invocation: http.invocation,
+                auth_type: http.effective_auth_type(&config.auth),
             };
             if let Err(err) = router.insert(http.path.as_str(), route) {
                 errors.push(format!(
@@ -94,7 +99,15 @@ pub(super) async fn handle(
         // Validation guarantees the function exists; answer sanely if that ever breaks.
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Unknown callers are refused before the body is read.
+    let credential = match route.auth_type {
+        AuthType::None => None,
+        AuthType::AwsIam => match state.auth.identify(&parts.headers) {
+            Ok(credential) => Some(credential),
+            Err(denial) => return refused(&denial),
+        },
+    };
     let Ok(body) = axum::body::to_bytes(body, route.body_limit).await else {
         return message(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,6 +117,28 @@ pub(super) async fn handle(
             ),
         );
     };
+    if let Some(credential) = credential {
+        let head = RequestHead {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        };
+        let allowed = credential
+            .confirm(&head, &body, received_at)
+            .and_then(|principal| {
+                let action = Action::Invoke {
+                    function: &route.function,
+                };
+                state.auth.authorize(principal.as_ref(), action)
+            });
+        if let Err(denial) = allowed {
+            return refused(&denial);
+        }
+        // A bearer token is a credential: the function must not be able to replay it.
+        if carries_bearer_token(&parts.headers) {
+            parts.headers.remove(axum::http::header::AUTHORIZATION);
+        }
+    }
     // Also the event's idempotency key for HTTP input.
     let request_id = crate::request_id::new();
     let payload = encode_request(&HttpRequest {
@@ -234,6 +269,17 @@ fn failure(err: &InvokeError, trigger: &str, request_id: &str) -> Response {
 fn throttled(throttle: Throttle) -> Response {
     let body = json!({ "Message": throttle.message(), "Reason": throttle.reason() });
     (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+}
+
+/// A refused caller: `401` or `403` with Lambda's error type, as the Invoke API answers.
+fn refused(denial: &Denial) -> Response {
+    record_refusal(denial);
+    let mut response = message(denial.status(), &denial.to_string());
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        HeaderValue::from_static(denial.error_type()),
+    );
+    response
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

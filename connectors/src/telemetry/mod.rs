@@ -37,6 +37,10 @@ pub const DESTINATION_FAILURES_TOTAL: &str = "impulse_destination_failures_total
 /// Counter of schedule ticks; labels `trigger`, `result` (`fired`, `skipped`, `caught_up`).
 pub const SCHEDULE_TICKS_TOTAL: &str = "impulse_schedule_ticks_total";
 
+/// Counter of requests refused by authentication or authorization; label `error_type`
+/// (Lambda's exception name, e.g. `AccessDeniedException`).
+pub const AUTH_REFUSALS_TOTAL: &str = "impulse_auth_refusals_total";
+
 /// Counter of invocations that had to wait for a new execution environment to start (process
 /// functions); label `function`.
 pub const COLD_STARTS_TOTAL: &str = "impulse_cold_starts_total";
@@ -205,6 +209,10 @@ pub fn describe() {
         "Records between a trigger's stored (or committed) offsets and the high watermarks."
     );
     metrics::describe_counter!(
+        AUTH_REFUSALS_TOTAL,
+        "Requests refused by authentication or authorization, by Lambda's error type."
+    );
+    metrics::describe_counter!(
         COLD_STARTS_TOTAL,
         "Invocations that waited for a new execution environment to start."
     );
@@ -228,6 +236,11 @@ pub fn build_info(version: &'static str) {
 pub fn throttled(function: &str, limit: Limit) {
     metrics::counter!(THROTTLES_TOTAL, "function" => function.to_owned(), "limit" => limit.as_str())
         .increment(1);
+}
+
+/// Emitted when a request is refused for its credentials or permissions.
+pub fn auth_refused(error_type: &'static str) {
+    metrics::counter!(AUTH_REFUSALS_TOTAL, "error_type" => error_type).increment(1);
 }
 
 /// Emitted once an async event is durable in the queue.
