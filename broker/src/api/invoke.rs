@@ -18,7 +18,7 @@ use impulse_config::{ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT};
 use impulse_invoker::{Invocation, InvokeError, Name};
 
 use super::error::ApiError;
-use super::{enqueue, refused, throttled, AppState};
+use super::{enqueue, throttled, AppState};
 use crate::auth::{Action, RequestHead};
 use crate::functions::CallError;
 
@@ -35,7 +35,7 @@ pub(super) async fn invoke(
     body: Body,
 ) -> Result<Response, ApiError> {
     // Unknown callers are refused before the body is read.
-    let credential = state.auth.identify(&headers).map_err(refused)?;
+    let credential = state.auth.identify(&headers).map_err(ApiError::from)?;
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|v| v.to_str().unwrap_or_default())
@@ -64,11 +64,11 @@ pub(super) async fn invoke(
     };
     let principal = credential
         .confirm(&head, &body, SystemTime::now())
-        .map_err(refused)?;
+        .map_err(ApiError::from)?;
     state
         .auth
         .authorize(principal.as_ref(), Action::Invoke { function: name })
-        .map_err(refused)?;
+        .map_err(ApiError::from)?;
 
     let qualifier = query.get("Qualifier").map(String::as_str).or(qualifier);
     if qualifier.is_some_and(|q| q != "$LATEST") {

@@ -90,9 +90,11 @@ fn throttled(throttle: Throttle) -> error::ApiError {
 }
 
 /// Lambda's answer to a refused caller (`401` unknown, `403` not allowed).
-fn refused(denial: Denial) -> error::ApiError {
-    record_refusal(&denial);
-    error::ApiError::new(denial.status(), denial.error_type(), denial.to_string())
+impl From<Denial> for error::ApiError {
+    fn from(denial: Denial) -> Self {
+        record_refusal(&denial);
+        Self::new(denial.status(), denial.error_type(), denial.to_string())
+    }
 }
 
 /// Counts a refusal and logs it at debug level (a flood of bad requests must not flood the
