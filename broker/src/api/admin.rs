@@ -54,7 +54,12 @@ async fn metrics(
     };
     if let Err(denial) = state.auth.check(&head, b"", Action::ReadMetrics) {
         record_refusal(&denial);
-        return (denial.status(), format!("{denial}\n")).into_response();
+        return (
+            denial.status(),
+            [("x-amzn-errortype", denial.error_type())],
+            format!("{denial}\n"),
+        )
+            .into_response();
     }
     (
         [(

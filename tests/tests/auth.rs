@@ -1,0 +1,286 @@
+//! Access control end to end: every principal against every endpoint of a real `impulse`, with
+//! a real function behind it. Counts what got through that should not have (must be 0), checks
+//! each refusal's status and Lambda error type, and that refused calls never reach the function.
+
+use std::collections::BTreeMap;
+
+use impulse_tests::function::FunctionServer;
+use impulse_tests::impulse::Impulse;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-canary-token-0123456789";
+const READER: &str = "reader-canary-token-0123456789";
+const CI: &str = "ci-canary-token-0123456789abc";
+const OTHER: &str = "other-canary-token-0123456789";
+
+/// SHA-256 of `READER`, so one principal is configured by hash as the README recommends.
+const READER_SHA256: &str = "e93a81f9356eeea87ba70d564521b57b19e335aafdc78e8f6015402a1983b78e";
+
+fn config(endpoint: &str, reader_sha256: &str) -> String {
+    format!(
+        r#"
+[functions.echo]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+
+[functions.guarded]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+policy = {{ principals = ["ci"] }}
+
+[triggers.private]
+type = "http"
+function = "echo"
+path = "/private"
+
+[triggers.public]
+type = "http"
+function = "echo"
+path = "/public"
+auth_type = "NONE"
+
+[triggers.guarded-hook]
+type = "http"
+function = "guarded"
+path = "/guarded"
+
+[auth.tokens.admin]
+role = "admin"
+token = "{ADMIN}"
+
+[auth.tokens.reader]
+role = "read-only"
+token_sha256 = "{reader_sha256}"
+
+[auth.tokens.ci]
+role = "invoker"
+token = "{CI}"
+
+[auth.tokens.other]
+role = "invoker"
+token = "{OTHER}"
+"#
+    )
+}
+
+/// A request to one endpoint; `invokes` says whether an allowed call reaches the function.
+struct Endpoint {
+    name: &'static str,
+    admin: bool,
+    method: Method,
+    path: &'static str,
+    invocation_type: Option<&'static str>,
+}
+
+const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        name: "invoke",
+        admin: false,
+        method: Method::POST,
+        path: "/2015-03-31/functions/echo/invocations",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "invoke-event",
+        admin: false,
+        method: Method::POST,
+        path: "/2015-03-31/functions/echo/invocations",
+        invocation_type: Some("Event"),
+    },
+    Endpoint {
+        name: "invoke-dry-run",
+        admin: false,
+        method: Method::POST,
+        path: "/2015-03-31/functions/echo/invocations",
+        invocation_type: Some("DryRun"),
+    },
+    Endpoint {
+        name: "invoke-guarded",
+        admin: false,
+        method: Method::POST,
+        path: "/2015-03-31/functions/guarded/invocations",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "trigger-private",
+        admin: false,
+        method: Method::POST,
+        path: "/private",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "trigger-guarded",
+        admin: false,
+        method: Method::POST,
+        path: "/guarded",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "trigger-public",
+        admin: false,
+        method: Method::POST,
+        path: "/public",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "metrics",
+        admin: true,
+        method: Method::GET,
+        path: "/metrics",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "healthz",
+        admin: true,
+        method: Method::GET,
+        path: "/healthz",
+        invocation_type: None,
+    },
+];
+
+/// The answer each principal must get: allowed (2xx), or the status and error type.
+fn expected(principal: &str, endpoint: &str) -> Result<(), (StatusCode, &'static str)> {
+    const MISSING: (StatusCode, &str) = (
+        StatusCode::UNAUTHORIZED,
+        "MissingAuthenticationTokenException",
+    );
+    const UNRECOGNIZED: (StatusCode, &str) =
+        (StatusCode::UNAUTHORIZED, "UnrecognizedClientException");
+    const DENIED: (StatusCode, &str) = (StatusCode::FORBIDDEN, "AccessDeniedException");
+    // Open to all: probes, and a route whose auth type is NONE.
+    if matches!(endpoint, "healthz" | "trigger-public") {
+        return Ok(());
+    }
+    let invoke = endpoint != "metrics";
+    let guarded = endpoint.ends_with("guarded");
+    match principal {
+        "none" => Err(MISSING),
+        "wrong" => Err(UNRECOGNIZED),
+        "admin" => Ok(()),
+        "reader" if invoke => Err(DENIED),
+        "reader" => Ok(()),
+        "ci" if invoke => Ok(()),
+        "other" if invoke && !guarded => Ok(()),
+        "ci" | "other" => Err(DENIED),
+        other => panic!("unknown principal {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_principal_against_every_endpoint() {
+    let mut function = FunctionServer::start(|event: Value| async move {
+        axum::Json(json!({ "statusCode": 200, "body": "ok", "echo": event }))
+    })
+    .await;
+    let impulse = Impulse::start(&config(&function.endpoint(), READER_SHA256)).await;
+    let client = reqwest::Client::new();
+    let principals = [
+        ("none", None),
+        ("wrong", Some("wrong-token-0123456789abcdef")),
+        ("admin", Some(ADMIN)),
+        ("reader", Some(READER)),
+        ("ci", Some(CI)),
+        ("other", Some(OTHER)),
+    ];
+
+    let mut unauthorised_2xx = Vec::new();
+    let mut wrong_answers = Vec::new();
+    let mut reached_function = BTreeMap::new();
+    for (principal, token) in principals {
+        for endpoint in ENDPOINTS {
+            let url = if endpoint.admin {
+                impulse.admin_url(endpoint.path)
+            } else {
+                impulse.url(endpoint.path)
+            };
+            let case = format!("{principal}/{}", endpoint.name);
+            let mut request = client.request(endpoint.method.clone(), url);
+            if endpoint.method == Method::POST {
+                request = request.body(json!({ "case": case }).to_string());
+            }
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(kind) = endpoint.invocation_type {
+                request = request.header("x-amz-invocation-type", kind);
+            }
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            let error_type = response
+                .headers()
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let want = expected(principal, endpoint.name);
+            match (&want, status.is_success()) {
+                (Err(_), true) => unauthorised_2xx.push(case.clone()),
+                (Ok(()), false) => wrong_answers.push(format!("{case}: {status} {error_type:?}")),
+                (Err((want_status, want_type)), false) => {
+                    if status != *want_status || error_type.as_deref() != Some(*want_type) {
+                        wrong_answers.push(format!(
+                            "{case}: {status} {error_type:?}, expected {want_status} {want_type}"
+                        ));
+                    }
+                }
+                (Ok(()), true) => {
+                    // DryRun checks permission and existence only; the probe and metrics
+                    // invoke nothing.
+                    if endpoint.method == Method::POST && endpoint.name != "invoke-dry-run" {
+                        reached_function.insert(case, principal);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(unauthorised_2xx, Vec::<String>::new(), "unauthorised 2xx");
+    assert_eq!(wrong_answers, Vec::<String>::new(), "wrong answers");
+
+    // Exactly the allowed calls reached the function (the Event ones through the queue), and
+    // a bearer token that authenticated a call never reaches the function.
+    let mut received = BTreeMap::new();
+    while received.len() < reached_function.len() {
+        let event = function.next().await;
+        let payload = event.event.get("body").and_then(Value::as_str).map_or_else(
+            || event.event.clone(),
+            |body| serde_json::from_str(body).unwrap_or_default(),
+        );
+        let case = payload["case"].as_str().expect("a case").to_owned();
+        let authorization = event.event["headers"]["authorization"]
+            .as_str()
+            .map(str::to_owned);
+        assert!(
+            received.insert(case.clone(), authorization).is_none(),
+            "{case} arrived twice"
+        );
+    }
+    assert_eq!(
+        received.keys().collect::<Vec<_>>(),
+        reached_function.keys().collect::<Vec<_>>()
+    );
+    for (case, authorization) in &received {
+        if case.ends_with("trigger-private") || case.ends_with("trigger-guarded") {
+            assert_eq!(
+                authorization, &None,
+                "{case}: the token reached the function"
+            );
+        }
+    }
+
+    // Refusals are counted; no token appears in the log.
+    let metrics = client
+        .get(impulse.admin_url("/metrics"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("impulse_auth_refusals_total{error_type=\"AccessDeniedException\"}"),
+        "{metrics}"
+    );
+    let logs = impulse.logs();
+    for token in [ADMIN, READER, CI, OTHER] {
+        assert!(!logs.contains(token), "a token is in the log:\n{logs}");
+    }
+}
