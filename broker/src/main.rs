@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod api;
 mod async_invoke;
+mod auth;
 mod dlq_command;
 mod example_function;
 mod functions;
