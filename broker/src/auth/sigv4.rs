@@ -166,22 +166,31 @@ fn parse_for_service(
     let Some(value) = values.next() else {
         return Ok(None);
     };
+    let is_aws = |value: &[u8]| value.starts_with(b"AWS");
+    if values.next().is_some() {
+        // Several credentials are ambiguous: refuse rather than pick one, if any is AWS's.
+        if headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .any(|v| is_aws(v.as_bytes()))
+        {
+            return Err(SigV4Error::Malformed(
+                "A request must carry one Authorization header, not several.",
+            ));
+        }
+        return Ok(None);
+    }
     let value = value.as_bytes();
     let scheme = value.split(|b| *b == b' ').next().unwrap_or_default();
     if scheme != ALGORITHM.as_bytes() {
-        if scheme.starts_with(b"AWS") {
+        if is_aws(scheme) {
             return Err(SigV4Error::Malformed(
                 "Only the AWS4-HMAC-SHA256 signing algorithm is supported.",
             ));
         }
         return Ok(None);
     }
-    if values.next().is_some() {
-        return Err(SigV4Error::Malformed(
-            "A request must carry one Authorization header, not several.",
-        ));
-    }
-    let Ok(value) = std::str::from_utf8(value) else {
+    let Some(value) = std::str::from_utf8(value).ok().filter(|v| v.is_ascii()) else {
         return Err(SigV4Error::Malformed(
             "The Authorization header must be ASCII.",
         ));

@@ -946,11 +946,30 @@ fn the_request_time_must_be_present_single_and_well_formed() {
     request.set("date", "yesterday");
     assert!(matches!(request.parse(), Err(SigV4Error::Malformed(_))));
 
+    for (first, second) in [(true, false), (false, true)] {
+        let sigv4 = botocore("plain_name").headers["authorization"].clone();
+        let bearer = HeaderValue::from_static("Bearer abc");
+        let mut request = botocore("plain_name");
+        request.headers.remove("authorization");
+        for is_sigv4 in [first, second] {
+            let value = if is_sigv4 {
+                sigv4.clone()
+            } else {
+                bearer.clone()
+            };
+            request.headers.append("authorization", value);
+        }
+        assert!(matches!(request.parse(), Err(SigV4Error::Malformed(_))));
+    }
     let mut request = botocore("plain_name");
+    request.headers.remove("authorization");
     request
         .headers
-        .append("authorization", HeaderValue::from_static("Bearer abc"));
-    assert!(matches!(request.parse(), Err(SigV4Error::Malformed(_))));
+        .append("authorization", HeaderValue::from_static("Bearer a"));
+    request
+        .headers
+        .append("authorization", HeaderValue::from_static("Bearer b"));
+    assert!(request.parse().expect("not SigV4").is_none());
 }
 
 // === what never leaks, what never panics ===
