@@ -3,5 +3,6 @@
 pub mod function;
 pub mod impulse;
 pub mod kafka;
+pub mod python;
 
 pub use impulse_test_support::{services, wait};

@@ -284,3 +284,166 @@ async fn every_principal_against_every_endpoint() {
         assert!(!logs.contains(token), "a token is in the log:\n{logs}");
     }
 }
+
+// === SigV4 with the real AWS SDK ===
+
+/// boto3, pinned so the signatures under test do not change between runs.
+const BOTO3: &str = "boto3==1.44.18";
+const KEY_ID: &str = "AKIAIMPULSETEST00001";
+const SECRET: &str = "sigv4-canary-secret/K7MDENG+bPxRfiCYEXAMPLEKEY";
+const READER_KEY_ID: &str = "AKIAIMPULSETEST00002";
+const READER_SECRET: &str = "sigv4-canary-reader/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// What `tests/workers/python/invoke_sigv4.py` printed.
+#[derive(Debug)]
+struct Boto3Answer {
+    status: Option<u64>,
+    payload: Option<String>,
+    error_type: Option<String>,
+    error_message: String,
+}
+
+/// Invokes through boto3 with `args` added to the endpoint and credentials of `key`.
+async fn boto3_invoke(
+    endpoint: &str,
+    (key_id, secret): (&str, &str),
+    args: &[&str],
+) -> Boto3Answer {
+    let python =
+        tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
+            .await
+            .expect("venv");
+    let script =
+        impulse_tests::python::workspace_root().join("tests/workers/python/invoke_sigv4.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args(["--endpoint", endpoint, "--access-key-id", key_id])
+        .args(["--secret-access-key", secret])
+        .args(args)
+        .output()
+        .await
+        .expect("run the boto3 client");
+    let line = String::from_utf8_lossy(&output.stdout);
+    let answer: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        panic!(
+            "boto3 client output is not JSON ({e}): {line}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    Boto3Answer {
+        status: answer["status"].as_u64(),
+        payload: answer["payload"].as_str().map(str::to_owned),
+        error_type: answer["error_type"].as_str().map(str::to_owned),
+        error_message: answer["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn boto3_signs_and_impulse_verifies() {
+    let function = FunctionServer::start(|event: Value| async move { axum::Json(event) }).await;
+    let config = format!(
+        r#"
+[functions.echo]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+
+[auth.access_keys.deploy]
+role = "invoker"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+
+[auth.access_keys.grafana]
+role = "read-only"
+access_key_id = "{READER_KEY_ID}"
+secret_access_key = "{READER_SECRET}"
+"#,
+        endpoint = function.endpoint()
+    );
+    let impulse = Impulse::start(&config).await;
+    let endpoint = impulse.url("");
+    let deploy = (KEY_ID, SECRET);
+    let payload = r#"{"order": 42}"#;
+
+    // Signed right: by name, by ARN with a qualifier, and asynchronously.
+    let answer = boto3_invoke(
+        &endpoint,
+        deploy,
+        &["--function", "echo", "--payload", payload],
+    )
+    .await;
+    assert_eq!(answer.status, Some(200), "{answer:?}");
+    let echoed: Value = serde_json::from_str(answer.payload.as_deref().unwrap_or_default())
+        .expect("the function's JSON");
+    assert_eq!(echoed, json!({ "order": 42 }));
+    let arn = "arn:aws:lambda:eu-west-1:123456789012:function:echo:$LATEST";
+    let answer = boto3_invoke(
+        &endpoint,
+        deploy,
+        &["--function", arn, "--payload", payload],
+    )
+    .await;
+    assert_eq!(answer.status, Some(200), "{answer:?}");
+    let answer = boto3_invoke(
+        &endpoint,
+        deploy,
+        &["--function", "echo", "--invocation-type", "Event"],
+    )
+    .await;
+    assert_eq!(answer.status, Some(202), "{answer:?}");
+
+    // Refused as Lambda refuses.
+    let cases: [(&str, (&str, &str), &[&str], u64, &str); 4] = [
+        (
+            "wrong secret",
+            (KEY_ID, "sigv4-wrong-secret/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            &[],
+            401,
+            "InvalidSignatureException",
+        ),
+        (
+            "unknown key",
+            ("AKIAIMPULSEUNKNOWN01", SECRET),
+            &[],
+            401,
+            "UnrecognizedClientException",
+        ),
+        (
+            "signed six minutes ago",
+            deploy,
+            &["--clock-skew", "-360"],
+            401,
+            "InvalidSignatureException",
+        ),
+        (
+            "read-only key",
+            (READER_KEY_ID, READER_SECRET),
+            &[],
+            403,
+            "AccessDeniedException",
+        ),
+    ];
+    for (case, key, extra, status, error_type) in cases {
+        let mut args = vec!["--function", "echo", "--payload", payload];
+        args.extend_from_slice(extra);
+        let answer = boto3_invoke(&endpoint, key, &args).await;
+        assert_eq!(answer.status, Some(status), "{case}: {answer:?}");
+        assert_eq!(
+            answer.error_type.as_deref(),
+            Some(error_type),
+            "{case}: {answer:?}"
+        );
+        if case == "signed six minutes ago" {
+            assert!(
+                answer.error_message.starts_with("Signature expired"),
+                "{case}: {answer:?}"
+            );
+        }
+    }
+    let logs = impulse.logs();
+    assert!(
+        !logs.contains("sigv4-canary"),
+        "a secret is in the log:\n{logs}"
+    );
+}

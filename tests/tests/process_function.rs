@@ -5,9 +5,7 @@
 //! (stale ids, oversized bodies, junk error documents).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,15 +33,8 @@ enum Runtime {
     Python,
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace")
-        .to_path_buf()
-}
-
 fn python_dir() -> PathBuf {
-    workspace_root().join("tests/workers/python")
+    impulse_tests::python::workspace_root().join("tests/workers/python")
 }
 
 fn target(runtime: Runtime) -> ProcessTargetConfig {
@@ -79,57 +70,12 @@ fn function(runtime: Runtime, max: usize) -> ProcessFunction {
 
 // === Python environment ===
 
-/// The venv's Python, creating `.services/python-venv` with awslambdaric on first use. A file
-/// lock serialises test binaries running at once; a marker file records a finished install.
+/// The venv's Python with awslambdaric, created on first use.
 fn python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(install_python).clone()
-}
-
-fn install_python() -> PathBuf {
-    let services = workspace_root().join(".services");
-    std::fs::create_dir_all(&services).expect("create .services");
-    let lock = File::create(services.join("python-venv.lock")).expect("create the venv lock");
-    lock.lock().expect("lock the venv");
-    let venv = services.join("python-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(".impulse-installed");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == AWSLAMBDARIC) && python.exists() {
-        return python;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove an unfinished venv");
-    }
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (on Debian's system Python this needs `apt-get install python3-venv`)",
-    );
-    run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            AWSLAMBDARIC,
-        ]),
-        "pip install awslambdaric (needs PyPI)",
-    );
-    std::fs::write(&marker, AWSLAMBDARIC).expect("write the venv marker");
-    python
-}
-
-fn run(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    PYTHON
+        .get_or_init(|| impulse_tests::python::venv("python-venv", &[AWSLAMBDARIC]))
+        .clone()
 }
 
 // === helpers ===
