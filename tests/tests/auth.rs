@@ -394,7 +394,9 @@ secret_access_key = "{READER_SECRET}"
     assert_eq!(answer.status, Some(202), "{answer:?}");
 
     // Refused as Lambda refuses.
-    let cases: [(&str, (&str, &str), &[&str], u64, &str); 4] = [
+    // (case, key, extra arguments, status, error type)
+    type Case<'a> = (&'a str, (&'a str, &'a str), &'a [&'a str], u64, &'a str);
+    let cases: [Case<'_>; 4] = [
         (
             "wrong secret",
             (KEY_ID, "sigv4-wrong-secret/K7MDENG+bPxRfiCYEXAMPLEKEY"),
