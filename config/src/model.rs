@@ -535,6 +535,38 @@ pub struct HttpTriggerConfig {
     /// Unset: `AWS_IAM` when `[auth]` configures any principal, else `NONE`.
     #[serde(default)]
     pub auth_type: Option<AuthType>,
+    /// Cross-origin resource sharing for browsers, as a function URL configures it. Unset: no
+    /// CORS headers are added (the function may send its own).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// A function URL's CORS settings (Lambda's `Cors`). Impulse answers preflight requests
+/// itself, without invoking the function or asking for credentials, and sets the CORS headers
+/// of every response, replacing any the function sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to call (`https://app.example.com`), or `["*"]` for any.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight may ask for, or `["*"]` for any; empty: none beyond simple requests.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight may ask for, or `["*"]` for any.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Whether browsers may send cookies and credentials; needs explicit origins (not `*`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer, at most 86400s (Lambda's limit);
+    /// unset: no `Access-Control-Max-Age`.
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Duration>,
 }
 
 impl HttpTriggerConfig {

@@ -749,6 +749,48 @@ auth_type = "AWS_IAM"
 }
 
 #[test]
+fn cors_rules() {
+    let toml = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://localhost:9000" }
+
+[triggers.app]
+type = "http"
+function = "f"
+path = "/app"
+[triggers.app.cors]
+allow_origins = ["*", "https://app.example.com/path", "app.example.com"]
+allow_methods = ["GET", "PO ST"]
+allow_headers = ["*"]
+expose_headers = ["*"]
+allow_credentials = true
+max_age = "2d"
+
+[triggers.empty]
+type = "http"
+function = "f"
+path = "/empty"
+cors = {}
+"#;
+    let found = errors(toml, Format::Toml, "t.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "t.toml:10: triggers.app.cors.allow_origins[1]: invalid origin \
+             \"https://app.example.com/path\": use scheme://host[:port] with no path, or \"*\"",
+            "t.toml:10: triggers.app.cors.allow_origins[2]: invalid origin \"app.example.com\": \
+             use scheme://host[:port] with no path, or \"*\"",
+            "t.toml:11: triggers.app.cors.allow_methods[1]: invalid name \"PO ST\"",
+            "t.toml:14: triggers.app.cors.allow_credentials: browsers refuse credentials with the \
+             origin \"*\"; list the origins instead",
+            "t.toml:15: triggers.app.cors.max_age: must be at most 86400s (Lambda's limit)",
+            "t.toml:21: triggers.empty.cors.allow_origins: name at least one origin (e.g. \
+             \"https://app.example.com\") or \"*\"",
+        ]
+    );
+}
+
+#[test]
 fn http_auth_type_defaults_follow_auth() {
     let open = ok(
         r#"

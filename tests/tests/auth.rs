@@ -449,3 +449,109 @@ secret_access_key = "{READER_SECRET}"
         "a secret is in the log:\n{logs}"
     );
 }
+
+// === CORS on an AWS_IAM route ===
+
+#[tokio::test]
+async fn cors_preflights_are_answered_without_credentials_or_invocation() {
+    let mut function = FunctionServer::start(|_event: Value| async move {
+        axum::Json(json!({
+            "statusCode": 200,
+            "headers": { "access-control-allow-origin": "https://function-chose.example", "x-order": "7" },
+            "body": "ok",
+        }))
+    })
+    .await;
+    let config = format!(
+        r#"
+[functions.echo]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+
+[triggers.app]
+type = "http"
+function = "echo"
+path = "/app"
+methods = ["POST"]
+[triggers.app.cors]
+allow_origins = ["https://app.example.com"]
+allow_methods = ["POST"]
+allow_headers = ["authorization", "content-type"]
+expose_headers = ["x-order"]
+allow_credentials = true
+max_age = "10m"
+
+[auth.tokens.ci]
+role = "invoker"
+token = "{CI}"
+"#,
+        endpoint = function.endpoint()
+    );
+    let impulse = Impulse::start(&config).await;
+    let client = reqwest::Client::new();
+    let origin = "https://app.example.com";
+
+    // The preflight: no credentials, no invocation, Lambda's headers.
+    let preflight = client
+        .request(Method::OPTIONS, impulse.url("/app"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status(), StatusCode::OK);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert_eq!(headers["access-control-allow-methods"], "POST");
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "authorization, content-type"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert_eq!(headers["access-control-max-age"], "600");
+    let refused = client
+        .request(Method::OPTIONS, impulse.url("/app"))
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+
+    // The call itself still needs a principal; its refusal is readable by the page.
+    let unauthenticated = client
+        .post(impulse.url("/app"))
+        .header("origin", origin)
+        .body("{}")
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        unauthenticated.headers()["access-control-allow-origin"],
+        origin
+    );
+
+    // An allowed call: the trigger's CORS headers replace the function's.
+    let response = client
+        .post(impulse.url("/app"))
+        .header("origin", origin)
+        .bearer_auth(CI)
+        .body(r#"{"case": "cors"}"#)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert_eq!(headers["access-control-expose-headers"], "x-order");
+    assert_eq!(headers["x-order"], "7");
+    let received = function.next().await;
+    assert_eq!(
+        received.event["body"], r#"{"case": "cors"}"#,
+        "only the real call ran"
+    );
+}

@@ -2,6 +2,7 @@
 //! and the admin listener (health, readiness, metrics).
 
 mod admin;
+mod cors;
 mod error;
 mod invoke;
 mod trigger;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{AuthType, Config, InvocationMode, TriggerConfig};
@@ -16,6 +16,7 @@ use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
 
+use super::cors::{is_preflight, Cors};
 use super::{enqueue, record_refusal, AppState};
 use crate::auth::{carries_bearer_token, Action, Denial, RequestHead};
 use crate::functions::CallError;
@@ -32,6 +33,7 @@ struct TriggerRoute {
     invocation: InvocationMode,
     /// `AWS_IAM`: the caller must be a principal allowed to invoke `function`.
     auth_type: AuthType,
+    cors: Option<Cors>,
 }
 
 /// The path table of every HTTP trigger.
@@ -66,6 +68,7 @@ impl TriggerRoutes {
                 body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
                 invocation: http.invocation,
                 auth_type: http.effective_auth_type(&config.auth),
+                cors: http.cors.as_ref().map(Cors::new),
             };
             if let Err(err) = router.insert(http.path.as_str(), route) {
                 errors.push(format!(
@@ -89,12 +92,37 @@ pub(super) async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let path = request.uri().path().to_owned();
+    let (route, path_parameters) =
+        match state
+            .triggers
+            .route(&path, request.method(), request.headers())
+        {
+            Ok(found) => found,
+            Err(refusal) => return *refusal,
+        };
+    let Some(cors) = &route.cors else {
+        return serve(&state, peer, route, path_parameters, request).await;
+    };
+    if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
+        return preflight;
+    }
+    let request_headers = request.headers().clone();
+    let mut response = serve(&state, peer, route, path_parameters, request).await;
+    cors.apply(&request_headers, &mut response);
+    response
+}
+
+/// Everything after routing: authenticate, read the body, build the event, invoke or queue.
+async fn serve(
+    state: &AppState,
+    peer: SocketAddr,
+    route: &TriggerRoute,
+    path_parameters: BTreeMap<String, String>,
+    request: Request,
+) -> Response {
     let received_at = SystemTime::now();
     let path = request.uri().path().to_owned();
-    let (route, path_parameters) = match state.triggers.route(&path, request.method()) {
-        Ok(found) => found,
-        Err(refusal) => return *refusal,
-    };
     let Some(function) = state.functions.get(&route.function) else {
         // Validation guarantees the function exists; answer sanely if that ever breaks.
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
@@ -156,7 +184,7 @@ pub(super) async fn handle(
     });
     let mut response = match route.invocation {
         InvocationMode::Async => {
-            match enqueue(&state, &request_id, &route.function, &route.name, payload).await {
+            match enqueue(state, &request_id, &route.function, &route.name, payload).await {
                 Ok(()) => (
                     StatusCode::ACCEPTED,
                     Json(json!({ "requestId": request_id })),
@@ -189,11 +217,13 @@ pub(super) async fn handle(
 
 impl TriggerRoutes {
     /// The trigger for `path` and `method`, with the path's captured parameters; or the reply
-    /// refusing the request (`404` for no trigger, `405` with `Allow` for another method).
+    /// refusing the request (`404` for no trigger, `405` with `Allow` for another method). A
+    /// CORS preflight reaches a route with CORS settings whatever its methods.
     fn route(
         &self,
         path: &str,
         method: &Method,
+        headers: &HeaderMap,
     ) -> Result<(&TriggerRoute, BTreeMap<String, String>), Box<Response>> {
         let Ok(matched) = self.router.at(path) else {
             return Err(Box::new(message(
@@ -202,7 +232,8 @@ impl TriggerRoutes {
             )));
         };
         let route = matched.value;
-        if !route.methods.is_empty() && !route.methods.contains(method) {
+        let preflight = route.cors.is_some() && is_preflight(method, headers);
+        if !route.methods.is_empty() && !route.methods.contains(method) && !preflight {
             let allow = route
                 .methods
                 .iter()

@@ -1,9 +1,9 @@
-//! HTTP triggers: methods, body size, and a path axum can route.
+//! HTTP triggers: methods, body size, CORS, and a path axum can route.
 
 use std::collections::BTreeSet;
 
 use crate::locate::FieldPath;
-use crate::model::{HttpTriggerConfig, InvocationMode};
+use crate::model::{CorsConfig, HttpTriggerConfig, InvocationMode};
 use crate::validate::Validator;
 
 /// Path prefix of the Lambda Invoke API, which HTTP triggers cannot use.
@@ -34,6 +34,9 @@ impl Validator {
                 );
             }
         }
+        if let Some(cors) = &http.cors {
+            self.cors(&path.key("cors"), cors);
+        }
         match route_key(&http.path) {
             Ok(route) => Some(route),
             Err(message) => {
@@ -42,6 +45,73 @@ impl Validator {
             }
         }
     }
+}
+
+impl Validator {
+    /// CORS settings a browser would honour: origins as `scheme://host[:port]` or `*`, tokens
+    /// for methods and headers, credentials only with explicit origins.
+    fn cors(&mut self, path: &FieldPath, cors: &CorsConfig) {
+        if cors.allow_origins.is_empty() {
+            self.error(
+                path.key("allow_origins"),
+                "name at least one origin (e.g. \"https://app.example.com\") or \"*\"",
+            );
+        }
+        for (i, origin) in cors.allow_origins.iter().enumerate() {
+            if origin != "*" && !is_origin(origin) {
+                self.error(
+                    path.key("allow_origins").index(i),
+                    format!(
+                        "invalid origin \"{origin}\": use scheme://host[:port] with no path, \
+                         or \"*\""
+                    ),
+                );
+            }
+        }
+        for (field, list) in [
+            ("allow_methods", &cors.allow_methods),
+            ("allow_headers", &cors.allow_headers),
+            ("expose_headers", &cors.expose_headers),
+        ] {
+            // `*` is a token too: the wildcard browsers understand in each of these lists.
+            for (i, token) in list.iter().enumerate() {
+                if token.is_empty() || !token.bytes().all(is_tchar) {
+                    self.error(
+                        path.key(field).index(i),
+                        format!("invalid name \"{token}\""),
+                    );
+                }
+            }
+        }
+        if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+            self.error(
+                path.key("allow_credentials"),
+                "browsers refuse credentials with the origin \"*\"; list the origins instead",
+            );
+        }
+        if cors.max_age.is_some_and(|age| age > MAX_CORS_AGE) {
+            self.error(
+                path.key("max_age"),
+                "must be at most 86400s (Lambda's limit)",
+            );
+        }
+    }
+}
+
+/// Lambda's largest `MaxAge` for function URL CORS: one day.
+const MAX_CORS_AGE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// `scheme://host[:port]`, as a browser sends it in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', ' '])
 }
 
 /// RFC 9110 `tchar`: the characters of an HTTP method token.
