@@ -5,6 +5,7 @@ mod http;
 mod kafka;
 mod redis;
 mod schedule;
+mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 
