@@ -39,8 +39,9 @@
 //! value that came from the environment. Two names that map to the same variable (`a-b` and
 //! `a_b`) make that variable an error. Values are never echoed for URLs, tokens and webhook
 //! secrets, which may hold secrets. The names are constants in this crate
-//! ([`IMPULSE_LISTEN`], …) and helpers build the per-name ones ([`function_endpoint_var`], …). Tests pass an [`Env`] stub, such as
-//! a `HashMap<String, String>`, to [`load_with_env`] or [`parse`].
+//! ([`IMPULSE_LISTEN`], …) and helpers build the per-name ones ([`function_endpoint_var`], …).
+//! Tests pass an [`Env`] stub, such as a `HashMap<String, String>`, to [`load_with_env`] or
+//! [`parse`].
 //!
 //! # How errors find their line
 //!
