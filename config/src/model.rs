@@ -683,11 +683,12 @@ impl WebhookScheme {
 }
 
 /// Standard base64 that accepts the secret with or without its trailing `=` padding.
-const STANDARD_WEBHOOKS_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-);
+const STANDARD_WEBHOOKS_BASE64: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
 
 /// An EventBridge-style schedule. Events go through the async queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -186,8 +186,10 @@ path = "/hook"
         let found = errors(&text, &HashMap::new());
         assert_eq!(
             found,
-            ["w.toml:10: triggers.hook.webhook.secret: missing; set it here or in the \
-              environment variable IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET (github secret)"]
+            [
+                "w.toml:10: triggers.hook.webhook.secret: missing; set it here or in the \
+              environment variable IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET (github secret)"
+            ]
         );
 
         let var = crate::trigger_webhook_secret_var("hook");
@@ -228,16 +230,18 @@ path = "/hook"
         let found = errors(text, &env);
         assert_eq!(
             found,
-            ["environment variable IMPULSE_TRIGGER_HOOK_WEBHOOK_SECRET: triggers.hook: trigger \
-              \"hook\" has no [triggers.hook.webhook] table; declare its scheme there"]
+            [
+                "environment variable IMPULSE_TRIGGER_HOOK_WEBHOOK_SECRET: triggers.hook: trigger \
+              \"hook\" has no [triggers.hook.webhook] table; declare its scheme there"
+            ]
         );
     }
 
     #[test]
     fn debug_and_serialisation_redact_the_secret() {
         let text = config("scheme = \"github\"\nsecret = \"0123456789abcdef-canary\"");
-        let config = parse(&text, Format::Toml, "w.toml", &HashMap::new())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            parse(&text, Format::Toml, "w.toml", &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
         let debug = format!("{config:?}");
         assert!(!debug.contains("canary"), "{debug}");
         let json = serde_json::to_string(&config).expect("serialisable");
