@@ -11,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{Config, InvocationMode, TriggerConfig};
+use impulse_connectors::http::webhook::WebhookVerifier;
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
@@ -28,6 +29,8 @@ struct TriggerRoute {
     methods: Vec<Method>,
     body_limit: usize,
     invocation: InvocationMode,
+    /// Set when the trigger has a `[webhook]` table: every request must carry a valid signature.
+    webhook: Option<WebhookVerifier>,
 }
 
 /// The path table of every HTTP trigger.
@@ -55,12 +58,21 @@ impl TriggerRoutes {
                     )),
                 }
             }
+            let webhook = match http.webhook.as_ref().map(WebhookVerifier::from_config) {
+                None => None,
+                Some(Ok(verifier)) => Some(verifier),
+                Some(Err(err)) => {
+                    errors.push(format!("triggers.{name}.webhook.secret: {err}"));
+                    None
+                }
+            };
             let route = TriggerRoute {
                 name: Name::new(name),
                 function: http.function.clone(),
                 methods,
                 body_limit: usize::try_from(http.body_limit()).unwrap_or(usize::MAX),
                 invocation: http.invocation,
+                webhook,
             };
             if let Err(err) = router.insert(http.path.as_str(), route) {
                 errors.push(format!(
@@ -77,8 +89,8 @@ impl TriggerRoutes {
     }
 }
 
-/// The fallback handler of the trigger listener: route, read the body, build the function URL
-/// event, then invoke (sync) or queue (async).
+/// The fallback handler of the trigger listener: route, read the body, verify its webhook
+/// signature, build the function URL event, then invoke (sync) or queue (async).
 pub(super) async fn handle(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -104,6 +116,16 @@ pub(super) async fn handle(
             ),
         );
     };
+    // Over the exact bytes received, before anything parses them; nothing runs or queues on failure.
+    if let Some(verifier) = &route.webhook {
+        if let Err(reason) = verifier.verify(&parts.headers, &body, received_at) {
+            tracing::warn!(trigger = route.name.as_str(), reason = reason.code(), error = %reason, "Refused a webhook request whose signature does not verify.");
+            return message(
+                StatusCode::UNAUTHORIZED,
+                &format!("Invalid webhook signature: {reason}"),
+            );
+        }
+    }
     // Also the event's idempotency key for HTTP input.
     let request_id = crate::request_id::new();
     let payload = encode_request(&HttpRequest {
