@@ -34,9 +34,6 @@ impl Validator {
                 );
             }
         }
-        if let Some(webhook) = &http.webhook {
-            self.webhook(&path.key("webhook"), webhook);
-        }
         match route_key(&http.path) {
             Ok(route) => Some(route),
             Err(message) => {

@@ -44,6 +44,9 @@ impl Validator {
                     if let Some(route) = self.http(&path, http) {
                         http_paths.entry(route).or_default().push(name);
                     }
+                    if let Some(webhook) = &http.webhook {
+                        self.webhook(&path.key("webhook"), name, webhook);
+                    }
                 }
                 TriggerConfig::Schedule(schedule) => self.schedule(&path, schedule),
                 TriggerConfig::Kafka(kafka) => self.kafka(&path, kafka),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
+use crate::env::trigger_webhook_secret_var;
 use crate::locate::FieldPath;
 use crate::model::WebhookConfig;
 use crate::validate::Validator;
@@ -16,14 +17,15 @@ const MIN_TOLERANCE: Duration = Duration::from_secs(1);
 const MAX_TOLERANCE: Duration = Duration::from_secs(60 * 60);
 
 impl Validator {
-    pub(super) fn webhook(&mut self, path: &FieldPath, webhook: &WebhookConfig) {
+    /// Validates trigger `name`'s `webhook` table at `path`.
+    pub(super) fn webhook(&mut self, path: &FieldPath, name: &str, webhook: &WebhookConfig) {
         match &webhook.secret {
             None => self.error(
                 path.key("secret"),
                 format!(
-                    "missing; set it here or in the environment variable \
-                     IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET ({} secret)",
-                    webhook.scheme.as_str()
+                    "missing; set the {} secret here or in the environment variable {}",
+                    webhook.scheme.as_str(),
+                    trigger_webhook_secret_var(name)
                 ),
             ),
             Some(secret) => {
@@ -187,8 +189,8 @@ path = "/hook"
         assert_eq!(
             found,
             [
-                "w.toml:10: triggers.hook.webhook.secret: missing; set it here or in the \
-              environment variable IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET (github secret)"
+                "w.toml:10: triggers.hook.webhook.secret: missing; set the github secret here \
+                 or in the environment variable IMPULSE_TRIGGER_HOOK_WEBHOOK_SECRET"
             ]
         );
 
