@@ -224,7 +224,10 @@ impl WebhookVerifier {
     /// future timestamp would otherwise stretch a captured request's useful life); returns when
     /// its window closes.
     fn check_timestamp(&self, timestamp: u64, now: SystemTime) -> Result<SystemTime, WebhookError> {
-        let signed = UNIX_EPOCH + Duration::from_secs(timestamp);
+        // Checked: a 19-digit timestamp is past what `SystemTime` can hold.
+        let signed = UNIX_EPOCH
+            .checked_add(Duration::from_secs(timestamp))
+            .ok_or(WebhookError::TimestampOutsideWindow)?;
         let distance = match now.duration_since(signed) {
             Ok(age) => age,
             Err(ahead) => ahead.duration(),
@@ -232,7 +235,9 @@ impl WebhookVerifier {
         if distance > self.tolerance {
             return Err(WebhookError::TimestampOutsideWindow);
         }
-        Ok(signed + self.tolerance)
+        signed
+            .checked_add(self.tolerance)
+            .ok_or(WebhookError::TimestampOutsideWindow)
     }
 
     /// An HMAC of `parts` concatenated, under this verifier's key.

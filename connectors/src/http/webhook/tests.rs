@@ -136,6 +136,16 @@ fn standard_webhooks_refusals() {
         v().verify(&good(), SW_BODY, at(SW_TIMESTAMP - 301)),
         Err(WebhookError::TimestampOutsideWindow)
     );
+    // A timestamp beyond what the clock can represent is refused, not a panic.
+    let far = headers(&[
+        ("webhook-id", SW_ID),
+        ("webhook-timestamp", "9999999999999999999"),
+        ("webhook-signature", SW_SIGNATURE),
+    ]);
+    assert_eq!(
+        v().verify(&far, SW_BODY, now),
+        Err(WebhookError::TimestampOutsideWindow)
+    );
 }
 
 #[test]
