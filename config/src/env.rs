@@ -33,6 +33,9 @@ pub const IMPULSE_TRIGGER_PREFIX: &str = "IMPULSE_TRIGGER_";
 pub const BOOTSTRAP_SERVERS_SUFFIX: &str = "_BOOTSTRAP_SERVERS";
 /// Suffix of `IMPULSE_TRIGGER_<NAME>_URL`, overriding a redis trigger's `url`.
 pub const URL_SUFFIX: &str = "_URL";
+/// Suffix of `IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET`, setting an http trigger's
+/// `webhook.secret`.
+pub const WEBHOOK_SECRET_SUFFIX: &str = "_WEBHOOK_SECRET";
 /// Prefix of `IMPULSE_AUTH_TOKEN_<NAME>`, setting a configured token's `token` (and clearing
 /// its `token_sha256`).
 pub const IMPULSE_AUTH_TOKEN_PREFIX: &str = "IMPULSE_AUTH_TOKEN_";
@@ -103,6 +106,14 @@ pub fn trigger_bootstrap_servers_var(trigger: &str) -> String {
 /// `IMPULSE_TRIGGER_<NAME>_URL` for a trigger name.
 pub fn trigger_url_var(trigger: &str) -> String {
     format!("{IMPULSE_TRIGGER_PREFIX}{}{URL_SUFFIX}", env_name(trigger))
+}
+
+/// `IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET` for a trigger name.
+pub fn trigger_webhook_secret_var(trigger: &str) -> String {
+    format!(
+        "{IMPULSE_TRIGGER_PREFIX}{}{WEBHOOK_SECRET_SUFFIX}",
+        env_name(trigger)
+    )
 }
 
 /// `IMPULSE_AUTH_TOKEN_<NAME>` for a token name.
@@ -249,6 +260,7 @@ pub(crate) fn apply(config: &mut Config, env: &dyn Env) -> Applied {
 
     let bootstrap_clashes = ambiguous(config.triggers.keys(), trigger_bootstrap_servers_var);
     let url_clashes = ambiguous(config.triggers.keys(), trigger_url_var);
+    let webhook_clashes = ambiguous(config.triggers.keys(), trigger_webhook_secret_var);
     for (name, trigger) in &mut config.triggers {
         let path = root.key("triggers").key(name);
         let kind = trigger.kind();
@@ -265,6 +277,35 @@ pub(crate) fn apply(config: &mut Config, env: &dyn Env) -> Applied {
                     &var,
                     path.clone(),
                     format!("trigger \"{name}\" is a {kind} trigger; only kafka triggers take bootstrap_servers"),
+                );
+            }
+        }
+
+        let var = trigger_webhook_secret_var(name);
+        if let Some(secret) = env.var(&var) {
+            if let Some(names) = webhook_clashes.get(&var) {
+                applied.error(&var, path.clone(), ambiguity("triggers", names));
+            } else if let TriggerConfig::Http(http) = trigger {
+                match &mut http.webhook {
+                    Some(webhook) => {
+                        webhook.secret = Some(SecretString::from(secret));
+                        applied.set(path.key("webhook").key("secret"), &var);
+                    }
+                    None => applied.error(
+                        &var,
+                        path.clone(),
+                        format!(
+                            "trigger \"{name}\" has no [triggers.{}.webhook] table; declare its \
+                             scheme there",
+                            FieldPath::root().key(name)
+                        ),
+                    ),
+                }
+            } else {
+                applied.error(
+                    &var,
+                    path.clone(),
+                    format!("trigger \"{name}\" is a {kind} trigger; only http triggers take a webhook secret"),
                 );
             }
         }
@@ -354,6 +395,10 @@ mod tests {
         assert_eq!(
             auth_secret_access_key_var("deploy"),
             "IMPULSE_AUTH_SECRET_ACCESS_KEY_DEPLOY"
+        );
+        assert_eq!(
+            trigger_webhook_secret_var("git-hub"),
+            "IMPULSE_TRIGGER_GIT_HUB_WEBHOOK_SECRET"
         );
     }
 }

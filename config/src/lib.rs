@@ -31,16 +31,18 @@
 //! | `IMPULSE_FUNCTION_<NAME>_ENDPOINT` | `functions.<name>.target.endpoint` (http targets only; an error for process targets) |
 //! | `IMPULSE_TRIGGER_<NAME>_BOOTSTRAP_SERVERS` | `triggers.<name>.bootstrap_servers` (kafka triggers only) |
 //! | `IMPULSE_TRIGGER_<NAME>_URL` | `triggers.<name>.url` (redis triggers only) |
+//! | `IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET` | `triggers.<name>.webhook.secret` (http triggers with a `[triggers.<name>.webhook]` table only) |
 //! | `IMPULSE_AUTH_TOKEN_<NAME>` | `auth.tokens.<name>.token`, clearing `token_sha256` (the token must be declared in the file, with its role) |
 //! | `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` | `auth.access_keys.<name>.secret_access_key` (the key must be declared in the file, with its role and id) |
 //!
 //! A bad value, or a variable aimed at the wrong kind of function or trigger, is reported as
 //! `environment variable IMPULSE_…: <field path>: <problem>`; so is a validation problem in a
 //! value that came from the environment. Two names that map to the same variable (`a-b` and
-//! `a_b`) make that variable an error. Values are never echoed for URLs and tokens, which may
-//! hold secrets. The names are constants in this crate ([`IMPULSE_LISTEN`], …) and helpers
-//! build the per-name ones ([`function_endpoint_var`], …). Tests pass an [`Env`] stub, such as
-//! a `HashMap<String, String>`, to [`load_with_env`] or [`parse`].
+//! `a_b`) make that variable an error. Values are never echoed for URLs, tokens and webhook
+//! secrets, which may hold secrets. The names are constants in this crate
+//! ([`IMPULSE_LISTEN`], …) and helpers build the per-name ones ([`function_endpoint_var`], …).
+//! Tests pass an [`Env`] stub, such as a `HashMap<String, String>`, to [`load_with_env`] or
+//! [`parse`].
 //!
 //! # How errors find their line
 //!
@@ -75,10 +77,11 @@ use serde_json::Value;
 
 pub use env::{
     auth_secret_access_key_var, auth_token_var, env_name, function_endpoint_var,
-    trigger_bootstrap_servers_var, trigger_url_var, Env, ProcessEnv, BOOTSTRAP_SERVERS_SUFFIX,
-    ENDPOINT_SUFFIX, IMPULSE_ADMIN_LISTEN, IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX,
-    IMPULSE_AUTH_TOKEN_PREFIX, IMPULSE_DATA_DIR, IMPULSE_FUNCTION_PREFIX, IMPULSE_LISTEN,
-    IMPULSE_QUEUE_REDIS_URL, IMPULSE_TRIGGER_PREFIX, URL_SUFFIX,
+    trigger_bootstrap_servers_var, trigger_url_var, trigger_webhook_secret_var, Env, ProcessEnv,
+    BOOTSTRAP_SERVERS_SUFFIX, ENDPOINT_SUFFIX, IMPULSE_ADMIN_LISTEN,
+    IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX, IMPULSE_AUTH_TOKEN_PREFIX, IMPULSE_DATA_DIR,
+    IMPULSE_FUNCTION_PREFIX, IMPULSE_LISTEN, IMPULSE_QUEUE_REDIS_URL, IMPULSE_TRIGGER_PREFIX,
+    URL_SUFFIX, WEBHOOK_SECRET_SUFFIX,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;

@@ -532,13 +532,19 @@ pub struct HttpTriggerConfig {
     pub max_body_size: Option<u64>,
     /// Who may call the route, as a function URL's auth type: `NONE` (anyone) or `AWS_IAM`
     /// (a configured principal, by bearer token or SigV4, allowed to invoke the function).
-    /// Unset: `AWS_IAM` when `[auth]` configures any principal, else `NONE`.
+    /// Unset: `NONE` for a webhook, else `AWS_IAM` when `[auth]` configures any principal,
+    /// else `NONE`. A webhook with `AWS_IAM` needs both the principal and the signature.
     #[serde(default)]
     pub auth_type: Option<AuthType>,
     /// Cross-origin resource sharing for browsers, as a function URL configures it. Unset: no
     /// CORS headers are added (the function may send its own).
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Verify the sender's webhook signature on every request, over the raw body, before the
+    /// function sees it; a bad signature is a `401` and nothing is invoked or queued. Unset: no
+    /// verification.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// A function URL's CORS settings (Lambda's `Cors`). Impulse answers preflight requests
@@ -570,14 +576,16 @@ pub struct CorsConfig {
 }
 
 impl HttpTriggerConfig {
-    /// The auth type in force: `auth_type`, or its default given whether `auth` configures
-    /// any principal.
+    /// The auth type in force: `auth_type`, or its default: `NONE` for a webhook (its
+    /// signature authenticates the sender, who cannot hold a principal's credentials), else
+    /// `AWS_IAM` when `auth` configures any principal.
     pub fn effective_auth_type(&self, auth: &AuthConfig) -> AuthType {
-        self.auth_type.unwrap_or(if auth.is_enabled() {
-            AuthType::AwsIam
-        } else {
-            AuthType::None
-        })
+        self.auth_type
+            .unwrap_or(if auth.is_enabled() && self.webhook.is_none() {
+                AuthType::AwsIam
+            } else {
+                AuthType::None
+            })
     }
 
     /// The request body limit in bytes: `max_body_size`, or Lambda's payload limit for the mode
@@ -621,6 +629,150 @@ impl InvocationMode {
         }
     }
 }
+
+/// Webhook signature verification on an HTTP trigger (`[triggers.<name>.webhook]`).
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// How the sender signs its requests.
+    pub scheme: WebhookScheme,
+    /// The signing secret the sender issued, in the form the sender shows it (see
+    /// [`WebhookScheme`]). Prefer the environment override `IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET`
+    /// to writing it in the file; one of the two must set it. Serialised as `"***"`.
+    #[serde(default, serialize_with = "serialize_redacted")]
+    #[schemars(with = "Option<String>")]
+    pub secret: Option<SecretString>,
+    /// The replay window, 1s to 1h: a signed timestamp further than this from the broker's clock
+    /// (either way) is refused, and an accepted delivery is remembered this long so that the same
+    /// delivery sent again is refused. Default 5 minutes, the tolerance of the Standard Webhooks
+    /// and Stripe libraries.
+    #[serde(default = "default_webhook_tolerance", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub tolerance: Duration,
+}
+
+/// `5m`: the default tolerance of the Standard Webhooks libraries and of Stripe's.
+pub const fn default_webhook_tolerance() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("scheme", &self.scheme)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
+}
+
+impl PartialEq for WebhookConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let secret = |w: &Self| w.secret.as_ref().map(|s| s.expose_secret().to_owned());
+        self.scheme == other.scheme
+            && secret(self) == secret(other)
+            && self.tolerance == other.tolerance
+    }
+}
+
+impl Eq for WebhookConfig {}
+
+/// A webhook signature scheme: which headers carry the signature, what is signed, and how the
+/// configured secret becomes the HMAC-SHA256 key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookScheme {
+    /// `standard-webhooks`: Standard Webhooks v1 (Svix and the senders built on it). Headers
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> …`; signed content
+    /// `{id}.{timestamp}.{body}`. The secret is `whsec_` followed by the base64 of 24 to 64
+    /// random bytes, and the key is those decoded bytes.
+    StandardWebhooks,
+    /// `github`: GitHub's `X-Hub-Signature-256: sha256=<hex>` over the body. The secret is the
+    /// one typed into the webhook's settings, at least 16 characters, used as its UTF-8 bytes.
+    Github,
+    /// `stripe`: `Stripe-Signature: t=<unix time>,v1=<hex>…`; signed content `{t}.{body}`. The
+    /// secret is the endpoint's signing secret as Stripe shows it (`whsec_…`), and the key is
+    /// that whole string's bytes: Stripe does not base64-decode it.
+    Stripe,
+}
+
+impl WebhookScheme {
+    /// The name used in config files: `standard-webhooks`, `github` or `stripe`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+        }
+    }
+
+    /// The HMAC-SHA256 key for `secret` under this scheme; the one place a secret becomes a
+    /// key, used by validation and by the verifier alike.
+    ///
+    /// # Errors
+    ///
+    /// A message for a user when `secret` is not in the form this scheme's senders issue. It
+    /// never contains the secret.
+    pub fn signing_key(self, secret: &str) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+
+        const PREFIX: &str = "whsec_";
+        const MIN_CHARS: usize = 16;
+        if secret.chars().any(char::is_control) {
+            return Err("must not contain control characters (such as a newline)".to_owned());
+        }
+        match self {
+            Self::StandardWebhooks => {
+                let Some(encoded) = secret.strip_prefix(PREFIX) else {
+                    return Err("must start with `whsec_` (a Standard Webhooks secret)".to_owned());
+                };
+                let key = STANDARD_WEBHOOKS_BASE64.decode(encoded).map_err(|_| {
+                    "after `whsec_`, must be standard base64 (a Standard Webhooks secret)"
+                        .to_owned()
+                })?;
+                if !(24..=64).contains(&key.len()) {
+                    return Err(format!(
+                        "must encode 24 to 64 bytes after `whsec_` (it encodes {})",
+                        key.len()
+                    ));
+                }
+                Ok(key)
+            }
+            Self::Github => {
+                if secret.chars().count() < MIN_CHARS {
+                    return Err(format!(
+                        "must be at least {MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+                    ));
+                }
+                Ok(secret.as_bytes().to_vec())
+            }
+            Self::Stripe => {
+                let Some(rest) = secret.strip_prefix(PREFIX) else {
+                    return Err(
+                        "must start with `whsec_` (the endpoint's signing secret, not an API key)"
+                            .to_owned(),
+                    );
+                };
+                if rest.len() < MIN_CHARS || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(format!(
+                        "must be `whsec_` and at least {MIN_CHARS} letters and digits, as Stripe \
+                         shows it"
+                    ));
+                }
+                // Stripe's libraries key the HMAC with the whole string, prefix included.
+                Ok(secret.as_bytes().to_vec())
+            }
+        }
+    }
+}
+
+/// Standard base64 that accepts the secret with or without its trailing `=` padding.
+const STANDARD_WEBHOOKS_BASE64: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
 
 /// An EventBridge-style schedule. Events go through the async queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

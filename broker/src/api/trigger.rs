@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use impulse_config::{AuthType, Config, InvocationMode, TriggerConfig};
+use impulse_connectors::http::webhook::WebhookVerifier;
 use impulse_connectors::http::{decode_response, encode_request, HttpRequest};
 use impulse_invoker::{Invocation, InvokeError, Name};
 use serde_json::json;
@@ -34,6 +35,8 @@ struct TriggerRoute {
     /// `AWS_IAM`: the caller must be a principal allowed to invoke `function`.
     auth_type: AuthType,
     cors: Option<Cors>,
+    /// Set when the trigger has a `[webhook]` table: every request must carry a valid signature.
+    webhook: Option<WebhookVerifier>,
 }
 
 /// The path table of every HTTP trigger.
@@ -61,6 +64,14 @@ impl TriggerRoutes {
                     )),
                 }
             }
+            let webhook = match http.webhook.as_ref().map(WebhookVerifier::from_config) {
+                None => None,
+                Some(Ok(verifier)) => Some(verifier),
+                Some(Err(err)) => {
+                    errors.push(format!("triggers.{name}.webhook.secret: {err}"));
+                    None
+                }
+            };
             let route = TriggerRoute {
                 name: Name::new(name),
                 function: http.function.clone(),
@@ -69,6 +80,7 @@ impl TriggerRoutes {
                 invocation: http.invocation,
                 auth_type: http.effective_auth_type(&config.auth),
                 cors: http.cors.as_ref().map(Cors::new),
+                webhook,
             };
             if let Err(err) = router.insert(http.path.as_str(), route) {
                 errors.push(format!(
@@ -85,8 +97,8 @@ impl TriggerRoutes {
     }
 }
 
-/// The fallback handler of the trigger listener: route, read the body, build the function URL
-/// event, then invoke (sync) or queue (async).
+/// The fallback handler of the trigger listener: route, read the body, verify its webhook
+/// signature, build the function URL event, then invoke (sync) or queue (async).
 pub(super) async fn handle(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -165,6 +177,16 @@ async fn serve(
         // A bearer token is a credential: the function must not be able to replay it.
         if carries_bearer_token(&parts.headers) {
             parts.headers.remove(axum::http::header::AUTHORIZATION);
+        }
+    }
+    // Over the exact bytes received, before anything parses them; nothing runs or queues on failure.
+    if let Some(verifier) = &route.webhook {
+        if let Err(reason) = verifier.verify(&parts.headers, &body, received_at) {
+            tracing::warn!(trigger = route.name.as_str(), reason = reason.code(), error = %reason, "Refused a webhook request whose signature does not verify.");
+            return message(
+                StatusCode::UNAUTHORIZED,
+                &format!("Invalid webhook signature: {reason}"),
+            );
         }
     }
     // Also the event's idempotency key for HTTP input.

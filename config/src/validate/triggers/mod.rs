@@ -5,6 +5,7 @@ mod http;
 mod kafka;
 mod redis;
 mod schedule;
+mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,6 +43,9 @@ impl Validator {
                 TriggerConfig::Http(http) => {
                     if let Some(route) = self.http(&path, http) {
                         http_paths.entry(route).or_default().push(name);
+                    }
+                    if let Some(webhook) = &http.webhook {
+                        self.webhook(&path.key("webhook"), name, webhook);
                     }
                 }
                 TriggerConfig::Schedule(schedule) => self.schedule(&path, schedule),
