@@ -194,7 +194,7 @@ impl Authenticator {
             return Ok(Credential::Signed {
                 principal: principal.clone(),
                 secret: secret.clone(),
-                request: signed,
+                request: Box::new(signed),
             });
         }
         let token = bearer_token(headers).ok_or(Denial::Missing)?;
@@ -351,7 +351,7 @@ pub(crate) enum Credential {
     Signed {
         principal: Principal,
         secret: SecretString,
-        request: sigv4::SignedRequest,
+        request: Box<sigv4::SignedRequest>,
     },
 }
 
