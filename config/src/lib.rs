@@ -207,6 +207,7 @@ pub fn parse(
         &config,
         &deserialized.broken_functions,
         &deserialized.broken_triggers,
+        &deserialized.broken_roles,
     ) {
         match applied.source_of(&path) {
             Some(var) => errors.push(env_error(var, &path, message)),

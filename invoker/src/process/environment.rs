@@ -21,7 +21,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use secrecy::ExposeSecret;
+
 use super::pool::Slot;
+use crate::role::ResolvedRole;
 use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
 
 /// Lambda's init limit: a worker must call `/next` within this long of starting.
@@ -42,6 +45,9 @@ pub(super) struct Launch {
     pub(super) args: Vec<String>,
     /// The function's own variables, applied after the defaults and before the reserved ones.
     pub(super) environment: Vec<(String, String)>,
+    /// The function's execution role, whose variables follow the function's own (validation
+    /// keeps the two sets apart, and the reserved ones out of the role).
+    pub(super) role: Option<Arc<ResolvedRole>>,
     pub(super) handler: String,
     pub(super) memory_size: u32,
     pub(super) working_dir: PathBuf,
@@ -293,6 +299,11 @@ fn command(launch: &Launch, runtime_api: &str) -> Command {
     command.env("TZ", "UTC");
     for (name, value) in &launch.environment {
         command.env(name, value);
+    }
+    // Only this function's environments get its role's secrets: every other variable of the
+    // broker, and every other role, stays out (`env_clear` above).
+    for (name, value) in launch.role.iter().flat_map(|role| role.environment()) {
+        command.env(name, value.expose_secret());
     }
     let task_root = launch.working_dir.as_os_str();
     let log_stream = format!(
