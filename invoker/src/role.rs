@@ -119,23 +119,23 @@ impl fmt::Debug for ResolvedRole {
             .field("name", &self.name)
             .field(
                 "environment",
-                &DebugRedacted(self.environment.iter().map(|(k, _)| k.as_str())),
+                &Redacted(self.environment.iter().map(|(k, _)| k.as_str()).collect()),
             )
             .field(
                 "headers",
-                &DebugRedacted(self.headers.keys().map(HeaderName::as_str)),
+                &Redacted(self.headers.keys().map(HeaderName::as_str).collect()),
             )
             .finish()
     }
 }
 
-/// A map whose keys are shown and whose values are `***`.
-struct DebugRedacted<I>(I);
+/// A map shown with its keys, and `***` for every value.
+struct Redacted<'a>(Vec<&'a str>);
 
-impl<'a, I: Iterator<Item = &'a str> + Clone> fmt::Debug for DebugRedacted<I> {
+impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.clone().map(|k| (k, "***")))
+            .entries(self.0.iter().map(|k| (k, "***")))
             .finish()
     }
 }

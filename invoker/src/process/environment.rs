@@ -522,6 +522,105 @@ pub(super) async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
 mod tests {
     use super::*;
 
+    // === process environment ===
+
+    fn launch(function: &str, role: Option<Arc<ResolvedRole>>) -> Launch {
+        Launch {
+            function: Arc::from(function),
+            // `env` prints the environment it was started with.
+            command: "env".to_owned(),
+            args: Vec::new(),
+            environment: vec![("GREETING".to_owned(), "hello".to_owned())],
+            role,
+            handler: "handler".to_owned(),
+            memory_size: 128,
+            working_dir: std::env::temp_dir(),
+            function_arn: HeaderValue::from_static("arn"),
+        }
+    }
+
+    fn role(name: &str, vars: &[(&str, &str)]) -> Arc<ResolvedRole> {
+        use impulse_config::{ExecutionRoleConfig, SecretSource};
+        let config = ExecutionRoleConfig {
+            environment: vars
+                .iter()
+                .map(|(key, _)| ((*key).to_owned(), SecretSource::Env(format!("SRC_{key}"))))
+                .collect(),
+            headers: Default::default(),
+        };
+        let env: std::collections::BTreeMap<String, String> = vars
+            .iter()
+            .map(|(key, value)| (format!("SRC_{key}"), (*value).to_owned()))
+            .collect();
+        Arc::new(ResolvedRole::resolve(name, &config, &env).expect("resolves"))
+    }
+
+    /// The environment a real child process of `launch` starts with.
+    async fn child_environment(launch: &Launch) -> std::collections::BTreeMap<String, String> {
+        let output = command(launch, "127.0.0.1:9")
+            .output()
+            .await
+            .expect("`env` runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_role_s_variables_reach_its_function_s_processes_only() {
+        let payments = role(
+            "payments",
+            &[("STRIPE_KEY", "canary-stripe"), ("DB_PASSWORD", "canary-db")],
+        );
+        let reports = role("reports", &[("REPORTS_TOKEN", "canary-reports")]);
+
+        let pay = child_environment(&launch("pay", Some(payments.clone()))).await;
+        assert_eq!(pay["STRIPE_KEY"], "canary-stripe");
+        assert_eq!(pay["DB_PASSWORD"], "canary-db");
+        assert_eq!(pay["GREETING"], "hello", "the function's own variables stay");
+        assert_eq!(pay["AWS_LAMBDA_FUNCTION_NAME"], "pay");
+        assert!(!pay.contains_key("REPORTS_TOKEN"), "{pay:?}");
+
+        let report = child_environment(&launch("report", Some(reports))).await;
+        assert_eq!(report["REPORTS_TOKEN"], "canary-reports");
+        assert!(
+            !report.contains_key("STRIPE_KEY") && !report.contains_key("DB_PASSWORD"),
+            "{report:?}"
+        );
+
+        let plain = child_environment(&launch("plain", None)).await;
+        assert!(
+            plain.values().all(|v| !v.starts_with("canary")),
+            "no role, no secrets: {plain:?}"
+        );
+
+        let debug = format!("{:?}", launch("pay", Some(payments)));
+        assert!(!debug.contains("canary"), "{debug}");
+    }
+
+    #[test]
+    fn every_variable_the_broker_sets_is_reserved_for_roles() {
+        let launch = launch("f", None);
+        let command = command(&launch, "127.0.0.1:9");
+        let set: Vec<String> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_some())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .filter(|name| !INHERITED.contains(&name.as_str()) && name != "GREETING")
+            .collect();
+        assert!(set.len() > 10, "{set:?}");
+        for name in set {
+            assert!(
+                impulse_config::is_reserved_environment(&name),
+                "{name} must be refused in execution_roles.*.environment"
+            );
+        }
+    }
+
     #[test]
     fn exits_are_worded_as_lambda_words_them() {
         assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
