@@ -312,3 +312,65 @@ fn stack(
         .layer(DeadlineLayer::new(function.timeout))
         .service(DynTarget::new(target))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        impulse_config::parse(
+            text,
+            impulse_config::Format::Toml,
+            "t.toml",
+            &BTreeMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TWO_USERS: &str = r#"
+[execution_roles.payments]
+headers = { Authorization = { env = "PAY_AUTH" }, X-Key = { env = "PAY_KEY" } }
+
+[functions.a]
+target = { type = "http", endpoint = "http://127.0.0.1:1/a" }
+execution_role = "payments"
+
+[functions.b]
+target = { type = "http", endpoint = "http://127.0.0.1:1/b" }
+execution_role = "payments"
+
+[functions.c]
+target = { type = "http", endpoint = "http://127.0.0.1:1/c" }
+"#;
+
+    #[tokio::test]
+    async fn a_missing_secret_stops_the_build_once_without_its_value() {
+        let config = config(TWO_USERS);
+        let env = BTreeMap::from([("PAY_AUTH".to_owned(), "canary-broker-auth".to_owned())]);
+        let errors = Functions::build_with_env(&config, &Limiter::new(&config), &env)
+            .expect_err("PAY_KEY is missing");
+        // Read once for both functions, so reported once.
+        assert_eq!(
+            errors,
+            ["execution_roles.payments.headers.X-Key: environment variable PAY_KEY is not set"]
+        );
+    }
+
+    #[tokio::test]
+    async fn functions_build_once_their_roles_resolve() {
+        let config = config(TWO_USERS);
+        let env = BTreeMap::from([
+            ("PAY_AUTH".to_owned(), "canary-broker-auth".to_owned()),
+            ("PAY_KEY".to_owned(), "canary-broker-key".to_owned()),
+        ]);
+        let functions = Functions::build_with_env(&config, &Limiter::new(&config), &env)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for name in ["a", "b", "c"] {
+            assert!(functions.get(name).is_some(), "{name}");
+        }
+        let debug = format!("{functions:?}");
+        assert!(!debug.contains("canary"), "{debug}");
+    }
+}
