@@ -33,6 +33,9 @@
 //! | `IMPULSE_TRIGGER_<NAME>_URL` | `triggers.<name>.url` (redis triggers only) |
 //! | `IMPULSE_AUTH_TOKEN_<NAME>` | `auth.tokens.<name>.token`, clearing `token_sha256` (the token must be declared in the file, with its role) |
 //!
+//! Execution roles name variables too (`execution_roles.<role>.environment.<KEY>.env`): those
+//! are secrets' sources, read by the broker when it starts, never by [`load`].
+//!
 //! A bad value, or a variable aimed at the wrong kind of function or trigger, is reported as
 //! `environment variable IMPULSE_…: <field path>: <problem>`; so is a validation problem in a
 //! value that came from the environment. Two names that map to the same variable (`a-b` and

@@ -749,7 +749,10 @@ execution_role = "payments"
 "#,
         Format::Toml,
     );
-    assert_eq!(config.functions["pay"].execution_role.as_deref(), Some("payments"));
+    assert_eq!(
+        config.functions["pay"].execution_role.as_deref(),
+        Some("payments")
+    );
 }
 
 #[test]
@@ -987,7 +990,10 @@ fn json_schema_describes_the_model() {
         schema["properties"]["execution_roles"].is_object(),
         "{schema}"
     );
-    assert!(text.contains("Where a secret's value is read"), "SecretSource is documented");
+    assert!(
+        text.contains("Where a secret's value is read"),
+        "SecretSource is documented"
+    );
 }
 
 #[test]

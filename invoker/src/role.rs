@@ -165,8 +165,7 @@ fn read(source: &SecretSource, env: &dyn Env) -> Result<SecretString, String> {
 /// file or directory`) or a fixed text: never a part of the content.
 fn read_file(path: &Path, source: &SecretSource) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{source} cannot be read: {e}"))?;
-    let mut text =
-        String::from_utf8(bytes).map_err(|_| format!("{source} is not valid UTF-8"))?;
+    let mut text = String::from_utf8(bytes).map_err(|_| format!("{source} is not valid UTF-8"))?;
     let kept = text.trim_end_matches(['\n', '\r']).len();
     text.truncate(kept);
     Ok(text)
@@ -227,7 +226,10 @@ mod tests {
         let file = secret_file(&dir, "db", format!("{CANARY_FILE}\r\n\n").as_bytes());
         let config = role(
             &[
-                ("STRIPE_KEY", SecretSource::Env("PAYMENTS_STRIPE_KEY".into())),
+                (
+                    "STRIPE_KEY",
+                    SecretSource::Env("PAYMENTS_STRIPE_KEY".into()),
+                ),
                 ("DB_PASSWORD", SecretSource::File(file)),
             ],
             &[("Authorization", SecretSource::Env("PAYMENTS_AUTH".into()))],

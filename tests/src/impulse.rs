@@ -145,7 +145,11 @@ impl Impulse {
     }
 
     /// [`Impulse::start_in`] with variables added to the process's environment.
-    pub async fn start_in_with_env(instance: &Instance, config: &str, env: &[(&str, &str)]) -> Self {
+    pub async fn start_in_with_env(
+        instance: &Instance,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (listen, admin) = (instance.listen, instance.admin);
         let text =
             format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n{config}");

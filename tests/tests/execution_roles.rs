@@ -84,7 +84,10 @@ async fn invoke(impulse: &Impulse, function: &str, event: &Value) -> Value {
 
 fn assert_no_canary(what: &str, text: &str) {
     for canary in [CANARY_ENV, CANARY_FILE, "canary-e2e-auth"] {
-        assert!(!text.contains(canary), "{canary} appears in {what}:\n{text}");
+        assert!(
+            !text.contains(canary),
+            "{canary} appears in {what}:\n{text}"
+        );
     }
 }
 

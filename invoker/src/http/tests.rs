@@ -261,7 +261,10 @@ async fn a_role_s_headers_reach_its_function_and_no_other() {
         assert_eq!(response.payload, format!("{CANARY_AUTH}|acme"));
     }
     let response = without.invoke(invocation(b"{}")).await.expect("success");
-    assert_eq!(response.payload, "|", "a function without the role gets none");
+    assert_eq!(
+        response.payload, "|",
+        "a function without the role gets none"
+    );
 
     let debug = format!("{with_role:?} {payments:?}");
     assert!(!debug.contains("canary"), "{debug}");

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use secrecy::ExposeSecret;
 
 use super::pool::Slot;
-use crate::role::ResolvedRole;
 use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
+use crate::role::ResolvedRole;
 
 /// Lambda's init limit: a worker must call `/next` within this long of starting.
 pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -573,14 +573,20 @@ mod tests {
     async fn a_role_s_variables_reach_its_function_s_processes_only() {
         let payments = role(
             "payments",
-            &[("STRIPE_KEY", "canary-stripe"), ("DB_PASSWORD", "canary-db")],
+            &[
+                ("STRIPE_KEY", "canary-stripe"),
+                ("DB_PASSWORD", "canary-db"),
+            ],
         );
         let reports = role("reports", &[("REPORTS_TOKEN", "canary-reports")]);
 
         let pay = child_environment(&launch("pay", Some(payments.clone()))).await;
         assert_eq!(pay["STRIPE_KEY"], "canary-stripe");
         assert_eq!(pay["DB_PASSWORD"], "canary-db");
-        assert_eq!(pay["GREETING"], "hello", "the function's own variables stay");
+        assert_eq!(
+            pay["GREETING"], "hello",
+            "the function's own variables stay"
+        );
         assert_eq!(pay["AWS_LAMBDA_FUNCTION_NAME"], "pay");
         assert!(!pay.contains_key("REPORTS_TOKEN"), "{pay:?}");
 
