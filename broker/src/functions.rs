@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use impulse_config::{Config, FunctionConfig, TargetConfig};
+use impulse_config::{Config, Env, FunctionConfig, ProcessEnv, TargetConfig};
 use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::ProcessFunction;
 use impulse_invoker::retry::RetryPolicy;
+use impulse_invoker::role::ResolvedRole;
 use impulse_invoker::{
     DeadlineLayer, DynTarget, FunctionService, Invocation, InvocationResponse, Invoke, InvokeError,
     MetricsLayer, Name, TargetFuture,
@@ -122,19 +123,43 @@ pub(crate) struct Functions {
 
 impl Functions {
     /// Builds every function's stack, admitted under `limiter`. All functions share one HTTP
-    /// connection pool.
+    /// connection pool. The secrets of the execution roles in use are read here, once, from
+    /// the broker's environment and files.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
     pub(crate) fn build(config: &Config, limiter: &Limiter) -> Result<Self, Vec<String>> {
+        Self::build_with_env(config, limiter, &ProcessEnv)
+    }
+
+    /// [`Functions::build`], reading role secrets' variables from `env`.
+    pub(crate) fn build_with_env(
+        config: &Config,
+        limiter: &Limiter,
+        env: &dyn Env,
+    ) -> Result<Self, Vec<String>> {
         let client = HttpFunction::default_client();
         let mut by_name = HashMap::new();
         let mut processes = Vec::new();
-        let mut errors = Vec::new();
+        let (roles, mut errors) = resolve_roles(config, env);
         for (name, function) in &config.functions {
+            let role = function
+                .execution_role
+                .as_deref()
+                .and_then(|role| roles.get(role));
+            if function.execution_role.is_some() && role.is_none() {
+                // Its role's problems are reported already.
+                continue;
+            }
             let service = match &function.target {
                 TargetConfig::Http(http) => {
                     match HttpFunction::new(client.clone(), &http.endpoint) {
-                        Ok(target) => stack(name, function, target),
+                        Ok(target) => {
+                            let target = match role {
+                                Some(role) => target.with_role(role),
+                                None => target,
+                            };
+                            stack(name, function, target)
+                        }
                         Err(err) => {
                             errors.push(format!("functions.{name}.target.endpoint: {err}"));
                             continue;
@@ -148,7 +173,13 @@ impl Functions {
                         .reserved_concurrency
                         .unwrap_or(config.limits.account_concurrency);
                     let max_environments = usize::try_from(concurrency.max(1)).unwrap_or(1);
-                    match ProcessFunction::new(name, process, function.timeout, max_environments) {
+                    match ProcessFunction::with_role(
+                        name,
+                        process,
+                        role.cloned(),
+                        function.timeout,
+                        max_environments,
+                    ) {
                         Ok(target) => {
                             processes.push(target.clone());
                             stack(name, function, target)
@@ -221,6 +252,34 @@ impl Functions {
     }
 }
 
+/// The execution roles some function uses, each read once, by name; and every problem found.
+fn resolve_roles(
+    config: &Config,
+    env: &dyn Env,
+) -> (HashMap<String, Arc<ResolvedRole>>, Vec<String>) {
+    let used: std::collections::BTreeSet<&str> = config
+        .functions
+        .values()
+        .filter_map(|function| function.execution_role.as_deref())
+        .collect();
+    let mut roles = HashMap::new();
+    let mut errors = Vec::new();
+    for name in used {
+        // A loaded config names only roles it defines.
+        let Some(role) = config.execution_roles.get(name) else {
+            errors.push(format!("execution_roles.{name}: not defined"));
+            continue;
+        };
+        match ResolvedRole::resolve(name, role, env) {
+            Ok(resolved) => {
+                roles.insert(name.to_owned(), Arc::new(resolved));
+            }
+            Err(problems) => errors.extend(problems.iter().map(ToString::to_string)),
+        }
+    }
+    (roles, errors)
+}
+
 /// Function `name`, configured by `config`, calling `target` under limits of its own (a
 /// limiter holding only this function): for tests.
 #[cfg(test)]
@@ -252,4 +311,66 @@ fn stack(
         .layer(MetricsLayer::new(name))
         .layer(DeadlineLayer::new(function.timeout))
         .service(DynTarget::new(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        impulse_config::parse(
+            text,
+            impulse_config::Format::Toml,
+            "t.toml",
+            &BTreeMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TWO_USERS: &str = r#"
+[execution_roles.payments]
+headers = { Authorization = { env = "PAY_AUTH" }, X-Key = { env = "PAY_KEY" } }
+
+[functions.a]
+target = { type = "http", endpoint = "http://127.0.0.1:1/a" }
+execution_role = "payments"
+
+[functions.b]
+target = { type = "http", endpoint = "http://127.0.0.1:1/b" }
+execution_role = "payments"
+
+[functions.c]
+target = { type = "http", endpoint = "http://127.0.0.1:1/c" }
+"#;
+
+    #[tokio::test]
+    async fn a_missing_secret_stops_the_build_once_without_its_value() {
+        let config = config(TWO_USERS);
+        let env = BTreeMap::from([("PAY_AUTH".to_owned(), "canary-broker-auth".to_owned())]);
+        let errors = Functions::build_with_env(&config, &Limiter::new(&config), &env)
+            .expect_err("PAY_KEY is missing");
+        // Read once for both functions, so reported once.
+        assert_eq!(
+            errors,
+            ["execution_roles.payments.headers.X-Key: environment variable PAY_KEY is not set"]
+        );
+    }
+
+    #[tokio::test]
+    async fn functions_build_once_their_roles_resolve() {
+        let config = config(TWO_USERS);
+        let env = BTreeMap::from([
+            ("PAY_AUTH".to_owned(), "canary-broker-auth".to_owned()),
+            ("PAY_KEY".to_owned(), "canary-broker-key".to_owned()),
+        ]);
+        let functions = Functions::build_with_env(&config, &Limiter::new(&config), &env)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for name in ["a", "b", "c"] {
+            assert!(functions.get(name).is_some(), "{name}");
+        }
+        let debug = format!("{functions:?}");
+        assert!(!debug.contains("canary"), "{debug}");
+    }
 }

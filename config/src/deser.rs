@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 
 use crate::locate::{FieldPath, Segment};
 use crate::model::{
-    AccessKeyConfig, AuthConfig, Config, FunctionConfig, HttpTargetConfig, HttpTriggerConfig,
-    KafkaDestinationConfig, KafkaTriggerConfig, LimitsConfig, LogDestinationConfig,
-    ProcessTargetConfig, QueueConfig, RedisDestinationConfig, RedisTriggerConfig,
-    ScheduleTriggerConfig, ServerConfig, TokenConfig, TriggerConfig,
+    AccessKeyConfig, AuthConfig, Config, ExecutionRoleConfig, FunctionConfig, HttpTargetConfig,
+    HttpTriggerConfig, KafkaDestinationConfig, KafkaTriggerConfig, LimitsConfig,
+    LogDestinationConfig, ProcessTargetConfig, QueueConfig, RedisDestinationConfig,
+    RedisTriggerConfig, ScheduleTriggerConfig, ServerConfig, TokenConfig, TriggerConfig,
 };
 
 /// An error at a field path (line still to be found).
@@ -50,9 +50,20 @@ pub(crate) struct Deserialized {
     /// Triggers that failed to deserialise, with the function each names (when it names one as
     /// a string), so a reference to an unknown function is still reported.
     pub(crate) broken_triggers: BTreeMap<String, String>,
+    /// Execution roles that exist in the file but failed to deserialise: functions naming them
+    /// are not reported as naming an unknown role.
+    pub(crate) broken_roles: BTreeSet<String>,
 }
 
-const CONFIG_FIELDS: &[&str] = &["server", "limits", "queue", "functions", "triggers", "auth"];
+const CONFIG_FIELDS: &[&str] = &[
+    "server",
+    "limits",
+    "queue",
+    "functions",
+    "execution_roles",
+    "triggers",
+    "auth",
+];
 const AUTH_FIELDS: &[&str] = &["tokens", "access_keys"];
 
 pub(crate) fn config_from_value(root: &Value) -> Deserialized {
@@ -92,6 +103,11 @@ pub(crate) fn config_from_value(root: &Value) -> Deserialized {
                 let (functions, broken) = named::<FunctionConfig>(value, &path, &mut out.errors);
                 out.config.functions = functions;
                 out.broken_functions = broken;
+            }
+            "execution_roles" => {
+                let (roles, broken) = named::<ExecutionRoleConfig>(value, &path, &mut out.errors);
+                out.config.execution_roles = roles;
+                out.broken_roles = broken;
             }
             "triggers" => {
                 let (triggers, broken) = named::<TriggerConfig>(value, &path, &mut out.errors);

@@ -35,6 +35,9 @@
 //! | `IMPULSE_AUTH_TOKEN_<NAME>` | `auth.tokens.<name>.token`, clearing `token_sha256` (the token must be declared in the file, with its role) |
 //! | `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` | `auth.access_keys.<name>.secret_access_key` (the key must be declared in the file, with its role and id) |
 //!
+//! Execution roles name variables too (`execution_roles.<role>.environment.<KEY>.env`): those
+//! are secrets' sources, read by the broker when it starts, never by [`load`].
+//!
 //! A bad value, or a variable aimed at the wrong kind of function or trigger, is reported as
 //! `environment variable IMPULSE_…: <field path>: <problem>`; so is a validation problem in a
 //! value that came from the environment. Two names that map to the same variable (`a-b` and
@@ -212,6 +215,7 @@ pub fn parse(
         &config,
         &deserialized.broken_functions,
         &deserialized.broken_triggers,
+        &deserialized.broken_roles,
     ) {
         match applied.source_of(&path) {
             Some(var) => errors.push(env_error(var, &path, message)),

@@ -43,6 +43,10 @@ pub struct Config {
     /// function names.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionConfig>,
+    /// Execution roles by name (same name rules as functions): secrets given only to the
+    /// functions whose `execution_role` names them.
+    #[serde(default)]
+    pub execution_roles: BTreeMap<String, ExecutionRoleConfig>,
     /// Triggers by name (same name rules as functions). Each invokes one function.
     #[serde(default)]
     pub triggers: BTreeMap<String, TriggerConfig>,
@@ -223,6 +227,11 @@ pub struct FunctionConfig {
     /// whose role may invoke, and every trigger naming the function.
     #[serde(default)]
     pub policy: Option<FunctionPolicy>,
+    /// The execution role (`[execution_roles.<name>]`) whose secrets this function holds: the
+    /// role's `environment` for a process target, its `headers` for an http target. Unset: the
+    /// function holds no secrets but its own `environment`.
+    #[serde(default)]
+    pub execution_role: Option<String>,
 }
 
 /// A function's resource-based policy: the principals and triggers allowed to invoke it.
@@ -340,6 +349,165 @@ impl fmt::Debug for ProcessTargetConfig {
             .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
+}
+
+// === execution roles ===
+
+/// An execution role: a named set of secrets given only to the functions that use it, as a
+/// Lambda function's execution role decides which credentials its code holds.
+///
+/// Values are never written in the config file: each names where the broker reads it when it
+/// starts (`impulse run`), so `impulse validate` works on a machine without the secrets. A
+/// function receives the part of its role its target can use; every part must reach at least
+/// one of the role's functions, and every function using a role must receive something (both
+/// are validation errors otherwise). Values never appear in logs, errors or `Debug` output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionRoleConfig {
+    /// Environment variables of the execution environments of `process` targets, by name:
+    /// names as Lambda's (a letter, then letters, digits and `_`), not one the broker sets
+    /// itself (see [`is_reserved_environment`]) nor one the function's own `environment`
+    /// sets. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, which
+    /// Lambda's execution role provides, are allowed.
+    #[serde(default)]
+    pub environment: BTreeMap<String, SecretSource>,
+    /// Request headers sent to the endpoints of `http` targets, by name (case-insensitive,
+    /// each at most once): valid HTTP header names, not one the invoker sets itself (see
+    /// [`is_reserved_header`]), e.g. `Authorization` or `X-Api-Key`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret's value is read, once, when the broker starts. Exactly one of `env` and
+/// `file`: `{ env = "PAYMENTS_STRIPE_KEY" }` or `{ file = "/run/secrets/db" }`. The value
+/// must not be empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// The value of a variable of the broker's own environment.
+    Env(String),
+    /// The content of a file, without its trailing line breaks; an absolute path.
+    File(PathBuf),
+}
+
+/// The message for a secret written where its source belongs. It must never quote the value.
+const INLINE_SECRET: &str = "a secret cannot be written in the config file; \
+                             use { env = \"VARIABLE\" } or { file = \"/absolute/path\" }";
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretSourceVisitor)
+    }
+}
+
+/// Reads `{ env = … }` or `{ file = … }`. Written by hand rather than derived: serde's own
+/// errors quote a mistaken scalar (`invalid type: string "sk_live_…"`), and the likeliest
+/// mistake here is the secret itself written in place of its source.
+struct SecretSourceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SecretSourceVisitor {
+    type Value = SecretSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table with exactly one of `env` and `file`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+        use serde::de::Error;
+        const FIELDS: &[&str] = &["env", "file"];
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let source = match key.as_str() {
+                "env" => SecretSource::Env(map.next_value()?),
+                "file" => SecretSource::File(map.next_value()?),
+                other => return Err(A::Error::unknown_field(other, FIELDS)),
+            };
+            if found.replace(source).is_some() {
+                return Err(A::Error::custom("set exactly one of `env` and `file`"));
+            }
+        }
+        found.ok_or_else(|| A::Error::custom("set exactly one of `env` and `file`"))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretSource, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+}
+
+impl fmt::Display for SecretSource {
+    /// `environment variable NAME` or `file /path`: where the value comes from, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// Whether an execution role may not set environment variable `name`: the variables the broker
+/// sets in every execution environment (`AWS_LAMBDA_*`, `_HANDLER`, `AWS_REGION`,
+/// `AWS_DEFAULT_REGION`, `AWS_EXECUTION_ENV`, `LAMBDA_TASK_ROOT`, `TZ`), and the rest of
+/// Lambda's reserved names (`LAMBDA_RUNTIME_DIR`, `_X_AMZN_TRACE_ID`). Lambda's reserved
+/// credential variables are not among them: providing those is what a role is for.
+pub fn is_reserved_environment(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+        "TZ",
+    ];
+    name.starts_with("AWS_LAMBDA_") || RESERVED.contains(&name)
+}
+
+/// Whether an execution role may not set request header `name` (any case): the headers the
+/// invoker sets on every request to an http target (`Content-Type`, `Lambda-Runtime-*`), and
+/// those HTTP itself owns (`Host`, `Content-Length`, `Transfer-Encoding`, connection
+/// management).
+pub fn is_reserved_header(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ];
+    let name = name.to_ascii_lowercase();
+    name.starts_with("lambda-runtime-") || RESERVED.contains(&name.as_str())
 }
 
 /// Backoff between asynchronous retries after function errors and timeouts: the n-th retry

@@ -99,6 +99,25 @@ fn full_config_values() {
     assert_eq!(upload.methods, ["POST", "PUT"]);
     assert_eq!(upload.body_limit(), 1_000_000);
     assert_eq!(config.triggers["upload"].kind(), "http");
+
+    assert_eq!(resize.execution_role.as_deref(), Some("media"));
+    assert_eq!(
+        config.functions["report"].execution_role.as_deref(),
+        Some("media")
+    );
+    let media = &config.execution_roles["media"];
+    assert_eq!(
+        media.environment["AWS_ACCESS_KEY_ID"],
+        SecretSource::Env("MEDIA_KEY_ID".into())
+    );
+    assert_eq!(
+        media.environment["AWS_SECRET_ACCESS_KEY"],
+        SecretSource::File("/run/secrets/media".into())
+    );
+    assert_eq!(
+        media.headers["Authorization"],
+        SecretSource::Env("MEDIA_API_AUTH".into())
+    );
     assert_eq!(config.triggers["upload"].function(), "resize");
 
     let TriggerConfig::Schedule(nightly) = &config.triggers["nightly"] else {
@@ -235,7 +254,7 @@ fn broken_toml_reports_everything() {
         "broken.toml:3: limits.account_concurrency: must be greater than 0",
         "broken.toml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
         "broken.toml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
-        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`, `policy`",
+        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`, `policy`, `execution_role`",
         "broken.toml:14: triggers.orders.batch_size: must be between 1 and 10000",
         "broken.toml:19: triggers.orders.librdkafka_options.\"enable.auto.commit\": `enable.auto.commit` is owned by the broker: the broker commits offsets itself, only after the function succeeds (at-least-once)",
         "broken.toml:24: triggers.orders.on_failure.topic: \"orders\" is a source topic of this trigger on the same cluster; failed records would be consumed again",
@@ -564,6 +583,154 @@ on_failure = { type = "kafka", bootstrap_servers = "elsewhere:9092", topic = "t-
         "{found:?}"
     );
     assert!(found[0].contains("`attempts_topic`"), "{found:?}");
+}
+
+#[test]
+fn execution_role_rules() {
+    let toml = r#"
+[execution_roles.payments]
+environment = { STRIPE_KEY = { env = "PAYMENTS_STRIPE_KEY" }, DB_PASSWORD = { file = "/run/secrets/db" } }
+headers = { Authorization = { env = "PAYMENTS_API_AUTH" } }
+
+[execution_roles.bad.environment]
+AWS_LAMBDA_FUNCTION_NAME = { env = "X" }
+TZ = { env = "X" }
+_HANDLER = { env = "X" }
+2FA = { env = "X" }
+RELATIVE = { file = "secrets/db" }
+EMPTY = { env = "" }
+AWS_SECRET_ACCESS_KEY = { env = "X" }
+
+[execution_roles.bad.headers]
+Content-Type = { env = "X" }
+Lambda-Runtime-Deadline-Ms = { env = "X" }
+"Bad Header" = { env = "X" }
+X-Key = { env = "X" }
+x-key = { env = "Y" }
+
+[execution_roles."bad.name"]
+headers = { X-Ok = { env = "X" } }
+
+[execution_roles.both]
+environment = { KEY = { env = "A", file = "/b" } }
+
+[execution_roles.neither]
+environment = { KEY = {} }
+
+[execution_roles.typo]
+headers = { X-Key = { environment = "A" } }
+
+[execution_roles.headers_only]
+headers = { X-Api-Key = { env = "K" } }
+
+[execution_roles.env_only]
+environment = { API_KEY = { env = "K" } }
+
+[functions.pay]
+target = { type = "process", command = "x", environment = { STRIPE_KEY = "x", OTHER = "y" } }
+execution_role = "payments"
+
+[functions.pay-http]
+target = { type = "http", endpoint = "http://x" }
+execution_role = "payments"
+
+[functions.proc-headers]
+target = { type = "process", command = "x" }
+execution_role = "headers_only"
+
+[functions.http-env]
+target = { type = "http", endpoint = "http://x" }
+execution_role = "env_only"
+
+[functions.ghost]
+target = { type = "http", endpoint = "http://x" }
+execution_role = "nope"
+
+[functions.unparsed-role]
+target = { type = "http", endpoint = "http://x" }
+execution_role = "both"
+"#;
+    let found = errors(toml, Format::Toml, "r.toml", &no_env());
+    let expected = [
+        "r.toml:7: execution_roles.bad.environment.AWS_LAMBDA_FUNCTION_NAME: reserved: the broker sets it in every execution environment",
+        "r.toml:8: execution_roles.bad.environment.TZ: reserved: the broker sets it in every execution environment",
+        "r.toml:9: execution_roles.bad.environment._HANDLER: reserved: the broker sets it in every execution environment",
+        "r.toml:10: execution_roles.bad.environment.2FA: invalid environment variable name: use a letter, then letters, digits and `_` (at least 2 characters)",
+        "r.toml:11: execution_roles.bad.environment.RELATIVE.file: must be an absolute path",
+        "r.toml:12: execution_roles.bad.environment.EMPTY.env: invalid environment variable name",
+        "r.toml:16: execution_roles.bad.headers.Content-Type: reserved: the invoker or HTTP itself sets this header",
+        "r.toml:17: execution_roles.bad.headers.Lambda-Runtime-Deadline-Ms: reserved: the invoker or HTTP itself sets this header",
+        "r.toml:18: execution_roles.bad.headers.\"Bad Header\": invalid HTTP header name",
+        "r.toml:20: execution_roles.bad.headers.x-key: same header as headers.X-Key; header names are case-insensitive",
+        "r.toml:22: execution_roles.\"bad.name\": invalid execution role name \"bad.name\": use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        "r.toml:26: execution_roles.both.environment.KEY: set exactly one of `env` and `file`",
+        "r.toml:29: execution_roles.neither.environment.KEY: set exactly one of `env` and `file`",
+        "r.toml:32: execution_roles.typo.headers.X-Key.environment: unknown field `environment`, expected `env` or `file`",
+        "r.toml:35: execution_roles.headers_only.headers: no function using this role has an http target, the only kind that receives headers",
+        "r.toml:38: execution_roles.env_only.environment: no function using this role has a process target, the only kind that receives environment variables",
+        "r.toml:41: functions.pay.target.environment.STRIPE_KEY: also set by execution role \"payments\"; set it in one place",
+        "r.toml:50: functions.proc-headers.execution_role: execution role \"headers_only\" has no `environment`, the part a process target receives",
+        "r.toml:54: functions.http-env.execution_role: execution role \"env_only\" has no `headers`, the part an http target receives",
+        "r.toml:58: functions.ghost.execution_role: unknown execution role \"nope\"",
+    ];
+    assert_eq!(found, expected);
+
+    // YAML: the same model, with each problem's line.
+    let yaml = "execution_roles:\n  r:\n    headers:\n      Host: {env: X}\nfunctions:\n  f:\n    target: {type: http, endpoint: \"http://x\"}\n    execution_role: r\n";
+    let found = errors(yaml, Format::Yaml, "r.yaml", &no_env());
+    assert_eq!(
+        found,
+        ["r.yaml:4: execution_roles.r.headers.Host: reserved: the invoker or HTTP itself sets this header"]
+    );
+}
+
+#[test]
+fn execution_role_values_are_never_read_by_validation() {
+    // The secrets may be absent where `validate` runs: no variable, no file.
+    let config = ok(
+        r#"
+[execution_roles.payments]
+environment = { STRIPE_KEY = { env = "SURELY_NOT_SET_ANYWHERE" }, DB = { file = "/nonexistent/secret" } }
+
+[functions.pay]
+target = { type = "process", command = "x" }
+execution_role = "payments"
+"#,
+        Format::Toml,
+    );
+    assert_eq!(
+        config.functions["pay"].execution_role.as_deref(),
+        Some("payments")
+    );
+}
+
+#[test]
+fn a_secret_written_inline_is_refused_without_being_echoed() {
+    let toml = r#"
+[execution_roles.payments]
+environment = { STRIPE_KEY = "sk_live_canary_inline", PIN = 731905 }
+headers = { Authorization = ["canary-in-a-list"] }
+"#;
+    let found = errors(toml, Format::Toml, "i.toml", &no_env());
+    assert_eq!(found.len(), 1, "one error per role: {found:?}");
+    assert_eq!(
+        found[0],
+        "i.toml:3: execution_roles.payments.environment.PIN: a secret cannot be written in the config file; use { env = \"VARIABLE\" } or { file = \"/absolute/path\" }"
+    );
+    let yaml = "execution_roles:\n  payments:\n    headers:\n      Authorization: Bearer canary-yaml-inline\n";
+    let found = errors(yaml, Format::Yaml, "i.yaml", &no_env());
+    assert_eq!(
+        found,
+        ["i.yaml:4: execution_roles.payments.headers.Authorization: a secret cannot be written in the config file; use { env = \"VARIABLE\" } or { file = \"/absolute/path\" }"]
+    );
+    for text in [toml, yaml] {
+        for format in [Format::Toml, Format::Yaml] {
+            if let Err(errors) = parse(text, format, "x", &no_env()) {
+                let all = errors.to_string();
+                assert!(!all.contains("canary") && !all.contains("731905"), "{all}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -1002,6 +1169,9 @@ librdkafka_options = { "sasl.password" = "canary-sasl", "fetch.max.bytes" = "100
 [auth.tokens.t]
 role = "admin"
 token = "canary-token-0123456789"
+
+[execution_roles.r]
+environment = { API_KEY = { env = "ROLE_VAR" } }
 "#;
     let config = ok(toml, Format::Toml);
     let debug = format!("{config:?}");
@@ -1013,6 +1183,8 @@ token = "canary-token-0123456789"
     ] {
         assert!(!debug.contains(canary), "{canary} leaked: {debug}");
     }
+    // A role holds where its secrets are, not the secrets: its source may show.
+    assert!(debug.contains("ROLE_VAR"), "{debug}");
     assert!(debug.contains("fetch.max.bytes"));
     let serialized = serde_json::to_string(&config).expect("serialisable");
     assert!(!serialized.contains("canary-token"), "{serialized}");
@@ -1031,6 +1203,14 @@ fn json_schema_describes_the_model() {
     assert!(
         text.contains("attempts_topic") && text.contains("compacted topic"),
         "attempts_topic is documented in the schema"
+    );
+    assert!(
+        schema["properties"]["execution_roles"].is_object(),
+        "{schema}"
+    );
+    assert!(
+        text.contains("Where a secret's value is read"),
+        "SecretSource is documented"
     );
 }
 

@@ -13,6 +13,7 @@ mod metrics;
 pub mod process;
 pub mod record;
 pub mod retry;
+pub mod role;
 mod target;
 mod wall_clock;
 

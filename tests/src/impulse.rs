@@ -124,10 +124,16 @@ impl Impulse {
     /// function: `config` must not contain them. Tests that need another queue, or a restart on
     /// the same data, use [`Impulse::start_in`].
     pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// [`Impulse::start`] with variables added to the process's environment (`RUST_LOG`, which
+    /// is `info` otherwise, among them).
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let instance = Instance::new();
         let data_dir = instance.data_dir();
         let config = format!("[queue]\ndata_dir = {data_dir:?}\n\n{config}");
-        let mut impulse = Self::start_in(&instance, &config).await;
+        let mut impulse = Self::start_in_with_env(&instance, &config, env).await;
         impulse._dir = Some(instance.dir);
         impulse
     }
@@ -135,6 +141,15 @@ impl Impulse {
     /// Starts `impulse run` for `instance` (its ports; the data directory is for `config` to
     /// use) and waits until ready. `[server]` is added: do not include it in `config`.
     pub async fn start_in(instance: &Instance, config: &str) -> Self {
+        Self::start_in_with_env(instance, config, &[]).await
+    }
+
+    /// [`Impulse::start_in`] with variables added to the process's environment.
+    pub async fn start_in_with_env(
+        instance: &Instance,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (listen, admin) = (instance.listen, instance.admin);
         let text =
             format!("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n{config}");
@@ -152,6 +167,7 @@ impl Impulse {
             .arg("--shutdown-grace")
             .arg("10s")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

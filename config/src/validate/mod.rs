@@ -7,6 +7,7 @@ mod destinations;
 mod functions;
 mod limits;
 mod queue;
+mod roles;
 mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +20,12 @@ use crate::model::Config;
 /// Validates `config`. `broken_functions` failed to deserialise: triggers naming them are not
 /// reported again. `broken_triggers` (name → function) failed to deserialise too, but their
 /// function references are still checked, so one mistake does not hide another.
+/// `broken_roles` failed to deserialise: functions naming them are not reported again.
 pub(crate) fn validate(
     config: &Config,
     broken_functions: &BTreeSet<String>,
     broken_triggers: &BTreeMap<String, String>,
+    broken_roles: &BTreeSet<String>,
 ) -> Vec<FieldError> {
     let mut v = Validator::default();
     v.server(config);
@@ -32,6 +35,7 @@ pub(crate) fn validate(
         v.function(name, function);
     }
     v.reserved_concurrency(config);
+    v.execution_roles(config, broken_roles);
     v.triggers(config, broken_functions, broken_triggers);
     v.auth(config);
     v.errors

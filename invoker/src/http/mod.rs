@@ -13,7 +13,8 @@
 //!
 //! Each request carries `Lambda-Runtime-Aws-Request-Id` and `Lambda-Runtime-Deadline-Ms`, the
 //! headers a Runtime-API function would see, so an HTTP function can log the id and budget
-//! its work.
+//! its work. A function with an execution role also sends the role's `headers` (marked
+//! sensitive) on every request.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,11 +22,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tower::Service;
 
 use impulse_config::SYNC_PAYLOAD_LIMIT;
 
+use crate::role::ResolvedRole;
 use crate::wall_clock::epoch_millis;
 use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError};
 
@@ -45,6 +47,9 @@ pub struct HttpFunction {
     /// Shared: the service is cloned for every call, and each request needs its own `Url`
     /// anyway, so only one copy per call is made, not two.
     endpoint: Arc<reqwest::Url>,
+    /// The execution role's headers, built once; `None` when there are none, so that a
+    /// function without a role pays nothing per request for the feature.
+    role_headers: Option<HeaderMap>,
 }
 
 /// An endpoint that cannot be used as an `http` target.
@@ -68,12 +73,19 @@ impl HttpFunction {
             "http" => Ok(Self {
                 client,
                 endpoint: Arc::new(url),
+                role_headers: None,
             }),
             "https" => Err(error(
                 "https endpoints are not supported by this build yet".into(),
             )),
             other => Err(error(format!("unsupported scheme {other:?}"))),
         }
+    }
+
+    /// This target, sending the headers of execution role `role` on every request.
+    pub fn with_role(mut self, role: &ResolvedRole) -> Self {
+        self.role_headers = Some(role.headers().clone()).filter(|headers| !headers.is_empty());
+        self
     }
 
     /// The client every `http` function should share: pooled connections, no proxy lookup.
@@ -112,9 +124,12 @@ impl Invoke for HttpFunction {
             Ok(request_id) => request_id,
             Err(e) => return Box::pin(std::future::ready(Err(InvokeError::System(Box::new(e))))),
         };
-        let mut request = self
-            .client
-            .post(reqwest::Url::clone(&self.endpoint))
+        let mut request = self.client.post(reqwest::Url::clone(&self.endpoint));
+        if let Some(headers) = &self.role_headers {
+            // Validation keeps role headers apart from the ones set below.
+            request = request.headers(headers.clone());
+        }
+        request = request
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(REQUEST_ID_HEADER, request_id);
         if let Some(deadline) = invocation.deadline {

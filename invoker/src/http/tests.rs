@@ -206,3 +206,91 @@ async fn a_request_id_that_cannot_be_a_header_fails_without_a_request() {
         "{err:?}"
     );
 }
+
+// === execution roles ===
+
+const CANARY_AUTH: &str = "Bearer canary-http-role-71c3";
+
+fn role(headers: &[(&str, &str)], vars: &[(&str, &str)]) -> crate::role::ResolvedRole {
+    use impulse_config::{ExecutionRoleConfig, SecretSource};
+    let config = ExecutionRoleConfig {
+        environment: Default::default(),
+        headers: headers
+            .iter()
+            .map(|(name, var)| ((*name).to_owned(), SecretSource::Env((*var).to_owned())))
+            .collect(),
+    };
+    let env: std::collections::BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    crate::role::ResolvedRole::resolve("payments", &config, &env).expect("resolves")
+}
+
+#[tokio::test]
+async fn a_role_s_headers_reach_its_function_and_no_other() {
+    // The endpoint answers with the role headers it received (or `-`).
+    let endpoint = serve(Router::new().route(
+        "/fn",
+        post(|headers: HeaderMap| async move {
+            let seen = |name: &str| {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("?").to_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            format!("{}|{}", seen("authorization"), seen("x-tenant"))
+        }),
+    ))
+    .await;
+    let payments = role(
+        &[("Authorization", "PAY_AUTH"), ("X-Tenant", "PAY_TENANT")],
+        &[("PAY_AUTH", CANARY_AUTH), ("PAY_TENANT", "acme")],
+    );
+    let client = HttpFunction::default_client();
+    let with_role = HttpFunction::new(client.clone(), &endpoint)
+        .expect("valid")
+        .with_role(&payments);
+    let without = HttpFunction::new(client, &endpoint).expect("valid");
+
+    for _ in 0..2 {
+        // Every request carries them, not only the first.
+        let response = with_role.invoke(invocation(b"{}")).await.expect("success");
+        assert_eq!(response.payload, format!("{CANARY_AUTH}|acme"));
+    }
+    let response = without.invoke(invocation(b"{}")).await.expect("success");
+    assert_eq!(
+        response.payload, "|",
+        "a function without the role gets none"
+    );
+
+    let debug = format!("{with_role:?} {payments:?}");
+    assert!(!debug.contains("canary"), "{debug}");
+}
+
+#[test]
+fn a_role_without_headers_adds_nothing_per_request() {
+    let empty = role(&[], &[]);
+    let function = HttpFunction::new(HttpFunction::default_client(), "http://127.0.0.1:1/fn")
+        .expect("valid")
+        .with_role(&empty);
+    assert!(function.role_headers.is_none());
+}
+
+#[test]
+fn the_headers_the_invoker_sets_are_reserved_for_roles() {
+    for name in [
+        http::header::CONTENT_TYPE,
+        http::header::CONTENT_LENGTH,
+        http::header::HOST,
+        REQUEST_ID_HEADER,
+        DEADLINE_HEADER,
+    ] {
+        assert!(
+            impulse_config::is_reserved_header(name.as_str()),
+            "{name} must be refused in execution_roles.*.headers"
+        );
+    }
+}

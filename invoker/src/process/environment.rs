@@ -21,8 +21,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use secrecy::ExposeSecret;
+
 use super::pool::Slot;
 use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
+use crate::role::ResolvedRole;
 
 /// Lambda's init limit: a worker must call `/next` within this long of starting.
 pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +45,9 @@ pub(super) struct Launch {
     pub(super) args: Vec<String>,
     /// The function's own variables, applied after the defaults and before the reserved ones.
     pub(super) environment: Vec<(String, String)>,
+    /// The function's execution role, whose variables follow the function's own (validation
+    /// keeps the two sets apart, and the reserved ones out of the role).
+    pub(super) role: Option<Arc<ResolvedRole>>,
     pub(super) handler: String,
     pub(super) memory_size: u32,
     pub(super) working_dir: PathBuf,
@@ -294,6 +300,11 @@ fn command(launch: &Launch, runtime_api: &str) -> Command {
     for (name, value) in &launch.environment {
         command.env(name, value);
     }
+    // Only this function's environments get its role's secrets: every other variable of the
+    // broker, and every other role, stays out (`env_clear` above).
+    for (name, value) in launch.role.iter().flat_map(|role| role.environment()) {
+        command.env(name, value.expose_secret());
+    }
     let task_root = launch.working_dir.as_os_str();
     let log_stream = format!(
         "{}/[$LATEST]{}",
@@ -510,6 +521,111 @@ pub(super) async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // === process environment ===
+
+    fn launch(function: &str, role: Option<Arc<ResolvedRole>>) -> Launch {
+        Launch {
+            function: Arc::from(function),
+            // `env` prints the environment it was started with.
+            command: "env".to_owned(),
+            args: Vec::new(),
+            environment: vec![("GREETING".to_owned(), "hello".to_owned())],
+            role,
+            handler: "handler".to_owned(),
+            memory_size: 128,
+            working_dir: std::env::temp_dir(),
+            function_arn: HeaderValue::from_static("arn"),
+        }
+    }
+
+    fn role(name: &str, vars: &[(&str, &str)]) -> Arc<ResolvedRole> {
+        use impulse_config::{ExecutionRoleConfig, SecretSource};
+        let config = ExecutionRoleConfig {
+            environment: vars
+                .iter()
+                .map(|(key, _)| ((*key).to_owned(), SecretSource::Env(format!("SRC_{key}"))))
+                .collect(),
+            headers: Default::default(),
+        };
+        let env: std::collections::BTreeMap<String, String> = vars
+            .iter()
+            .map(|(key, value)| (format!("SRC_{key}"), (*value).to_owned()))
+            .collect();
+        Arc::new(ResolvedRole::resolve(name, &config, &env).expect("resolves"))
+    }
+
+    /// The environment a real child process of `launch` starts with.
+    async fn child_environment(launch: &Launch) -> std::collections::BTreeMap<String, String> {
+        let output = command(launch, "127.0.0.1:9")
+            .output()
+            .await
+            .expect("`env` runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_role_s_variables_reach_its_function_s_processes_only() {
+        let payments = role(
+            "payments",
+            &[
+                ("STRIPE_KEY", "canary-stripe"),
+                ("DB_PASSWORD", "canary-db"),
+            ],
+        );
+        let reports = role("reports", &[("REPORTS_TOKEN", "canary-reports")]);
+
+        let pay = child_environment(&launch("pay", Some(payments.clone()))).await;
+        assert_eq!(pay["STRIPE_KEY"], "canary-stripe");
+        assert_eq!(pay["DB_PASSWORD"], "canary-db");
+        assert_eq!(
+            pay["GREETING"], "hello",
+            "the function's own variables stay"
+        );
+        assert_eq!(pay["AWS_LAMBDA_FUNCTION_NAME"], "pay");
+        assert!(!pay.contains_key("REPORTS_TOKEN"), "{pay:?}");
+
+        let report = child_environment(&launch("report", Some(reports))).await;
+        assert_eq!(report["REPORTS_TOKEN"], "canary-reports");
+        assert!(
+            !report.contains_key("STRIPE_KEY") && !report.contains_key("DB_PASSWORD"),
+            "{report:?}"
+        );
+
+        let plain = child_environment(&launch("plain", None)).await;
+        assert!(
+            plain.values().all(|v| !v.starts_with("canary")),
+            "no role, no secrets: {plain:?}"
+        );
+
+        let debug = format!("{:?}", launch("pay", Some(payments)));
+        assert!(!debug.contains("canary"), "{debug}");
+    }
+
+    #[test]
+    fn every_variable_the_broker_sets_is_reserved_for_roles() {
+        let launch = launch("f", None);
+        let command = command(&launch, "127.0.0.1:9");
+        let set: Vec<String> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_some())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .filter(|name| !INHERITED.contains(&name.as_str()) && name != "GREETING")
+            .collect();
+        assert!(set.len() > 10, "{set:?}");
+        for name in set {
+            assert!(
+                impulse_config::is_reserved_environment(&name),
+                "{name} must be refused in execution_roles.*.environment"
+            );
+        }
+    }
 
     #[test]
     fn exits_are_worded_as_lambda_words_them() {

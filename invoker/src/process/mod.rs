@@ -22,8 +22,8 @@
 //! `impulse_cold_starts_total`, `impulse_init_duration_seconds`, `impulse_environments`.
 //!
 //! Environments get a clean environment: `PATH`, `HOME`, `LANG`, `LC_ALL` and `TMPDIR` from the
-//! broker, `TZ=UTC` unless the function sets it, the function's `environment`, then Lambda's
-//! reserved variables, which the function cannot override.
+//! broker, `TZ=UTC` unless the function sets it, the function's `environment`, its execution
+//! role's `environment`, then Lambda's reserved variables, which neither can override.
 
 mod environment;
 mod pool;
@@ -43,6 +43,7 @@ use tower::Service;
 
 use impulse_config::SYNC_PAYLOAD_LIMIT;
 
+use crate::role::ResolvedRole;
 use crate::{Invocation, InvocationResponse, Invoke, InvokeError, LambdaError};
 use environment::{Environment, Launch, Outcome, StartError};
 use pool::{Checkout, Grant, Pool};
@@ -109,6 +110,20 @@ impl ProcessFunction {
         timeout: Duration,
         max_environments: usize,
     ) -> Result<Self, ProcessError> {
+        Self::with_role(function_name, config, None, timeout, max_environments)
+    }
+
+    /// As [`ProcessFunction::new`], with the variables of the function's execution role in
+    /// every environment's process environment.
+    ///
+    /// MUST be called inside a tokio runtime.
+    pub fn with_role(
+        function_name: &str,
+        config: &ProcessTargetConfig,
+        role: Option<Arc<ResolvedRole>>,
+        timeout: Duration,
+        max_environments: usize,
+    ) -> Result<Self, ProcessError> {
         let function = || function_name.to_owned();
         if config.command.trim().is_empty() {
             return Err(ProcessError::EmptyCommand {
@@ -148,6 +163,7 @@ impl ProcessFunction {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            role,
             handler: config.handler.clone().unwrap_or_default(),
             memory_size: config.memory_size,
             working_dir,

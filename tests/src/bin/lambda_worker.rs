@@ -10,6 +10,7 @@
 //! | `{"pid": true}` | `{"pid": …}` |
 //! | `{"context": true}` | the invocation context and the Lambda environment variables |
 //! | `{"log": "text"}` | prints `text` to stdout |
+//! | `{"env": ["NAME", …]}` | `{"env": {"NAME": value or null, …}}`: any variables, by name |
 //!
 //! Every result also carries `pid` and `request_id`.
 //!
@@ -73,6 +74,14 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     let mut result = json!({ "pid": std::process::id(), "request_id": context.request_id });
     if let Some(echo) = event.get("echo") {
         result["echo"] = echo.clone();
+    }
+    if let Some(names) = event.get("env").and_then(Value::as_array) {
+        let variables: serde_json::Map<String, Value> = names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|name| (name.to_owned(), Value::from(std::env::var(name).ok())))
+            .collect();
+        result["env"] = Value::Object(variables);
     }
     if event.get("context") == Some(&Value::Bool(true)) {
         let deadline_ms = context
