@@ -121,8 +121,8 @@ pub(crate) struct Functions {
 }
 
 impl Functions {
-    /// Builds every function's stack, admitted under `limiter`. All functions share one HTTP
-    /// connection pool.
+    /// Builds every function's stack, admitted under `limiter`. All `http` functions without
+    /// TLS settings share one HTTP connection pool.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
     pub(crate) fn build(config: &Config, limiter: &Limiter) -> Result<Self, Vec<String>> {
@@ -133,7 +133,20 @@ impl Functions {
         for (name, function) in &config.functions {
             let service = match &function.target {
                 TargetConfig::Http(http) => {
-                    match HttpFunction::new(client.clone(), &http.endpoint) {
+                    // TLS settings (a private CA, a client certificate) apply to one
+                    // function's connections only: such a function gets a client and pool of
+                    // its own.
+                    let client = match &http.tls {
+                        None => client.clone(),
+                        Some(tls) => match HttpFunction::tls_client(tls) {
+                            Ok(own) => own,
+                            Err(err) => {
+                                errors.push(format!("functions.{name}.target.tls: {err}"));
+                                continue;
+                            }
+                        },
+                    };
+                    match HttpFunction::new(client, &http.endpoint) {
                         Ok(target) => stack(name, function, target),
                         Err(err) => {
                             errors.push(format!("functions.{name}.target.endpoint: {err}"));

@@ -7,6 +7,7 @@ mod destinations;
 mod functions;
 mod limits;
 mod queue;
+mod tls;
 mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,9 @@ impl Validator {
                 FieldPath::keys(["server", "admin_listen"]),
                 format!("must differ from server.listen ({})", config.server.listen),
             );
+        }
+        if let Some(tls) = &config.server.tls {
+            self.server_tls(tls);
         }
     }
 }
