@@ -69,7 +69,11 @@ pub(crate) async fn serve(
 ) -> io::Result<()> {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Some(acceptor) => {
             let listener = TlsListener {
                 tcp: listener,
@@ -103,7 +107,7 @@ impl axum::serve::Listener for TlsListener {
         let connection = TlsConnection {
             peer,
             state: State::Handshake {
-                accept: self.acceptor.accept(tcp),
+                accept: Box::new(self.acceptor.accept(tcp)),
                 // Counted from the accept, not from hyper's first read.
                 deadline: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
             },
@@ -126,11 +130,12 @@ pub(crate) struct TlsConnection {
 }
 
 enum State {
+    /// Both streams are boxed: each holds a rustls session of over a kilobyte, which would
+    /// otherwise sit in every state.
     Handshake {
-        accept: tokio_rustls::Accept<TcpStream>,
+        accept: Box<tokio_rustls::Accept<TcpStream>>,
         deadline: Pin<Box<Sleep>>,
     },
-    /// Boxed: a rustls session is large, and the handshake state is much smaller.
     Ready(Box<TlsStream<TcpStream>>),
     /// The handshake failed or timed out; the socket is closed.
     Failed,
@@ -138,9 +143,12 @@ enum State {
 
 impl TlsConnection {
     /// Drives the handshake; `Ready(Ok)` once the stream is usable.
-    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
+    fn poll_handshake(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
         if let State::Handshake { accept, deadline } = &mut self.state {
-            let failure = match Pin::new(accept).poll(cx) {
+            let failure = match Pin::new(accept.as_mut()).poll(cx) {
                 Poll::Ready(Ok(stream)) => {
                     self.state = State::Ready(Box::new(stream));
                     None

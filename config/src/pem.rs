@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use rustls_pki_types::pem::{self, PemObject};
+pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A PEM file that cannot be used. The message names the file and what is wrong with it, never
 /// its contents (a key file's lines are secret).
@@ -113,7 +113,10 @@ mod tests {
     fn errors_name_the_file_and_quote_nothing() {
         let missing = Path::new("/nonexistent/impulse/ca.pem");
         let err = read_certificates(missing).unwrap_err().to_string();
-        assert!(err.starts_with("cannot read /nonexistent/impulse/ca.pem: "), "{err}");
+        assert!(
+            err.starts_with("cannot read /nonexistent/impulse/ca.pem: "),
+            "{err}"
+        );
 
         let not_pem = file("canary-not-pem-at-all\n");
         let err = read_certificates(not_pem.path()).unwrap_err().to_string();
@@ -129,7 +132,10 @@ mod tests {
 
         let truncated = file("-----BEGIN PRIVATE KEY-----\nY2FuYXJ5LXNlY3JldA==\n");
         let err = read_private_key(truncated.path()).unwrap_err().to_string();
-        assert!(err.contains("is not valid PEM: a section has no END line"), "{err}");
+        assert!(
+            err.contains("is not valid PEM: a section has no END line"),
+            "{err}"
+        );
         assert!(!err.contains("Y2FuYXJ5"), "{err}");
     }
 }

@@ -245,7 +245,10 @@ mod tests {
             redact_url("https://svc:can/ary@host/fn"),
             "https://svc:***@host/fn"
         );
-        assert_eq!(redact_url("https://svc:can?ary@host"), "https://svc:***@host");
+        assert_eq!(
+            redact_url("https://svc:can?ary@host"),
+            "https://svc:***@host"
+        );
     }
 
     #[test]

@@ -845,7 +845,10 @@ client_key = '{d}/client.pem'
     ];
     assert_eq!(found, expected);
     for line in &found {
-        assert!(!line.contains("canary"), "a secret or file content leaked: {line}");
+        assert!(
+            !line.contains("canary"),
+            "a secret or file content leaked: {line}"
+        );
     }
 }
 
@@ -860,13 +863,22 @@ target = { type = "http", endpoint = "https://svc:canary-endpoint-pw@orders inte
 "#;
     let found = errors(toml, Format::Toml, "c.toml", &no_env());
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("c.toml:6: functions.g.target.endpoint: invalid URL"), "{found:?}");
+    assert!(
+        found[0].starts_with("c.toml:6: functions.g.target.endpoint: invalid URL"),
+        "{found:?}"
+    );
     assert!(!found[0].contains("canary"), "{found:?}");
 
-    let config = ok(&toml.replace("orders internal", "orders.internal"), Format::Toml);
+    let config = ok(
+        &toml.replace("orders internal", "orders.internal"),
+        Format::Toml,
+    );
     let debug = format!("{config:?}");
     assert!(!debug.contains("canary"), "{debug}");
-    assert!(debug.contains("https://svc:***@orders.internal/invoke"), "{debug}");
+    assert!(
+        debug.contains("https://svc:***@orders.internal/invoke"),
+        "{debug}"
+    );
 
     // From the environment too.
     let vars = env(&[(
@@ -874,7 +886,10 @@ target = { type = "http", endpoint = "https://svc:canary-endpoint-pw@orders inte
         "https://svc:canary-env-pw@orders internal/",
     )]);
     let found = errors(toml, Format::Toml, "c.toml", &vars);
-    assert!(found.iter().all(|line| !line.contains("canary")), "{found:?}");
+    assert!(
+        found.iter().all(|line| !line.contains("canary")),
+        "{found:?}"
+    );
 }
 
 #[test]

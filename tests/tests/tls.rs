@@ -55,14 +55,19 @@ impl Running {
             child.try_wait().expect("try_wait")
         })
         .await;
-        assert!(exit.success(), "impulse exited with {exit}:\n{}", self.logs());
+        assert!(
+            exit.success(),
+            "impulse exited with {exit}:\n{}",
+            self.logs()
+        );
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Already exited is fine; the process must not outlive the test.
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }
 
@@ -104,10 +109,9 @@ fn server_tls(files: &PkiFiles) -> String {
 
 #[tokio::test]
 async fn both_listeners_serve_https_with_the_configured_certificate() {
-    let mut function = FunctionServer::start(|event: Value| async move {
-        axum::Json(json!({ "echo": event }))
-    })
-    .await;
+    let mut function =
+        FunctionServer::start(|event: Value| async move { axum::Json(json!({ "echo": event })) })
+            .await;
     let pki = TestPki::generate();
     let dir = tempfile::tempdir().expect("temp dir");
     let files = pki.write_to(dir.path());
@@ -134,7 +138,11 @@ target = {{ type = "http", endpoint = "{endpoint}" }}
     let admin_url = |path: &str| format!("https://localhost:{}{path}", admin.port());
     wait_ready(&mut running, &client, &admin_url("/readyz")).await;
 
-    let health = client.get(admin_url("/healthz")).send().await.expect("https");
+    let health = client
+        .get(admin_url("/healthz"))
+        .send()
+        .await
+        .expect("https");
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.expect("body"), "ok\n");
 
@@ -205,7 +213,10 @@ target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
         .expect("an answer");
     assert_eq!(sync.status(), 502);
     let body = sync.text().await.expect("body");
-    assert!(body.contains(&closed.to_string()), "the error names the endpoint: {body}");
+    assert!(
+        body.contains(&closed.to_string()),
+        "the error names the endpoint: {body}"
+    );
     assert!(!body.contains(CANARY), "{body}");
 
     // An async invocation fails in the dispatcher, which logs its retries.
@@ -219,19 +230,26 @@ target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
         .await
         .expect("an answer");
     assert_eq!(accepted.status(), 202);
-    eventually("the failed attempt to be logged", Duration::from_secs(10), async || {
-        let logs = running.logs();
-        if logs.contains("Async invocation failed; retrying.") {
-            Ok(())
-        } else {
-            Err("no failed attempt in the log yet".to_owned())
-        }
-    })
+    eventually(
+        "the failed attempt to be logged",
+        Duration::from_secs(10),
+        async || {
+            let logs = running.logs();
+            if logs.contains("Async invocation failed; retrying.") {
+                Ok(())
+            } else {
+                Err("no failed attempt in the log yet".to_owned())
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", running.logs()));
     running.stop().await;
     let logs = running.logs();
-    assert!(!logs.contains(CANARY), "the password reached the log:\n{logs}");
+    assert!(
+        !logs.contains(CANARY),
+        "the password reached the log:\n{logs}"
+    );
 
     // `validate` on a config with another problem next to the endpoint.
     let broken = config.replace("timeout = \"2s\"", "timeout = \"0s\"");

@@ -128,7 +128,11 @@ fn take_basic_auth(url: &mut reqwest::Url) -> Result<Option<HeaderValue>, ()> {
     if url.username().is_empty() && url.password().is_none() {
         return Ok(None);
     }
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let mut credentials = decode(url.username());
     credentials.push(':');
     credentials.push_str(&url.password().map(decode).unwrap_or_default());

@@ -51,7 +51,10 @@ static SYSTEM_ROOTS: LazyLock<RootCertStore> = LazyLock::new(|| {
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
     if ignored > 0 {
-        tracing::warn!(ignored, "Some system CA certificates cannot be used; ignored.");
+        tracing::warn!(
+            ignored,
+            "Some system CA certificates cannot be used; ignored."
+        );
     }
     if added == 0 {
         tracing::warn!(
