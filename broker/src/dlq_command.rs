@@ -121,7 +121,8 @@ pub(crate) async fn replay(
         "http://{}/2015-03-31/functions/{target}/invocations",
         config.server.listen
     );
-    let client = reqwest::Client::new();
+    // The invoker's client: it builds even where the system has no CA certificates.
+    let client = impulse_invoker::http::HttpFunction::default_client();
     let bar = ProgressBar::new(chosen.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({per_sec}) {msg}")

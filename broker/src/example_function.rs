@@ -34,7 +34,8 @@ pub(crate) async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 /// The Runtime API loop: take the next event, answer it, repeat.
 async fn worker(api: &str) -> anyhow::Result<()> {
     let base = format!("http://{api}/2018-06-01/runtime");
-    let client = reqwest::Client::builder().no_proxy().build()?;
+    // The invoker's client: it builds even where the system has no CA certificates.
+    let client = impulse_invoker::http::HttpFunction::default_client();
     loop {
         let next = client
             .get(format!("{base}/invocation/next"))

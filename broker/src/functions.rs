@@ -122,9 +122,9 @@ pub(crate) struct Functions {
 }
 
 impl Functions {
-    /// Builds every function's stack, admitted under `limiter`. All functions share one HTTP
-    /// connection pool. The secrets of the execution roles in use are read here, once, from
-    /// the broker's environment and files.
+    /// Builds every function's stack, admitted under `limiter`. All `http` functions without
+    /// TLS settings share one HTTP connection pool. The secrets of the execution roles in use
+    /// are read here, once, from the broker's environment and files.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
     pub(crate) fn build(config: &Config, limiter: &Limiter) -> Result<Self, Vec<String>> {
@@ -152,7 +152,20 @@ impl Functions {
             }
             let service = match &function.target {
                 TargetConfig::Http(http) => {
-                    match HttpFunction::new(client.clone(), &http.endpoint) {
+                    // TLS settings (a private CA, a client certificate) apply to one
+                    // function's connections only: such a function gets a client and pool of
+                    // its own.
+                    let client = match &http.tls {
+                        None => client.clone(),
+                        Some(tls) => match HttpFunction::tls_client(tls) {
+                            Ok(own) => own,
+                            Err(err) => {
+                                errors.push(format!("functions.{name}.target.tls: {err}"));
+                                continue;
+                            }
+                        },
+                    };
+                    match HttpFunction::new(client, &http.endpoint) {
                         Ok(target) => {
                             let target = match role {
                                 Some(role) => target.with_role(role),

@@ -22,6 +22,7 @@ mod shutdown;
 mod telemetry;
 #[cfg(test)]
 mod test_support;
+mod tls_listener;
 
 /// mimalloc rather than the system allocator: the event path allocates small, short-lived
 /// buffers per record and per invocation, which glibc's malloc serves with visibly more CPU

@@ -1,6 +1,5 @@
 //! `impulse run`: wiring the configuration into listeners, and shutting down cleanly.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +39,12 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     .await?;
     let completions = Arc::new(Completions::default());
 
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls_listener::acceptor)
+        .transpose()?;
     let trigger_listener = bind(config.server.listen, "server.listen").await?;
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -55,24 +60,23 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         queue: queue.clone(),
         auth: auth.clone(),
     });
-    let trigger_server = tokio::spawn(
-        axum::serve(
-            trigger_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_triggers.clone().cancelled_owned())
-        .into_future(),
-    );
+    let trigger_server = tokio::spawn(crate::tls_listener::serve(
+        trigger_listener,
+        app,
+        tls.clone(),
+        stop_triggers.clone().cancelled_owned(),
+    ));
     let admin = api::admin_router(AdminState {
         ready: ready.clone(),
         metrics: metrics.clone(),
         auth,
     });
-    let admin_server = tokio::spawn(
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
-            .into_future(),
-    );
+    let admin_server = tokio::spawn(crate::tls_listener::serve(
+        admin_listener,
+        admin,
+        tls,
+        stop_admin.clone().cancelled_owned(),
+    ));
     let upkeep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);
         loop {
@@ -93,6 +97,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     tracing::info!(
         listen = %config.server.listen,
         admin_listen = %config.server.admin_listen,
+        tls = config.server.tls.is_some(),
         functions = config.functions.len(),
         triggers = config.triggers.len(),
         "Impulse is ready."

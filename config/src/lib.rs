@@ -63,6 +63,7 @@
 
 pub mod duration;
 pub mod filter;
+pub mod pem;
 
 mod deser;
 mod env;
@@ -89,7 +90,7 @@ pub use env::{
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use schedule::{ScheduleError, ScheduleExpression};
-pub use support::{is_secret_key, redact_secret_values, DebugSecretMap};
+pub use support::{is_secret_key, redact_secret_values, redact_url, DebugSecretMap};
 
 use crate::deser::FieldError;
 use crate::locate::{FieldPath, LineIndex, LineStarts};

@@ -70,6 +70,21 @@ pub struct ServerConfig {
     /// Environment override: `IMPULSE_ADMIN_LISTEN`.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// TLS on both listeners (`listen` and `admin_listen`). Unset: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// The certificate both listeners present. The files are read at start; a restart picks up a
+/// renewed certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM file with the server certificate first, then any intermediates. A relative path is
+    /// resolved from the broker's working directory.
+    pub certificate: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
 }
 
 /// `127.0.0.1:8080`: an Impulse default (Lambda has no listener); loopback, so nothing is exposed
@@ -88,6 +103,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            tls: None,
         }
     }
 }
@@ -281,17 +297,40 @@ pub enum TargetConfig {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTargetConfig {
-    /// Absolute `http://` or `https://` URL. Environment override:
-    /// `IMPULSE_FUNCTION_<NAME>_ENDPOINT`.
+    /// Absolute `http://` or `https://` URL. `https://` endpoints are verified against the
+    /// system's root certificates (plus `tls.ca_file`). A `user:password@` in the URL is sent
+    /// as HTTP Basic authentication and shown as `user:***` in every message. Environment
+    /// override: `IMPULSE_FUNCTION_<NAME>_ENDPOINT`.
     pub endpoint: String,
+    /// TLS settings for an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<HttpTlsConfig>,
 }
 
 impl fmt::Debug for HttpTargetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTargetConfig")
             .field("endpoint", &DebugUrl(&self.endpoint))
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// TLS to an `https://` function endpoint. Certificate verification is always on. Files are
+/// PEM, read at start; a relative path is resolved from the broker's working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// CA certificates trusted in addition to the system's roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain for mutual TLS, leaf first; requires `client_key`.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// The client certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC); requires
+    /// `client_certificate`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 /// A function run as local processes speaking the Lambda Runtime API.

@@ -125,19 +125,30 @@ pub(crate) mod timestamp {
 // === redaction ===
 
 /// A URL with the password (or a lone userinfo, which Redis reads as a password) replaced by
-/// `***`. Works on malformed input too: it never echoes what follows `://` up to `@`.
-pub(crate) fn redact_url(url: &str) -> String {
+/// `***`: the one redaction every `Debug` output, error message and log line uses for URLs
+/// from the configuration (function endpoints, Redis URLs).
+///
+/// Works on malformed input too: it never echoes what follows `://` up to `@`, even when a
+/// password holds a `/`, `?` or `#` that makes the URL unparsable (`https://u:p/w@host`).
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    let at = match rest[..authority_end].rfind('@') {
+        Some(at) => at,
+        // A valid URL with an `@` only in its path or query has no userinfo.
+        None if rest.contains('@') && url::Url::parse(url.trim()).is_err() => {
+            match rest.rfind('@') {
+                Some(at) => at,
+                None => return url.to_owned(),
+            }
+        }
+        None => return url.to_owned(),
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let shown = match userinfo.split_once(':') {
         Some((user, _)) => format!("{user}:***"),
         None => "***".to_owned(),
@@ -225,6 +236,19 @@ mod tests {
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact_url("http://h/p@q"), "http://h/p@q");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("https://svc:canary@orders.internal:8443/invoke"),
+            "https://svc:***@orders.internal:8443/invoke"
+        );
+        // A `/` in the password: the URL does not parse, and nothing of it is shown.
+        assert_eq!(
+            redact_url("https://svc:can/ary@host/fn"),
+            "https://svc:***@host/fn"
+        );
+        assert_eq!(
+            redact_url("https://svc:can?ary@host"),
+            "https://svc:***@host"
+        );
     }
 
     #[test]

@@ -275,7 +275,7 @@ fn broken_yaml_reports_everything() {
         "broken.yaml:3: limits.account_concurrency: must be greater than 0",
         "broken.yaml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
         "broken.yaml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
-        "broken.yaml:12: functions.thumb.target.retries: unknown field `retries`, expected `endpoint`",
+        "broken.yaml:12: functions.thumb.target.retries: unknown field `retries`, expected `endpoint` or `tls`",
         "broken.yaml:18: triggers.orders.topics[1]: invalid Kafka topic \"bad topic\": use A-Z, a-z, 0-9, `.`, `_` and `-`",
         "broken.yaml:19: triggers.orders.batch_size: must be between 1 and 10000",
         "broken.yaml:20: triggers.orders.batch_size: duplicate key (first defined on line 19)",
@@ -294,7 +294,7 @@ fn unknown_fields_name_the_field_and_line() {
     let found = errors(toml, Format::Toml, "a.toml", &no_env());
     assert_eq!(
         found,
-        ["a.toml:3: server.lisen: unknown field `lisen`, expected `listen` or `admin_listen`"]
+        ["a.toml:3: server.lisen: unknown field `lisen`, expected one of `listen`, `admin_listen`, `tls`"]
     );
     let yaml = "triggers:\n  t:\n    type: http\n    function: f\n    path: /\n    method: [GET]\n";
     let found = errors(yaml, Format::Yaml, "a.yaml", &no_env());
@@ -631,7 +631,7 @@ target = { type = "process", command = "x", environment = { STRIPE_KEY = "x", OT
 execution_role = "payments"
 
 [functions.pay-http]
-target = { type = "http", endpoint = "http://x" }
+target = { type = "http", endpoint = "http://user:canary-pw@x" }
 execution_role = "payments"
 
 [functions.proc-headers]
@@ -669,6 +669,7 @@ execution_role = "both"
         "r.toml:35: execution_roles.headers_only.headers: no function using this role has an http target, the only kind that receives headers",
         "r.toml:38: execution_roles.env_only.environment: no function using this role has a process target, the only kind that receives environment variables",
         "r.toml:41: functions.pay.target.environment.STRIPE_KEY: also set by execution role \"payments\"; set it in one place",
+        "r.toml:45: functions.pay-http.target.endpoint: holds a user name or password (sent as `Authorization`) and execution role \"payments\" sets `Authorization` too; keep one",
         "r.toml:50: functions.proc-headers.execution_role: execution role \"headers_only\" has no `environment`, the part a process target receives",
         "r.toml:54: functions.http-env.execution_role: execution role \"env_only\" has no `headers`, the part an http target receives",
         "r.toml:58: functions.ghost.execution_role: unknown execution role \"nope\"",
@@ -1122,6 +1123,162 @@ target = { type = "http", endpoint = "http://y" }
 }
 
 // === load ===
+
+// === TLS ===
+
+const FAKE_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nAQID\n-----END PRIVATE KEY-----\n";
+
+/// A directory with PEM files (validation parses PEM, not the DER inside) and a file that is
+/// not PEM. TOML literal strings ('…') keep the paths as written.
+fn pem_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for (name, contents) in [
+        ("ca.pem", FAKE_CERTIFICATE),
+        ("client.pem", FAKE_CERTIFICATE),
+        ("client-key.pem", FAKE_KEY),
+        ("notes.txt", "canary-not-pem\n"),
+    ] {
+        std::fs::write(dir.path().join(name), contents).expect("writable");
+    }
+    dir
+}
+
+#[test]
+fn tls_settings_parse_and_validate() {
+    let dir = pem_dir();
+    let d = dir.path().display();
+    let toml = format!(
+        r#"
+[server.tls]
+certificate = '{d}/client.pem'
+key = '{d}/client-key.pem'
+
+[functions.f.target]
+type = "http"
+endpoint = "https://orders.internal:8443/invoke"
+
+[functions.f.target.tls]
+ca_file = '{d}/ca.pem'
+client_certificate = '{d}/client.pem'
+client_key = '{d}/client-key.pem'
+"#
+    );
+    let config = ok(&toml, Format::Toml);
+    let server = config.server.tls.as_ref().expect("server.tls");
+    assert_eq!(server.key, dir.path().join("client-key.pem"));
+    let TargetConfig::Http(http) = &config.functions["f"].target else {
+        panic!("an http target");
+    };
+    let tls = http.tls.as_ref().expect("target.tls");
+    assert_eq!(tls.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(tls.client_certificate, Some(dir.path().join("client.pem")));
+
+    // The same in YAML.
+    let yaml = format!(
+        "server:\n  tls: {{certificate: '{d}/client.pem', key: '{d}/client-key.pem'}}\n\
+         functions:\n  f:\n    target:\n      type: http\n      \
+         endpoint: https://orders.internal:8443/invoke\n      \
+         tls: {{ca_file: '{d}/ca.pem', client_certificate: '{d}/client.pem', \
+         client_key: '{d}/client-key.pem'}}\n"
+    );
+    assert_eq!(ok(&yaml, Format::Yaml), config);
+}
+
+#[test]
+fn tls_rules() {
+    let dir = pem_dir();
+    let d = dir.path().display();
+    let toml = format!(
+        r#"
+[server.tls]
+certificate = '{d}/missing.pem'
+key = '{d}/ca.pem'
+
+[functions.plain.target]
+type = "http"
+endpoint = "http://svc:canary-pw@orders.internal/invoke"
+tls = {{ ca_file = '{d}/ca.pem' }}
+
+[functions.half.target]
+type = "http"
+endpoint = "https://orders.internal/invoke"
+tls = {{ client_certificate = '{d}/client.pem' }}
+
+[functions.other_half.target]
+type = "http"
+endpoint = "https://orders.internal/invoke"
+tls = {{ client_key = '{d}/client-key.pem' }}
+
+[functions.wrong_files.target]
+type = "http"
+endpoint = "https://orders.internal/invoke"
+
+[functions.wrong_files.target.tls]
+ca_file = '{d}/notes.txt'
+client_certificate = '{d}/client-key.pem'
+client_key = '{d}/client.pem'
+"#
+    );
+    let found = errors(&toml, Format::Toml, "t.toml", &no_env());
+    let expected = [
+        format!("t.toml:3: server.tls.certificate: cannot read {d}/missing.pem: No such file or directory (os error 2)"),
+        format!("t.toml:4: server.tls.key: {d}/ca.pem holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)"),
+        "t.toml:9: functions.plain.target.tls: TLS settings apply to https:// endpoints only; this endpoint is not https://".to_owned(),
+        "t.toml:14: functions.half.target.tls.client_certificate: requires client_key (the certificate's private key)".to_owned(),
+        "t.toml:19: functions.other_half.target.tls.client_key: requires client_certificate (the key's certificate chain)".to_owned(),
+        format!("t.toml:26: functions.wrong_files.target.tls.ca_file: {d}/notes.txt holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        format!("t.toml:27: functions.wrong_files.target.tls.client_certificate: {d}/client-key.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        format!("t.toml:28: functions.wrong_files.target.tls.client_key: {d}/client.pem holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)"),
+    ];
+    assert_eq!(found, expected);
+    for line in &found {
+        assert!(
+            !line.contains("canary"),
+            "a secret or file content leaked: {line}"
+        );
+    }
+}
+
+#[test]
+fn endpoint_credentials_are_accepted_and_never_shown() {
+    let toml = r#"
+[functions.f]
+target = { type = "http", endpoint = "https://svc:canary-endpoint-pw@orders.internal/invoke" }
+
+[functions.g]
+target = { type = "http", endpoint = "https://svc:canary-endpoint-pw@orders internal/invoke" }
+"#;
+    let found = errors(toml, Format::Toml, "c.toml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("c.toml:6: functions.g.target.endpoint: invalid URL"),
+        "{found:?}"
+    );
+    assert!(!found[0].contains("canary"), "{found:?}");
+
+    let config = ok(
+        &toml.replace("orders internal", "orders.internal"),
+        Format::Toml,
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("canary"), "{debug}");
+    assert!(
+        debug.contains("https://svc:***@orders.internal/invoke"),
+        "{debug}"
+    );
+
+    // From the environment too.
+    let vars = env(&[(
+        "IMPULSE_FUNCTION_F_ENDPOINT",
+        "https://svc:canary-env-pw@orders internal/",
+    )]);
+    let found = errors(toml, Format::Toml, "c.toml", &vars);
+    assert!(
+        found.iter().all(|line| !line.contains("canary")),
+        "{found:?}"
+    );
+}
 
 #[test]
 fn load_picks_the_format_by_extension() {

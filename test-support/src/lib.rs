@@ -1,5 +1,5 @@
 //! Test helpers shared by every crate's tests: where the real services listen, bounded waits,
-//! and the metrics a test recorded.
+//! the metrics a test recorded, and TLS certificates made at test time.
 //!
 //! This crate depends on no Impulse crate: a crate's own integration tests can use it without
 //! pulling a second copy of that crate into the dependency graph.
@@ -7,4 +7,5 @@
 pub mod kafka;
 pub mod metrics;
 pub mod services;
+pub mod tls;
 pub mod wait;

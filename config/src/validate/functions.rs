@@ -25,6 +25,9 @@ impl Validator {
                 if let Err(message) = check_http_url(&http.endpoint) {
                     self.error(target.key("endpoint"), message);
                 }
+                if let Some(tls) = &http.tls {
+                    self.http_tls(&target, &http.endpoint, tls);
+                }
             }
             TargetConfig::Process(process) => {
                 self.not_empty(target.key("command"), &process.command);

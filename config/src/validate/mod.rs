@@ -8,6 +8,7 @@ mod functions;
 mod limits;
 mod queue;
 mod roles;
+mod tls;
 mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,6 +103,9 @@ impl Validator {
                 FieldPath::keys(["server", "admin_listen"]),
                 format!("must differ from server.listen ({})", config.server.listen),
             );
+        }
+        if let Some(tls) = &config.server.tls {
+            self.server_tls(tls);
         }
     }
 }

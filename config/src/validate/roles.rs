@@ -68,7 +68,7 @@ impl Validator {
                         }
                     }
                 }
-                TargetConfig::Http(_) => {
+                TargetConfig::Http(http) => {
                     used.http = true;
                     if role.headers.is_empty() {
                         self.error(
@@ -76,6 +76,22 @@ impl Validator {
                             format!(
                                 "execution role \"{role_name}\" has no `headers`, the part an \
                                  http target receives"
+                            ),
+                        );
+                    }
+                    let endpoint_has_credentials = url::Url::parse(&http.endpoint)
+                        .is_ok_and(|url| !url.username().is_empty() || url.password().is_some());
+                    let role_authorizes = role
+                        .headers
+                        .keys()
+                        .any(|name| name.eq_ignore_ascii_case("authorization"));
+                    if endpoint_has_credentials && role_authorizes {
+                        self.error(
+                            FieldPath::keys(["functions", function_name, "target", "endpoint"]),
+                            format!(
+                                "holds a user name or password (sent as `Authorization`) and \
+                                 execution role \"{role_name}\" sets `Authorization` too; keep \
+                                 one"
                             ),
                         );
                     }

@@ -7,25 +7,8 @@ mod sink;
 pub use queue::{RedisQueue, GROUP};
 pub use sink::{read_stream, RedisStreamSink};
 
+use impulse_config::redact_url;
 use redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
-
-/// `url` with any password replaced by `***`, for `Debug` output and error messages.
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let shown = match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_owned(),
-    };
-    format!("{}{shown}{}", &url[..rest_start], &rest[at..])
-}
 
 /// Whether a command that failed with `e` may succeed when tried again (after a reconnect).
 fn is_transient(e: &RedisError) -> bool {
@@ -144,17 +127,6 @@ fn parse_read_reply(value: Value) -> Vec<RawEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://user:hunter2@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://:hunter2@host"), "redis://:***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("rediss://tok@host"), "rediss://***@host");
-    }
 
     #[test]
     fn parses_replies_defensively() {

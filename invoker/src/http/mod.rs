@@ -9,23 +9,33 @@
 //! | 5xx | function error |
 //! | 429 | throttle |
 //! | other 4xx (413 included) | permanent |
-//! | connect refused, reset, broken body | system error |
+//! | connect refused, reset, broken body, TLS failure | system error |
 //!
 //! Each request carries `Lambda-Runtime-Aws-Request-Id` and `Lambda-Runtime-Deadline-Ms`, the
 //! headers a Runtime-API function would see, so an HTTP function can log the id and budget
 //! its work. A function with an execution role also sends the role's `headers` (marked
 //! sensitive) on every request.
+//!
+//! `https://` endpoints go over rustls ([`tls`]). Credentials in an endpoint URL
+//! (`https://user:password@host/…`) are taken out of the URL once, at construction, and sent
+//! as HTTP Basic authentication: the URL that reqwest sees, and so every error it words,
+//! holds none.
+
+mod tls;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tower::Service;
 
-use impulse_config::SYNC_PAYLOAD_LIMIT;
+use impulse_config::{redact_url, HttpTlsConfig, SYNC_PAYLOAD_LIMIT};
+
+pub use tls::TlsError;
 
 use crate::role::ResolvedRole;
 use crate::wall_clock::epoch_millis;
@@ -45,41 +55,47 @@ const FUNCTION_ERROR: HeaderName = HeaderName::from_static(FUNCTION_ERROR_HEADER
 pub struct HttpFunction {
     client: reqwest::Client,
     /// Shared: the service is cloned for every call, and each request needs its own `Url`
-    /// anyway, so only one copy per call is made, not two.
+    /// anyway, so only one copy per call is made, not two. Never holds userinfo.
     endpoint: Arc<reqwest::Url>,
     /// The execution role's headers, built once; `None` when there are none, so that a
     /// function without a role pays nothing per request for the feature.
     role_headers: Option<HeaderMap>,
+    /// `Basic …` from the endpoint URL's userinfo, marked sensitive; `None` for most endpoints.
+    authorization: Option<HeaderValue>,
 }
 
-/// An endpoint that cannot be used as an `http` target.
+/// An endpoint that cannot be used as an `http` target. Its message shows the endpoint with
+/// any password replaced by `***`.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid function endpoint {endpoint:?}: {reason}")]
 pub struct EndpointError {
+    /// Redacted.
     endpoint: String,
     reason: String,
 }
 
 impl HttpFunction {
-    /// A target posting to `endpoint` with `client` (clone one client for every function so
-    /// they share its pool).
+    /// A target posting to `endpoint` (`http://` or `https://`) with `client`: clone
+    /// [`HttpFunction::default_client`] for every function without TLS settings so they
+    /// share its pool, or use [`HttpFunction::tls_client`].
     pub fn new(client: reqwest::Client, endpoint: &str) -> Result<Self, EndpointError> {
         let error = |reason: String| EndpointError {
-            endpoint: endpoint.to_owned(),
+            endpoint: redact_url(endpoint),
             reason,
         };
-        let url = reqwest::Url::parse(endpoint).map_err(|e| error(e.to_string()))?;
-        match url.scheme() {
-            "http" => Ok(Self {
-                client,
-                endpoint: Arc::new(url),
-                role_headers: None,
-            }),
-            "https" => Err(error(
-                "https endpoints are not supported by this build yet".into(),
-            )),
-            other => Err(error(format!("unsupported scheme {other:?}"))),
+        // `url`'s parse errors name the problem, never the input.
+        let mut url = reqwest::Url::parse(endpoint).map_err(|e| error(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(error(format!("unsupported scheme {:?}", url.scheme())));
         }
+        let authorization = take_basic_auth(&mut url)
+            .map_err(|()| error("the user name or password cannot be sent in a header".into()))?;
+        Ok(Self {
+            client,
+            endpoint: Arc::new(url),
+            authorization,
+            role_headers: None,
+        })
     }
 
     /// This target, sending the headers of execution role `role` on every request.
@@ -88,16 +104,85 @@ impl HttpFunction {
         self
     }
 
-    /// The client every `http` function should share: pooled connections, no proxy lookup.
+    /// The client every `http` function without TLS settings shares: pooled connections, no
+    /// proxy lookup; `https://` endpoints are verified against the system's roots.
+    ///
+    /// Plain `http://` requests take the same path as with a client built without TLS: the
+    /// connector hands `http` URLs to its TCP connector untouched, and the TLS configuration
+    /// is used only when an `https` connection is opened. Connections are pooled either way.
     pub fn default_client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            // Building fails only when TLS back-ends cannot initialise; this build has none.
-            .expect("a plain-HTTP client always builds")
+        let config = tls::client_config(None)
+            .expect("a TLS configuration without files always builds (aws-lc-rs has TLS 1.2/1.3)");
+        client(config).expect("a client with a prebuilt TLS configuration always builds")
     }
+
+    /// A client of its own for an endpoint with TLS settings: `ca_file` added to the system's
+    /// roots, and the client certificate, when set. Reads the files.
+    pub fn tls_client(tls: &HttpTlsConfig) -> Result<reqwest::Client, TlsError> {
+        let config = tls::client_config(Some(tls))?;
+        client(config).map_err(TlsError::Client)
+    }
+}
+
+/// Every `http` target's client settings, with `tls` for its `https://` connections.
+fn client(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .tls_backend_preconfigured(tls)
+        .build()
+}
+
+/// Takes the userinfo out of `url` and returns it as a sensitive `Basic` authorization value
+/// (reqwest would do the same per request; once here, the URL it sees never holds it).
+fn take_basic_auth(url: &mut reqwest::Url) -> Result<Option<HeaderValue>, ()> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut credentials = decode(url.username());
+    credentials.push(':');
+    credentials.push_str(&url.password().map(decode).unwrap_or_default());
+    url.set_username("")?;
+    url.set_password(None)?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| ())?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+/// A request that failed in transport (connect, TLS handshake, a broken body), worded with
+/// all its causes: reqwest's own message stops at "error sending request for url (…)", which
+/// does not say whether the connection was refused or the certificate was not trusted. The
+/// URL in it never holds credentials (see [`take_basic_auth`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(String);
+
+impl From<reqwest::Error> for TransportError {
+    fn from(error: reqwest::Error) -> Self {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            // hyper and reqwest repeat a cause's text in their own; say it once.
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = inner.source();
+        }
+        Self(message)
+    }
+}
+
+fn transport(error: reqwest::Error) -> InvokeError {
+    InvokeError::System(Box::new(TransportError::from(error)))
 }
 
 impl Service<Invocation> for HttpFunction {
@@ -132,16 +217,16 @@ impl Invoke for HttpFunction {
         request = request
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(REQUEST_ID_HEADER, request_id);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization.clone());
+        }
         if let Some(deadline) = invocation.deadline {
             // An integer straight into the header value (a `u128` through `Display` is slow).
             request = request.header(DEADLINE_HEADER, HeaderValue::from(epoch_millis(deadline)));
         }
         let request = request.body(invocation.payload);
         Box::pin(async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| InvokeError::System(Box::new(e)))?;
+            let response = request.send().await.map_err(transport)?;
             classify(response).await
         })
     }
@@ -161,7 +246,7 @@ async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse,
                 &format!("Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_LIMIT} bytes)."),
             ))
         }
-        Err(ReadError::Transport(e)) => return Err(InvokeError::System(Box::new(e))),
+        Err(ReadError::Transport(e)) => return Err(transport(e)),
     };
 
     if status.is_success() {

@@ -5,6 +5,8 @@ use axum::routing::post;
 use axum::Router;
 use tower::ServiceExt;
 
+use base64::Engine as _;
+
 use super::*;
 use crate::Name;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -184,9 +186,10 @@ async fn oversized_responses_are_function_errors() {
 }
 
 #[test]
-fn https_and_garbage_endpoints_are_refused() {
+fn endpoints_other_than_http_and_https_are_refused() {
     let client = HttpFunction::default_client();
-    assert!(HttpFunction::new(client.clone(), "https://example.com/").is_err());
+    assert!(HttpFunction::new(client.clone(), "https://example.com/").is_ok());
+    assert!(HttpFunction::new(client.clone(), "ftp://example.com/").is_err());
     assert!(HttpFunction::new(client, "not a url").is_err());
 }
 
@@ -292,5 +295,283 @@ fn the_headers_the_invoker_sets_are_reserved_for_roles() {
             impulse_config::is_reserved_header(name.as_str()),
             "{name} must be refused in execution_roles.*.headers"
         );
+    }
+}
+
+// === credentials in the endpoint ===
+
+const CANARY: &str = "canary-pw-7f3a";
+
+/// Every string an error offers: `Display`, `Debug` and each cause's `Display`.
+fn all_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{err} {err:?}");
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        text.push_str(&format!(" {inner} {inner:?}"));
+        cause = inner.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn endpoint_credentials_are_sent_as_basic_auth() {
+    let endpoint = serve(Router::new().route(
+        "/fn",
+        post(|headers: HeaderMap| async move {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned()
+        }),
+    ))
+    .await;
+    // A percent-encoded `@` in the password is decoded, as a browser or curl would.
+    let with_credentials = endpoint.replace("http://", &format!("http://svc:{CANARY}%40x@"));
+    let response = call(&with_credentials).await.expect("success");
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("svc:{CANARY}@x"));
+    assert_eq!(response.payload, format!("Basic {expected}"));
+}
+
+#[tokio::test]
+async fn endpoint_credentials_appear_in_no_error_or_debug_output() {
+    // Nothing listens on port 1: the call fails in transport, and reqwest's error names the URL.
+    let function = HttpFunction::new(
+        HttpFunction::default_client(),
+        &format!("http://svc:{CANARY}@127.0.0.1:1/fn"),
+    )
+    .expect("valid");
+    let debug = format!("{function:?}");
+    assert!(!debug.contains(CANARY), "{debug}");
+    let err = function
+        .oneshot(invocation(b"{}"))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.class(), crate::ErrorClass::System);
+    let text = all_text(&err);
+    assert!(
+        text.contains("127.0.0.1:1"),
+        "the error should name the endpoint: {text}"
+    );
+    assert!(!text.contains(CANARY), "{text}");
+    let document = String::from_utf8_lossy(&err.document("req-1")).into_owned();
+    assert!(!document.contains(CANARY), "{document}");
+
+    let refused = HttpFunction::new(
+        HttpFunction::default_client(),
+        &format!("ftp://svc:{CANARY}@127.0.0.1/fn"),
+    )
+    .expect_err("not http");
+    let text = all_text(&refused);
+    assert!(text.contains("svc:***@127.0.0.1"), "{text}");
+    assert!(!text.contains(CANARY), "{text}");
+}
+
+// === https ===
+
+mod https {
+    use std::sync::Arc;
+
+    use impulse_config::HttpTlsConfig;
+    use impulse_test_support::tls::{PkiFiles, TestPki};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::server::WebPkiClientVerifier;
+
+    use super::*;
+
+    struct Fixture {
+        files: PkiFiles,
+        pki: TestPki,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let pki = TestPki::generate();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        Fixture {
+            files: pki.write_to(dir.path()),
+            pki,
+            _dir: dir,
+        }
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    /// The server's side: its certificate, and when `client_ca` is given, client certificates
+    /// signed by that CA are required.
+    fn server_config(pki: &TestPki, client_ca: Option<&str>) -> rustls::ServerConfig {
+        let chain = CertificateDer::pem_slice_iter(pki.server.certificate.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_slice(pki.server.key.as_bytes()).expect("server key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(certificate.expect("CA")).expect("a trust anchor");
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                        .build()
+                        .expect("a client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        builder
+            .with_single_cert(chain, key)
+            .expect("the server's certificate and key")
+    }
+
+    /// An HTTPS function answering `POST /fn` with `ok`; returns its endpoint on `localhost`.
+    async fn serve_https(config: rustls::ServerConfig) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let router = Router::new().route("/fn", post(|| async { "ok" }));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                tokio::spawn(async move {
+                    // A refused handshake is what some cases test; the client sees it.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service =
+                        hyper::service::service_fn(move |request| router.clone().oneshot(request));
+                    // A client that goes away mid-request is not this server's concern.
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await
+                        .ok();
+                });
+            }
+        });
+        format!("https://localhost:{port}/fn")
+    }
+
+    async fn call_with(
+        client: reqwest::Client,
+        endpoint: &str,
+    ) -> Result<InvocationResponse, InvokeError> {
+        let function = HttpFunction::new(client, endpoint).expect("valid");
+        function.oneshot(invocation(b"{}")).await
+    }
+
+    fn ca_only(files: &PkiFiles) -> HttpTlsConfig {
+        HttpTlsConfig {
+            ca_file: Some(files.ca.clone()),
+            client_certificate: None,
+            client_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_private_ca_in_ca_file_is_trusted() {
+        let f = fixture();
+        let endpoint = serve_https(server_config(&f.pki, None)).await;
+        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let response = call_with(client, &endpoint).await.expect("success");
+        assert_eq!(response.payload, "ok");
+        // By address too: the certificate names 127.0.0.1.
+        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let by_ip = endpoint.replace("localhost", "127.0.0.1");
+        assert_eq!(
+            call_with(client, &by_ip).await.expect("success").payload,
+            "ok"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_a_system_error_that_says_so() {
+        let f = fixture();
+        let endpoint = serve_https(server_config(&f.pki, None)).await;
+        let with_credentials = endpoint.replace("https://", &format!("https://svc:{CANARY}@"));
+        // The system's roots do not include the test CA.
+        let err = call_with(HttpFunction::default_client(), &with_credentials)
+            .await
+            .expect_err("untrusted");
+        assert_eq!(err.class(), crate::ErrorClass::System);
+        let message = err.to_string();
+        assert!(message.contains("certificate"), "{message}");
+        assert!(!all_text(&err).contains(CANARY), "{message}");
+
+        // Another CA's file does not help either.
+        let other = TestPki::generate_named("Another CA");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let other_files = other.write_to(dir.path());
+        let client = HttpFunction::tls_client(&ca_only(&other_files)).expect("client");
+        let err = call_with(client, &endpoint).await.expect_err("untrusted");
+        assert_eq!(err.class(), crate::ErrorClass::System);
+        assert!(err.to_string().contains("certificate"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_requiring_client_certificates_accepts_ours_and_refuses_none() {
+        let f = fixture();
+        let endpoint = serve_https(server_config(&f.pki, Some(&f.pki.ca))).await;
+        let mutual = HttpTlsConfig {
+            client_certificate: Some(f.files.client_certificate.clone()),
+            client_key: Some(f.files.client_key.clone()),
+            ..ca_only(&f.files)
+        };
+        let client = HttpFunction::tls_client(&mutual).expect("client");
+        assert_eq!(
+            call_with(client, &endpoint).await.expect("success").payload,
+            "ok"
+        );
+
+        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let err = call_with(client, &endpoint)
+            .await
+            .expect_err("no client certificate");
+        assert_eq!(err.class(), crate::ErrorClass::System, "{err}");
+    }
+
+    #[test]
+    fn unusable_tls_files_are_errors_naming_the_setting() {
+        let f = fixture();
+        let missing = HttpTlsConfig {
+            ca_file: Some(f.files.ca.with_file_name("missing.pem")),
+            ..ca_only(&f.files)
+        };
+        let err = HttpFunction::tls_client(&missing).expect_err("missing file");
+        assert!(
+            err.to_string().starts_with("ca_file: cannot read "),
+            "{err}"
+        );
+
+        // The client's key with the server's certificate.
+        let mismatched = HttpTlsConfig {
+            client_certificate: Some(f.files.server_certificate.clone()),
+            client_key: Some(f.files.client_key.clone()),
+            ..ca_only(&f.files)
+        };
+        let err = HttpFunction::tls_client(&mismatched).expect_err("mismatched");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("client_certificate and client_key: "),
+            "{message}"
+        );
+        let key_line = f.pki.client.key.lines().nth(1).expect("a base64 line");
+        assert!(!message.contains(key_line), "{message}");
+
+        let half = HttpTlsConfig {
+            client_certificate: Some(f.files.client_certificate.clone()),
+            ..ca_only(&f.files)
+        };
+        assert!(matches!(
+            HttpFunction::tls_client(&half),
+            Err(TlsError::IncompleteIdentity)
+        ));
     }
 }

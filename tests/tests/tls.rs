@@ -1,0 +1,267 @@
+//! TLS end to end: the real `impulse` binary with `[server.tls]`, called over https with a
+//! private CA; and credentials in a function endpoint, which must reach no output.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use impulse_test_support::tls::{PkiFiles, TestPki};
+use impulse_tests::function::FunctionServer;
+use impulse_tests::impulse::{binary, cli, free_addr};
+use impulse_tests::wait::{eventually, wait_for};
+use serde_json::{json, Value};
+
+const CANARY: &str = "canary-endpoint-pw-51c2";
+
+/// `impulse run` with `config` written to `dir`, logging to `dir/impulse.log` at `log_level`,
+/// killed on drop. Started here rather than with `Impulse::start`, whose readiness probe and
+/// log level are plain HTTP and `info`.
+struct Running {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(dir: &Path, config: &str, log_level: &str) -> Self {
+        let path = dir.join("impulse.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = dir.join("impulse.log");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", log_level)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log"))
+            .spawn()
+            .expect("spawn impulse");
+        Self { child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit; the logs are complete afterwards.
+    async fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let child = &mut self.child;
+        let exit = wait_for("impulse to exit", Duration::from_secs(20), || {
+            child.try_wait().expect("try_wait")
+        })
+        .await;
+        assert!(
+            exit.success(),
+            "impulse exited with {exit}:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Already exited is fine; the process must not outlive the test.
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Waits until `url` answers 200 through `client`, failing with the broker's log otherwise.
+async fn wait_ready(running: &mut Running, client: &reqwest::Client, url: &str) {
+    let result = eventually("impulse to be ready", Duration::from_secs(30), async || {
+        if let Some(status) = running.child.try_wait().expect("try_wait") {
+            return Ok(Some(status));
+        }
+        match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => Ok(None),
+            Ok(response) => Err(format!("{url} answered {}", response.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    match result {
+        Ok(None) => {}
+        Ok(Some(status)) => panic!("impulse exited with {status}:\n{}", running.logs()),
+        Err(e) => panic!("{e}\n{}", running.logs()),
+    }
+}
+
+/// A client trusting only the test CA.
+fn client_trusting(pki: &TestPki) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(pki.ca.as_bytes()).expect("the CA");
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .expect("a client")
+}
+
+fn server_tls(files: &PkiFiles) -> String {
+    format!(
+        "[server.tls]\ncertificate = {:?}\nkey = {:?}\n",
+        files.server_certificate, files.server_key
+    )
+}
+
+#[tokio::test]
+async fn both_listeners_serve_https_with_the_configured_certificate() {
+    let mut function =
+        FunctionServer::start(|event: Value| async move { axum::Json(json!({ "echo": event })) })
+            .await;
+    let pki = TestPki::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = pki.write_to(dir.path());
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = format!(
+        r#"
+[server]
+listen = "{listen}"
+admin_listen = "{admin}"
+
+{tls}
+[queue]
+data_dir = {data:?}
+
+[functions.echo]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+"#,
+        tls = server_tls(&files),
+        data = dir.path().join("data"),
+        endpoint = function.endpoint(),
+    );
+    let mut running = Running::start(dir.path(), &config, "info");
+    let client = client_trusting(&pki);
+    let admin_url = |path: &str| format!("https://localhost:{}{path}", admin.port());
+    wait_ready(&mut running, &client, &admin_url("/readyz")).await;
+
+    let health = client
+        .get(admin_url("/healthz"))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.expect("body"), "ok\n");
+
+    let invoke = format!(
+        "https://localhost:{}/2015-03-31/functions/echo/invocations",
+        listen.port()
+    );
+    let response = client
+        .post(&invoke)
+        .body(r#"{"n":1}"#)
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body, json!({ "echo": { "n": 1 } }));
+    assert_eq!(function.next().await.event, json!({ "n": 1 }));
+
+    // Plain HTTP to a TLS port gets no answer; nor does a client that does not trust the CA.
+    for url in [
+        format!("http://{listen}/2015-03-31/functions/echo/invocations"),
+        format!("http://{admin}/healthz"),
+    ] {
+        let plain = reqwest::Client::new().get(&url).send().await;
+        assert!(plain.is_err(), "{url}: {plain:?}");
+    }
+    let stranger = client_trusting(&TestPki::generate_named("Another CA"))
+        .get(admin_url("/healthz"))
+        .send()
+        .await;
+    assert!(stranger.is_err(), "{stranger:?}");
+
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn endpoint_credentials_appear_in_no_answer_log_or_validate_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listen, admin) = (free_addr(), free_addr());
+    // Nothing listens there: every invocation fails in transport.
+    let closed = free_addr();
+    let config = format!(
+        r#"
+[server]
+listen = "{listen}"
+admin_listen = "{admin}"
+
+[queue]
+data_dir = {data:?}
+
+[functions.guarded]
+timeout = "2s"
+target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
+"#,
+        data = dir.path().join("data"),
+    );
+    let mut running = Running::start(dir.path(), &config, "debug");
+    let client = reqwest::Client::new();
+    wait_ready(&mut running, &client, &format!("http://{admin}/readyz")).await;
+
+    let sync = client
+        .post(format!(
+            "http://{listen}/2015-03-31/functions/guarded/invocations"
+        ))
+        .body("{}")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(sync.status(), 502);
+    let body = sync.text().await.expect("body");
+    assert!(
+        body.contains(&closed.to_string()),
+        "the error names the endpoint: {body}"
+    );
+    assert!(!body.contains(CANARY), "{body}");
+
+    // An async invocation fails in the dispatcher, which logs its retries.
+    let accepted = client
+        .post(format!(
+            "http://{listen}/2015-03-31/functions/guarded/invocations"
+        ))
+        .header("x-amz-invocation-type", "Event")
+        .body("{}")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(accepted.status(), 202);
+    eventually(
+        "the failed attempt to be logged",
+        Duration::from_secs(10),
+        async || {
+            let logs = running.logs();
+            if logs.contains("Async invocation failed; retrying.") {
+                Ok(())
+            } else {
+                Err("no failed attempt in the log yet".to_owned())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", running.logs()));
+    running.stop().await;
+    let logs = running.logs();
+    assert!(
+        !logs.contains(CANARY),
+        "the password reached the log:\n{logs}"
+    );
+
+    // `validate` on a config with another problem next to the endpoint.
+    let broken = config.replace("timeout = \"2s\"", "timeout = \"0s\"");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, broken).expect("write");
+    let output = cli(&["validate", "--config", path.to_str().expect("utf-8 path")]);
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("functions.guarded.timeout"), "{printed}");
+    assert!(!printed.contains(CANARY), "{printed}");
+}
