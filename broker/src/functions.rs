@@ -152,18 +152,20 @@ impl Functions {
             }
             let service = match &function.target {
                 TargetConfig::Http(http) => {
-                    // TLS settings (a private CA, a client certificate) apply to one
-                    // function's connections only: such a function gets a client and pool of
-                    // its own.
-                    let client = match &http.tls {
-                        None => client.clone(),
-                        Some(tls) => match HttpFunction::tls_client(tls) {
+                    // TLS settings (a private CA, a client certificate, its own or its
+                    // role's) apply to one function's connections only: such a function gets
+                    // a client and pool of its own.
+                    let role_certificate = role.and_then(|role| role.client_certificate());
+                    let client = if http.tls.is_none() && role_certificate.is_none() {
+                        client.clone()
+                    } else {
+                        match HttpFunction::tls_client(http.tls.as_ref(), role.map(|r| &**r)) {
                             Ok(own) => own,
                             Err(err) => {
                                 errors.push(format!("functions.{name}.target.tls: {err}"));
                                 continue;
                             }
-                        },
+                        }
                     };
                     match HttpFunction::new(client, &http.endpoint) {
                         Ok(target) => {

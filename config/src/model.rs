@@ -318,7 +318,7 @@ impl fmt::Debug for HttpTargetConfig {
 
 /// TLS to an `https://` function endpoint. Certificate verification is always on. Files are
 /// PEM, read at start; a relative path is resolved from the broker's working directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTlsConfig {
     /// CA certificates trusted in addition to the system's roots (a private CA).
@@ -415,6 +415,21 @@ pub struct ExecutionRoleConfig {
     /// [`is_reserved_header`]), e.g. `Authorization` or `X-Api-Key`.
     #[serde(default)]
     pub headers: BTreeMap<String, SecretSource>,
+    /// A client certificate chain (PEM, leaf first) that `http` targets present to their
+    /// `https://` endpoints for mutual TLS; requires `client_key`. Read at start, like every
+    /// value of a role. A function may not also set its own `target.tls.client_certificate`.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// The private key of `client_certificate` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+impl ExecutionRoleConfig {
+    /// Whether the role holds anything an `http` target receives.
+    pub fn has_http_part(&self) -> bool {
+        !self.headers.is_empty() || self.client_certificate.is_some()
+    }
 }
 
 /// Where a secret's value is read, once, when the broker starts. Exactly one of `env` and

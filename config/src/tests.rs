@@ -671,7 +671,7 @@ execution_role = "both"
         "r.toml:41: functions.pay.target.environment.STRIPE_KEY: also set by execution role \"payments\"; set it in one place",
         "r.toml:45: functions.pay-http.target.endpoint: holds a user name or password (sent as `Authorization`) and execution role \"payments\" sets `Authorization` too; keep one",
         "r.toml:50: functions.proc-headers.execution_role: execution role \"headers_only\" has no `environment`, the part a process target receives",
-        "r.toml:54: functions.http-env.execution_role: execution role \"env_only\" has no `headers`, the part an http target receives",
+        "r.toml:54: functions.http-env.execution_role: execution role \"env_only\" has no `headers` or `client_certificate`, the parts an http target receives",
         "r.toml:58: functions.ghost.execution_role: unknown execution role \"nope\"",
     ];
     assert_eq!(found, expected);
@@ -683,6 +683,66 @@ execution_role = "both"
         found,
         ["r.yaml:4: execution_roles.r.headers.Host: reserved: the invoker or HTTP itself sets this header"]
     );
+}
+
+#[test]
+fn execution_role_client_certificate_rules() {
+    let toml = r#"
+[execution_roles.mtls]
+client_certificate = "/nonexistent/client.pem"
+client_key = "/nonexistent/client-key.pem"
+
+[execution_roles.half]
+client_certificate = "/nonexistent/client.pem"
+
+[execution_roles.unused]
+client_certificate = "/c.pem"
+client_key = "/k.pem"
+environment = { K1 = { env = "K" } }
+
+[functions.ok]
+target = { type = "http", endpoint = "https://api.example.com/fn" }
+execution_role = "mtls"
+
+[functions.plain]
+target = { type = "http", endpoint = "http://api.example.com/fn" }
+execution_role = "mtls"
+
+[functions.twice]
+target = { type = "http", endpoint = "https://x/fn", tls = { client_certificate = "/c.pem", client_key = "/k.pem" } }
+execution_role = "mtls"
+
+[functions.half-user]
+target = { type = "http", endpoint = "https://x/fn" }
+execution_role = "half"
+
+[functions.proc]
+target = { type = "process", command = "x" }
+execution_role = "unused"
+"#;
+    let found = errors(toml, Format::Toml, "c.toml", &no_env());
+    let expected = [
+        // The files are not read by validation: only the pairing is checked.
+        "c.toml:7: execution_roles.half.client_certificate: requires client_key (the certificate's private key)",
+        "c.toml:10: execution_roles.unused.client_certificate: no function using this role has an http target, the only kind that presents a client certificate",
+        "c.toml:19: functions.plain.target.endpoint: execution role \"mtls\" holds a client certificate, which only https:// endpoints receive",
+    ];
+    let tls_file_errors: Vec<_> = found
+        .iter()
+        .filter(|e| e.contains("functions.twice.target.tls."))
+        .collect();
+    assert!(
+        tls_file_errors
+            .iter()
+            .any(|e| e.contains("execution role \"mtls\" holds the client certificate too")),
+        "{found:?}"
+    );
+    let rest: Vec<_> = found
+        .iter()
+        .filter(|e| !e.contains("functions.twice.target.tls."))
+        .cloned()
+        .collect();
+    assert_eq!(rest, expected);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! file); [`ResolvedRole::resolve`] reads them when the broker builds its functions, so that a
 //! missing secret stops `impulse run` before anything is invoked, and `impulse validate` needs
 //! no secrets. Targets then hand the values over without reading anything: process targets as
-//! environment variables of each execution environment, http targets as request headers.
+//! environment variables of each execution environment, http targets as request headers and a
+//! client certificate.
 //!
 //! Values are [`SecretString`]s and sensitive [`HeaderValue`]s: no `Debug`, `Display` or error
 //! of this module shows one. Errors name the role, the key and the source, never the value.
@@ -13,7 +14,8 @@ use std::fmt;
 use std::path::Path;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use impulse_config::{Env, ExecutionRoleConfig, SecretSource};
+use impulse_config::{pem, Env, ExecutionRoleConfig, SecretSource};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
 /// An execution role's secrets, read and checked.
@@ -23,16 +25,43 @@ pub struct ResolvedRole {
     name: String,
     environment: Vec<(String, SecretString)>,
     headers: HeaderMap,
+    client_certificate: Option<ClientCertificate>,
+}
+
+/// A certificate chain (leaf first) and its private key, for mutual TLS.
+pub struct ClientCertificate {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for ClientCertificate {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("chain", &self.chain.len())
+            .field("key", &"***")
+            .finish()
+    }
 }
 
 /// A secret of a role that could not be read. Displays as
-/// `execution_roles.<role>.<part>.<key>: <problem>`; never holds the value.
+/// `execution_roles.<role>.<field>: <problem>` (`environment.<key>`, `headers.<key>`,
+/// `client_key`, …); never holds the value.
 #[derive(Debug, thiserror::Error)]
-#[error("execution_roles.{role}.{part}.{key}: {problem}")]
+#[error("execution_roles.{role}.{field}: {problem}")]
 pub struct RoleError {
     role: String,
-    part: &'static str,
-    key: String,
+    field: String,
     problem: String,
 }
 
@@ -52,8 +81,11 @@ impl ResolvedRole {
         let mut errors = Vec::new();
         let error = |part: &'static str, key: &str, problem: String| RoleError {
             role: name.to_owned(),
-            part,
-            key: key.to_owned(),
+            field: if key.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{part}.{key}")
+            },
             problem,
         };
         let mut environment = Vec::with_capacity(config.environment.len());
@@ -86,11 +118,27 @@ impl ResolvedRole {
                 Err(problem) => errors.push(error("headers", key, problem)),
             }
         }
+        let client_certificate = match (&config.client_certificate, &config.client_key) {
+            (Some(chain), Some(key)) => {
+                let chain = pem::read_certificates(chain).map_err(|e| {
+                    errors.push(error("client_certificate", "", e.to_string()));
+                });
+                let key = pem::read_private_key(key).map_err(|e| {
+                    errors.push(error("client_key", "", e.to_string()));
+                });
+                chain
+                    .and_then(|chain| key.map(|key| ClientCertificate { chain, key }))
+                    .ok()
+            }
+            // Validation refuses one without the other.
+            _ => None,
+        };
         if errors.is_empty() {
             Ok(Self {
                 name: name.to_owned(),
                 environment,
                 headers,
+                client_certificate,
             })
         } else {
             Err(errors)
@@ -111,6 +159,11 @@ impl ResolvedRole {
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
+
+    /// The client certificate http targets present to `https://` endpoints.
+    pub fn client_certificate(&self) -> Option<&ClientCertificate> {
+        self.client_certificate.as_ref()
+    }
 }
 
 impl fmt::Debug for ResolvedRole {
@@ -125,6 +178,7 @@ impl fmt::Debug for ResolvedRole {
                 "headers",
                 &Redacted(self.headers.keys().map(HeaderName::as_str).collect()),
             )
+            .field("client_certificate", &self.client_certificate)
             .finish()
     }
 }
@@ -195,6 +249,7 @@ mod tests {
         ExecutionRoleConfig {
             environment: map(environment),
             headers: map(headers),
+            ..Default::default()
         }
     }
 

@@ -70,14 +70,40 @@ impl Validator {
                 }
                 TargetConfig::Http(http) => {
                     used.http = true;
-                    if role.headers.is_empty() {
+                    if !role.has_http_part() {
                         self.error(
                             path,
                             format!(
-                                "execution role \"{role_name}\" has no `headers`, the part an \
-                                 http target receives"
+                                "execution role \"{role_name}\" has no `headers` or \
+                                 `client_certificate`, the parts an http target receives"
                             ),
                         );
+                    }
+                    let target = FieldPath::keys(["functions", function_name, "target"]);
+                    if role.client_certificate.is_some() {
+                        if url::Url::parse(&http.endpoint).is_ok_and(|url| url.scheme() != "https")
+                        {
+                            self.error(
+                                target.key("endpoint"),
+                                format!(
+                                    "execution role \"{role_name}\" holds a client certificate, \
+                                     which only https:// endpoints receive"
+                                ),
+                            );
+                        }
+                        let own = http
+                            .tls
+                            .as_ref()
+                            .and_then(|tls| tls.client_certificate.as_ref());
+                        if own.is_some() {
+                            self.error(
+                                target.key("tls").key("client_certificate"),
+                                format!(
+                                    "execution role \"{role_name}\" holds the client certificate \
+                                     too; set it in one place"
+                                ),
+                            );
+                        }
                     }
                     let endpoint_has_credentials = url::Url::parse(&http.endpoint)
                         .is_ok_and(|url| !url.username().is_empty() || url.password().is_some());
@@ -87,7 +113,7 @@ impl Validator {
                         .any(|name| name.eq_ignore_ascii_case("authorization"));
                     if endpoint_has_credentials && role_authorizes {
                         self.error(
-                            FieldPath::keys(["functions", function_name, "target", "endpoint"]),
+                            target.key("endpoint"),
                             format!(
                                 "holds a user name or password (sent as `Authorization`) and \
                                  execution role \"{role_name}\" sets `Authorization` too; keep \
@@ -113,6 +139,13 @@ impl Validator {
                     path.key("headers"),
                     "no function using this role has an http target, the only kind that \
                      receives headers",
+                );
+            }
+            if role.client_certificate.is_some() && !used.http {
+                self.error(
+                    path.key("client_certificate"),
+                    "no function using this role has an http target, the only kind that \
+                     presents a client certificate",
                 );
             }
         }
@@ -157,6 +190,18 @@ impl Validator {
                 );
             }
             self.secret_source(&key_path, source);
+        }
+        // The files are read at start only, as every value of a role is.
+        match (&role.client_certificate, &role.client_key) {
+            (Some(_), None) => self.error(
+                path.key("client_certificate"),
+                "requires client_key (the certificate's private key)",
+            ),
+            (None, Some(_)) => self.error(
+                path.key("client_key"),
+                "requires client_certificate (the key's certificate chain)",
+            ),
+            (Some(_), Some(_)) | (None, None) => {}
         }
     }
 

@@ -111,15 +111,19 @@ impl HttpFunction {
     /// connector hands `http` URLs to its TCP connector untouched, and the TLS configuration
     /// is used only when an `https` connection is opened. Connections are pooled either way.
     pub fn default_client() -> reqwest::Client {
-        let config = tls::client_config(None)
+        let config = tls::client_config(None, None)
             .expect("a TLS configuration without files always builds (aws-lc-rs has TLS 1.2/1.3)");
         client(config).expect("a client with a prebuilt TLS configuration always builds")
     }
 
-    /// A client of its own for an endpoint with TLS settings: `ca_file` added to the system's
-    /// roots, and the client certificate, when set. Reads the files.
-    pub fn tls_client(tls: &HttpTlsConfig) -> Result<reqwest::Client, TlsError> {
-        let config = tls::client_config(Some(tls))?;
+    /// A client of its own for an endpoint with TLS settings or whose execution `role` holds
+    /// a client certificate: `ca_file` added to the system's roots, and the client
+    /// certificate of either, when set. Reads the files of `tls`.
+    pub fn tls_client(
+        tls: Option<&HttpTlsConfig>,
+        role: Option<&ResolvedRole>,
+    ) -> Result<reqwest::Client, TlsError> {
+        let config = tls::client_config(tls, role.and_then(ResolvedRole::client_certificate))?;
         client(config).map_err(TlsError::Client)
     }
 }

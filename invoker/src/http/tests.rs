@@ -217,11 +217,11 @@ const CANARY_AUTH: &str = "Bearer canary-http-role-71c3";
 fn role(headers: &[(&str, &str)], vars: &[(&str, &str)]) -> crate::role::ResolvedRole {
     use impulse_config::{ExecutionRoleConfig, SecretSource};
     let config = ExecutionRoleConfig {
-        environment: Default::default(),
         headers: headers
             .iter()
             .map(|(name, var)| ((*name).to_owned(), SecretSource::Env((*var).to_owned())))
             .collect(),
+        ..Default::default()
     };
     let env: std::collections::BTreeMap<String, String> = vars
         .iter()
@@ -479,11 +479,11 @@ mod https {
     async fn a_private_ca_in_ca_file_is_trusted() {
         let f = fixture();
         let endpoint = serve_https(server_config(&f.pki, None)).await;
-        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let client = HttpFunction::tls_client(Some(&ca_only(&f.files)), None).expect("client");
         let response = call_with(client, &endpoint).await.expect("success");
         assert_eq!(response.payload, "ok");
         // By address too: the certificate names 127.0.0.1.
-        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let client = HttpFunction::tls_client(Some(&ca_only(&f.files)), None).expect("client");
         let by_ip = endpoint.replace("localhost", "127.0.0.1");
         assert_eq!(
             call_with(client, &by_ip).await.expect("success").payload,
@@ -509,7 +509,7 @@ mod https {
         let other = TestPki::generate_named("Another CA");
         let dir = tempfile::tempdir().expect("a temp dir");
         let other_files = other.write_to(dir.path());
-        let client = HttpFunction::tls_client(&ca_only(&other_files)).expect("client");
+        let client = HttpFunction::tls_client(Some(&ca_only(&other_files)), None).expect("client");
         let err = call_with(client, &endpoint).await.expect_err("untrusted");
         assert_eq!(err.class(), crate::ErrorClass::System);
         assert!(err.to_string().contains("certificate"), "{err}");
@@ -524,17 +524,72 @@ mod https {
             client_key: Some(f.files.client_key.clone()),
             ..ca_only(&f.files)
         };
-        let client = HttpFunction::tls_client(&mutual).expect("client");
+        let client = HttpFunction::tls_client(Some(&mutual), None).expect("client");
         assert_eq!(
             call_with(client, &endpoint).await.expect("success").payload,
             "ok"
         );
 
-        let client = HttpFunction::tls_client(&ca_only(&f.files)).expect("client");
+        let client = HttpFunction::tls_client(Some(&ca_only(&f.files)), None).expect("client");
         let err = call_with(client, &endpoint)
             .await
             .expect_err("no client certificate");
         assert_eq!(err.class(), crate::ErrorClass::System, "{err}");
+    }
+
+    /// The role `mtls` holding the fixture's client certificate.
+    fn certificate_role(files: &PkiFiles) -> crate::role::ResolvedRole {
+        let config = impulse_config::ExecutionRoleConfig {
+            client_certificate: Some(files.client_certificate.clone()),
+            client_key: Some(files.client_key.clone()),
+            ..Default::default()
+        };
+        let no_env = std::collections::BTreeMap::<String, String>::new();
+        crate::role::ResolvedRole::resolve("mtls", &config, &no_env).expect("resolves")
+    }
+
+    #[tokio::test]
+    async fn an_execution_role_s_client_certificate_is_presented() {
+        let f = fixture();
+        let endpoint = serve_https(server_config(&f.pki, Some(&f.pki.ca))).await;
+        let role = certificate_role(&f.files);
+        let client =
+            HttpFunction::tls_client(Some(&ca_only(&f.files)), Some(&role)).expect("client");
+        assert_eq!(
+            call_with(client, &endpoint).await.expect("success").payload,
+            "ok"
+        );
+        assert!(!format!("{role:?}").contains("PRIVATE KEY"), "{role:?}");
+
+        // Its own certificate as well as the role's is ambiguous.
+        let both = HttpTlsConfig {
+            client_certificate: Some(f.files.client_certificate.clone()),
+            client_key: Some(f.files.client_key.clone()),
+            ..ca_only(&f.files)
+        };
+        assert!(matches!(
+            HttpFunction::tls_client(Some(&both), Some(&role)),
+            Err(TlsError::TwoIdentities)
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_role_key_names_the_role_and_the_setting() {
+        let f = fixture();
+        let config = impulse_config::ExecutionRoleConfig {
+            client_certificate: Some(f.files.client_certificate.clone()),
+            client_key: Some(f.files.ca.with_file_name("missing-key.pem")),
+            ..Default::default()
+        };
+        let no_env = std::collections::BTreeMap::<String, String>::new();
+        let errors = crate::role::ResolvedRole::resolve("mtls", &config, &no_env)
+            .expect_err("a missing key");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let message = errors[0].to_string();
+        assert!(
+            message.starts_with("execution_roles.mtls.client_key: cannot read "),
+            "{message}"
+        );
     }
 
     #[test]
@@ -544,7 +599,7 @@ mod https {
             ca_file: Some(f.files.ca.with_file_name("missing.pem")),
             ..ca_only(&f.files)
         };
-        let err = HttpFunction::tls_client(&missing).expect_err("missing file");
+        let err = HttpFunction::tls_client(Some(&missing), None).expect_err("missing file");
         assert!(
             err.to_string().starts_with("ca_file: cannot read "),
             "{err}"
@@ -556,7 +611,7 @@ mod https {
             client_key: Some(f.files.client_key.clone()),
             ..ca_only(&f.files)
         };
-        let err = HttpFunction::tls_client(&mismatched).expect_err("mismatched");
+        let err = HttpFunction::tls_client(Some(&mismatched), None).expect_err("mismatched");
         let message = err.to_string();
         assert!(
             message.starts_with("client_certificate and client_key: "),
@@ -570,7 +625,7 @@ mod https {
             ..ca_only(&f.files)
         };
         assert!(matches!(
-            HttpFunction::tls_client(&half),
+            HttpFunction::tls_client(Some(&half), None),
             Err(TlsError::IncompleteIdentity)
         ));
     }

@@ -6,6 +6,8 @@ use std::sync::{Arc, LazyLock};
 
 use impulse_config::pem::{self, PemError};
 use impulse_config::HttpTlsConfig;
+
+use crate::role::ClientCertificate;
 use rustls::{ClientConfig, RootCertStore};
 
 /// Why an endpoint's TLS settings cannot be used. The message starts with the setting it is
@@ -27,6 +29,9 @@ pub enum TlsError {
     /// One of `client_certificate` and `client_key` without the other.
     #[error("client_certificate and client_key must be set together")]
     IncompleteIdentity,
+    /// A client certificate in the function's TLS settings and in its execution role.
+    #[error("client_certificate is set both by the function and by its execution role")]
+    TwoIdentities,
     /// rustls refused the certificate and key (they do not match, or the key type is not
     /// supported).
     #[error("client_certificate and client_key: {0}")]
@@ -67,8 +72,12 @@ static SYSTEM_ROOTS: LazyLock<RootCertStore> = LazyLock::new(|| {
     roots
 });
 
-/// The client configuration for `tls` (none: the system's roots, no client certificate).
-pub(super) fn client_config(tls: Option<&HttpTlsConfig>) -> Result<ClientConfig, TlsError> {
+/// The client configuration for `tls` and an execution role's client certificate (neither:
+/// the system's roots, no client certificate).
+pub(super) fn client_config(
+    tls: Option<&HttpTlsConfig>,
+    role_certificate: Option<&ClientCertificate>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = SYSTEM_ROOTS.clone();
     if let Some(ca_file) = tls.and_then(|tls| tls.ca_file.as_deref()) {
         for certificate in pem::read_certificates(ca_file).map_err(TlsError::CaFile)? {
@@ -82,17 +91,24 @@ pub(super) fn client_config(tls: Option<&HttpTlsConfig>) -> Result<ClientConfig,
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .with_root_certificates(roots);
-    let identity = tls.map(|tls| (&tls.client_certificate, &tls.client_key));
-    let mut config = match identity {
-        Some((Some(certificate), Some(key))) => {
-            let chain = pem::read_certificates(certificate).map_err(TlsError::ClientCertificate)?;
-            let key = pem::read_private_key(key).map_err(TlsError::ClientKey)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(TlsError::Identity)?
-        }
+    let own = match tls.map(|tls| (&tls.client_certificate, &tls.client_key)) {
+        Some((Some(certificate), Some(key))) => Some(ClientCertificate {
+            chain: pem::read_certificates(certificate).map_err(TlsError::ClientCertificate)?,
+            key: pem::read_private_key(key).map_err(TlsError::ClientKey)?,
+        }),
         Some((Some(_), None) | (None, Some(_))) => return Err(TlsError::IncompleteIdentity),
-        Some((None, None)) | None => builder.with_no_client_auth(),
+        Some((None, None)) | None => None,
+    };
+    let identity = match (own, role_certificate) {
+        (Some(_), Some(_)) => return Err(TlsError::TwoIdentities),
+        (Some(own), None) => Some(own),
+        (None, role) => role.cloned(),
+    };
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain, identity.key)
+            .map_err(TlsError::Identity)?,
+        None => builder.with_no_client_auth(),
     };
     // The client speaks HTTP/1.1 only (reqwest is built without `http2`).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

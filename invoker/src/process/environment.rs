@@ -546,7 +546,7 @@ mod tests {
                 .iter()
                 .map(|(key, _)| ((*key).to_owned(), SecretSource::Env(format!("SRC_{key}"))))
                 .collect(),
-            headers: Default::default(),
+            ..Default::default()
         };
         let env: std::collections::BTreeMap<String, String> = vars
             .iter()
