@@ -58,8 +58,39 @@ token = "{CI}"
 [auth.tokens.other]
 role = "invoker"
 token = "{OTHER}"
+
+[auth.access_keys.signer]
+role = "invoker"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+
+[auth.access_keys.signing-reader]
+role = "read-only"
+access_key_id = "{READER_KEY_ID}"
+secret_access_key = "{READER_SECRET}"
+
+[triggers.hook]
+type = "http"
+function = "echo"
+path = "/hook"
+webhook = {{ scheme = "github", secret = "{WEBHOOK_SECRET}" }}
 "#
     )
+}
+
+const WEBHOOK_SECRET: &str = "webhook-canary-secret-0123456789";
+
+/// How a principal of the matrix authenticates.
+#[derive(Clone, Copy)]
+enum Credential {
+    None,
+    Bearer(&'static str),
+    /// Signed by botocore with this key pair, its clock shifted by `skew` seconds.
+    SigV4 {
+        key_id: &'static str,
+        secret: &'static str,
+        skew: i64,
+    },
 }
 
 /// A request to one endpoint; `invokes` says whether an allowed call reaches the function.
@@ -115,6 +146,13 @@ const ENDPOINTS: &[Endpoint] = &[
         invocation_type: None,
     },
     Endpoint {
+        name: "trigger-webhook",
+        admin: false,
+        method: Method::POST,
+        path: "/hook",
+        invocation_type: None,
+    },
+    Endpoint {
         name: "trigger-public",
         admin: false,
         method: Method::POST,
@@ -146,21 +184,28 @@ fn expected(principal: &str, endpoint: &str) -> Result<(), (StatusCode, &'static
     const UNRECOGNIZED: (StatusCode, &str) =
         (StatusCode::UNAUTHORIZED, "UnrecognizedClientException");
     const DENIED: (StatusCode, &str) = (StatusCode::FORBIDDEN, "AccessDeniedException");
+    const SIGNATURE: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, "InvalidSignatureException");
     // Open to all: probes, and a route whose auth type is NONE.
     if matches!(endpoint, "healthz" | "trigger-public") {
         return Ok(());
+    }
+    // A webhook route (auth type NONE) admits what its sender signed, whoever calls: no
+    // principal, not even an admin, gets an unsigned delivery through.
+    if endpoint == "trigger-webhook" {
+        return Err((StatusCode::UNAUTHORIZED, ""));
     }
     let invoke = endpoint != "metrics";
     let guarded = endpoint.ends_with("guarded");
     match principal {
         "none" => Err(MISSING),
-        "wrong" => Err(UNRECOGNIZED),
+        "wrong" | "sigv4-unknown-key" => Err(UNRECOGNIZED),
+        "sigv4-wrong-secret" | "sigv4-expired" => Err(SIGNATURE),
         "admin" => Ok(()),
-        "reader" if invoke => Err(DENIED),
-        "reader" => Ok(()),
+        "reader" | "sigv4-reader" if invoke => Err(DENIED),
+        "reader" | "sigv4-reader" => Ok(()),
         "ci" if invoke => Ok(()),
-        "other" if invoke && !guarded => Ok(()),
-        "ci" | "other" => Err(DENIED),
+        "other" | "sigv4-invoker" if invoke && !guarded => Ok(()),
+        "ci" | "other" | "sigv4-invoker" => Err(DENIED),
         other => panic!("unknown principal {other}"),
     }
 }
@@ -173,19 +218,32 @@ async fn every_principal_against_every_endpoint() {
     .await;
     let impulse = Impulse::start(&config(&function.endpoint(), READER_SHA256)).await;
     let client = reqwest::Client::new();
+    let signed = |key_id, secret, skew| Credential::SigV4 {
+        key_id,
+        secret,
+        skew,
+    };
     let principals = [
-        ("none", None),
-        ("wrong", Some("wrong-token-0123456789abcdef")),
-        ("admin", Some(ADMIN)),
-        ("reader", Some(READER)),
-        ("ci", Some(CI)),
-        ("other", Some(OTHER)),
+        ("none", Credential::None),
+        ("wrong", Credential::Bearer("wrong-token-0123456789abcdef")),
+        ("admin", Credential::Bearer(ADMIN)),
+        ("reader", Credential::Bearer(READER)),
+        ("ci", Credential::Bearer(CI)),
+        ("other", Credential::Bearer(OTHER)),
+        ("sigv4-invoker", signed(KEY_ID, SECRET, 0)),
+        ("sigv4-reader", signed(READER_KEY_ID, READER_SECRET, 0)),
+        ("sigv4-wrong-secret", signed(KEY_ID, READER_SECRET, 0)),
+        (
+            "sigv4-unknown-key",
+            signed("AKIAIMPULSEUNKNOWN01", SECRET, 0),
+        ),
+        // AWS refuses a request signed more than 5 minutes before it arrives.
+        ("sigv4-expired", signed(KEY_ID, SECRET, -360)),
     ];
 
-    let mut unauthorised_2xx = Vec::new();
-    let mut wrong_answers = Vec::new();
-    let mut reached_function = BTreeMap::new();
-    for (principal, token) in principals {
+    // Every case's request, then botocore's signatures for the SigV4 ones in one run.
+    let mut cases = Vec::new();
+    for (principal, credential) in principals {
         for endpoint in ENDPOINTS {
             let url = if endpoint.admin {
                 impulse.admin_url(endpoint.path)
@@ -193,40 +251,88 @@ async fn every_principal_against_every_endpoint() {
                 impulse.url(endpoint.path)
             };
             let case = format!("{principal}/{}", endpoint.name);
-            let mut request = client.request(endpoint.method.clone(), url);
-            if endpoint.method == Method::POST {
-                request = request.body(json!({ "case": case }).to_string());
-            }
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(kind) = endpoint.invocation_type {
-                request = request.header("x-amz-invocation-type", kind);
-            }
-            let response = request.send().await.expect("request");
-            let status = response.status();
-            let error_type = response
-                .headers()
-                .get("x-amzn-errortype")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let want = expected(principal, endpoint.name);
-            match (&want, status.is_success()) {
-                (Err(_), true) => unauthorised_2xx.push(case.clone()),
-                (Ok(()), false) => wrong_answers.push(format!("{case}: {status} {error_type:?}")),
-                (Err((want_status, want_type)), false) => {
-                    if status != *want_status || error_type.as_deref() != Some(*want_type) {
-                        wrong_answers.push(format!(
-                            "{case}: {status} {error_type:?}, expected {want_status} {want_type}"
-                        ));
+            let body = if endpoint.method == Method::POST {
+                json!({ "case": case }).to_string()
+            } else {
+                String::new()
+            };
+            cases.push((principal, credential, endpoint, url, case, body));
+        }
+    }
+    let to_sign: Vec<Value> = cases
+        .iter()
+        .filter_map(|(_, credential, endpoint, url, _, body)| match credential {
+            Credential::SigV4 {
+                key_id,
+                secret,
+                skew,
+            } => Some(json!({
+                "method": endpoint.method.as_str(),
+                "url": url,
+                "body": body,
+                "headers": endpoint
+                    .invocation_type
+                    .map(|kind| json!({ "x-amz-invocation-type": kind }))
+                    .unwrap_or_else(|| json!({})),
+                "access_key_id": key_id,
+                "secret_access_key": secret,
+                "clock_skew": skew,
+            })),
+            Credential::None | Credential::Bearer(_) => None,
+        })
+        .collect();
+    let mut signatures = sign_sigv4(&to_sign).await.into_iter();
+
+    let mut unauthorised_2xx = Vec::new();
+    let mut wrong_answers = Vec::new();
+    let mut reached_function = BTreeMap::new();
+    for (principal, credential, endpoint, url, case, body) in cases {
+        let mut request = client.request(endpoint.method.clone(), url);
+        if endpoint.method == Method::POST {
+            request = request.body(body);
+        }
+        if let Some(kind) = endpoint.invocation_type {
+            request = request.header("x-amz-invocation-type", kind);
+        }
+        match credential {
+            Credential::None => {}
+            Credential::Bearer(token) => request = request.bearer_auth(token),
+            Credential::SigV4 { .. } => {
+                let headers = signatures.next().expect("a signature per signed case");
+                for (name, value) in headers.as_object().expect("headers") {
+                    let value = value.as_str().expect("a header value");
+                    // Set by the signer's input already.
+                    if name != "x-amz-invocation-type" {
+                        request = request.header(name.as_str(), value);
                     }
                 }
-                (Ok(()), true) => {
-                    // DryRun checks permission and existence only; the probe and metrics
-                    // invoke nothing.
-                    if endpoint.method == Method::POST && endpoint.name != "invoke-dry-run" {
-                        reached_function.insert(case, principal);
-                    }
+            }
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let want = expected(principal, endpoint.name);
+        match (&want, status.is_success()) {
+            (Err(_), true) => unauthorised_2xx.push(case.clone()),
+            (Ok(()), false) => wrong_answers.push(format!("{case}: {status} {error_type:?}")),
+            (Err((want_status, want_type)), false) => {
+                // A webhook refusal is the route's own answer, without a Lambda type.
+                let want_type = (!want_type.is_empty()).then_some(*want_type);
+                if status != *want_status || error_type.as_deref() != want_type {
+                    wrong_answers.push(format!(
+                        "{case}: {status} {error_type:?}, expected {want_status} {want_type:?}"
+                    ));
+                }
+            }
+            (Ok(()), true) => {
+                // DryRun checks permission and existence only; the probe and metrics
+                // invoke nothing.
+                if endpoint.method == Method::POST && endpoint.name != "invoke-dry-run" {
+                    reached_function.insert(case, principal);
                 }
             }
         }
@@ -257,7 +363,19 @@ async fn every_principal_against_every_endpoint() {
         reached_function.keys().collect::<Vec<_>>()
     );
     for (case, authorization) in &received {
-        if case.ends_with("trigger-private") || case.ends_with("trigger-guarded") {
+        if !(case.ends_with("trigger-private") || case.ends_with("trigger-guarded")) {
+            continue;
+        }
+        if case.starts_with("sigv4") {
+            // A signature is passed on as a function URL passes it: it is bound to this
+            // request and expires, and it is not the secret.
+            assert!(
+                authorization
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ")),
+                "{case}: {authorization:?}"
+            );
+        } else {
             assert_eq!(
                 authorization, &None,
                 "{case}: the token reached the function"
@@ -286,6 +404,39 @@ async fn every_principal_against_every_endpoint() {
 }
 
 // === SigV4 with the real AWS SDK ===
+
+/// botocore's SigV4 headers for each request of `requests` (see `sign_sigv4.py`).
+async fn sign_sigv4(requests: &[Value]) -> Vec<Value> {
+    use tokio::io::AsyncWriteExt as _;
+    let python =
+        tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
+            .await
+            .expect("venv");
+    let script = impulse_tests::python::workspace_root().join("tests/workers/python/sign_sigv4.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the botocore signer");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(Value::from(requests.to_vec()).to_string().as_bytes())
+        .await
+        .expect("write the requests");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("the signer's output");
+    let signed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the signer's output is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(signed.len(), requests.len());
+    signed
+}
 
 /// boto3, pinned so the signatures under test do not change between runs.
 const BOTO3: &str = "boto3==1.44.18";
@@ -554,4 +705,128 @@ token = "{CI}"
         received.event["body"], r#"{"case": "cors"}"#,
         "only the real call ran"
     );
+}
+
+// === DLQ replay ===
+
+#[tokio::test]
+async fn dlq_replay_needs_a_principal_allowed_to_invoke() {
+    use impulse_tests::impulse::{cli, Instance};
+    use impulse_tests::wait::eventually;
+
+    // Fails until `healed`, then echoes: the replay must get through once it is allowed.
+    let healed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let healed_fn = healed.clone();
+    let mut function = FunctionServer::start(move |event: Value| {
+        let healed = healed_fn.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if healed {
+                (StatusCode::OK, axum::Json(event))
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!("down")))
+            }
+        }
+    })
+    .await;
+    let instance = Instance::new();
+    let config = format!(
+        r#"
+[queue]
+data_dir = {data:?}
+
+[functions.orders]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+max_retry_attempts = 0
+on_failure = {{ type = "log", name = "orders-dlq" }}
+
+[auth.tokens.ci]
+role = "invoker"
+token = "{CI}"
+
+[auth.tokens.reader]
+role = "read-only"
+token = "{READER}"
+"#,
+        data = instance.data_dir(),
+        endpoint = function.endpoint()
+    );
+    let impulse = Impulse::start_in(&instance, &config).await;
+    let response = reqwest::Client::new()
+        .post(impulse.url("/2015-03-31/functions/orders/invocations"))
+        .bearer_auth(CI)
+        .header("x-amz-invocation-type", "Event")
+        .body(r#"{"order": 7}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.headers()["x-amzn-requestid"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    function.next().await;
+    let config_path = instance.config_path();
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    // `list` and `show` read the destination directly: no token.
+    eventually(
+        "the failure record",
+        std::time::Duration::from_secs(60),
+        async || {
+            let out = cli(&[
+                "dlq",
+                "list",
+                "--config",
+                config_arg,
+                "--function",
+                "orders",
+            ]);
+            let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+            if listing.contains(&id) {
+                Ok(())
+            } else {
+                Err(listing)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let replay = |token: Option<&str>| {
+        let mut args = vec![
+            "dlq",
+            "replay",
+            "--config",
+            config_arg,
+            "--function",
+            "orders",
+            "--id",
+            &id,
+        ];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        let out = cli(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (who, token, status) in [
+        ("no token", None, "401"),
+        ("a wrong token", Some("wrong-token-0123456789abcdef"), "401"),
+        ("a read-only token", Some(READER), "403"),
+    ] {
+        let (succeeded, stderr) = replay(token);
+        assert!(!succeeded, "replay with {who} succeeded");
+        assert!(
+            stderr.contains(status) && stderr.contains("--token"),
+            "{who}: {stderr}"
+        );
+    }
+    let (succeeded, stderr) = replay(Some(CI));
+    assert!(succeeded, "{stderr}");
+    let replayed = function.next().await;
+    assert_eq!(replayed.event, json!({ "order": 7 }));
+    assert!(!impulse.logs().contains(CI));
 }
