@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod api;
 mod async_invoke;
 mod auth;
+mod connections;
 mod dlq_command;
 mod example_function;
 mod functions;

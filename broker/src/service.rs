@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AdminState, AppState, TriggerRoutes};
 use crate::async_invoke::{open_queue, Completions, Dispatcher};
 use crate::auth::Authenticator;
+use crate::connections::Limits;
 use crate::functions::Functions;
 use crate::limiter::Limiter;
 
@@ -60,10 +61,11 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         queue: queue.clone(),
         auth: auth.clone(),
     });
-    let trigger_server = tokio::spawn(crate::tls_listener::serve(
+    let trigger_server = tokio::spawn(crate::connections::serve(
         trigger_listener,
         app,
         tls.clone(),
+        Limits::new("server", &config.server),
         stop_triggers.clone().cancelled_owned(),
     ));
     let admin = api::admin_router(AdminState {
@@ -71,10 +73,11 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         auth,
     });
-    let admin_server = tokio::spawn(crate::tls_listener::serve(
+    let admin_server = tokio::spawn(crate::connections::serve(
         admin_listener,
         admin,
         tls,
+        Limits::new("admin", &config.server),
         stop_admin.clone().cancelled_owned(),
     ));
     let upkeep = tokio::spawn(async move {

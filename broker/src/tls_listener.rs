@@ -1,10 +1,10 @@
-//! Serving the broker's routers on its listeners, over TLS when `[server.tls]` is set.
+//! TLS on the broker's listeners when `[server.tls]` is set: the acceptor, and the connection
+//! type that [`crate::connections::serve`] serves.
 //!
-//! Both paths are `axum::serve`, so graceful shutdown, hyper's header-read timeout and
-//! accept-error handling are the same. Over TLS, the listener returns each TCP connection at
-//! once, wrapped in a [`TlsConnection`] whose handshake runs on its first read or write: in
-//! the connection's own task, so a slow client never holds up `accept`, and under
-//! [`HANDSHAKE_TIMEOUT`], so a client that connects and says nothing cannot hold the task.
+//! Each TCP connection is wrapped at once in a [`TlsConnection`] whose handshake runs on its
+//! first read or write: in the connection's own task, so a slow client never holds up
+//! `accept`, and under [`HANDSHAKE_TIMEOUT`], so a client that connects and says nothing
+//! cannot hold the task.
 
 use std::future::Future;
 use std::io;
@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
-use axum::Router;
 use impulse_config::pem::{self, PemError};
 use impulse_config::ServerTlsConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -58,68 +56,6 @@ pub(crate) fn acceptor(tls: &ServerTlsConfig) -> Result<TlsAcceptor, ServerTlsEr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
-/// finish. With `tls` every connection is TLS; without, plain HTTP. Handlers can extract
-/// `ConnectInfo<SocketAddr>` (the peer) either way.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<TlsAcceptor>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(acceptor) => {
-            let listener = TlsListener {
-                tcp: listener,
-                acceptor,
-            };
-            // axum implements `ConnectInfo<SocketAddr>` for `TcpListener` and for any listener
-            // wrapped by `tap_io` whose address is a `SocketAddr`; the tap itself does nothing.
-            let listener = listener.tap_io(|_: &mut TlsConnection| {});
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
-}
-
-// === impl TlsListener ===
-
-/// A TCP listener whose connections are TLS.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConnection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own accept loop for TCP: it retries, and backs off on errors such as EMFILE.
-        let (tcp, peer) = axum::serve::Listener::accept(&mut self.tcp).await;
-        let connection = TlsConnection {
-            peer,
-            state: State::Handshake {
-                accept: Box::new(self.acceptor.accept(tcp)),
-                // Counted from the accept, not from hyper's first read.
-                deadline: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
-            },
-        };
-        (connection, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
 // === impl TlsConnection ===
 
 /// An accepted connection: handshaking until its first read or write completes the
@@ -142,6 +78,18 @@ enum State {
 }
 
 impl TlsConnection {
+    /// `tcp` from `peer`, to be handshaken with `acceptor` on first use.
+    pub(crate) fn new(acceptor: &TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            state: State::Handshake {
+                accept: Box::new(acceptor.accept(tcp)),
+                // Counted from the accept, not from hyper's first read.
+                deadline: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
+            },
+        }
+    }
+
     /// Drives the handshake; `Ready(Ok)` once the stream is usable.
     fn poll_handshake(
         &mut self,

@@ -73,6 +73,39 @@ pub struct ServerConfig {
     /// TLS on both listeners (`listen` and `admin_listen`). Unset: plain HTTP.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
+    /// Longest a client may take to send a request's complete header, from connecting (or
+    /// from the first byte of a later request on the connection); then the connection is
+    /// closed. 1s to 300s.
+    #[serde(default = "default_header_read_timeout", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: Duration,
+    /// Longest a kept-alive connection may stay open with no request in flight. 1s to 3600s.
+    #[serde(default = "default_connection_idle_timeout", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+    /// Most open connections per listener, 1 to 1000000. A connection beyond it is closed at
+    /// once and counted in `impulse_http_connections_refused_total`; keep the process's file
+    /// limit above twice this.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+/// 10s: an Impulse default (Lambda's front end is not configurable); a legitimate client
+/// sends a header in one round trip.
+pub const fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// 120s: an Impulse default, longer than common clients keep an idle connection pooled (90s in
+/// Go's and reqwest's), so that a client does not send a request on a connection the server is
+/// closing.
+pub const fn default_connection_idle_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// 10000: an Impulse default.
+pub const fn default_max_connections() -> u32 {
+    10_000
 }
 
 /// The certificate both listeners present. The files are read at start; a restart picks up a
@@ -104,6 +137,9 @@ impl Default for ServerConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
             tls: None,
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_connection_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }

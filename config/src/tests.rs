@@ -294,7 +294,7 @@ fn unknown_fields_name_the_field_and_line() {
     let found = errors(toml, Format::Toml, "a.toml", &no_env());
     assert_eq!(
         found,
-        ["a.toml:3: server.lisen: unknown field `lisen`, expected one of `listen`, `admin_listen`, `tls`"]
+        ["a.toml:3: server.lisen: unknown field `lisen`, expected one of `listen`, `admin_listen`, `tls`, `header_read_timeout`, `idle_timeout`, `max_connections`"]
     );
     let yaml = "triggers:\n  t:\n    type: http\n    function: f\n    path: /\n    method: [GET]\n";
     let found = errors(yaml, Format::Yaml, "a.yaml", &no_env());
@@ -974,6 +974,29 @@ auth_type = "AWS_IAM"
           or auth.access_keys"
         ]
     );
+}
+
+#[test]
+fn connection_limit_rules() {
+    let toml = r#"
+[server]
+header_read_timeout = "0s"
+idle_timeout = "2h"
+max_connections = 0
+"#;
+    let found = errors(toml, Format::Toml, "s.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "s.toml:3: server.header_read_timeout: must be between 1s and 5m",
+            "s.toml:4: server.idle_timeout: must be between 1s and 1h",
+            "s.toml:5: server.max_connections: must be between 1 and 1000000",
+        ]
+    );
+    let config = ok("[server]\nheader_read_timeout = \"2s\"\n", Format::Toml);
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(120));
+    assert_eq!(config.server.max_connections, 10_000);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
-use impulse_tests::impulse::Impulse;
+use impulse_tests::impulse::{Impulse, Instance};
 use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -379,6 +379,103 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         response.json::<Value>().await.expect("json"),
         json!({ "finished": true })
     );
+    let status = impulse.wait(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        impulse.logs()
+    );
+}
+
+/// Opens `n` connections to `addr` that each send half a request header, then nothing.
+async fn half_headers(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: x\r\nX-Sl")
+            .await
+            .expect("write");
+        connections.push(stream);
+    }
+    connections
+}
+
+/// The value of the sample `series` (name and labels, exactly as exported) in `/metrics`.
+async fn sample(impulse: &Impulse, series: &str) -> Option<f64> {
+    let text = reqwest::get(impulse.admin_url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_never_hold_up_shutdown() {
+    use tokio::io::AsyncReadExt as _;
+    let function = FunctionServer::start(|event: Value| async move { axum::Json(event) }).await;
+    // `start_in` writes `[server]` first: `server` lines land in it.
+    let start = async |instance: &Instance, server: &str| {
+        let config = format!(
+            "{server}\n[queue]\ndata_dir = {:?}\n{}",
+            instance.data_dir(),
+            config(&function.endpoint(), "30s")
+        );
+        Impulse::start_in(instance, &config).await
+    };
+
+    // A header must arrive within header_read_timeout: 300 slowloris connections are closed.
+    let instance = Instance::new();
+    let impulse = start(&instance, r#"header_read_timeout = "1s""#).await;
+    let slow = half_headers(&impulse.url(""), 300).await;
+    let closed = futures::future::join_all(slow.into_iter().map(|mut stream| async move {
+        let mut buf = [0u8; 256];
+        // EOF (or a reset) once the server gives up on the header.
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }));
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect("every slow connection is closed by the server");
+    let timed_out = r#"impulse_http_connections_timed_out_total{listener="server",reason="header_read_timeout"}"#;
+    eventually(
+        "the timeouts to be counted",
+        Duration::from_secs(10),
+        async || match sample(&impulse, timed_out).await {
+            Some(n) if n >= 300.0 => Ok(()),
+            other => Err(format!("{timed_out} = {other:?}")),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(impulse);
+
+    // At shutdown they are dropped after a second, not waited for until the grace period (10 s
+    // here) ends; the header timeout is long enough not to close them first.
+    let instance = Instance::new();
+    let mut impulse = start(&instance, r#"header_read_timeout = "300s""#).await;
+    let _slow = half_headers(&impulse.url(""), 300).await;
+    let open = r#"impulse_http_connections{listener="server"}"#;
+    eventually(
+        "the slow connections to be open",
+        Duration::from_secs(10),
+        async || match sample(&impulse, open).await {
+            Some(n) if n >= 300.0 => Ok(()),
+            other => Err(format!("{open} = {other:?}")),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    impulse.terminate();
     let status = impulse.wait(Duration::from_secs(10)).await;
     assert!(
         status.success(),

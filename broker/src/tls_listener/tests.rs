@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use axum::routing::get;
+use axum::Router;
 use impulse_test_support::tls::{PkiFiles, TestPki};
 use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -53,10 +55,12 @@ async fn start(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let acceptor = acceptor(&server_tls(files)).expect("acceptor");
-    let server = tokio::spawn(serve(
+    let limits = crate::connections::Limits::new("server", &Default::default());
+    let server = tokio::spawn(crate::connections::serve(
         listener,
         router,
         Some(acceptor),
+        limits,
         stop.clone().cancelled_owned(),
     ));
     (addr, server)

@@ -107,6 +107,25 @@ impl Validator {
         if let Some(tls) = &config.server.tls {
             self.server_tls(tls);
         }
+        let server = FieldPath::keys(["server"]);
+        self.duration(
+            server.key("header_read_timeout"),
+            config.server.header_read_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        );
+        self.duration(
+            server.key("idle_timeout"),
+            config.server.idle_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        self.range_u32(
+            server.key("max_connections"),
+            config.server.max_connections,
+            1,
+            1_000_000,
+        );
     }
 }
 

@@ -41,6 +41,15 @@ pub const SCHEDULE_TICKS_TOTAL: &str = "impulse_schedule_ticks_total";
 /// (Lambda's exception name, e.g. `AccessDeniedException`).
 pub const AUTH_REFUSALS_TOTAL: &str = "impulse_auth_refusals_total";
 
+/// Gauge of open HTTP connections; label `listener` (`server`, `admin`).
+pub const HTTP_CONNECTIONS: &str = "impulse_http_connections";
+/// Counter of connections closed at accept because the listener had `server.max_connections`
+/// open; label `listener`.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "impulse_http_connections_refused_total";
+/// Counter of connections the server closed on a limit; labels `listener`, `reason`
+/// (`header_read_timeout`, `idle_timeout`, `shutdown`).
+pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "impulse_http_connections_timed_out_total";
+
 /// Counter of invocations that had to wait for a new execution environment to start (process
 /// functions); label `function`.
 pub const COLD_STARTS_TOTAL: &str = "impulse_cold_starts_total";
@@ -178,6 +187,15 @@ pub fn describe() {
         "Age of async events when an attempt starts."
     );
     metrics::describe_counter!(RETRIES_TOTAL, "Retries scheduled, by error class.");
+    metrics::describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections, by listener.");
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept because the listener was at server.max_connections."
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+        "Connections the server closed on a header-read, idle or shutdown limit."
+    );
     metrics::describe_counter!(
         DEAD_LETTERS_TOTAL,
         "Records written to on-failure destinations."
@@ -324,6 +342,68 @@ pub fn init_duration(function: &str, elapsed: Duration) {
 /// Emitted whenever a process function's number of live execution environments changes.
 pub fn environments(function: &str, live: usize) {
     metrics::gauge!(ENVIRONMENTS, "function" => function.to_owned()).set(live as f64);
+}
+
+/// A listener's connection metric handles, resolved once: connections are counted as they
+/// open and close, so no registry lookup per connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    open: metrics::Gauge,
+    refused: metrics::Counter,
+    header_read_timeout: metrics::Counter,
+    idle_timeout: metrics::Counter,
+    shutdown: metrics::Counter,
+}
+
+/// Why the server closed a connection on a limit (label `reason` of
+/// [`HTTP_CONNECTIONS_TIMED_OUT_TOTAL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// The request header did not arrive in `server.header_read_timeout`.
+    HeaderReadTimeout,
+    /// No request for `server.idle_timeout`.
+    IdleTimeout,
+    /// Still open with no request in flight a second after shutdown began.
+    Shutdown,
+}
+
+impl ConnectionMetrics {
+    /// Handles labelled with `listener`. Create them after the recorder is installed.
+    pub fn new(listener: &'static str) -> Self {
+        let timed_out = |reason: &'static str| metrics::counter!(HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "listener" => listener, "reason" => reason);
+        Self {
+            open: metrics::gauge!(HTTP_CONNECTIONS, "listener" => listener),
+            refused: metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL, "listener" => listener),
+            header_read_timeout: timed_out("header_read_timeout"),
+            idle_timeout: timed_out("idle_timeout"),
+            shutdown: timed_out("shutdown"),
+        }
+    }
+
+    /// Emitted when a connection is accepted and served.
+    pub fn opened(&self) {
+        self.open.increment(1.0);
+    }
+
+    /// Emitted when a served connection ends, for whatever reason.
+    pub fn closed(&self) {
+        self.open.decrement(1.0);
+    }
+
+    /// Emitted when a connection is closed at accept for the connection cap.
+    pub fn refused(&self) {
+        self.refused.increment(1);
+    }
+
+    /// Emitted when the server closes a connection on `limit`.
+    pub fn timed_out(&self, limit: ConnectionLimit) {
+        match limit {
+            ConnectionLimit::HeaderReadTimeout => &self.header_read_timeout,
+            ConnectionLimit::IdleTimeout => &self.idle_timeout,
+            ConnectionLimit::Shutdown => &self.shutdown,
+        }
+        .increment(1);
+    }
 }
 
 /// A Kafka source's metric handles, resolved once for its trigger: records are counted on the
