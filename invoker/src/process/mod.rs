@@ -13,7 +13,7 @@
 //! | the command cannot be started | function error `Runtime.InvalidEntrypoint` |
 //! | the process exits mid-invocation | function error `Runtime.ExitError`; the environment is replaced |
 //! | the deadline passes | [`InvokeError::Timeout`]; the environment is killed and replaced |
-//! | the call future is dropped mid-invocation | the environment is killed (its state is unknown) |
+//! | the caller goes away mid-invocation (its future is dropped) | the invocation runs to its end or deadline, as on Lambda; the result is discarded and the environment stays warm |
 //!
 //! Environments are reused warm, one invocation at a time each; the pool grows on demand up to
 //! `max_environments` live processes and queues callers beyond that, keeps `min_warm` started,
@@ -246,12 +246,20 @@ async fn invoke(
         pool.release(env);
         return Err(timed_out);
     }
-    // From here the future owns a busy environment: if it is dropped, so is the environment,
-    // which kills the process.
-    let outcome = env
-        .invoke(request_id.clone(), invocation.payload, deadline)
-        .await;
-    settle(&pool, env, &request_id, outcome).unwrap_or(Err(timed_out))
+    // From here the worker has the event. The exchange runs in a task of its own so that a
+    // caller that goes away does not cut it short: killing the worker mid-event would cost
+    // the next caller a cold start, and Lambda lets such an invocation finish too.
+    let exchange = tokio::spawn(async move {
+        let outcome = env
+            .invoke(request_id.clone(), invocation.payload, deadline)
+            .await;
+        settle(&pool, env, &request_id, outcome)
+    });
+    match exchange.await {
+        Ok(result) => result.unwrap_or(Err(timed_out)),
+        // Only a panic in the exchange gets here; the environment went with it.
+        Err(err) => Err(InvokeError::System(Box::new(err))),
+    }
 }
 
 /// An environment for one invocation: a warm one, a new one started in a free slot, or the
