@@ -483,3 +483,31 @@ async fn slow_clients_are_cut_off_and_never_hold_up_shutdown() {
         impulse.logs()
     );
 }
+
+#[tokio::test]
+async fn shutdown_stops_runtime_workers_as_lambda_does() {
+    // A `lambda_runtime` worker, warm and polling `/next` when the broker stops.
+    let config = format!(
+        r#"
+[functions.worker]
+target = {{ type = "process", command = "{}", handler = "bootstrap" }}
+"#,
+        env!("CARGO_BIN_EXE_lambda_worker")
+    );
+    let mut impulse = Impulse::start_with_env(&config, &[("RUST_LOG", "debug")]).await;
+    let response = reqwest::Client::new()
+        .post(impulse.url("/2015-03-31/functions/worker/invocations"))
+        .body("{}")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(response.status(), 200);
+    impulse.terminate();
+    let status = impulse.wait(Duration::from_secs(10)).await;
+    let logs = impulse.logs();
+    assert!(status.success(), "exit status {status}:\n{logs}");
+    // The worker got SIGTERM while its `/next` was pending, not an answer that its runtime
+    // client cannot handle.
+    assert!(logs.contains("Execution environment exited"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}

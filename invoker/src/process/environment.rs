@@ -133,10 +133,12 @@ impl Environment {
 
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (init_tx, init_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
         let api = Arc::new(RuntimeApi::new(
             launch.function_arn.clone(),
             jobs_rx,
             init_tx,
+            exit_rx.clone(),
         ));
         let router = api.clone().router();
         let server = tokio::spawn(async move {
@@ -177,7 +179,6 @@ impl Environment {
         }
 
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(supervise(Supervised {
             child,
             pid,
@@ -707,10 +708,12 @@ mod tests {
         let _guard = tracing::subscriber::set_default(capture.clone());
         let (_jobs, jobs_rx) = mpsc::channel(1);
         let (init, _) = oneshot::channel();
+        let (_exit, exited) = watch::channel(None);
         let api = Arc::new(RuntimeApi::new(
             HeaderValue::from_static("arn"),
             jobs_rx,
             init,
+            exited,
         ));
         let output: &'static [u8] = b"before\n";
         forward_lines(

@@ -18,7 +18,7 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use impulse_config::SYNC_PAYLOAD_LIMIT;
@@ -193,19 +193,24 @@ pub(super) struct RuntimeApi {
     function_arn: HeaderValue,
     jobs: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     book: Mutex<Book>,
+    /// The worker's exit, once it is reaped (`Some`).
+    exited: watch::Receiver<Option<String>>,
 }
 
 impl RuntimeApi {
-    /// An API that takes invocations from `jobs` and reports the end of init on `init`.
+    /// An API that takes invocations from `jobs`, reports the end of init on `init`, and
+    /// learns from `exited` that its worker is gone.
     pub(super) fn new(
         function_arn: HeaderValue,
         jobs: mpsc::Receiver<Job>,
         init: oneshot::Sender<InitSignal>,
+        exited: watch::Receiver<Option<String>>,
     ) -> Self {
         Self {
             function_arn,
             jobs: tokio::sync::Mutex::new(jobs),
             book: Mutex::new(Book::new(init)),
+            exited,
         }
     }
 
@@ -250,7 +255,13 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
     let mut jobs = api.jobs.lock().await;
     loop {
         let Some(job) = jobs.recv().await else {
-            // The environment is being torn down.
+            // The environment is being torn down. Lambda leaves `/next` unanswered and stops
+            // the worker with SIGTERM, then SIGKILL: an answer would reach a runtime client
+            // that cannot handle one (`lambda_runtime` panics on a 410). Once the worker is
+            // gone nobody reads this, but the task ends.
+            let mut exited = api.exited.clone();
+            // An error means the supervisor is gone, which also means the worker is.
+            let _ = exited.wait_for(Option::is_some).await;
             return refusal(
                 StatusCode::GONE,
                 "EnvironmentStopped",

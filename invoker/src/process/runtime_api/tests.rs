@@ -166,17 +166,20 @@ struct Harness {
     router: Router,
     jobs: mpsc::Sender<Job>,
     init: oneshot::Receiver<InitSignal>,
+    exit: tokio::sync::watch::Sender<Option<String>>,
 }
 
 fn harness() -> Harness {
     let (jobs, jobs_rx) = mpsc::channel(1);
     let (init_tx, init) = oneshot::channel();
+    let (exit, exited) = tokio::sync::watch::channel(None);
     let arn = HeaderValue::from_static("arn:aws:lambda:local:000000000000:function:f:$LATEST");
-    let api = Arc::new(RuntimeApi::new(arn, jobs_rx, init_tx));
+    let api = Arc::new(RuntimeApi::new(arn, jobs_rx, init_tx, exited));
     Harness {
         router: api.router(),
         jobs,
         init,
+        exit,
     }
 }
 
@@ -426,11 +429,16 @@ async fn init_errors_end_init() {
     assert_eq!(again.status(), StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn next_ends_when_the_environment_goes_away() {
+#[tokio::test(start_paused = true)]
+async fn next_is_left_unanswered_at_teardown_until_the_worker_is_gone() {
     let h = harness();
-    let next = tokio::spawn(send_owned(h.router.clone(), get("/invocation/next")));
+    let mut next = tokio::spawn(send_owned(h.router.clone(), get("/invocation/next")));
     drop(h.jobs);
+    // The worker gets SIGTERM, not an answer it may not handle. (A poll after the channel
+    // closed would have answered at once.)
+    let unanswered = tokio::time::timeout(Duration::from_millis(200), &mut next).await;
+    assert!(unanswered.is_err(), "/next answered during teardown");
+    h.exit.send_replace(Some("signal: 15 (SIGTERM)".to_owned()));
     assert_eq!(next.await.expect("join").status(), StatusCode::GONE);
 }
 
