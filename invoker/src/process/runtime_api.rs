@@ -261,7 +261,7 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
             // gone nobody reads this, but the task ends.
             let mut exited = api.exited.clone();
             // An error means the supervisor is gone, which also means the worker is.
-            let _ = exited.wait_for(Option::is_some).await;
+            exited.wait_for(Option::is_some).await.ok();
             return refusal(
                 StatusCode::GONE,
                 "EnvironmentStopped",
