@@ -227,6 +227,26 @@ async fn invoke_api_request_response() {
         "InvalidRequestContentException"
     );
 
+    // Invalid UTF-8 inside a string is not JSON either.
+    let not_utf8 = client
+        .post(invoke("echo"))
+        .body(b"{\"name\": \"caf\xe9\"}".to_vec())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(not_utf8.status(), 400);
+    assert_eq!(
+        not_utf8.headers()["x-amzn-errortype"],
+        "InvalidRequestContentException"
+    );
+    let body: Value = not_utf8.json().await.expect("json");
+    assert!(
+        body["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid UTF-8 at byte 13")),
+        "{body}"
+    );
+
     let dry_run = client
         .post(invoke("echo"))
         .header("x-amz-invocation-type", "DryRun")

@@ -141,13 +141,22 @@ fn json_payload(bytes: Bytes) -> Result<Bytes, ApiError> {
     if bytes.is_empty() {
         return Ok(Bytes::from_static(b"{}"));
     }
-    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return Err(ApiError::new(
+    let invalid = |reason: String| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContentException",
-            format!("Could not parse request body into json: {err}"),
-        ));
-    }
+            format!("Could not parse request body into json: {reason}"),
+        )
+    };
+    // JSON text is UTF-8 (RFC 8259 §8.1), inside strings too; serde_json checks strings only
+    // when it keeps them, which a validation pass does not.
+    let text = std::str::from_utf8(&bytes).map_err(|err| {
+        invalid(format!(
+            "invalid UTF-8 at byte {} of the payload",
+            err.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| invalid(err.to_string()))?;
     Ok(bytes)
 }
 

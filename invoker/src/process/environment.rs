@@ -482,12 +482,32 @@ async fn forward_lines(
                     request_id = request_id.as_deref().unwrap_or("-"),
                     stream,
                     "{}",
-                    text.trim_end_matches(['\n', '\r'])
+                    escape_controls(text.trim_end_matches(['\n', '\r']))
                 );
             }
             Ok(false) | Err(_) => return,
         }
     }
+}
+
+/// `text` with control characters other than tab written as escapes (`\r`, `\u{1b}`): a
+/// function's output must not be able to start a line of the log of its own (a carriage
+/// return, a line separator) or restyle the terminal (escape sequences).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_escaped =
+        |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.contains(is_escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_escaped(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// Reads one line (up to `max` bytes, the rest of a longer line comes as further lines) into
@@ -724,7 +744,8 @@ mod tests {
         )
         .await;
         api.set_last_request_id("req-9");
-        let output: &'static [u8] = b"during\r\n\xffbytes";
+        let output: &'static [u8] =
+            b"during\r\n\xffbytes\nforged\r2026-12-07T00:00:00Z  INFO impulse: fake\x1b[2K\n";
         forward_lines(box_reader(output), "stderr", Arc::from("orders"), api).await;
 
         let events = capture.0.lock().expect("not poisoned").clone();
@@ -751,6 +772,13 @@ mod tests {
                     "req-9",
                     "stderr",
                     "\u{fffd}bytes"
+                ],
+                [
+                    "impulse::function",
+                    "orders",
+                    "req-9",
+                    "stderr",
+                    "forged\\r2026-12-07T00:00:00Z  INFO impulse: fake\\u{1b}[2K"
                 ],
             ]
         );
