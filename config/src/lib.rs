@@ -146,9 +146,60 @@ pub fn load_with_env(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors>
             "unsupported config file extension; use .toml, .yaml or .yml".to_owned(),
         ));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| whole_file(format!("cannot read the config file: {err}")))?;
+    let text = read_text(path).map_err(|(line, message)| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line,
+            path: String::new(),
+            message,
+        }])
+    })?;
     parse(&text, format, &file, env)
+}
+
+/// Largest config file accepted: far beyond any real one (a thousand functions and triggers
+/// take well under 1 MiB), and small enough that parsing a hostile one stays cheap.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The file's text; else the line of the problem (for invalid UTF-8) and what it is. The size
+/// is checked before anything is read.
+fn read_text(path: &Path) -> Result<String, (Option<usize>, String)> {
+    use std::io::Read as _;
+    let cannot_read = |err: std::io::Error| (None, format!("cannot read the config file: {err}"));
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let size = file.metadata().map_err(cannot_read)?.len();
+    let too_large = |size: u64| {
+        (
+            None,
+            format!(
+                "the config file has {size} bytes; at most {MAX_CONFIG_BYTES} (4 MiB) are \
+                 accepted"
+            ),
+        )
+    };
+    if size > MAX_CONFIG_BYTES {
+        return Err(too_large(size));
+    }
+    // A file that grows while it is read is capped as well.
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        (
+            Some(line),
+            format!(
+                "invalid UTF-8 at column {column} (byte {}): a config file is UTF-8 text",
+                valid.len()
+            ),
+        )
+    })
 }
 
 /// Parses, overrides from `env`, and validates config text. `file_name` is used in errors.

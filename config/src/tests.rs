@@ -1364,6 +1364,35 @@ target = { type = "http", endpoint = "https://svc:canary-endpoint-pw@orders inte
 }
 
 #[test]
+fn oversized_and_non_utf8_files_are_refused_with_a_line() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Huge: refused from its size, before anything is parsed.
+    let huge = dir.path().join("huge.toml");
+    let file = std::fs::File::create(&huge).expect("create");
+    file.set_len(50 * 1024 * 1024)
+        .expect("a sparse 50 MiB file");
+    let err = load_with_env(&huge, &no_env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the config file has 52428800 bytes; at most 4194304 (4 MiB) are accepted",
+            huge.display()
+        )
+    );
+    // Invalid UTF-8: the line and column of the first bad byte.
+    let latin1 = dir.path().join("latin1.yaml");
+    std::fs::write(&latin1, b"functions:\n  caf\xe9:\n    target: {}\n").expect("write");
+    let err = load_with_env(&latin1, &no_env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2: invalid UTF-8 at column 6 (byte 16): a config file is UTF-8 text",
+            latin1.display()
+        )
+    );
+}
+
+#[test]
 fn load_picks_the_format_by_extension() {
     let toml = load_with_env(&fixture("full.toml"), &no_env()).unwrap_or_else(|e| panic!("{e}"));
     let yaml = load_with_env(&fixture("full.yaml"), &no_env()).unwrap_or_else(|e| panic!("{e}"));
