@@ -75,11 +75,27 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
+    /// Maintain the embedded async queue (`queue.redb` in `queue.data_dir`).
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+    },
     /// Run the example function: a Runtime-API worker under a process target, else HTTP.
     ExampleFunction {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Copy the events of a damaged queue file that can still be read into a fresh one, and
+    /// keep the damaged file beside it. Run it with the broker stopped.
+    Salvage {
+        /// The configuration file (for `queue.data_dir`).
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -163,6 +179,9 @@ fn main() -> ExitCode {
             block_on(service::run(config, shutdown_grace))
         }
         Command::ExampleFunction { listen } => block_on(example_function::run(listen)),
+        Command::Queue {
+            action: QueueCommand::Salvage { config },
+        } => salvage_queue(&config),
         Command::Dlq { action } => {
             let target = match &action {
                 DlqCommand::List { target }
@@ -202,6 +221,30 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+fn salvage_queue(path: &std::path::Path) -> ExitCode {
+    let config = match impulse_config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.queue.backend != impulse_config::QueueBackend::Embedded {
+        eprintln!("error: queue.backend is not \"embedded\": there is no queue file to salvage");
+        return ExitCode::FAILURE;
+    }
+    match impulse_connectors::embedded::salvage(&config.queue.data_dir) {
+        Ok(salvaged) => {
+            println!("{salvaged}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -565,3 +565,85 @@ reserved_concurrency = 3
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_damaged_queue_file_stops_the_broker_until_it_is_salvaged() {
+    let mut function = FunctionServer::start(|event: Value| async move { axum::Json(event) }).await;
+    let instance = Instance::new();
+    let config = format!(
+        r#"
+[queue]
+data_dir = {data:?}
+
+[functions.orders]
+target = {{ type = "http", endpoint = "{endpoint}" }}
+"#,
+        data = instance.data_dir(),
+        endpoint = function.endpoint()
+    );
+    // A queue file emptied outside Impulse (a failed disk, a careless `>`): redb would start
+    // afresh in it, losing its events without a word.
+    std::fs::create_dir_all(instance.data_dir()).expect("data dir");
+    let queue_file = instance.data_dir().join("queue.redb");
+    std::fs::write(&queue_file, b"").expect("an empty queue file");
+    std::fs::write(
+        instance.config_path(),
+        format!(
+            "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n{config}",
+            impulse_tests::impulse::free_addr(),
+            impulse_tests::impulse::free_addr()
+        ),
+    )
+    .expect("config");
+    let config_path = instance.config_path();
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    let run = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::process::Command::new(impulse_tests::impulse::binary())
+            .args(["run", "--config", config_arg])
+            .output(),
+    )
+    .await
+    .expect("run gives up at once")
+    .expect("impulse runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exists but is empty (0 bytes)")
+            && stderr.contains("impulse queue salvage"),
+        "{stderr}"
+    );
+
+    let salvage = cli(&["queue", "salvage", "--config", config_arg]);
+    let out = String::from_utf8_lossy(&salvage.stdout);
+    assert!(
+        salvage.status.success(),
+        "{}",
+        String::from_utf8_lossy(&salvage.stderr)
+    );
+    assert!(
+        out.starts_with("0 events and 0 quarantined records copied"),
+        "{out}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(instance.data_dir())
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("queue.redb.damaged-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged file is kept");
+
+    // The broker starts on the fresh file and delivers.
+    let impulse = Impulse::start_in(&instance, &config).await;
+    let client = reqwest::Client::new();
+    invoke_event(
+        &client,
+        &invoke_url(&impulse, "orders"),
+        r#"{"n": 1}"#.into(),
+    )
+    .await;
+    assert_eq!(function.next().await.event, json!({ "n": 1 }));
+}

@@ -29,9 +29,9 @@ use crate::contract::{unix_millis, Delivery, LeaseId, Queue, QueueError, QueuedE
 pub const QUEUE_FILE: &str = "queue.redb";
 
 /// Sequence number → record: the due time (unix ms, i64 big-endian) then the encoded event.
-const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+pub(super) const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 /// Records that failed to decode at open, moved aside (same key) for an operator to inspect.
-const QUARANTINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("quarantine");
+pub(super) const QUARANTINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("quarantine");
 
 /// The most operations one write transaction takes: bounds a transaction's size and latency.
 const MAX_BATCH: usize = 4096;
@@ -156,13 +156,7 @@ impl EmbeddedQueue {
             ))
         })?;
         let path = data_dir.join(QUEUE_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => open_error(format!(
-                "{} is already open (by another queue in this or another process)",
-                path.display()
-            )),
-            e => open_error(format!("cannot open {}: {e}", path.display())),
-        })?;
+        let db = open_database(&path)?;
         let (index, next_seq) = load_index(&db, &path)?;
         let shared = Arc::new(Shared {
             db,
@@ -627,6 +621,58 @@ fn load_index(db: &Database, path: &Path) -> Result<(Index, u64), QueueError> {
         txn.commit().map_err(|e| storage(&e))?;
     }
     Ok((index, next_seq))
+}
+
+/// Opens the queue file, checked page by page, or creates it when there is none.
+///
+/// A file that exists is never recreated: an empty one was truncated outside Impulse (redb
+/// would silently start afresh in it), and a damaged one is refused rather than trusted (redb
+/// may panic on pages altered outside it). Both errors say what to do.
+fn open_database(path: &Path) -> Result<Database, QueueError> {
+    let already_open = || {
+        open_error(format!(
+            "{} is already open (by another queue in this or another process)",
+            path.display()
+        ))
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Database::create(path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => already_open(),
+                e => open_error(format!("cannot create {}: {e}", path.display())),
+            });
+        }
+        Err(e) => return Err(open_error(format!("cannot read {}: {e}", path.display()))),
+        Ok(meta) if meta.len() == 0 => {
+            return Err(open_error(format!(
+                "{} exists but is empty (0 bytes): it was truncated outside Impulse and the \
+                 events it held are gone. `impulse queue salvage` sets it aside and starts an \
+                 empty queue.",
+                path.display()
+            )))
+        }
+        Ok(_) => {}
+    }
+    // The check reads every page; a panic is still caught, should one get through it.
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .open(path)
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(already_open()),
+        Ok(Err(e)) => Err(damaged(path, &e)),
+        Err(_) => Err(damaged(path, &"redb could not read it")),
+    }
+}
+
+fn damaged(path: &Path, reason: &dyn fmt::Display) -> QueueError {
+    open_error(format!(
+        "{} is damaged ({reason}). `impulse queue salvage` copies the events that can still be \
+         read into a fresh queue file and keeps the damaged one beside it.",
+        path.display()
+    ))
 }
 
 fn open_error(message: String) -> QueueError {
