@@ -56,6 +56,18 @@ const KAFKA_DEST_SASL: &str = "canary-kafka-dest-sasl-e0a7f5";
 const KAFKA_SSL_KEY: &str = "canary-kafka-sslkey-71b3c8";
 /// The password of the async queue's Redis URL, in a broker that cannot start.
 const QUEUE_REDIS_PASSWORD: &str = "canary-queue-redis-pw-19c4";
+/// The password of a Redis trigger's URL (a trigger type `run` refuses for now).
+const REDIS_TRIGGER_PASSWORD: &str = "canary-redis-trigger-pw-5e21";
+/// A token too short to be accepted, in the file: the error about it must not quote it.
+const SHORT_TOKEN: &str = "cnry-tk-a1";
+/// A token too short to be accepted, from `IMPULSE_AUTH_TOKEN_CI`.
+const SHORT_ENV_TOKEN: &str = "cnry-te-c3";
+/// A secret access key too short to be accepted, in the file and from the environment.
+const SHORT_SIGV4_SECRET: &str = "cnry-sk-b2";
+/// The content of a private key file that is not valid PEM.
+const BAD_KEY: &str = "canary-bad-key-pem-4f0e";
+/// A token written without quotes: a number to TOML, whose own errors quote numbers.
+const NUMERIC_TOKEN: &str = "73019528461039571";
 
 /// Every canary above with its name.
 const CANARIES: &[(&str, &str)] = &[
@@ -73,6 +85,12 @@ const CANARIES: &[(&str, &str)] = &[
     ("Kafka destination sasl.password", KAFKA_DEST_SASL),
     ("Kafka ssl.key.password", KAFKA_SSL_KEY),
     ("queue Redis password", QUEUE_REDIS_PASSWORD),
+    ("Redis trigger password", REDIS_TRIGGER_PASSWORD),
+    ("numeric token", NUMERIC_TOKEN),
+    ("short token (file)", SHORT_TOKEN),
+    ("short token (env)", SHORT_ENV_TOKEN),
+    ("short SigV4 secret", SHORT_SIGV4_SECRET),
+    ("invalid key file", BAD_KEY),
 ];
 
 /// The access key id paired with [`SIGV4_SECRET`] (an id is not a secret).
@@ -442,6 +460,24 @@ fn unique() -> u128 {
         .as_nanos()
 }
 
+/// Every file under `dir`, as lossy text, one after the other.
+fn read_tree(dir: &Path) -> String {
+    let mut text = String::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a readable directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("a readable file");
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    text
+}
+
 fn printed(output: &Output) -> String {
     format!(
         "{}{}",
@@ -605,6 +641,13 @@ async fn no_secret_reaches_the_log_an_answer_or_the_metrics_of_a_running_broker(
             Some(basic_up.as_bytes()),
             "{what}: the endpoint's credentials arrive as Basic auth"
         );
+        // The event does not carry the caller's credential (a bearer token on an AWS_IAM
+        // route is removed before the function sees the request).
+        assert_no_secret(
+            &forms,
+            &format!("the event of {what}"),
+            &received.event.to_string(),
+        );
     }
 
     // The role's secrets reach its functions. The process function answers with the values it
@@ -748,15 +791,27 @@ async fn no_secret_reaches_the_log_an_answer_or_the_metrics_of_a_running_broker(
     assert!(metrics.contains("basic-up"), "{metrics}");
 
     broker.stop().await;
+    // Nothing at rest either: the queue and the embedded logs hold events, never credentials.
+    let stored = read_tree(&setup.data_dir);
+    assert!(
+        !stored.is_empty(),
+        "the async events were queued in the data directory"
+    );
+    assert_no_secret(&forms, "the data directory", &stored);
     let output = broker.output();
     assert!(output.contains("DEBUG"), "debug logging was on:\n{output}");
     // The redaction markers: the endpoint and Redis URLs are named, without their passwords.
-    // assert!(output.contains("svc:***@localhost"), "{output}");
+    assert!(
+        output.contains(&down),
+        "the log names the unreachable endpoint:\n{output}"
+    );
+    assert!(
+        output.contains("sasl.password = [redacted]"),
+        "librdkafka redacts its own dump:\n{output}"
+    );
     assert!(output.contains("redis://:***@"), "{output}");
     assert_no_secret(&forms, "the broker's output", &output);
     assert_no_secret(&forms, "the broker's answers", &answers.0);
-    std::fs::write("/tmp/canary-output.log", &output).ok();
-    std::fs::write("/tmp/canary-answers.log", &answers.0).ok();
 }
 
 #[tokio::test]
@@ -815,29 +870,26 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     let bad_key = dir.path().join("bad-key.pem");
     std::fs::write(
         &bad_key,
-        format!("-----BEGIN PRIVATE KEY-----\n{ROLE_FILE}!!\n-----END PRIVATE KEY-----\n"),
+        format!("-----BEGIN PRIVATE KEY-----\n{BAD_KEY}!!\n-----END PRIVATE KEY-----\n"),
     )
     .expect("write");
     let invalid = valid
         // A token that is too short.
         .replace(
             &format!("token = \"{TOKEN_FILE}\""),
-            &format!("token = \"{}\"", &TOKEN_FILE[..12]),
+            &format!("token = \"{SHORT_TOKEN}\""),
         )
         // A secret access key that is too short, in the file (the environment overrides it).
         .replace(
             &format!("access_key_id = \"{KEY_ID}\""),
-            &format!(
-                "access_key_id = \"{KEY_ID}\"\nsecret_access_key = \"{}\"",
-                &SIGV4_SECRET[..10]
-            ),
+            &format!("access_key_id = \"{KEY_ID}\"\nsecret_access_key = \"{SHORT_SIGV4_SECRET}\""),
         )
         // A role's secret written inline instead of its source.
         .replace(
             "X-Api-Key = { env = \"CANARY_PAYMENTS_API_KEY\" }",
             &format!("X-Api-Key = \"{ROLE_HEADER}\""),
         )
-        // A broker-owned option next to sasl.password; a bad value next to ssl.key.password.
+        // Broker-owned options next to the trigger's and the destination's `sasl.password`.
         .replace("\"debug\" = \"conf\"", "\"group.id\" = \"mine\"")
         .replace(
             &format!("\"sasl.password\" = \"{KAFKA_DEST_SASL}\" }} }}"),
@@ -871,8 +923,8 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     let invalid_path = dir.path().join("invalid.toml");
     std::fs::write(&invalid_path, &invalid).expect("write");
     let bad_env: &[(&str, &str)] = &[
-        ("IMPULSE_AUTH_TOKEN_CI", &TOKEN_ENV[..10]),
-        ("IMPULSE_AUTH_SECRET_ACCESS_KEY_DEPLOY", &SIGV4_SECRET[..10]),
+        ("IMPULSE_AUTH_TOKEN_CI", SHORT_ENV_TOKEN),
+        ("IMPULSE_AUTH_SECRET_ACCESS_KEY_DEPLOY", SHORT_SIGV4_SECRET),
         ("IMPULSE_TRIGGER_HOOK_WEBHOOK_SECRET", WEBHOOK),
         (
             "IMPULSE_FUNCTION_BASIC_DOWN_ENDPOINT",
@@ -941,13 +993,57 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     );
     assert_no_secret(&forms, "run's start-up error", &text);
 
+    // `dlq list` on the Redis destination whose password this Redis refuses.
+    let out = impulse(
+        &[
+            "dlq",
+            "list",
+            "--config",
+            valid_path,
+            "--function",
+            "pay",
+            "--destination",
+            "on-success",
+        ],
+        ENV,
+    );
+    let text = printed(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("redis://:***@"),
+        "the URL is named, redacted:\n{text}"
+    );
+    assert_no_secret(&forms, "dlq list's error", &text);
+
+    // A token written as a number.
+    let numeric = format!("[auth.tokens.ci]\nrole = \"invoker\"\ntoken = {NUMERIC_TOKEN}\n");
+    let numeric_path = dir.path().join("numeric.toml");
+    std::fs::write(&numeric_path, numeric).expect("write");
+    let out = impulse(
+        &[
+            "validate",
+            "--config",
+            numeric_path.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let text = printed(&out);
+    assert!(
+        text.contains("auth.tokens.ci.token: invalid type: integer"),
+        "{text}"
+    );
+    assert_no_secret(&forms, "validate's type error", &text);
+
     // A run that fails at start: librdkafka, built without OpenSSL here, refuses
-    // `ssl.key.password` and quotes its value in the error.
+    // `ssl.key.password` and quotes its value in the error; and Redis triggers are not
+    // supported yet.
     let kafka = format!(
         "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[queue]\ndata_dir = {:?}\n\n\
          [functions.f]\ntarget = {{ type = \"http\", endpoint = \"http://127.0.0.1:9/\" }}\n\
          on_failure = {{ type = \"kafka\", bootstrap_servers = \"127.0.0.1:9092\", topic = \"t\", \
-         librdkafka_options = {{ \"ssl.key.password\" = \"{KAFKA_SSL_KEY}\" }} }}\n",
+         librdkafka_options = {{ \"ssl.key.password\" = \"{KAFKA_SSL_KEY}\" }} }}\n\n\
+         [triggers.stream]\ntype = \"redis\"\nfunction = \"f\"\nstream = \"s\"\n\
+         url = \"redis://:{REDIS_TRIGGER_PASSWORD}@127.0.0.1:6379\"\n",
         free_addr(),
         free_addr(),
         dir.path().join("kafka-data"),
@@ -961,5 +1057,9 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     let text = printed(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("ssl.key.password ***"), "{text}");
+    assert!(
+        text.contains("triggers.stream: redis triggers are not supported"),
+        "{text}"
+    );
     assert_no_secret(&forms, "run's Kafka error", &text);
 }
