@@ -897,7 +897,11 @@ pub struct WebhookConfig {
     /// The signing secret the sender issued, in the form the sender shows it (see
     /// [`WebhookScheme`]). Prefer the environment override `IMPULSE_TRIGGER_<NAME>_WEBHOOK_SECRET`
     /// to writing it in the file; one of the two must set it. Serialised as `"***"`.
-    #[serde(default, serialize_with = "serialize_redacted")]
+    #[serde(
+        default,
+        serialize_with = "serialize_redacted",
+        deserialize_with = "support::secret_string::deserialize"
+    )]
     #[schemars(with = "Option<String>")]
     pub secret: Option<SecretString>,
     /// The replay window, 1s to 1h: a signed timestamp further than this from the broker's clock
@@ -1353,7 +1357,11 @@ pub struct AccessKeyConfig {
     /// The secret access key (`aws_secret_access_key`): at least 16 visible ASCII characters.
     /// Prefer the environment override `IMPULSE_AUTH_SECRET_ACCESS_KEY_<NAME>` to a file.
     /// Serialised as `"***"`.
-    #[serde(default, serialize_with = "serialize_redacted")]
+    #[serde(
+        default,
+        serialize_with = "serialize_redacted",
+        deserialize_with = "support::secret_string::deserialize"
+    )]
     #[schemars(with = "Option<String>")]
     pub secret_access_key: Option<SecretString>,
 }
@@ -1395,7 +1403,11 @@ pub struct TokenConfig {
     /// The token itself: at least 16 visible ASCII characters (e.g. `openssl rand -hex 32`).
     /// Prefer `token_sha256` in files, or the environment override `IMPULSE_AUTH_TOKEN_<NAME>`.
     /// Serialised as `"***"`.
-    #[serde(default, serialize_with = "serialize_redacted")]
+    #[serde(
+        default,
+        serialize_with = "serialize_redacted",
+        deserialize_with = "support::secret_string::deserialize"
+    )]
     #[schemars(with = "Option<String>")]
     pub token: Option<SecretString>,
     /// Hex SHA-256 of the token (64 hex digits, stored lowercase).

@@ -60,6 +60,91 @@ pub(crate) mod string_map {
     }
 }
 
+/// Secrets (`Option<SecretString>`): strings only, and errors that never quote the value.
+/// serde's own `invalid type` error quotes a scalar (``invalid type: integer `123…` ``), and a
+/// numeric token written without quotes (YAML's default) is still a secret.
+pub(crate) mod secret_string {
+    use super::*;
+    use secrecy::SecretString;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SecretString>, D::Error> {
+        deserializer.deserialize_option(OptionVisitor)
+    }
+
+    struct OptionVisitor;
+
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<SecretString>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            SecretVisitor.expecting(f)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(SecretVisitor).map(Some)
+        }
+    }
+
+    struct SecretVisitor;
+
+    impl SecretVisitor {
+        /// The error for a value of the wrong kind, naming the kind only.
+        fn refuse<E: de::Error, T>(&self, kind: &'static str) -> Result<T, E> {
+            Err(E::invalid_type(de::Unexpected::Other(kind), self))
+        }
+    }
+
+    impl Visitor<'_> for SecretVisitor {
+        type Value = SecretString;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string (write the secret in quotes)")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretString, E> {
+            Ok(SecretString::from(v))
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretString, E> {
+            self.refuse("boolean")
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretString, E> {
+            self.refuse("integer")
+        }
+
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<SecretString, E> {
+            self.refuse("integer")
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretString, E> {
+            self.refuse("integer")
+        }
+
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<SecretString, E> {
+            self.refuse("integer")
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretString, E> {
+            self.refuse("floating point number")
+        }
+
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<SecretString, E> {
+            self.refuse("bytes")
+        }
+    }
+}
+
 /// `Option<DateTime<Utc>>` from an RFC 3339 string, or from a TOML offset date-time literal
 /// (`starting_timestamp = 2026-01-01T00:00:00Z`), which the `toml` crate hands to serde as a
 /// one-entry map.

@@ -795,6 +795,48 @@ headers = { Authorization = ["canary-in-a-list"] }
 }
 
 #[test]
+fn a_secret_of_the_wrong_type_is_refused_without_being_echoed() {
+    // Unquoted digits are a number to TOML and YAML, and serde's own error quotes numbers.
+    let toml = r#"
+[auth.tokens.ci]
+role = "invoker"
+token = 98765432109876543
+
+[auth.access_keys.deploy]
+role = "invoker"
+access_key_id = "AKIAIMPULSECANARY01"
+secret_access_key = 12345678901234567.5
+
+[functions.f]
+target = { type = "http", endpoint = "http://127.0.0.1:9/" }
+
+[triggers.hook]
+type = "http"
+function = "f"
+path = "/hook"
+webhook = { scheme = "github", secret = true }
+"#;
+    let found = errors(toml, Format::Toml, "s.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "s.toml:4: auth.tokens.ci.token: invalid type: integer, expected a string (write the secret in quotes)",
+            "s.toml:9: auth.access_keys.deploy.secret_access_key: invalid type: floating point number, expected a string (write the secret in quotes)",
+            "s.toml:18: triggers.hook.webhook.secret: invalid type: boolean, expected a string (write the secret in quotes)",
+        ]
+    );
+    let yaml = "auth:\n  tokens:\n    ci:\n      role: invoker\n      token: 98765432109876543\n";
+    let found = errors(yaml, Format::Yaml, "s.yaml", &no_env());
+    assert_eq!(
+        found,
+        ["s.yaml:5: auth.tokens.ci.token: invalid type: integer, expected a string (write the secret in quotes)"]
+    );
+    // A null is an absent secret; a string still deserialises.
+    let yaml = "auth:\n  tokens:\n    ci:\n      role: invoker\n      token: ~\n      token_sha256: \"e93a81f9356eeea87ba70d564521b57b19e335aafdc78e8f6015402a1983b78e\"\n";
+    assert!(ok(yaml, Format::Yaml).auth.tokens["ci"].token.is_none());
+}
+
+#[test]
 fn token_rules() {
     let toml = r#"
 [auth.tokens.both]
