@@ -144,6 +144,13 @@ enum DlqCommand {
         /// is visible to every user of the machine.
         #[arg(long, env = "IMPULSE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// The broker's URL (e.g. `https://impulse.internal:8080`); default: `server.listen`
+        /// of the config, over https when `[server.tls]` is set.
+        #[arg(long)]
+        broker_url: Option<String>,
+        /// PEM CA certificates to trust for an https broker, besides the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -209,12 +216,16 @@ fn main() -> ExitCode {
                         to,
                         rate,
                         token,
+                        broker_url,
+                        ca_file,
                     } => {
                         let replay = dlq_command::Replay {
                             ids,
                             to: to.as_deref(),
                             rate: *rate,
                             token: token.as_deref(),
+                            broker_url: broker_url.as_deref(),
+                            ca_file: ca_file.as_deref(),
                         };
                         dlq_command::replay(&config, &target.function, target.destination, &replay)
                             .await

@@ -112,6 +112,10 @@ async fn both_listeners_serve_https_with_the_configured_certificate() {
     let mut function =
         FunctionServer::start(|event: Value| async move { axum::Json(json!({ "echo": event })) })
             .await;
+    let failing = FunctionServer::start(|_event: Value| async move {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+    })
+    .await;
     let pki = TestPki::generate();
     let dir = tempfile::tempdir().expect("temp dir");
     let files = pki.write_to(dir.path());
@@ -128,10 +132,16 @@ data_dir = {data:?}
 
 [functions.echo]
 target = {{ type = "http", endpoint = "{endpoint}" }}
+
+[functions.failing]
+target = {{ type = "http", endpoint = "{failing}" }}
+max_retry_attempts = 0
+on_failure = {{ type = "log", name = "failing-dlq" }}
 "#,
         tls = server_tls(&files),
         data = dir.path().join("data"),
         endpoint = function.endpoint(),
+        failing = failing.endpoint(),
     );
     let mut running = Running::start(dir.path(), &config, "info");
     let client = client_trusting(&pki);
@@ -174,6 +184,59 @@ target = {{ type = "http", endpoint = "{endpoint}" }}
         .send()
         .await;
     assert!(stranger.is_err(), "{stranger:?}");
+
+    // `impulse dlq replay` reaches an https broker, trusting its CA with --ca-file.
+    let failed = client
+        .post(&invoke.replace("/echo/", "/failing/"))
+        .header("x-amz-invocation-type", "Event")
+        .body(r#"{"n":2}"#)
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(failed.status(), 202);
+    let config_path = dir.path().join("impulse.toml");
+    let config_arg = config_path.to_str().expect("utf-8 path");
+    let list = [
+        "dlq",
+        "list",
+        "--config",
+        config_arg,
+        "--function",
+        "failing",
+    ];
+    eventually("the failure record", Duration::from_secs(30), async || {
+        let listing = String::from_utf8_lossy(&cli(&list).stdout).into_owned();
+        if listing.contains("1 records") {
+            Ok(())
+        } else {
+            Err(listing)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "dlq",
+            "replay",
+            "--config",
+            config_arg,
+            "--function",
+            "failing",
+        ];
+        args.extend(["--to", "echo"]);
+        args.extend(extra);
+        cli(&args)
+    };
+    let untrusted = replay(&[]);
+    assert!(!untrusted.status.success());
+    let ca = files.ca.to_str().expect("utf-8 path");
+    let trusted = replay(&["--ca-file", ca]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(function.next().await.event, json!({ "n": 2 }));
 
     running.stop().await;
 }
