@@ -187,7 +187,7 @@ on_failure = {{ type = "log", name = "failing-dlq" }}
 
     // `impulse dlq replay` reaches an https broker, trusting its CA with --ca-file.
     let failed = client
-        .post(&invoke.replace("/echo/", "/failing/"))
+        .post(invoke.replace("/echo/", "/failing/"))
         .header("x-amz-invocation-type", "Event")
         .body(r#"{"n":2}"#)
         .send()
