@@ -93,8 +93,9 @@ impl KafkaBatch {
 ///   the value is never parsed or decoded. An empty key or value is `""`; a **null** key or
 ///   value (a tombstone) is JSON `null`, so every record has the same fields.
 /// - `headers` is a list of single-entry objects in record order (duplicate names survive);
-///   each value is an array of **unsigned** bytes, 0–255, which `bytes(list)` (Python) or a
-///   `byte[]` (Java) accepts. A header with a null value is `{"name": null}`.
+///   each value is an array of **signed** bytes, -128–127, as Lambda sends them (Java's
+///   `byte[]`; `aws_lambda_events`' `i8`, Go's and .NET's `int8`/`sbyte`). A header with a
+///   null value is `{"name": null}`, as Jackson writes a null `byte[]`.
 /// - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
 ///   has `-1`, Kafka's own convention.
 pub fn encode_event(bootstrap_servers: &str, records: &[KafkaRecord]) -> Bytes {
@@ -266,7 +267,7 @@ fn write_record(out: &mut Vec<u8>, record: &KafkaRecord, topic: &[u8]) {
                     if j > 0 {
                         out.push(b',');
                     }
-                    write_decimal(out, i64::from(*b));
+                    write_decimal(out, i64::from(i8::from_ne_bytes([*b])));
                 }
                 out.push(b']');
             }
@@ -344,11 +345,13 @@ fn optional_base64_len(bytes: Option<&[u8]>) -> usize {
     bytes.map_or(4, |b| base64_len(b.len()) + 2)
 }
 
+/// The length of `b` written as a signed byte.
 fn byte_len(b: u8) -> usize {
-    match b {
+    match i8::from_ne_bytes([b]) {
         0..=9 => 1,
-        10..=99 => 2,
-        _ => 3,
+        10..=99 | -9..=-1 => 2,
+        100..=127 | -99..=-10 => 3,
+        -128..=-100 => 4,
     }
 }
 
@@ -432,7 +435,7 @@ mod tests {
                 "records": {"a.b_c-d-12": [
                     {"topic": "a.b_c-d", "partition": 12, "offset": 1, "timestamp": -1,
                      "timestampType": "NO_TIMESTAMP_TYPE", "key": "", "value": "/wCAIg==",
-                     "headers": [{"dup": [0, 9, 10, 99, 100, 255]}, {"dup": null},
+                     "headers": [{"dup": [0, 9, 10, 99, 100, -1]}, {"dup": null},
                                  {"empty\"\n": []}]},
                     {"topic": "a.b_c-d", "partition": 12, "offset": 2,
                      "timestamp": 1_545_084_650_987_i64, "timestampType": "LOG_APPEND_TIME",
@@ -490,7 +493,12 @@ mod tests {
                 1 => vec![("h".to_owned(), None)],
                 2 => vec![("\u{1}\t".to_owned(), Some(Bytes::new()))],
                 _ => vec![
-                    ("x".to_owned(), Some(Bytes::from_static(&[0, 10, 200]))),
+                    (
+                        "x".to_owned(),
+                        Some(Bytes::from_static(&[
+                            0, 9, 10, 99, 100, 127, 128, 155, 156, 246, 247, 255,
+                        ])),
+                    ),
                     ("é".to_owned(), Some(Bytes::from_static(&[1]))),
                 ],
             };
@@ -520,6 +528,22 @@ mod tests {
         // Commas: one less per group than records, and one less than groups.
         expected -= 1;
         assert_eq!(encode_event("b\"s", &variants).len(), expected);
+    }
+
+    #[test]
+    fn the_rust_runtime_s_kafka_event_type_reads_every_byte() {
+        // `lambda_runtime` functions typed on `aws_lambda_events::kafka::KafkaEvent` read
+        // header values as `i8`: unsigned numbers above 127 would fail the whole batch.
+        let mut r = record(1);
+        let all: Vec<u8> = (0..=255).collect();
+        r.headers = vec![("bytes".to_owned(), Some(Bytes::from(all.clone())))];
+        let event = encode_event("k:9092", &[r]);
+        let typed: aws_lambda_events::event::kafka::KafkaEvent =
+            serde_json::from_slice(&event).expect("the official event type reads it");
+        let record = &typed.records.values().next().expect("a partition")[0];
+        let header = &record.headers[0]["bytes"];
+        let read: Vec<u8> = header.iter().map(|b| b.to_ne_bytes()[0]).collect();
+        assert_eq!(read, all);
     }
 
     #[test]
