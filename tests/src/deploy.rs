@@ -202,7 +202,10 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
         if c.is_ascii_alphabetic() || c == '_' || c == ':' || c == '$' {
             let start = i;
             while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':' || chars[i] == '$')
+                && (chars[i].is_ascii_alphanumeric()
+                    || chars[i] == '_'
+                    || chars[i] == ':'
+                    || chars[i] == '$')
             {
                 i += 1;
             }
@@ -214,7 +217,8 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     lower.as_str(),
                     "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
                 );
-            } else if braces == 0 && !in_group_list && !word.starts_with('$') && next != Some(&'(') {
+            } else if braces == 0 && !in_group_list && !word.starts_with('$') && next != Some(&'(')
+            {
                 names.insert(word);
             }
             continue;
@@ -303,6 +307,46 @@ impl ExportedMetrics {
                 .is_some_and(|base| self.histograms.contains(base))
         })
     }
+}
+
+/// Runs `expr` as an instant query through Prometheus' HTTP API at `base`: the `data` of a
+/// successful answer, or Prometheus' error (a parse error among them).
+pub async fn prometheus_query(
+    client: &reqwest::Client,
+    base: &str,
+    expr: &str,
+) -> Result<Value, String> {
+    let url = format!("{base}/api/v1/query?query={}", percent_encode(expr));
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("query failed: {e}"))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{status}: not JSON: {e}"))?;
+    if body["status"] == "success" {
+        Ok(body["data"].clone())
+    } else {
+        Err(format!(
+            "{status}: {}: {}",
+            body["errorType"], body["error"]
+        ))
+    }
+}
+
+/// Percent-encodes a query string value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {

@@ -109,7 +109,9 @@ fn dashboards_are_provisionable_and_the_function_one_filters_every_panel() {
         let uid = dashboard["uid"].as_str().expect("a uid");
         assert!(uids.insert(uid.to_owned()), "{file}: uid {uid} used twice");
         assert!(dashboard["title"].is_string(), "{file}: no title");
-        let variables = dashboard["templating"]["list"].as_array().expect("templating");
+        let variables = dashboard["templating"]["list"]
+            .as_array()
+            .expect("templating");
         assert!(
             variables
                 .iter()
@@ -123,7 +125,10 @@ fn dashboards_are_provisionable_and_the_function_one_filters_every_panel() {
                 ids.insert(panel["id"].as_i64().expect("a panel id")),
                 "{file}: panel id of {title} used twice"
             );
-            assert!(panel["gridPos"]["w"].is_i64(), "{file}: {title}: no gridPos");
+            assert!(
+                panel["gridPos"]["w"].is_i64(),
+                "{file}: {title}: no gridPos"
+            );
             if panel["type"] == "row" {
                 continue;
             }
@@ -224,8 +229,13 @@ fn the_dockerfile_builds_with_the_pinned_toolchain_and_ships_a_valid_config() {
         .find_map(|l| l.strip_prefix("EXPOSE "))
         .expect("EXPOSE");
     for addr in [config.server.listen, config.server.admin_listen] {
-        assert!(addr.ip().is_unspecified(), "{addr}: not reachable from outside the container");
-        assert!(expose.split_whitespace().any(|p| p == addr.port().to_string()));
+        assert!(
+            addr.ip().is_unspecified(),
+            "{addr}: not reachable from outside the container"
+        );
+        assert!(expose
+            .split_whitespace()
+            .any(|p| p == addr.port().to_string()));
     }
     // The relative data directory lands in the volume (the working directory).
     assert!(config.queue.data_dir.is_relative());
@@ -316,7 +326,10 @@ fn compose_services_files_and_ports_refer_to_each_other() {
                     "{name}: bind mount source ./{source} does not exist"
                 );
             } else {
-                assert!(declared.contains(source.as_str()), "{name}: volume {source} not declared");
+                assert!(
+                    declared.contains(source.as_str()),
+                    "{name}: volume {source} not declared"
+                );
                 used_volumes.insert(source);
             }
             assert!(target.starts_with('/'), "{name}: {target}");
@@ -342,10 +355,16 @@ fn compose_services_files_and_ports_refer_to_each_other() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let config_at = command[command.iter().position(|a| *a == "--config").expect("--config") + 1];
+    let config_at = command[command
+        .iter()
+        .position(|a| *a == "--config")
+        .expect("--config")
+        + 1];
     let config_file = host_path(impulse, config_at).expect("the config is bind-mounted");
     assert!(
-        mounts(impulse).iter().any(|(s, _, ro)| *s == config_file && *ro),
+        mounts(impulse)
+            .iter()
+            .any(|(s, _, ro)| *s == config_file && *ro),
         "the config must be mounted read-only"
     );
     let config = load_config(&config_file);
@@ -357,9 +376,18 @@ fn compose_services_files_and_ports_refer_to_each_other() {
     );
     assert_eq!(impulse["user"], dockerfile_user());
     assert!(host_path(impulse, "/var/lib/impulse").is_some());
-    let grace = command[command.iter().position(|a| *a == "--shutdown-grace").expect("grace") + 1];
-    let stop = impulse["stop_grace_period"].as_str().expect("stop_grace_period");
-    assert!(seconds(stop) > seconds(grace), "stop_grace_period {stop} ≤ --shutdown-grace {grace}");
+    let grace = command[command
+        .iter()
+        .position(|a| *a == "--shutdown-grace")
+        .expect("grace")
+        + 1];
+    let stop = impulse["stop_grace_period"]
+        .as_str()
+        .expect("stop_grace_period");
+    assert!(
+        seconds(stop) > seconds(grace),
+        "stop_grace_period {stop} ≤ --shutdown-grace {grace}"
+    );
 
     // The services Impulse's config names exist and listen where it looks.
     let mut addresses: Vec<String> = Vec::new();
@@ -373,7 +401,10 @@ fn compose_services_files_and_ports_refer_to_each_other() {
     if let Some(redis) = &config.queue.redis {
         addresses.push(redis.url.clone());
     }
-    assert!(addresses.len() >= 2, "the compose config uses Kafka and Redis");
+    assert!(
+        addresses.len() >= 2,
+        "the compose config uses Kafka and Redis"
+    );
     for address in &addresses {
         let (host, port) = host_port(address);
         let service = services
@@ -383,7 +414,10 @@ fn compose_services_files_and_ports_refer_to_each_other() {
             let advertised = service["environment"]["KAFKA_ADVERTISED_LISTENERS"]
                 .as_str()
                 .expect("advertised listeners");
-            assert!(advertised.contains(&format!("//{host}:{port}")), "{advertised}");
+            assert!(
+                advertised.contains(&format!("//{host}:{port}")),
+                "{advertised}"
+            );
         } else {
             assert_eq!(port, 6379, "{address}: Redis listens on 6379");
         }
@@ -391,8 +425,8 @@ fn compose_services_files_and_ports_refer_to_each_other() {
 
     // Prometheus scrapes Impulse's admin listener as job `impulse` and loads the alert rules.
     let prometheus = &services["prometheus"];
-    let prometheus_config = host_path(prometheus, "/etc/prometheus/prometheus.yml")
-        .expect("prometheus.yml is mounted");
+    let prometheus_config =
+        host_path(prometheus, "/etc/prometheus/prometheus.yml").expect("prometheus.yml is mounted");
     let scrape = yaml(&prometheus_config);
     let job = scrape["scrape_configs"]
         .as_array()
@@ -400,7 +434,9 @@ fn compose_services_files_and_ports_refer_to_each_other() {
         .iter()
         .find(|j| j["job_name"] == "impulse")
         .expect("job `impulse`, which the alert rules name");
-    let target = job["static_configs"][0]["targets"][0].as_str().expect("a target");
+    let target = job["static_configs"][0]["targets"][0]
+        .as_str()
+        .expect("a target");
     assert_eq!(target, format!("impulse:{}", admin.port()));
     let rules: Vec<String> = scrape["rule_files"]
         .as_array()
@@ -423,8 +459,13 @@ fn compose_services_files_and_ports_refer_to_each_other() {
     let (host, port) = host_port(url);
     assert!(services.contains_key(&host) && port == 9090, "{url}");
     let providers = yaml("grafana/provisioning/dashboards/impulse.yaml");
-    let path = providers["providers"][0]["options"]["path"].as_str().expect("path");
-    assert_eq!(host_path(grafana, path).as_deref(), Some("grafana/dashboards"));
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("path");
+    assert_eq!(
+        host_path(grafana, path).as_deref(),
+        Some("grafana/dashboards")
+    );
     let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
         .as_str()
         .expect("home dashboard");
@@ -477,7 +518,12 @@ fn kubernetes_manifests_agree_with_the_image_the_config_and_each_other() {
         .as_array()
         .expect("ports")
         .iter()
-        .map(|p| (p["name"].as_str().expect("named"), p["containerPort"].as_i64().expect("port")))
+        .map(|p| {
+            (
+                p["name"].as_str().expect("named"),
+                p["containerPort"].as_i64().expect("port"),
+            )
+        })
         .collect();
     let config = configmap_config();
     let port_of = |addr: SocketAddr| i64::from(addr.port());
@@ -485,9 +531,14 @@ fn kubernetes_manifests_agree_with_the_image_the_config_and_each_other() {
     assert_eq!(ports["admin"], port_of(config.server.admin_listen));
     for port in service["spec"]["ports"].as_array().expect("service ports") {
         let target = port["targetPort"].as_str().expect("a named target port");
-        assert!(ports.contains_key(target), "the Service targets unknown port {target}");
+        assert!(
+            ports.contains_key(target),
+            "the Service targets unknown port {target}"
+        );
     }
-    let monitored = monitor["spec"]["endpoints"][0]["port"].as_str().expect("port");
+    let monitored = monitor["spec"]["endpoints"][0]["port"]
+        .as_str()
+        .expect("port");
     assert!(
         service["spec"]["ports"]
             .as_array()
@@ -497,7 +548,10 @@ fn kubernetes_manifests_agree_with_the_image_the_config_and_each_other() {
         "the ServiceMonitor scrapes a port the Service does not name"
     );
     let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/port"], ports["admin"].to_string());
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        ports["admin"].to_string()
+    );
     for (probe, path) in [
         ("livenessProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
@@ -514,13 +568,22 @@ fn kubernetes_manifests_agree_with_the_image_the_config_and_each_other() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let grace = seconds(args[args.iter().position(|a| *a == "--shutdown-grace").expect("grace") + 1]);
+    let grace = seconds(
+        args[args
+            .iter()
+            .position(|a| *a == "--shutdown-grace")
+            .expect("grace")
+            + 1],
+    );
     let pause = container["lifecycle"]["preStop"]["exec"]["command"][1]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok())
         .expect("a preStop sleep");
     let termination = pod["terminationGracePeriodSeconds"].as_u64().expect("set");
-    assert!(termination > grace + pause, "{termination} ≤ {grace} + {pause}");
+    assert!(
+        termination > grace + pause,
+        "{termination} ≤ {grace} + {pause}"
+    );
 
     // Non-root and read-only, as the image's user.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -539,7 +602,11 @@ fn kubernetes_manifests_agree_with_the_image_the_config_and_each_other() {
         .iter()
         .map(|v| (v["name"].as_str().expect("named"), v))
         .collect();
-    let config_arg = args[args.iter().position(|a| *a == "--config").expect("--config") + 1];
+    let config_arg = args[args
+        .iter()
+        .position(|a| *a == "--config")
+        .expect("--config")
+        + 1];
     let mut found_config = false;
     for mount in container["volumeMounts"].as_array().expect("mounts") {
         let name = mount["name"].as_str().expect("named");
