@@ -72,7 +72,7 @@ trap cleanup EXIT
 # --- tools -----------------------------------------------------------------------------------
 
 ensure_tools() {
-  local pkgs=() sudo=
+  local pkgs=() sudo=''
   command -v podman >/dev/null || pkgs+=(podman)
   command -v runc >/dev/null || pkgs+=(runc)
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)

@@ -48,7 +48,7 @@ check() {
 }
 
 ensure_tools() {
-  local pkgs=() sudo= marker=$VENV/.impulse-installed
+  local pkgs=() sudo='' marker=$VENV/.impulse-installed
   command -v promtool >/dev/null || pkgs+=(prometheus)
   command -v docker-compose >/dev/null || pkgs+=(docker-compose)
   if ((${#pkgs[@]})); then
