@@ -1,5 +1,6 @@
 //! Support code for Impulse integration tests.
 
+pub mod deploy;
 pub mod function;
 pub mod impulse;
 pub mod kafka;

@@ -61,6 +61,7 @@ async fn metrics(
         )
             .into_response();
     }
+    impulse_connectors::telemetry::ready(state.ready.load(Ordering::Acquire));
     (
         [(
             header::CONTENT_TYPE,

@@ -177,6 +177,10 @@ impl BatchContext {
                 Attempt::FailedFrom(index, error) => (index, error),
                 Attempt::Interrupted => return Flow::Stop,
             };
+            telemetry::kafka_records_failed_invoke(
+                &self.trigger,
+                range.len().saturating_sub(failed_from) as u64,
+            );
             // Records before the first failure succeeded: the partition checkpoints there.
             if failed_from > 0 {
                 let failed = range.start + failed_from;

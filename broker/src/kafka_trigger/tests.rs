@@ -250,10 +250,17 @@ async fn a_partial_batch_response_retries_from_the_first_failed_record() {
         None,
     )
     .await;
+    let recorder = impulse_test_support::metrics::RecordedMetrics::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let outcome = h.context.process(&batch(&["a", "b", "c", "d"])).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Delivered); 4]);
     let calls: Vec<Vec<i64>> = h.target.payloads().iter().map(offsets).collect();
     assert_eq!(calls, [vec![0, 1, 2, 3], vec![2, 3]]);
+    assert_eq!(
+        recorder.value("impulse_kafka_records_failed_invoke_total{trigger=orders-trigger}"),
+        Some(2.0),
+        "the records from the first reported failure on (FailedInvokeEventCount)"
+    );
 }
 
 #[tokio::test(start_paused = true)]

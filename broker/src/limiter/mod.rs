@@ -67,7 +67,8 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     /// Builds the limits of every function in `config`, registering each function's
-    /// `impulse_concurrent_executions` gauge: install the metrics recorder first.
+    /// `impulse_concurrent_executions` gauge and setting its `impulse_concurrency_limit` and
+    /// `impulse_max_event_age_seconds`: install the metrics recorder first.
     ///
     /// Expects a validated config. It does not panic on one that is not: a zero `rate` is
     /// treated as 1 per second, and reserved concurrency beyond the account leaves an empty
@@ -103,6 +104,7 @@ impl Limiter {
                     ),
                 };
                 let quota = quota(function.rate, capacity);
+                telemetry::function_limits(name, capacity, function.max_event_age);
                 let limits = FunctionLimits {
                     name: name.as_str().into(),
                     concurrency,

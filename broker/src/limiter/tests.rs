@@ -514,13 +514,47 @@ async fn try_acquire_counts_refusals_and_tracks_executions() {
     assert_eq!(
         recorder.series(),
         [
+            "impulse_concurrency_limit{function=f}",
+            "impulse_concurrency_limit{function=off}",
             "impulse_concurrent_executions{function=f}",
             "impulse_concurrent_executions{function=off}",
+            "impulse_max_event_age_seconds{function=f}",
+            "impulse_max_event_age_seconds{function=off}",
             "impulse_throttles_total{function=f,limit=concurrency}",
             "impulse_throttles_total{function=f,limit=rate}",
             "impulse_throttles_total{function=off,limit=concurrency}",
         ],
         "unknown names never become labels"
+    );
+}
+
+#[test]
+fn each_functions_limits_are_published_for_dashboards() {
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
+    let mut aged = function(None, None);
+    aged.max_event_age = Duration::from_secs(60);
+    let _limiter = limiter(
+        100,
+        vec![("reserved", function(Some(30), None)), ("shared", aged)],
+    );
+    assert_eq!(
+        recorder.get("impulse_concurrency_limit{function=reserved}"),
+        Some(30.0)
+    );
+    assert_eq!(
+        recorder.get("impulse_concurrency_limit{function=shared}"),
+        Some(70.0),
+        "an unreserved function can reach the account's unreserved pool"
+    );
+    assert_eq!(
+        recorder.get("impulse_max_event_age_seconds{function=shared}"),
+        Some(60.0)
+    );
+    assert_eq!(
+        recorder.get("impulse_max_event_age_seconds{function=reserved}"),
+        Some(21600.0),
+        "Lambda's default, 6 h"
     );
 }
 

@@ -21,6 +21,13 @@ pub const BUILD_INFO: &str = "impulse_build_info";
 pub const THROTTLES_TOTAL: &str = "impulse_throttles_total";
 /// Gauge of attempts holding a concurrency permit; label `function`.
 pub const CONCURRENT_EXECUTIONS: &str = "impulse_concurrent_executions";
+/// Gauge of the concurrency a function can reach: its reserved concurrency, or the account's
+/// unreserved pool (shared with the other unreserved functions); label `function`. Set once at
+/// start-up, so that dashboards and alerts can compare [`CONCURRENT_EXECUTIONS`] with it.
+pub const CONCURRENCY_LIMIT: &str = "impulse_concurrency_limit";
+/// Gauge of a function's `max_event_age` in seconds; label `function`. Set once at start-up, so
+/// that alerts can compare [`ASYNC_EVENT_AGE_SECONDS`] with it.
+pub const MAX_EVENT_AGE_SECONDS: &str = "impulse_max_event_age_seconds";
 /// Counter of events durably added to the async queue; label `function`.
 pub const ASYNC_EVENTS_ENQUEUED_TOTAL: &str = "impulse_async_events_enqueued_total";
 /// Counter of async events whose outcome became final; labels `function`, `result`.
@@ -56,6 +63,12 @@ pub const COLD_STARTS_TOTAL: &str = "impulse_cold_starts_total";
 /// Histogram of execution-environment init durations in seconds (process start to the first
 /// Runtime API `/next`); label `function`.
 pub const INIT_DURATION_SECONDS: &str = "impulse_init_duration_seconds";
+/// Counter of execution environments whose init failed (the process could not start, exited,
+/// reported `/init/error`, or did not reach `/next` in time); label `function`.
+pub const INIT_FAILURES_TOTAL: &str = "impulse_init_failures_total";
+/// Gauge set at each scrape of `/metrics`: 1 while `/readyz` answers 200, 0 while it does not
+/// (starting, or draining at shutdown); no label.
+pub const READY: &str = "impulse_ready";
 /// Gauge of live execution environments (running processes) of a process function; label
 /// `function`.
 pub const ENVIRONMENTS: &str = "impulse_environments";
@@ -72,6 +85,11 @@ pub const KAFKA_RECORDS_FILTERED_TOTAL: &str = "impulse_kafka_records_filtered_t
 /// Counter of Kafka records that failed for good with no `on_failure` destination (committed
 /// without delivery, as Lambda discards them); labels `trigger`, `condition`.
 pub const KAFKA_RECORDS_DROPPED_TOTAL: &str = "impulse_kafka_records_dropped_total";
+/// Counter of Kafka records in invocations that failed (a function error, timeout, throttle
+/// or system error; with a partial batch response, the records from the first reported
+/// failure on); label `trigger`. Counted per attempt, so a retried record counts again
+/// (Lambda's `FailedInvokeEventCount`).
+pub const KAFKA_RECORDS_FAILED_INVOKE_TOTAL: &str = "impulse_kafka_records_failed_invoke_total";
 /// Counter of batches a Kafka source handed on; label `trigger`.
 pub const KAFKA_BATCHES_TOTAL: &str = "impulse_kafka_batches_total";
 /// Histogram of records per Kafka batch; label `trigger`. Buckets: [`KAFKA_BATCH_SIZE_BUCKETS`].
@@ -173,6 +191,15 @@ pub fn describe() {
         CONCURRENT_EXECUTIONS,
         "Attempts currently holding a concurrency permit."
     );
+    metrics::describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "The concurrency a function can reach: its reserved concurrency or the unreserved pool."
+    );
+    metrics::describe_gauge!(
+        MAX_EVENT_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "A function's max_event_age: async events older than this are dropped."
+    );
     metrics::describe_counter!(
         ASYNC_EVENTS_ENQUEUED_TOTAL,
         "Events durably added to the async queue."
@@ -220,6 +247,10 @@ pub fn describe() {
         KAFKA_RECORDS_DROPPED_TOTAL,
         "Kafka records that failed for good without an on_failure destination; committed."
     );
+    metrics::describe_counter!(
+        KAFKA_RECORDS_FAILED_INVOKE_TOTAL,
+        "Kafka records in failed invocations, counted per attempt."
+    );
     metrics::describe_counter!(KAFKA_BATCHES_TOTAL, "Batches handed on by Kafka sources.");
     metrics::describe_histogram!(KAFKA_BATCH_SIZE, "Records per Kafka batch.");
     metrics::describe_gauge!(
@@ -239,6 +270,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time from starting an execution environment to its first Runtime API /next."
     );
+    metrics::describe_counter!(
+        INIT_FAILURES_TOTAL,
+        "Execution environments whose init failed."
+    );
+    metrics::describe_gauge!(READY, "1 while /readyz answers 200, else 0.");
     metrics::describe_gauge!(
         ENVIRONMENTS,
         "Live execution environments (processes) of a process function."
@@ -248,6 +284,22 @@ pub fn describe() {
 /// Emitted once at start-up.
 pub fn build_info(version: &'static str) {
     metrics::gauge!(BUILD_INFO, "version" => version).set(1.0);
+}
+
+/// Emitted once per function at start-up: the concurrency it can reach and its
+/// `max_event_age`.
+pub fn function_limits(function: &str, concurrency: u32, max_event_age: Duration) {
+    metrics::gauge!(CONCURRENCY_LIMIT, "function" => function.to_owned())
+        .set(f64::from(concurrency));
+    metrics::gauge!(MAX_EVENT_AGE_SECONDS, "function" => function.to_owned())
+        .set(max_event_age.as_secs_f64());
+}
+
+/// Emitted when an invocation of Kafka records fails: `records` is how many of them failed.
+/// Only failures pay for the registry lookup: the success path counts nothing here.
+pub fn kafka_records_failed_invoke(trigger: &str, records: u64) {
+    metrics::counter!(KAFKA_RECORDS_FAILED_INVOKE_TOTAL, "trigger" => trigger.to_owned())
+        .increment(records);
 }
 
 /// Emitted when a limit refuses a synchronous call or makes a queued one wait.
@@ -337,6 +389,16 @@ pub fn cold_start(function: &str) {
 pub fn init_duration(function: &str, elapsed: Duration) {
     metrics::histogram!(INIT_DURATION_SECONDS, "function" => function.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// Emitted when an execution environment's init fails.
+pub fn init_failed(function: &str) {
+    metrics::counter!(INIT_FAILURES_TOTAL, "function" => function.to_owned()).increment(1);
+}
+
+/// Emitted at each scrape of `/metrics` with what `/readyz` would answer.
+pub fn ready(ready: bool) {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
 
 /// Emitted whenever a process function's number of live execution environments changes.

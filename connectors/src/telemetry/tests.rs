@@ -261,3 +261,39 @@ fn updates_reach_the_recorder_at_once_from_any_thread() {
     assert_eq!(recorder.value(GAUGE), Some(0.0));
     assert_eq!(recorder.samples(DURATION), [0.001, 0.0]);
 }
+
+// === operator metrics (dashboards and alerts read these names) ===
+
+#[test]
+fn readiness_limits_init_failures_and_failed_kafka_invokes_have_their_names() {
+    {
+        let not_ready = Recorded::default();
+        let _local = metrics::set_default_local_recorder(&not_ready.0);
+        super::ready(false);
+        assert_eq!(not_ready.value("impulse_ready{}"), Some(0.0));
+    }
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
+    super::ready(true);
+    assert_eq!(recorder.value("impulse_ready{}"), Some(1.0));
+    super::function_limits("f", 7, Duration::from_secs(90));
+    assert_eq!(
+        recorder.value("impulse_concurrency_limit{function=f}"),
+        Some(7.0)
+    );
+    assert_eq!(
+        recorder.value("impulse_max_event_age_seconds{function=f}"),
+        Some(90.0)
+    );
+    super::init_failed("f");
+    super::init_failed("f");
+    assert_eq!(
+        recorder.value("impulse_init_failures_total{function=f}"),
+        Some(2.0)
+    );
+    super::kafka_records_failed_invoke("orders", 3);
+    assert_eq!(
+        recorder.value("impulse_kafka_records_failed_invoke_total{trigger=orders}"),
+        Some(3.0)
+    );
+}

@@ -302,10 +302,12 @@ impl Pool {
             }
             let started =
                 Environment::start(&pool.launch, slot, &pool.shared, pool.init_timeout()).await;
-            let started = started.map(|(env, init)| {
-                telemetry::init_duration(&pool.launch.function, init);
-                env
-            });
+            let started = started
+                .map(|(env, init)| {
+                    telemetry::init_duration(&pool.launch.function, init);
+                    env
+                })
+                .inspect_err(|_| telemetry::init_failed(&pool.launch.function));
             if let Err(Ok(env)) = tx.send(started) {
                 pool.release(env);
             }
@@ -414,6 +416,7 @@ impl Pool {
                 self.release(env);
             }
             Err(e) => {
+                telemetry::init_failed(&self.launch.function);
                 let mut state = self.state();
                 state.warm_backoff = (state.warm_backoff * 2).clamp(WARM_BACKOFF, MAX_WARM_BACKOFF);
                 state.warm_retry_at = Some(Instant::now() + state.warm_backoff);
