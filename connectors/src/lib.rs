@@ -17,6 +17,7 @@
 //! with `default-features = false` and sees only them.
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod contract;
 #[cfg(feature = "embedded")]
 pub mod embedded;

@@ -18,6 +18,7 @@ use super::clock::{SystemWallClock, WallClock};
 use super::event::{encode_scheduled_event, event_id};
 use super::handler::TickHandler;
 use super::state::ScheduleState;
+use crate::backoff::STREAM_BACKOFF;
 use crate::contract::{Ack, AckStatus, QueuedEvent, SourceError};
 use crate::telemetry;
 
@@ -50,7 +51,8 @@ const SCAN_FALLBACK_WINDOW: TimeDelta = TimeDelta::days(7);
 ///   the newest tick handled so far (fired or skipped, with every earlier one handled too) is
 ///   recorded in the [`ScheduleState`]. A crash between the two fires that tick again after a
 ///   restart, with the same id: delivery is at least once, and the id is the idempotency key.
-///   A tick the handler could not queue is logged and counts as handled: it is not retried.
+///   A tick the handler could not queue is retried with [`STREAM_BACKOFF`] until it is queued
+///   (or shutdown comes); it is never recorded before that, and later ticks wait behind it.
 /// - On start, ticks missed since the recorded one follow `catch_up`: `none` skips them,
 ///   `latest` fires the newest, `all` fires the newest `catch_up_limit` in order (counted
 ///   `caught_up`; the rest `skipped`). Without a record, the first tick is the next one to
@@ -413,36 +415,44 @@ impl Driver {
         );
         // The event's age (`max_event_age`) counts from the fire, on the schedule's clock.
         event.enqueued_at = SystemTime::from(self.clock.now());
-        let (ack, receiver) = Ack::new();
-        let queued = tokio::select! {
-            // A hand-off stuck on a slow queue still yields to shutdown. The tick stays
-            // unrecorded, so the next start sees it missed (or fires it again, same id).
-            biased;
-            () = &mut *shutdown => return Err(Stop::Shutdown),
-            queued = self.handler.handle(event, ack) => queued,
+        let mut failures = 0;
+        let receiver = loop {
+            let (ack, receiver) = Ack::new();
+            let queued = tokio::select! {
+                // A hand-off stuck on a slow queue, or waiting to be retried, still yields to
+                // shutdown. The tick stays unrecorded, so the next start sees it missed (or
+                // fires it again, same id).
+                biased;
+                () = &mut *shutdown => return Err(Stop::Shutdown),
+                queued = self.handler.handle(event.clone(), ack) => queued,
+            };
+            let Err(err) = queued else {
+                break receiver;
+            };
+            let delay = STREAM_BACKOFF.delay(failures);
+            failures = failures.saturating_add(1);
+            tracing::error!(
+                trigger = %self.name,
+                tick = %due.tick,
+                error = %err,
+                retry_in = ?delay,
+                "Cannot queue a schedule tick; retrying."
+            );
+            tokio::select! {
+                biased;
+                () = &mut *shutdown => return Err(Stop::Shutdown),
+                () = tokio::time::sleep(delay) => {}
+            }
         };
-        match queued {
-            Ok(()) => {
-                telemetry::schedule_tick(&self.name, due.kind.metric());
-                tracing::debug!(
-                    trigger = %self.name,
-                    tick = %due.tick,
-                    kind = ?due.kind,
-                    "Schedule fired."
-                );
-                if self.overlap == Overlap::Skip {
-                    self.previous = Some(Box::pin(receiver.status()));
-                }
-            }
-            Err(err) => {
-                tracing::error!(
-                    trigger = %self.name,
-                    tick = %due.tick,
-                    error = %err,
-                    "Cannot queue a schedule tick; it is skipped."
-                );
-                self.count_skipped(1);
-            }
+        telemetry::schedule_tick(&self.name, due.kind.metric());
+        tracing::debug!(
+            trigger = %self.name,
+            tick = %due.tick,
+            kind = ?due.kind,
+            "Schedule fired."
+        );
+        if self.overlap == Overlap::Skip {
+            self.previous = Some(Box::pin(receiver.status()));
         }
         self.ledger.done(due.tick);
         self.record_handled();

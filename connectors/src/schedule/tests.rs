@@ -635,22 +635,82 @@ async fn shutdown_while_the_broker_is_saturated_leaves_the_tick_unrecorded() {
     );
 }
 
+/// Fails its first `failures` hand-offs, then passes them on.
+struct FlakyHandler {
+    failures: std::sync::atomic::AtomicU32,
+    inner: ChannelHandler,
+}
+
+impl TickHandler for FlakyHandler {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<(), QueueError>> {
+        let failing = self
+            .failures
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |left| left.checked_sub(1),
+            )
+            .is_ok();
+        if failing {
+            return Box::pin(async {
+                Err(QueueError {
+                    operation: "enqueue",
+                    message: "the queue is down".to_owned(),
+                })
+            });
+        }
+        self.inner.handle(event, ack)
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_tick_that_cannot_be_queued_is_skipped_and_the_schedule_goes_on() {
+async fn a_tick_that_cannot_be_queued_is_retried_and_recorded_only_once_queued() {
     let counts = TickCounts::default();
     let _recorder = metrics::set_default_local_recorder(&counts.0);
+    let clock = Arc::new(TokioWallClock::starting_at(utc("2026-01-01T10:00:30Z")));
+    let state = Arc::new(state_at("2026-01-01T10:00:00Z"));
+    let source = ScheduleSource::new(NAME.to_owned(), config("rate(1 minute)"), state.clone())
+        .with_clock(clock.clone());
+    let (out, mut events) = mpsc::channel(16);
+    // Down for 5 hand-offs: 0.5 + 1 + 2 + 4 + 8 s of backoff.
+    let handler = Arc::new(FlakyHandler {
+        failures: std::sync::atomic::AtomicU32::new(5),
+        inner: ChannelHandler(out),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(source.run(handler, async move {
+        stopped.await.ok();
+    }));
+
+    let tick = events.recv().await.expect("the 10:01 tick, once queued");
+    assert_eq!(tick_of(&tick), utc("2026-01-01T10:01:00Z"));
+    assert_eq!(clock.now(), utc("2026-01-01T10:01:15.500Z"), "queued after the backoff");
+    assert_eq!(counts.get("fired"), 1);
+    assert_eq!(counts.get("skipped"), 0);
+    // Recorded only now that it is queued, and the schedule goes on.
+    assert_eq!(state.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    let next = events.recv().await.expect("the 10:02 tick");
+    assert_eq!(tick_of(&next), utc("2026-01-01T10:02:00Z"));
+    stop.send(()).ok();
+    task.await.expect("joins").expect("no error");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_still_failing_at_shutdown_is_not_recorded() {
     let mut h = start(
         config("rate(1 minute)"),
-        MemoryScheduleState::new(),
-        "2026-01-01T10:00:00Z",
+        state_at("2026-01-01T10:00:00Z"),
+        "2026-01-01T10:00:30Z",
     );
     // Every enqueue fails from now on.
     h.events.close();
-    h.sleep_until("2026-01-01T10:02:30Z").await;
-    assert!(!h.task.is_finished(), "the source keeps running");
-    assert_eq!(counts.get("fired"), 0);
-    assert_eq!(counts.get("skipped"), 2);
-    assert_eq!(h.recorded(), Some(utc("2026-01-01T10:02:00Z")));
+    h.sleep_until("2026-01-01T10:05:00Z").await;
+    assert!(!h.task.is_finished(), "the source keeps retrying");
+    assert_eq!(
+        h.recorded(),
+        Some(utc("2026-01-01T10:00:00Z")),
+        "the failing 10:01 is not recorded"
+    );
     h.stop().await;
 }
 

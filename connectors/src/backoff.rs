@@ -1,4 +1,5 @@
-//! Exponential backoff: the one delay rule every retry in Impulse follows.
+//! Exponential backoff: the one delay rule every retry in Impulse follows (here, below the
+//! invoker, so that sources retrying their own hand-offs use it too).
 
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ pub struct Backoff {
 /// 5 min, for async events.
 pub const SYSTEM_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
-/// Between attempts of a failing stream batch (Kafka) while its partition waits, and between
-/// failed writes of its records to a destination: 0.5 s doubling to 1 min.
+/// Between attempts of a failing stream batch (Kafka) while its partition waits, between
+/// failed writes of its records to a destination, and between failed hand-offs of a schedule
+/// tick to the queue: 0.5 s doubling to 1 min.
 pub const STREAM_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
