@@ -60,6 +60,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         triggers: Arc::new(triggers),
         queue: queue.clone(),
         auth: auth.clone(),
+        catalog: Arc::new(api::Catalog::new(&config, chrono::Utc::now())),
     });
     let trigger_server = tokio::spawn(crate::connections::serve(
         trigger_listener,

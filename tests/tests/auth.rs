@@ -160,6 +160,20 @@ const ENDPOINTS: &[Endpoint] = &[
         invocation_type: None,
     },
     Endpoint {
+        name: "list-functions",
+        admin: false,
+        method: Method::GET,
+        path: "/2015-03-31/functions/",
+        invocation_type: None,
+    },
+    Endpoint {
+        name: "get-function",
+        admin: false,
+        method: Method::GET,
+        path: "/2015-03-31/functions/guarded",
+        invocation_type: None,
+    },
+    Endpoint {
         name: "metrics",
         admin: true,
         method: Method::GET,
@@ -194,7 +208,9 @@ fn expected(principal: &str, endpoint: &str) -> Result<(), (StatusCode, &'static
     if endpoint == "trigger-webhook" {
         return Err((StatusCode::UNAUTHORIZED, ""));
     }
-    let invoke = endpoint != "metrics";
+    // Reading (metrics, the read API) is for read-only and admin; a function's policy governs
+    // invoking it, not reading its configuration.
+    let invoke = !matches!(endpoint, "metrics" | "list-functions" | "get-function");
     let guarded = endpoint.ends_with("guarded");
     match principal {
         "none" => Err(MISSING),
@@ -829,4 +845,89 @@ token = "{READER}"
     let replayed = function.next().await;
     assert_eq!(replayed.event, json!({ "order": 7 }));
     assert!(!impulse.logs().contains(CI));
+}
+
+// === the read API with the real AWS SDK ===
+
+#[tokio::test]
+async fn boto3_reads_functions_with_a_read_only_key() {
+    let config = format!(
+        r#"
+[functions.echo]
+timeout = "7s"
+reserved_concurrency = 3
+target = {{ type = "http", endpoint = "http://127.0.0.1:1/unused" }}
+
+[functions.worker]
+target = {{ type = "process", command = "/bin/true", handler = "main.handler", memory_size = 256 }}
+
+[auth.access_keys.deploy]
+role = "invoker"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+
+[auth.access_keys.grafana]
+role = "read-only"
+access_key_id = "{READER_KEY_ID}"
+secret_access_key = "{READER_SECRET}"
+"#
+    );
+    let impulse = Impulse::start(&config).await;
+    let read = async |(key_id, secret): (&str, &str), function: &str| -> Value {
+        let python =
+            tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
+                .await
+                .expect("venv");
+        let script =
+            impulse_tests::python::workspace_root().join("tests/workers/python/read_functions.py");
+        let output = tokio::process::Command::new(python)
+            .arg(script)
+            .args(["--endpoint", &impulse.url(""), "--access-key-id", key_id])
+            .args(["--secret-access-key", secret, "--function", function])
+            .output()
+            .await
+            .expect("run the boto3 client");
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "boto3 output is not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    };
+
+    let answer = read((READER_KEY_ID, READER_SECRET), "echo").await;
+    assert_eq!(answer["error"], Value::Null, "{answer}");
+    // Page by page (one per page), in name order.
+    assert_eq!(answer["list"], json!(["echo", "worker"]));
+    let configuration = &answer["configuration"];
+    assert_eq!(configuration["FunctionName"], "echo");
+    assert_eq!(
+        configuration["FunctionArn"],
+        "arn:aws:lambda:local:000000000000:function:echo"
+    );
+    assert_eq!(configuration["Timeout"], 7);
+    assert_eq!(configuration["Version"], "$LATEST");
+    assert_eq!(configuration["State"], "Active");
+    assert_eq!(answer["function"]["Configuration"], *configuration);
+    assert_eq!(
+        answer["function"]["Concurrency"]["ReservedConcurrentExecutions"],
+        3
+    );
+    let worker = read(
+        (READER_KEY_ID, READER_SECRET),
+        "arn:aws:lambda:us-east-1:123456789012:function:worker",
+    )
+    .await;
+    assert_eq!(worker["configuration"]["Handler"], "main.handler");
+    assert_eq!(worker["configuration"]["MemorySize"], 256);
+
+    // Unknown functions and other principals are refused as Lambda refuses them.
+    let missing = read((READER_KEY_ID, READER_SECRET), "nope").await;
+    assert_eq!(
+        missing["error"][0], "ResourceNotFoundException",
+        "{missing}"
+    );
+    let invoker = read((KEY_ID, SECRET), "echo").await;
+    assert_eq!(invoker["error"][0], "AccessDeniedException", "{invoker}");
 }

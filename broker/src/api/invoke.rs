@@ -117,7 +117,7 @@ pub(super) async fn invoke(
 }
 
 /// Accepts what Lambda accepts: a name, `name:qualifier`, a full or partial function ARN.
-fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
+pub(super) fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
     let rest = raw.split_once(":function:").map_or(raw, |(_, rest)| rest);
     match rest.split_once(':') {
         Some((name, qualifier)) => (name, Some(qualifier)),

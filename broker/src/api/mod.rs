@@ -5,18 +5,20 @@ mod admin;
 mod cors;
 mod error;
 mod invoke;
+mod read;
 mod trigger;
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use impulse_connectors::contract::{Queue, QueuedEvent};
 use impulse_connectors::telemetry;
 
 pub(crate) use admin::{router as admin_router, AdminState};
+pub(crate) use read::Catalog;
 pub(crate) use trigger::TriggerRoutes;
 
 use crate::auth::{Authenticator, Denial};
@@ -30,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) triggers: Arc<TriggerRoutes>,
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) auth: Arc<Authenticator>,
+    /// The documents of the read API.
+    pub(crate) catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,13 +42,20 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The trigger listener: Lambda's Invoke API at its usual path; every other path is matched
-/// against the configured HTTP triggers.
+/// The trigger listener: Lambda's Invoke and read APIs at their usual paths; every other path
+/// is matched against the configured HTTP triggers.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/2015-03-31/functions/{function}/invocations",
             post(invoke::invoke),
+        )
+        .route("/2015-03-31/functions", get(read::list_functions))
+        .route("/2015-03-31/functions/", get(read::list_functions))
+        .route("/2015-03-31/functions/{function}", get(read::get_function))
+        .route(
+            "/2015-03-31/functions/{function}/configuration",
+            get(read::get_function_configuration),
         )
         .fallback(trigger::handle)
         .with_state(state)

@@ -35,6 +35,9 @@ pub(crate) enum Action<'a> {
     Invoke { function: &'a str },
     /// Read `/metrics`.
     ReadMetrics,
+    /// Read functions' configuration (`ListFunctions`, `GetFunction`,
+    /// `GetFunctionConfiguration`).
+    ReadFunctions,
 }
 
 impl Action<'_> {
@@ -43,6 +46,7 @@ impl Action<'_> {
         match self {
             Self::Invoke { .. } => "lambda:InvokeFunction",
             Self::ReadMetrics => "impulse:ReadMetrics",
+            Self::ReadFunctions => "lambda:GetFunction",
         }
     }
 
@@ -50,6 +54,7 @@ impl Action<'_> {
         match self {
             Self::Invoke { function } => format!("function:{function}"),
             Self::ReadMetrics => "metrics".to_owned(),
+            Self::ReadFunctions => "function:*".to_owned(),
         }
     }
 }
@@ -59,8 +64,9 @@ fn role_allows(role: Role, action: Action<'_>) -> bool {
     match (role, action) {
         (Role::Admin, _) => true,
         (Role::Invoker, Action::Invoke { .. }) => true,
-        (Role::ReadOnly, Action::ReadMetrics) => true,
-        (Role::Invoker, Action::ReadMetrics) | (Role::ReadOnly, Action::Invoke { .. }) => false,
+        (Role::ReadOnly, Action::ReadMetrics | Action::ReadFunctions) => true,
+        (Role::Invoker, Action::ReadMetrics | Action::ReadFunctions)
+        | (Role::ReadOnly, Action::Invoke { .. }) => false,
     }
 }
 

@@ -145,7 +145,12 @@ fn roles_grant_what_lambdas_managed_policies_grant() {
         (OTHER, true, false),
     ];
     for (token, invoke, metrics) in matrix {
-        for (action, allowed) in [(INVOKE_OPEN, invoke), (Action::ReadMetrics, metrics)] {
+        let reads = [
+            (INVOKE_OPEN, invoke),
+            (Action::ReadMetrics, metrics),
+            (Action::ReadFunctions, metrics),
+        ];
+        for (action, allowed) in reads {
             let result = check(&auth, Some(&bearer(token)), action);
             match result {
                 Ok(Some(_)) => assert!(allowed, "{token} {action:?} was allowed"),

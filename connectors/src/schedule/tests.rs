@@ -684,7 +684,11 @@ async fn a_tick_that_cannot_be_queued_is_retried_and_recorded_only_once_queued()
 
     let tick = events.recv().await.expect("the 10:01 tick, once queued");
     assert_eq!(tick_of(&tick), utc("2026-01-01T10:01:00Z"));
-    assert_eq!(clock.now(), utc("2026-01-01T10:01:15.500Z"), "queued after the backoff");
+    assert_eq!(
+        clock.now(),
+        utc("2026-01-01T10:01:15.500Z"),
+        "queued after the backoff"
+    );
     assert_eq!(counts.get("fired"), 1);
     assert_eq!(counts.get("skipped"), 0);
     // Recorded only now that it is queued, and the schedule goes on.

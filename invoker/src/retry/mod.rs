@@ -15,13 +15,12 @@
 //! Every source's retries share [`Backoff`] and [`FailureCondition`]; the stream sources
 //! (Kafka) keep their own retry loop because their partition waits in place.
 
-
 use std::time::{Duration, SystemTime};
 
 use impulse_config::FunctionConfig;
 
-pub use impulse_connectors::backoff::{Backoff, STREAM_BACKOFF, SYSTEM_BACKOFF};
 use crate::{ErrorClass, InvokeError};
+pub use impulse_connectors::backoff::{Backoff, STREAM_BACKOFF, SYSTEM_BACKOFF};
 
 /// Why an event's (or a record's) outcome became a failure, whatever its source. The
 /// destination record spells it in the vocabulary of its shape (`RetriesExhausted` /
