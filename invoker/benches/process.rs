@@ -251,6 +251,7 @@ async fn run_loops(target: &Target, in_flight: usize, event: &Bytes, length: Dur
                     trigger: Name::new("bench"),
                     payload: event.clone(),
                     deadline: None,
+                    client_context: None,
                 };
                 let sent = Instant::now();
                 let response = target.call(invocation).await.expect("invocation succeeds");

@@ -5,6 +5,10 @@ use impulse_connectors::contract::Name;
 use serde::Serialize;
 use tokio::time::Instant;
 
+/// The header that carries an invocation's client context to the function, in the Runtime API
+/// and to http targets.
+pub const CLIENT_CONTEXT_HEADER: &str = "lambda-runtime-client-context";
+
 /// One attempt to run a function on an event.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -19,6 +23,9 @@ pub struct Invocation {
     /// The caller's absolute deadline, if it has one (an event's remaining age budget).
     /// The function's own timeout still applies; the earlier of the two wins.
     pub deadline: Option<Instant>,
+    /// Lambda's `ClientContext` (compact JSON), from a synchronous Invoke API caller: sent to
+    /// the function as `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<http::HeaderValue>,
 }
 
 /// A function's successful result.

@@ -20,6 +20,6 @@ mod wall_clock;
 pub use deadline::{dedicate_this_thread_to_the_current_runtime, Deadline, DeadlineLayer};
 pub use error::{ErrorClass, InvokeError};
 pub use impulse_connectors::contract::Name;
-pub use invocation::{Invocation, InvocationResponse, LambdaError};
+pub use invocation::{Invocation, InvocationResponse, LambdaError, CLIENT_CONTEXT_HEADER};
 pub use metrics::{Metrics, MetricsLayer};
 pub use target::{DynTarget, FunctionService, Invoke, TargetFuture};

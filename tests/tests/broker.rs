@@ -531,3 +531,78 @@ target = {{ type = "process", command = "{}", handler = "bootstrap" }}
     assert!(logs.contains("Execution environment exited"), "{logs}");
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+#[tokio::test]
+async fn the_callers_client_context_reaches_both_kinds_of_function() {
+    use base64::Engine as _;
+    let mut function = FunctionServer::start(|event: Value| async move { axum::Json(event) }).await;
+    let config = format!(
+        r#"
+[functions.echo]
+target = {{ type = "http", endpoint = "{}" }}
+
+[functions.worker]
+target = {{ type = "process", command = "{}", handler = "bootstrap" }}
+"#,
+        function.endpoint(),
+        env!("CARGO_BIN_EXE_lambda_worker")
+    );
+    let impulse = Impulse::start(&config).await;
+    let client = reqwest::Client::new();
+    // What the AWS SDKs send: base64 of the JSON.
+    let context = json!({
+        "client": {
+            "installation_id": "i-1",
+            "app_title": "shop",
+            "app_version_name": "1.2",
+            "app_version_code": "12",
+            "app_package_name": "com.example.shop"
+        },
+        "custom": { "cart": "42" },
+        "env": { "locale": "fr" }
+    });
+    let encoded = base64::engine::general_purpose::STANDARD.encode(context.to_string());
+    let invoke = |name: &str, body: &'static str, header: &str| {
+        client
+            .post(impulse.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .header("x-amz-client-context", header)
+            .body(body)
+            .send()
+    };
+
+    let response = invoke("echo", "{}", &encoded).await.expect("invoke");
+    assert_eq!(response.status(), 200);
+    let received = function.next().await;
+    let header = received.headers["lambda-runtime-client-context"]
+        .to_str()
+        .expect("ascii");
+    assert_eq!(
+        serde_json::from_str::<Value>(header).expect("JSON"),
+        context
+    );
+
+    // A `lambda_runtime` function reads it as `context.client_context`.
+    let response = invoke("worker", r#"{"context": true}"#, &encoded)
+        .await
+        .expect("invoke");
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.expect("json");
+    assert_eq!(
+        result["context"]["client_context"]["custom"]["cart"], "42",
+        "{result}"
+    );
+    assert_eq!(
+        // lambda_runtime writes its fields back in camelCase.
+        result["context"]["client_context"]["client"]["appTitle"],
+        "shop"
+    );
+
+    for bad in ["not base64!", "W10=" /* [] */] {
+        let response = invoke("echo", "{}", bad).await.expect("invoke");
+        assert_eq!(response.status(), 400, "{bad}");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "InvalidRequestContentException"
+        );
+    }
+}

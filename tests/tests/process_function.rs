@@ -87,6 +87,7 @@ fn invocation(request_id: &str, event: &Value, deadline: Option<Instant>) -> Inv
         trigger: Name::new("test"),
         payload: Bytes::from(event.to_string()),
         deadline,
+        client_context: None,
     }
 }
 

@@ -98,6 +98,7 @@ pub(super) async fn invoke(
         trigger: Name::new(INVOKE_TRIGGER),
         payload,
         deadline: None,
+        client_context: client_context(&headers)?,
     };
     // A synchronous caller is never queued: admitted now, or 429 at once.
     let mut response = match function.call_now(invocation).await {
@@ -134,6 +135,40 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
         )
     })
+}
+
+/// Lambda's largest `X-Amz-Client-Context`, base64 included.
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
+/// `X-Amz-Client-Context`: base64 of a JSON object, passed to the function decoded (as compact
+/// JSON, which is always a valid header value). Lambda passes it to synchronous invocations.
+fn client_context(headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
+    use base64::Engine as _;
+    let Some(raw) = headers.get("x-amz-client-context") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!(
+                "Client context must be a valid Base64-encoded JSON object of at most \
+                 {MAX_CLIENT_CONTEXT} bytes."
+            ),
+        )
+    };
+    if raw.len() > MAX_CLIENT_CONTEXT {
+        return Err(invalid());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.as_bytes())
+        .map_err(|_| invalid())?;
+    let context: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&decoded).map_err(|_| invalid())?;
+    let compact = serde_json::to_vec(&context).map_err(|_| invalid())?;
+    HeaderValue::from_bytes(&compact)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 /// The payload: valid JSON; an empty body is `{}` as in Lambda.

@@ -222,6 +222,7 @@ async fn serve(
                 trigger: route.name,
                 payload,
                 deadline: None,
+                client_context: None,
             };
             // Never queued: admitted now, or 429 at once (without a request id: nothing ran).
             match function.call_now(invocation).await {

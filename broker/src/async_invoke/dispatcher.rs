@@ -156,6 +156,8 @@ impl Inner {
                         tokio::time::Instant::now()
                             + remaining_age(event.enqueued_at, max_age, now).unwrap_or_default(),
                     ),
+                    // Lambda passes a client context to synchronous invocations only.
+                    client_context: None,
                 }
             })
             .await;

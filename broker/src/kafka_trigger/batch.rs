@@ -264,6 +264,7 @@ impl BatchContext {
                     trigger: self.trigger,
                     payload: encode_event(&self.bootstrap_servers, records),
                     deadline: None,
+                    client_context: None,
                 })
                 .await;
             return match result {

@@ -114,6 +114,7 @@ mod tests {
             trigger: Name::new("t"),
             payload: Bytes::new(),
             deadline,
+            client_context: None,
         }
     }
 

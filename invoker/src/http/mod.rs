@@ -49,6 +49,7 @@ pub const FUNCTION_ERROR_HEADER: &str = "x-amz-function-error";
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
 const DEADLINE_HEADER: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
 const FUNCTION_ERROR: HeaderName = HeaderName::from_static(FUNCTION_ERROR_HEADER);
+const CLIENT_CONTEXT: HeaderName = HeaderName::from_static(crate::CLIENT_CONTEXT_HEADER);
 
 /// A function reached over HTTP, through a shared connection pool.
 #[derive(Debug, Clone)]
@@ -227,6 +228,9 @@ impl Invoke for HttpFunction {
         if let Some(deadline) = invocation.deadline {
             // An integer straight into the header value (a `u128` through `Display` is slow).
             request = request.header(DEADLINE_HEADER, HeaderValue::from(epoch_millis(deadline)));
+        }
+        if let Some(client_context) = invocation.client_context {
+            request = request.header(CLIENT_CONTEXT, client_context);
         }
         let request = request.body(invocation.payload);
         Box::pin(async move {

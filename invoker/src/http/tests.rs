@@ -28,6 +28,7 @@ fn invocation(payload: &'static [u8]) -> Invocation {
         trigger: Name::new("t"),
         payload: Bytes::from_static(payload),
         deadline: Some(Instant::now() + Duration::from_secs(5)),
+        client_context: None,
     }
 }
 

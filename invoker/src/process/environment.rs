@@ -246,12 +246,14 @@ impl Environment {
         request_id: Arc<str>,
         payload: Bytes,
         deadline: Instant,
+        client_context: Option<HeaderValue>,
     ) -> Outcome {
         let (reply_tx, mut reply_rx) = oneshot::channel();
         let job = Job {
             request_id,
             payload,
             deadline,
+            client_context,
             reply: reply_tx,
         };
         let mut reply_open = self.jobs.send(job).await.is_ok();

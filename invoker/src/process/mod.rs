@@ -251,7 +251,12 @@ async fn invoke(
     // the next caller a cold start, and Lambda lets such an invocation finish too.
     let exchange = tokio::spawn(async move {
         let outcome = env
-            .invoke(request_id.clone(), invocation.payload, deadline)
+            .invoke(
+                request_id.clone(),
+                invocation.payload,
+                deadline,
+                invocation.client_context,
+            )
             .await;
         settle(&pool, env, &request_id, outcome)
     });

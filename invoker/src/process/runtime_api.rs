@@ -61,6 +61,8 @@ pub(super) struct Job {
     pub(super) payload: Bytes,
     /// When the invocation times out.
     pub(super) deadline: Instant,
+    /// The caller's client context, if any (compact JSON).
+    pub(super) client_context: Option<HeaderValue>,
     /// Where the worker's answer goes.
     pub(super) reply: oneshot::Sender<Reply>,
 }
@@ -291,6 +293,12 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
             HeaderName::from_static(FUNCTION_ARN),
             api.function_arn.clone(),
         );
+        if let Some(client_context) = job.client_context {
+            headers.insert(
+                HeaderName::from_static(crate::CLIENT_CONTEXT_HEADER),
+                client_context,
+            );
+        }
         headers.insert(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

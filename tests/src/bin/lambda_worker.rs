@@ -97,6 +97,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
             "deadline_ms": deadline_ms,
             "invoked_function_arn": context.invoked_function_arn,
             "xray_trace_id": context.xray_trace_id,
+            "client_context": context.client_context,
             "env": variables,
         });
     }

@@ -203,6 +203,15 @@ async fn send(router: &Router, request: Request<Body>) -> Response {
 
 /// Hands `request_id` to the worker and returns `/next`'s response and the reply channel.
 async fn deliver(h: &Harness, request_id: &str) -> (Response, oneshot::Receiver<Reply>) {
+    deliver_with(h, request_id, None).await
+}
+
+/// [`deliver`] with a client context.
+async fn deliver_with(
+    h: &Harness,
+    request_id: &str,
+    client_context: Option<HeaderValue>,
+) -> (Response, oneshot::Receiver<Reply>) {
     let next = tokio::spawn(send_owned(h.router.clone(), get("/invocation/next")));
     let (reply, reply_rx) = oneshot::channel();
     h.jobs
@@ -210,6 +219,7 @@ async fn deliver(h: &Harness, request_id: &str) -> (Response, oneshot::Receiver<
             request_id: Arc::from(request_id),
             payload: Bytes::from_static(br#"{"k":1}"#),
             deadline: Instant::now() + Duration::from_secs(5),
+            client_context,
             reply,
         })
         .await
@@ -449,4 +459,15 @@ async fn unknown_routes_and_methods_are_refused() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let response = send(&h.router, get("/nope")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn next_carries_the_callers_client_context() {
+    let h = harness();
+    let context = HeaderValue::from_static(r#"{"client":{"app_title":"shop"},"custom":{"k":"v"}}"#);
+    let (next, _reply) = deliver_with(&h, "req-ctx", Some(context.clone())).await;
+    assert_eq!(
+        next.headers().get("lambda-runtime-client-context"),
+        Some(&context)
+    );
 }
