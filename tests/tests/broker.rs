@@ -247,6 +247,27 @@ async fn invoke_api_request_response() {
         "{body}"
     );
 
+    // Lambda API operations Impulse does not implement are named as such, so an SDK can
+    // tell what happened.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/2015-03-31/functions/echo"),
+        (reqwest::Method::POST, "/2015-03-31/functions"),
+        (reqwest::Method::GET, "/2015-03-31/functions/echo/versions"),
+        (reqwest::Method::GET, "/2017-03-31/tags/arn"),
+    ] {
+        let response = client
+            .request(method.clone(), impulse.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 400, "{method} {path}");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "UnknownOperationException",
+            "{method} {path}"
+        );
+    }
+
     let dry_run = client
         .post(invoke("echo"))
         .header("x-amz-invocation-type", "DryRun")

@@ -35,6 +35,15 @@ impl ApiError {
         self
     }
 
+    /// A Lambda API operation Impulse does not implement.
+    pub(crate) fn unknown_operation(method: &axum::http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("Impulse does not implement this Lambda API operation: {method} {path}"),
+        )
+    }
+
     pub(crate) fn not_found(function: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -48,17 +48,48 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/2015-03-31/functions/{function}/invocations",
-            post(invoke::invoke),
+            post(invoke::invoke).fallback(unknown_operation),
         )
-        .route("/2015-03-31/functions", get(read::list_functions))
-        .route("/2015-03-31/functions/", get(read::list_functions))
-        .route("/2015-03-31/functions/{function}", get(read::get_function))
+        .route(
+            "/2015-03-31/functions",
+            get(read::list_functions).fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/",
+            get(read::list_functions).fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/{function}",
+            get(read::get_function).fallback(unknown_operation),
+        )
         .route(
             "/2015-03-31/functions/{function}/configuration",
-            get(read::get_function_configuration),
+            get(read::get_function_configuration).fallback(unknown_operation),
         )
         .fallback(trigger::handle)
         .with_state(state)
+}
+
+/// A Lambda API operation Impulse does not implement (e.g. `CreateFunction`): an error the
+/// SDKs can name, rather than a bare 404 or 405.
+async fn unknown_operation(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::unknown_operation(&method, uri.path())
+}
+
+/// Whether `path` is in Lambda's API namespace (`/2015-03-31/…`, `/2021-10-31/…`: every
+/// Lambda API path starts with its version date).
+pub(crate) fn is_lambda_api_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.len() > 12
+        && bytes[0] == b'/'
+        && bytes[11] == b'/'
+        && bytes[1..11].iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
 }
 
 /// Durably queues an async invocation; only then may the caller answer `202`.

@@ -249,6 +249,11 @@ impl TriggerRoutes {
         headers: &HeaderMap,
     ) -> Result<(&TriggerRoute, BTreeMap<String, String>), Box<Response>> {
         let Ok(matched) = self.router.at(path) else {
+            if super::is_lambda_api_path(path) {
+                return Err(Box::new(
+                    super::error::ApiError::unknown_operation(method, path).into_response(),
+                ));
+            }
             return Err(Box::new(message(
                 StatusCode::NOT_FOUND,
                 "No trigger is configured for this path.",
