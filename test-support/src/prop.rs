@@ -112,163 +112,321 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // === generators shared by several crates' properties ===
 
-/// Any JSON value: every scalar kind (edge numbers, escapes and non-ASCII in strings), nested
-/// at most four deep, with at most about 30 nodes.
+/// Draws a structured value's choices from a byte string.
+///
+/// The shared generators below are built on it: proptest makes one random byte vector per case
+/// (cheap even unoptimised, where composing many small strategies costs hundreds of
+/// microseconds a case), a builder reads its choices from it, and shrinking the bytes (shorter,
+/// smaller) shrinks the value toward simple ones. Past the end every draw is 0.
+#[derive(Debug)]
+pub struct Draw<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// Characters strings are drawn from: letters and digits, JSON's escapes, control characters,
+/// multi-byte UTF-8 and the punctuation the parsers split on.
+const CHARS: &[char] = &[
+    'a', 'b', 'c', 'x', 'A', 'Z', '0', '1', '9', ' ', '-', '_', '.', '/', ':', ';', ',', '=', '@',
+    '%', '+', '*', '?', '#', '&', '"', '\\', '\'', '{', '}', '[', ']', '\n', '\r', '\t', '\0',
+    '\u{1f}', '\u{7f}', 'é', '€', '😀', '\u{2028}', '\u{feff}',
+];
+
+impl<'a> Draw<'a> {
+    /// Draws from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    /// The next byte; 0 past the end.
+    pub fn byte(&mut self) -> u8 {
+        let byte = self.bytes.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        byte
+    }
+
+    /// A number below `n` (at most 256 choices; 0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        usize::from(self.byte()) % n
+    }
+
+    /// True `chance` times in 256.
+    pub fn chance(&mut self, chance: u8) -> bool {
+        self.byte() < chance
+    }
+
+    /// One of `items`, which MUST NOT be empty.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    /// Eight bytes as a `u64`.
+    pub fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |n, _| (n << 8) | u64::from(self.byte()))
+    }
+
+    /// Up to `max` characters from a set that stresses parsers (see `CHARS`).
+    pub fn string(&mut self, max: usize) -> String {
+        let len = self.below(max + 1);
+        (0..len).map(|_| self.pick(CHARS)).collect()
+    }
+
+    /// Up to `max` characters of `alphabet`.
+    pub fn string_of(&mut self, alphabet: &[u8], max: usize) -> String {
+        let len = self.below(max + 1);
+        (0..len).map(|_| char::from(self.pick(alphabet))).collect()
+    }
+
+    /// A JSON value nested at most `depth` deep: every scalar kind, edge numbers included.
+    pub fn json(&mut self, depth: usize) -> serde_json::Value {
+        use serde_json::Value;
+        let kinds = if depth == 0 { 6 } else { 8 };
+        match self.below(kinds) {
+            0 => Value::Null,
+            1 => Value::Bool(self.byte() & 1 == 1),
+            2 => Value::from(i64::from(self.byte()) - 128),
+            3 => Value::from(self.u64() as i64),
+            // NaN and the infinities become null.
+            4 => Value::from(f64::from_bits(self.u64())),
+            5 => Value::String(self.string(12)),
+            6 => {
+                let len = self.below(5);
+                Value::Array((0..len).map(|_| self.json(depth - 1)).collect())
+            }
+            _ => {
+                let len = self.below(5);
+                Value::Object(
+                    (0..len)
+                        .map(|_| (self.string(6), self.json(depth - 1)))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// A value built by `build` from random bytes (at most `max_bytes` of them); see [`Draw`].
+pub fn drawn<T: std::fmt::Debug>(
+    max_bytes: usize,
+    build: impl Fn(&mut Draw<'_>) -> T,
+) -> impl Strategy<Value = T> {
+    proptest::collection::vec(any::<u8>(), 0..max_bytes)
+        .prop_map(move |bytes| build(&mut Draw::new(&bytes)))
+}
+
+/// Any JSON value, nested at most four deep.
 pub fn json() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::Value;
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from), // NaN and infinities become null
-        "(\\PC|[\"\\\\\n\t\u{0}])*".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::btree_map(
-                "(\\PC|[\"\\\\]){0,8}",
-                inner,
-                0..6
-            )
-            .prop_map(|map| Value::Object(map.into_iter().collect())),
-        ]
-    })
+    drawn(256, |d| d.json(4))
 }
 
 /// Kafka trigger filter patterns (`impulse_config::filter`'s grammar), mostly valid: real
 /// fields and matchers with random names, arguments and values, and now and then a part that
 /// breaks a rule (an unknown matcher, an empty list, a wrong argument type, any JSON).
 pub fn filter_patterns() -> impl Strategy<Value = Vec<serde_json::Value>> {
-    proptest::collection::vec(filter_pattern(), 0..7)
-}
-
-fn filter_pattern() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::{Map, Value};
-    let headers = proptest::collection::vec((field_name(), filter_node()), 0..3).prop_map(|h| {
-        Value::Object(h.into_iter().collect::<Map<String, Value>>())
-    });
-    prop_oneof![
-        12 => (
-            proptest::option::of(filter_node()),
-            proptest::option::of(filter_node()),
-            proptest::option::of(headers),
-        )
-            .prop_map(|(value, key, headers)| {
-                let mut pattern = Map::new();
-                for (name, part) in [("value", value), ("key", key), ("headers", headers)] {
-                    if let Some(part) = part {
-                        pattern.insert(name.to_owned(), part);
-                    }
-                }
-                Value::Object(pattern)
-            }),
-        1 => json(),
-        1 => (field_name(), filter_node()).prop_map(|(name, node)| serde_json::json!({ name: node })),
-    ]
-}
-
-fn field_name() -> impl Strategy<Value = String> {
-    prop_oneof![
-        proptest::sample::select(vec!["type", "id", "n", "tags", "a", "content-type", ""])
-            .prop_map(str::to_owned),
-        "\\PC{0,6}",
-    ]
-}
-
-fn filter_node() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::{Map, Value};
-    let leaf = proptest::collection::vec(filter_matcher(), 0..4).prop_map(Value::Array);
-    leaf.prop_recursive(3, 12, 3, |inner| {
-        prop_oneof![
-            3 => proptest::collection::vec((field_name(), inner.clone()), 0..3)
-                .prop_map(|fields| Value::Object(fields.into_iter().collect::<Map<_, _>>())),
-            1 => inner,
-        ]
+    drawn(512, |d| {
+        let count = if d.chance(8) { d.below(8) } else { d.below(4) };
+        (0..count).map(|_| filter_pattern(d)).collect()
     })
 }
 
-fn filter_matcher() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::{json, Value};
-    let scalar = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        (-3i64..50).prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        proptest::sample::select(vec!["order", "refund", "ab", "a", "", "42", "null", "true"])
-            .prop_map(|s| Value::String(s.to_owned())),
-        "\\PC{0,4}".prop_map(Value::String),
-    ];
-    let op = prop_oneof![
-        proptest::sample::select(vec!["<", "<=", "=", ">", ">="]).prop_map(|s| json!(s)),
-        json().prop_map(|v| v),
-    ];
-    let bound = prop_oneof![(-5i64..50).prop_map(|n| json!(n)), any::<f64>().prop_map(|f| json!(f)), json()];
-    prop_oneof![
-        6 => scalar.clone(),
-        2 => prop_oneof!["[a-z0-9]{0,3}".prop_map(Value::String), json()]
-            .prop_map(|p| json!({ "prefix": p })),
-        2 => proptest::collection::vec((op, bound), 0..3)
-            .prop_map(|pairs| {
-                json!({ "numeric": pairs.into_iter().flat_map(|(o, b)| [o, b]).collect::<Vec<_>>() })
-            }),
-        1 => prop_oneof![any::<bool>().prop_map(Value::Bool), json()]
-            .prop_map(|e| json!({ "exists": e })),
-        2 => prop_oneof![
-            scalar.clone(),
-            proptest::collection::vec(scalar, 0..3).prop_map(Value::Array),
-            "[a-z]{0,2}".prop_map(|p| json!({ "prefix": p })),
-            json(),
-        ]
-        .prop_map(|v| json!({ "anything-but": v })),
-        1 => json(),
-    ]
+fn filter_pattern(d: &mut Draw<'_>) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    if d.chance(12) {
+        return d.json(3);
+    }
+    let mut pattern = Map::new();
+    for part in ["value", "key", "headers"] {
+        if d.chance(128) {
+            let node = if part == "headers" && !d.chance(16) {
+                let count = d.below(3);
+                Value::Object((0..count).map(|_| (field_name(d), filter_node(d, 2))).collect())
+            } else {
+                filter_node(d, 3)
+            };
+            pattern.insert(part.to_owned(), node);
+        }
+    }
+    if d.chance(8) {
+        pattern.insert(field_name(d), filter_node(d, 1));
+    }
+    Value::Object(pattern)
 }
 
-/// Bytes a header value may hold (visible ASCII, space, tab and obs-text), with real shapes
-/// (tokens, numbers, lists, quoted strings) more often than noise; at most 80 bytes.
-pub fn header_value() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        "[ -~]{0,40}".prop_map(String::into_bytes),
-        "[A-Za-z0-9_.=/+-]{0,32}".prop_map(String::into_bytes),
-        "[a-z]{1,8}(, ?[a-z0-9]{1,8}){0,4}".prop_map(String::into_bytes),
-        proptest::collection::vec(
-            prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff],
-            0..80
-        ),
-    ]
+fn field_name(d: &mut Draw<'_>) -> String {
+    if d.chance(200) {
+        d.pick(&["type", "id", "n", "tags", "a", "content-type", ""]).to_owned()
+    } else {
+        d.string(6)
+    }
+}
+
+fn filter_node(d: &mut Draw<'_>, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    if depth > 0 && d.chance(96) {
+        let count = if d.chance(16) { 0 } else { 1 + d.below(3) };
+        return Value::Object(
+            (0..count)
+                .map(|_| (field_name(d), filter_node(d, depth - 1)))
+                .collect(),
+        );
+    }
+    if d.chance(8) {
+        return d.json(2);
+    }
+    let count = if d.chance(16) { 0 } else { 1 + d.below(3) };
+    Value::Array((0..count).map(|_| filter_matcher(d)).collect())
+}
+
+fn filter_scalar(d: &mut Draw<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match d.below(6) {
+        0 => Value::Null,
+        1 => Value::Bool(d.byte() & 1 == 1),
+        2 => Value::from(i64::from(d.byte() % 50) - 3),
+        3 => Value::from(f64::from_bits(d.u64())),
+        4 => Value::from(d.pick(&["order", "refund", "ab", "a", "", "42", "null", "true"])),
+        _ => Value::String(d.string(4)),
+    }
+}
+
+fn filter_matcher(d: &mut Draw<'_>) -> serde_json::Value {
+    use serde_json::{json, Value};
+    match d.below(14) {
+        0..=5 => filter_scalar(d),
+        6 | 7 => {
+            let prefix = if d.chance(230) {
+                Value::String(d.string_of(b"abc0123", 3))
+            } else {
+                d.json(1)
+            };
+            json!({ "prefix": prefix })
+        }
+        8 | 9 => {
+            let pairs = if d.chance(16) { d.below(4) } else { 1 + d.below(2) };
+            let mut items = Vec::new();
+            for _ in 0..pairs {
+                items.push(if d.chance(230) {
+                    json!(d.pick(&["<", "<=", "=", ">", ">="]))
+                } else {
+                    d.json(1)
+                });
+                items.push(if d.chance(230) {
+                    filter_scalar(d)
+                } else {
+                    d.json(1)
+                });
+            }
+            if d.chance(16) {
+                items.pop();
+            }
+            json!({ "numeric": items })
+        }
+        10 => {
+            let exists = if d.chance(230) {
+                Value::Bool(d.byte() & 1 == 1)
+            } else {
+                d.json(1)
+            };
+            json!({ "exists": exists })
+        }
+        11 | 12 => {
+            let excluded = match d.below(5) {
+                0 | 1 => filter_scalar(d),
+                2 => Value::Array((0..d.below(3)).map(|_| filter_scalar(d)).collect()),
+                3 => json!({ "prefix": d.string_of(b"ab", 2) }),
+                _ => d.json(2),
+            };
+            json!({ "anything-but": excluded })
+        }
+        _ => d.json(2),
+    }
 }
 
 /// Header names: ones Impulse reads, and random tokens.
 pub fn header_name() -> impl Strategy<Value = String> {
-    prop_oneof![
-        proptest::sample::select(vec![
-            "host", "content-type", "content-length", "cookie", "user-agent", "authorization",
-            "origin", "x-amz-date", "x-amz-invocation-type", "x-amz-log-type",
-            "x-amz-client-context", "x-amz-content-sha256", "x-amz-security-token",
-            "access-control-request-method", "webhook-id", "webhook-timestamp",
-            "webhook-signature", "x-hub-signature-256", "x-github-delivery", "stripe-signature",
-            "lambda-runtime-function-error-type", "lambda-runtime-invocation-id", "x-multi",
-        ])
-        .prop_map(str::to_owned),
-        "[a-z0-9!#$%&'*+.^_`|~-]{1,16}",
-    ]
+    drawn(16, header_name_from)
+}
+
+/// A header name drawn from `d`: one Impulse reads (mostly), or a random token.
+pub fn header_name_from(d: &mut Draw<'_>) -> String {
+    const NAMES: &[&str] = &[
+        "host", "content-type", "content-length", "cookie", "user-agent", "authorization",
+        "origin", "x-amz-date", "date", "x-amz-invocation-type", "x-amz-log-type",
+        "x-amz-client-context", "x-amz-content-sha256", "x-amz-security-token",
+        "access-control-request-method", "webhook-id", "webhook-timestamp", "webhook-signature",
+        "x-hub-signature-256", "x-github-delivery", "stripe-signature",
+        "lambda-runtime-function-error-type", "lambda-runtime-invocation-id", "x-multi",
+    ];
+    if d.chance(200) {
+        d.pick(NAMES).to_owned()
+    } else {
+        let name = d.string_of(b"abcxyz0189!#$%&'*+.^_`|~-", 12);
+        if name.is_empty() {
+            "x".to_owned()
+        } else {
+            name
+        }
+    }
+}
+
+/// Bytes a header value may hold (visible ASCII, space, tab and obs-text), with real shapes
+/// (tokens, numbers, lists) more often than noise; at most 64 bytes.
+pub fn header_value() -> impl Strategy<Value = Vec<u8>> {
+    drawn(80, header_value_from)
+}
+
+/// A header value drawn from `d` (see [`header_value`]).
+pub fn header_value_from(d: &mut Draw<'_>) -> Vec<u8> {
+    match d.below(4) {
+        0 => d
+            .string_of(b" !\"#,-./0123456789:;=?@ABCXYZ[]abcxyz{}~", 40)
+            .into_bytes(),
+        1 => d
+            .string_of(b"ABCXYZabcxyz0123456789_.=/+-", 32)
+            .into_bytes(),
+        2 => {
+            let count = 1 + d.below(4);
+            let items: Vec<String> = (0..count).map(|_| d.string_of(b"abcz019", 6)).collect();
+            items.join(", ").into_bytes()
+        }
+        _ => {
+            let len = d.below(64);
+            (0..len)
+                .map(|_| match d.byte() {
+                    b'\t' => b'\t',
+                    b @ 0..=0x1f => b + 0x20,
+                    0x7f => b'~',
+                    b => b,
+                })
+                .collect()
+        }
+    }
 }
 
 /// A request body: empty, any bytes, text, JSON, or JSON with a byte changed (often leaving it
-/// JSON with invalid UTF-8 inside a string); at most about 1 KiB.
+/// JSON with invalid UTF-8 inside a string).
 pub fn body() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        Just(Vec::new()),
-        proptest::collection::vec(any::<u8>(), 0..256),
-        "\\PC{0,64}".prop_map(String::into_bytes),
-        json().prop_map(|v| v.to_string().into_bytes()),
-        (json(), any::<proptest::sample::Index>(), any::<u8>()).prop_map(|(v, at, byte)| {
-            let mut bytes = v.to_string().into_bytes();
-            let at = at.index(bytes.len());
-            bytes[at] = byte;
+    drawn(384, body_from)
+}
+
+/// A body drawn from `d` (see [`body`]).
+pub fn body_from(d: &mut Draw<'_>) -> Vec<u8> {
+    match d.below(5) {
+        0 => Vec::new(),
+        1 => {
+            let len = d.below(256);
+            (0..len).map(|_| d.byte()).collect()
+        }
+        2 => d.string(64).into_bytes(),
+        3 => d.json(3).to_string().into_bytes(),
+        _ => {
+            let mut bytes = d.json(3).to_string().into_bytes();
+            let at = d.below(bytes.len().min(256));
+            bytes[at] = d.byte();
             bytes
-        }),
-    ]
+        }
+    }
 }
