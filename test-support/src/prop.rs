@@ -159,8 +159,8 @@ impl<'a> Draw<'a> {
     }
 
     /// One of `items`, which MUST NOT be empty.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
     }
 
     /// Eight bytes as a `u64`.
