@@ -121,14 +121,10 @@ fn any_text_parses_or_fails_with_located_errors() {
         proptest::collection::vec(any::<u8>(), 0..400)
             .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
     ];
-    check(
-        "config::any_text",
-        (text, any::<bool>()),
-        |(text, yaml)| {
-            let format = if yaml { Format::Yaml } else { Format::Toml };
-            assert_located(&text, format, &HashMap::new())
-        },
-    );
+    check("config::any_text", (text, any::<bool>()), |(text, yaml)| {
+        let format = if yaml { Format::Yaml } else { Format::Toml };
+        assert_located(&text, format, &HashMap::new())
+    });
 }
 
 /// The edits start from valid configs, so that most cases are near-valid.
@@ -151,7 +147,10 @@ fn a_document_that_is_not_a_table_is_reported_where_it_starts() {
         ("\n[1, 2]\n", Format::Yaml, 2),
     ] {
         let errors = parse(text, format, "t", &HashMap::new()).expect_err("not a table");
-        assert!(errors.iter().all(|e| e.line == Some(line)), "{text:?}: {errors}");
+        assert!(
+            errors.iter().all(|e| e.line == Some(line)),
+            "{text:?}: {errors}"
+        );
     }
 }
 
@@ -178,8 +177,8 @@ fn mutated_yaml_parses_or_fails_with_located_errors() {
 /// `config show` relies on).
 fn assert_located(text: &str, format: Format, env: &HashMap<String, String>) -> TestCaseResult {
     // Lines as the parsers count them: YAML also breaks lines at a lone carriage return.
-    let lines = 1 + text.matches('\n').count() + text.matches('\r').count()
-        - text.matches("\r\n").count();
+    let lines =
+        1 + text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
     match parse(text, format, "t", env) {
         Ok(config) => {
             prop_assert!(serde_json::to_value(&config).is_ok());
@@ -282,31 +281,142 @@ fn floor_boundary(text: &str, at: usize) -> usize {
 
 /// Keys the model has, in any section (a key in the wrong section is a case too).
 const KEYS: &[&str] = &[
-    "listen", "admin_listen", "account_concurrency", "backend", "data_dir", "url", "stream",
-    "timeout", "reserved_concurrency", "max_retry_attempts", "max_event_age", "target",
-    "endpoint", "command", "args", "handler", "environment", "memory_size", "min_warm",
-    "idle_timeout", "execution_role", "rate", "per_second", "burst", "on_success", "on_failure",
-    "type", "function", "path", "methods", "invocation", "max_body_size", "auth_type", "cors",
-    "webhook", "scheme", "secret", "tolerance", "expression", "timezone", "flexible_window",
-    "catch_up", "catch_up_limit", "overlap", "input", "bootstrap_servers", "topics", "topic",
-    "group_id", "starting_position", "starting_timestamp", "batch_size", "batch_window",
-    "max_record_age", "bisect_batch_on_error", "report_batch_item_failures", "ordering",
-    "attempts_topic", "librdkafka_options", "filter", "group", "role", "token", "token_sha256",
-    "access_key_id", "secret_access_key", "principals", "triggers", "tls", "ca_file",
-    "certificate", "key", "headers", "name", "policy", "allow_origins", "max_age", "value",
+    "listen",
+    "admin_listen",
+    "account_concurrency",
+    "backend",
+    "data_dir",
+    "url",
+    "stream",
+    "timeout",
+    "reserved_concurrency",
+    "max_retry_attempts",
+    "max_event_age",
+    "target",
+    "endpoint",
+    "command",
+    "args",
+    "handler",
+    "environment",
+    "memory_size",
+    "min_warm",
+    "idle_timeout",
+    "execution_role",
+    "rate",
+    "per_second",
+    "burst",
+    "on_success",
+    "on_failure",
+    "type",
+    "function",
+    "path",
+    "methods",
+    "invocation",
+    "max_body_size",
+    "auth_type",
+    "cors",
+    "webhook",
+    "scheme",
+    "secret",
+    "tolerance",
+    "expression",
+    "timezone",
+    "flexible_window",
+    "catch_up",
+    "catch_up_limit",
+    "overlap",
+    "input",
+    "bootstrap_servers",
+    "topics",
+    "topic",
+    "group_id",
+    "starting_position",
+    "starting_timestamp",
+    "batch_size",
+    "batch_window",
+    "max_record_age",
+    "bisect_batch_on_error",
+    "report_batch_item_failures",
+    "ordering",
+    "attempts_topic",
+    "librdkafka_options",
+    "filter",
+    "group",
+    "role",
+    "token",
+    "token_sha256",
+    "access_key_id",
+    "secret_access_key",
+    "principals",
+    "triggers",
+    "tls",
+    "ca_file",
+    "certificate",
+    "key",
+    "headers",
+    "name",
+    "policy",
+    "allow_origins",
+    "max_age",
+    "value",
 ];
 
 /// Words real values are made of.
 const WORDS: &[&str] = &[
-    "http", "process", "kafka", "redis", "schedule", "log", "embedded", "sync", "async", "NONE",
-    "AWS_IAM", "admin", "invoker", "read-only", "standard-webhooks", "github", "stripe", "latest",
-    "earliest", "trim_horizon", "key", "partition", "skip", "all", "http://localhost:9000/x",
-    "https://[::1]:8443/", "redis://localhost:6379/0", "rediss://u:p@h/1#insecure",
-    "localhost:9092", "0.0.0.0:8080", "127.0.0.1:0", "[::]:80", "/var/lib/impulse", "./bootstrap",
-    "rate(1 hour)", "rate(0 minutes)", "rate(5 minute)", "cron(0 2 * * ? *)",
-    "cron(0/5 * ? * MON-FRI *)", "cron(0 0 L * ? *)", "cron(0 0 ? * 6#3 *)",
-    "at(2026-01-01T00:00:00)", "Europe/Berlin", "Mars/Olympus", "UTC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    "/hooks/{id}", "/{a}/{a}", "/*rest", "POST", "get", "TRACE", "*", "https://app.example.com",
+    "http",
+    "process",
+    "kafka",
+    "redis",
+    "schedule",
+    "log",
+    "embedded",
+    "sync",
+    "async",
+    "NONE",
+    "AWS_IAM",
+    "admin",
+    "invoker",
+    "read-only",
+    "standard-webhooks",
+    "github",
+    "stripe",
+    "latest",
+    "earliest",
+    "trim_horizon",
+    "key",
+    "partition",
+    "skip",
+    "all",
+    "http://localhost:9000/x",
+    "https://[::1]:8443/",
+    "redis://localhost:6379/0",
+    "rediss://u:p@h/1#insecure",
+    "localhost:9092",
+    "0.0.0.0:8080",
+    "127.0.0.1:0",
+    "[::]:80",
+    "/var/lib/impulse",
+    "./bootstrap",
+    "rate(1 hour)",
+    "rate(0 minutes)",
+    "rate(5 minute)",
+    "cron(0 2 * * ? *)",
+    "cron(0/5 * ? * MON-FRI *)",
+    "cron(0 0 L * ? *)",
+    "cron(0 0 ? * 6#3 *)",
+    "at(2026-01-01T00:00:00)",
+    "Europe/Berlin",
+    "Mars/Olympus",
+    "UTC",
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "/hooks/{id}",
+    "/{a}/{a}",
+    "/*rest",
+    "POST",
+    "get",
+    "TRACE",
+    "*",
+    "https://app.example.com",
 ];
 
 /// A value as a config holds them: real words, durations with any unit, edge numbers, dates,
@@ -322,7 +432,17 @@ fn value(d: &mut Draw<'_>, depth: usize) -> String {
         ),
         2 => (d.u64() as i64 >> (d.byte() % 64)).to_string(),
         3 => d
-            .pick(&["0", "1", "-1", "10000", "10001", "18446744073709551615", "1e400", "nan", "inf"])
+            .pick(&[
+                "0",
+                "1",
+                "-1",
+                "10000",
+                "10001",
+                "18446744073709551615",
+                "1e400",
+                "nan",
+                "inf",
+            ])
             .to_owned(),
         4 => d.pick(&["true", "false"]).to_owned(),
         5 => format!(
@@ -370,10 +490,6 @@ fn overrides() -> impl Strategy<Value = HashMap<String, String>> {
         "(http|redis)://[a-z0-9.:/]{0,20}",
         ".{0,24}",
     ];
-    proptest::collection::hash_map(proptest::sample::select(VARS), value, 0..3).prop_map(|vars| {
-        vars.into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
-    })
+    proptest::collection::hash_map(proptest::sample::select(VARS), value, 0..3)
+        .prop_map(|vars| vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
-

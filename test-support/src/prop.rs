@@ -62,13 +62,13 @@ where
         outcome
     });
     drop(watchdog);
+    if let Err(err) = result {
+        panic!("property {name} failed (seed {seed}): {err}");
+    }
     eprintln!(
         "property {name}: {cases} cases in {:.2?} (seed {seed})",
         started.elapsed()
     );
-    if let Err(err) = result {
-        panic!("property {name} failed (seed {seed}): {err}");
-    }
 }
 
 /// Aborts the process when the case in `current` has run longer than the hang limit: a hung
@@ -242,7 +242,11 @@ fn filter_pattern(d: &mut Draw<'_>) -> serde_json::Value {
         if d.chance(128) {
             let node = if part == "headers" && !d.chance(16) {
                 let count = d.below(3);
-                Value::Object((0..count).map(|_| (field_name(d), filter_node(d, 2))).collect())
+                Value::Object(
+                    (0..count)
+                        .map(|_| (field_name(d), filter_node(d, 2)))
+                        .collect(),
+                )
             } else {
                 filter_node(d, 3)
             };
@@ -257,7 +261,8 @@ fn filter_pattern(d: &mut Draw<'_>) -> serde_json::Value {
 
 fn field_name(d: &mut Draw<'_>) -> String {
     if d.chance(200) {
-        d.pick(&["type", "id", "n", "tags", "a", "content-type", ""]).to_owned()
+        d.pick(&["type", "id", "n", "tags", "a", "content-type", ""])
+            .to_owned()
     } else {
         d.string(6)
     }
@@ -305,7 +310,11 @@ fn filter_matcher(d: &mut Draw<'_>) -> serde_json::Value {
             json!({ "prefix": prefix })
         }
         8 | 9 => {
-            let pairs = if d.chance(16) { d.below(4) } else { 1 + d.below(2) };
+            let pairs = if d.chance(16) {
+                d.below(4)
+            } else {
+                1 + d.below(2)
+            };
             let mut items = Vec::new();
             for _ in 0..pairs {
                 items.push(if d.chance(230) {
@@ -353,12 +362,30 @@ pub fn header_name() -> impl Strategy<Value = String> {
 /// A header name drawn from `d`: one Impulse reads (mostly), or a random token.
 pub fn header_name_from(d: &mut Draw<'_>) -> String {
     const NAMES: &[&str] = &[
-        "host", "content-type", "content-length", "cookie", "user-agent", "authorization",
-        "origin", "x-amz-date", "date", "x-amz-invocation-type", "x-amz-log-type",
-        "x-amz-client-context", "x-amz-content-sha256", "x-amz-security-token",
-        "access-control-request-method", "webhook-id", "webhook-timestamp", "webhook-signature",
-        "x-hub-signature-256", "x-github-delivery", "stripe-signature",
-        "lambda-runtime-function-error-type", "lambda-runtime-invocation-id", "x-multi",
+        "host",
+        "content-type",
+        "content-length",
+        "cookie",
+        "user-agent",
+        "authorization",
+        "origin",
+        "x-amz-date",
+        "date",
+        "x-amz-invocation-type",
+        "x-amz-log-type",
+        "x-amz-client-context",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+        "access-control-request-method",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-hub-signature-256",
+        "x-github-delivery",
+        "stripe-signature",
+        "lambda-runtime-function-error-type",
+        "lambda-runtime-invocation-id",
+        "x-multi",
     ];
     if d.chance(200) {
         d.pick(NAMES).to_owned()

@@ -19,7 +19,9 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use impulse_connectors::contract::{Delivery, LeaseId, Queue, QueueError, QueuedEvent};
 use impulse_invoker::{Invocation, InvocationResponse, Invoke, TargetFuture};
-use impulse_test_support::prop::{body_from, check, drawn, header_name_from, header_value_from, Draw};
+use impulse_test_support::prop::{
+    body_from, check, drawn, header_name_from, header_value_from, Draw,
+};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseResult;
 use serde_json::Value;
@@ -184,7 +186,10 @@ fn harness() -> Harness {
     }
 }
 
-async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+async fn send(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
     let mut request = request;
     request
         .extensions_mut()
@@ -227,8 +232,10 @@ fn invoke_case(d: &mut Draw<'_>) -> InvokeCase {
         4 => ("nope".to_owned(), None, false),
         _ => (d.string(12), None, false),
     };
-    let random_function = !matches!(function.as_str(), "echo" | "echo:$LATEST" | "echo:prod" | "nope")
-        && !function.starts_with("arn:");
+    let random_function = !matches!(
+        function.as_str(),
+        "echo" | "echo:$LATEST" | "echo:prod" | "nope"
+    ) && !function.starts_with("arn:");
     let (query, query_qualifier, random_query) = match d.below(5) {
         0 | 1 => (String::new(), None, false),
         2 => ("Qualifier=%24LATEST".to_owned(), Some("$LATEST"), false),
@@ -245,7 +252,10 @@ fn invoke_case(d: &mut Draw<'_>) -> InvokeCase {
     let mut headers = Vec::new();
     for _ in 0..d.below(4) {
         let (name, value) = match d.below(4) {
-            0 => ("x-amz-log-type".to_owned(), d.pick(&[&b"None"[..], b"Tail", b"tail", b""]).to_vec()),
+            0 => (
+                "x-amz-log-type".to_owned(),
+                d.pick(&[&b"None"[..], b"Tail", b"tail", b""]).to_vec(),
+            ),
             1 => (
                 "x-amz-client-context".to_owned(),
                 base64::engine::general_purpose::STANDARD
@@ -258,14 +268,23 @@ fn invoke_case(d: &mut Draw<'_>) -> InvokeCase {
         headers.push((name, value));
     }
     let authenticated = d.chance(200);
-    let random = random_function || random_query || headers.iter().any(|(n, _)| n == "authorization");
+    let random =
+        random_function || random_query || headers.iter().any(|(n, _)| n == "authorization");
     InvokeCase {
-        function: percent_encoding::utf8_percent_encode(&function, percent_encoding::NON_ALPHANUMERIC)
-            .to_string(),
+        function: percent_encoding::utf8_percent_encode(
+            &function,
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string(),
         query,
         invocation_type,
         headers,
-        known: (!random).then(|| (query_qualifier.or(path_qualifier).map(str::to_owned), exists)),
+        known: (!random).then(|| {
+            (
+                query_qualifier.or(path_qualifier).map(str::to_owned),
+                exists,
+            )
+        }),
         authenticated,
         body: body_from(d),
     }
@@ -311,7 +330,11 @@ async fn invoke(h: &Harness, case: InvokeCase) -> TestCaseResult {
         uri = format!("{uri}?{}", case.query);
     }
     let mut request = Request::post(uri);
-    if let Some(value) = case.invocation_type.as_deref().and_then(|v| HeaderValue::from_bytes(v).ok()) {
+    if let Some(value) = case
+        .invocation_type
+        .as_deref()
+        .and_then(|v| HeaderValue::from_bytes(v).ok())
+    {
         request = request.header("x-amz-invocation-type", value);
     }
     for (name, value) in &case.headers {
@@ -334,7 +357,12 @@ async fn invoke(h: &Harness, case: InvokeCase) -> TestCaseResult {
         .get("authorization")
         .is_some_and(|v| v.as_bytes() == format!("Bearer {TOKEN}").as_bytes());
     let (status, body, _) = send(&h.router, request).await;
-    prop_assert!(!status.is_server_error(), "{} {}", status, String::from_utf8_lossy(&body));
+    prop_assert!(
+        !status.is_server_error(),
+        "{} {}",
+        status,
+        String::from_utf8_lossy(&body)
+    );
     let queued = h.queue.take();
     prop_assert_eq!(queued.is_some(), status == StatusCode::ACCEPTED);
 
@@ -342,8 +370,15 @@ async fn invoke(h: &Harness, case: InvokeCase) -> TestCaseResult {
         return Ok(());
     };
     let invocation_type = sent_type.unwrap_or_else(|| "RequestResponse".to_owned());
-    let valid_type = matches!(invocation_type.as_str(), "RequestResponse" | "Event" | "DryRun");
-    let payload = if case.body.is_empty() { b"{}".to_vec() } else { case.body.clone() };
+    let valid_type = matches!(
+        invocation_type.as_str(),
+        "RequestResponse" | "Event" | "DryRun"
+    );
+    let payload = if case.body.is_empty() {
+        b"{}".to_vec()
+    } else {
+        case.body.clone()
+    };
     // In Lambda's order: who is calling (before the body is read), what it asks for, then the
     // body.
     let expected = if !authorized {
@@ -422,7 +457,9 @@ fn http_trigger_requests_become_faithful_events_and_results_become_replies() {
 }
 
 async fn trigger(h: &Harness, case: TriggerCase) -> TestCaseResult {
-    let mut request = Request::builder().method(case.method.clone()).uri(case.uri.as_str());
+    let mut request = Request::builder()
+        .method(case.method.clone())
+        .uri(case.uri.as_str());
     for (name, value) in &case.headers {
         if let Ok(value) = HeaderValue::from_bytes(value) {
             request = request.header(name.as_str(), value);
@@ -446,7 +483,12 @@ async fn trigger(h: &Harness, case: TriggerCase) -> TestCaseResult {
         }
         return Ok(());
     }
-    prop_assert!(!status.is_server_error(), "{} {}", status, String::from_utf8_lossy(&body));
+    prop_assert!(
+        !status.is_server_error(),
+        "{} {}",
+        status,
+        String::from_utf8_lossy(&body)
+    );
     let event: Value = match (status, &queued) {
         (StatusCode::OK, _) => serde_json::from_slice(&body).unwrap_or_default(),
         (StatusCode::ACCEPTED, Some(event)) => {
@@ -457,7 +499,10 @@ async fn trigger(h: &Harness, case: TriggerCase) -> TestCaseResult {
     // The function saw the request as it arrived: the event is JSON with the path, the body
     // byte for byte, and the method.
     prop_assert_eq!(&event["rawPath"], path.as_str());
-    prop_assert_eq!(&event["requestContext"]["http"]["method"], case.method.as_str());
+    prop_assert_eq!(
+        &event["requestContext"]["http"]["method"],
+        case.method.as_str()
+    );
     let sent = match (&event["body"], &event["isBase64Encoded"]) {
         (Value::Null, _) => Vec::new(),
         (Value::String(text), Value::Bool(false)) => text.clone().into_bytes(),

@@ -9,10 +9,7 @@ use super::*;
 
 #[test]
 fn any_patterns_parse_or_fail_with_problems() {
-    let patterns = prop_oneof![
-        filter_patterns(),
-        proptest::collection::vec(json(), 0..7),
-    ];
+    let patterns = prop_oneof![filter_patterns(), proptest::collection::vec(json(), 0..7),];
     check("filter::parse", patterns, |patterns| {
         let count = patterns.len();
         match FilterCriteria::from(patterns).parse() {

@@ -32,7 +32,8 @@ struct Request {
 fn request() -> impl Strategy<Value = Request> {
     drawn(512, |d| {
         let method = if d.chance(200) {
-            d.pick(&["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]).to_owned()
+            d.pick(&["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+                .to_owned()
         } else {
             d.string_of(b"ABCXYZ!#$%&'*+.^_`|~-", 12)
         };
@@ -110,7 +111,10 @@ fn any_request_encodes_to_a_faithful_json_event() {
         };
         prop_assert_eq!(&event["rawPath"], req.path.as_str());
         prop_assert_eq!(&event["rawQueryString"], req.query.as_str());
-        prop_assert_eq!(&event["requestContext"]["http"]["method"], req.method.as_str());
+        prop_assert_eq!(
+            &event["requestContext"]["http"]["method"],
+            req.method.as_str()
+        );
 
         // The body comes back byte for byte, as text or base64.
         let sent = match (&event["body"], &event["isBase64Encoded"]) {
@@ -146,7 +150,9 @@ fn any_request_encodes_to_a_faithful_json_event() {
         if let Some(cookies) = event.get("cookies") {
             let cookies = cookies.as_array().cloned().unwrap_or_default();
             prop_assert!(!cookies.is_empty());
-            prop_assert!(cookies.iter().all(|c| c.as_str().is_some_and(|c| !c.is_empty())));
+            prop_assert!(cookies
+                .iter()
+                .all(|c| c.as_str().is_some_and(|c| !c.is_empty())));
         }
         Ok(())
     });

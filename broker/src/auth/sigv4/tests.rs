@@ -1104,9 +1104,31 @@ fn garbage_and_mutated_headers_never_panic() {
 /// What a mutated request is built from: a botocore-signed request and edits to any part.
 fn mutated_request(d: &mut impulse_test_support::prop::Draw<'_>) -> Request {
     const FRAGMENTS: &[&str] = &[
-        "AWS4-HMAC-SHA256", " ", ",", ", ", "=", "/", ";", "Credential", "SignedHeaders",
-        "Signature", "AKIDIMPULSEEXAMPLE", "20261207", "20261208", "us-east-1", "lambda",
-        "aws4_request", "host", "x-amz-date", "date", "00", "ff", "é", "\t", "%", "",
+        "AWS4-HMAC-SHA256",
+        " ",
+        ",",
+        ", ",
+        "=",
+        "/",
+        ";",
+        "Credential",
+        "SignedHeaders",
+        "Signature",
+        "AKIDIMPULSEEXAMPLE",
+        "20261207",
+        "20261208",
+        "us-east-1",
+        "lambda",
+        "aws4_request",
+        "host",
+        "x-amz-date",
+        "date",
+        "00",
+        "ff",
+        "é",
+        "\t",
+        "%",
+        "",
     ];
     let vector = &BOTOCORE_VECTORS[d.below(BOTOCORE_VECTORS.len())];
     let mut request = Request::from(vector);
@@ -1163,11 +1185,20 @@ fn mutated_request(d: &mut impulse_test_support::prop::Draw<'_>) -> Request {
                 }
             }
             5 => {
-                let value = d.pick(&["UNSIGNED-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "0"]);
+                let value = d.pick(&[
+                    "UNSIGNED-PAYLOAD",
+                    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                    "0",
+                ]);
                 request.set("x-amz-content-sha256", value);
             }
             6 => {
-                let name = d.pick(&["host", "x-amz-invocation-type", "x-amz-security-token", "x-other"]);
+                let name = d.pick(&[
+                    "host",
+                    "x-amz-invocation-type",
+                    "x-amz-security-token",
+                    "x-other",
+                ]);
                 let value = d.string_of(b"abc 019\t", 12);
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     request.headers.append(name, value);

@@ -124,7 +124,10 @@ fn signed_headers(d: &Delivery) -> Vec<(&'static str, String)> {
         }
         WebhookScheme::Stripe => {
             let tag = hex::encode(mac(d.scheme, &[timestamp.as_bytes(), b".", &d.body]));
-            vec![("stripe-signature", format!("t={timestamp},v0=ignored,v1={tag}"))]
+            vec![(
+                "stripe-signature",
+                format!("t={timestamp},v0=ignored,v1={tag}"),
+            )]
         }
     }
 }
