@@ -79,7 +79,7 @@ fn worker_request_from(d: &mut Draw<'_>) -> WorkerRequest {
 fn case() -> impl Strategy<Value = Case> {
     drawn(768, |d| Case {
         request_id: request_id_from(d),
-        requests: (0..1 + d.below(3))
+        requests: (0..1 + d.below(2))
             .map(|_| worker_request_from(d))
             .collect(),
     })
