@@ -85,32 +85,49 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// One API for every case: each case is a new delivery, which is what the book sees when an
+/// environment runs invocation after invocation (building the router per case cost most of
+/// the property's time).
+struct Api {
+    router: Router,
+    jobs: mpsc::Sender<Job>,
+    _init: oneshot::Receiver<InitSignal>,
+    _exit: watch::Sender<Option<String>>,
+}
+
 #[test]
 fn only_the_delivered_request_completes_its_invocation_once() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
+    let (jobs, jobs_rx) = mpsc::channel(1);
+    let (init_tx, init) = oneshot::channel();
+    let (exit, exited) = watch::channel(None);
+    let arn = HeaderValue::from_static("arn:aws:lambda:local:000000000000:function:f:$LATEST");
+    let api = Api {
+        router: Arc::new(RuntimeApi::new(arn, jobs_rx, init_tx, exited)).router(),
+        jobs,
+        _init: init,
+        _exit: exit,
+    };
     check("runtime_api::requests", case(), |case| {
-        runtime.block_on(run(case))
+        runtime.block_on(run(&api, case))
     });
 }
 
-async fn run(case: Case) -> TestCaseResult {
-    let (jobs, jobs_rx) = mpsc::channel(1);
-    let (init_tx, _init) = oneshot::channel();
-    let (_exit, exited) = watch::channel(None);
-    let arn = HeaderValue::from_static("arn:aws:lambda:local:000000000000:function:f:$LATEST");
-    let router = Arc::new(RuntimeApi::new(arn, jobs_rx, init_tx, exited)).router();
+async fn run(api: &Api, case: Case) -> TestCaseResult {
+    let router = &api.router;
     let (reply, mut replies) = oneshot::channel();
-    jobs.send(Job {
-        request_id: Arc::from(case.request_id.as_str()),
-        payload: Bytes::from_static(b"{}"),
-        deadline: Instant::now() + Duration::from_secs(5),
-        reply,
-    })
-    .await
-    .expect("the API is alive");
+    api.jobs
+        .send(Job {
+            request_id: Arc::from(case.request_id.as_str()),
+            payload: Bytes::from_static(b"{}"),
+            deadline: Instant::now() + Duration::from_secs(5),
+            reply,
+        })
+        .await
+        .expect("the API is alive");
     let next = router
         .clone()
         .oneshot(
