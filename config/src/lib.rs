@@ -251,10 +251,13 @@ pub fn parse(
         }
     };
 
+    // A problem with the document as a whole (not a table, a missing section) is reported
+    // where the document starts, so that every error in a file with lines has one.
+    let document = document_line(text);
     let deserialized = deser::config_from_value(&value);
     for FieldError { path, message } in deserialized.errors {
         let (path, line) = locate_serde_error(&index, path, &message);
-        errors.push(at(line, &path, message));
+        errors.push(at(line.or(document), &path, message));
     }
 
     let mut config = deserialized.config;
@@ -271,7 +274,7 @@ pub fn parse(
     ) {
         match applied.source_of(&path) {
             Some(var) => errors.push(env_error(var, &path, message)),
-            None => errors.push(at(index.nearest(&path), &path, message)),
+            None => errors.push(at(index.nearest(&path).or(document), &path, message)),
         }
     }
 
@@ -371,6 +374,19 @@ fn locate_serde_error(
     (path, line)
 }
 
+/// The line where the document starts: its first line that is neither blank nor a comment,
+/// else line 1; `None` only for a text without lines.
+fn document_line(text: &str) -> Option<usize> {
+    if text.is_empty() {
+        return None;
+    }
+    let first = text.lines().position(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#')
+    });
+    Some(first.map_or(1, |i| i + 1))
+}
+
 /// The text between `prefix` (ending in a backtick) and the next backtick.
 fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
@@ -397,5 +413,7 @@ fn normalise(config: &mut Config) {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -165,8 +165,10 @@ fn client_context(headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> 
         .map_err(|_| invalid())?;
     let context: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&decoded).map_err(|_| invalid())?;
-    let compact = serde_json::to_vec(&context).map_err(|_| invalid())?;
-    HeaderValue::from_bytes(&compact)
+    let compact = serde_json::to_string(&context).map_err(|_| invalid())?;
+    // serde_json escapes every control character but DEL, which a header value cannot hold.
+    let compact = compact.replace('\u{7f}', "\\u007f");
+    HeaderValue::from_bytes(compact.as_bytes())
         .map(Some)
         .map_err(|_| invalid())
 }

@@ -5,6 +5,8 @@ mod admin;
 mod cors;
 mod error;
 mod invoke;
+#[cfg(test)]
+mod proptests;
 mod read;
 mod trigger;
 

@@ -31,6 +31,8 @@ use serde_json::Value;
 use crate::locate::FieldPath;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// Most patterns in a trigger's `filter` (Lambda's `FilterCriteria` limit).

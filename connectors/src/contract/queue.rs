@@ -480,6 +480,65 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_decode_or_fail_and_events_round_trip() {
+        use impulse_test_support::prop::{check, drawn, Draw};
+        use proptest::prop_assert_eq;
+
+        fn event_from(d: &mut Draw<'_>) -> QueuedEvent {
+            let bytes = |d: &mut Draw<'_>, max| -> Bytes {
+                (0..d.below(max))
+                    .map(|_| d.byte())
+                    .collect::<Vec<u8>>()
+                    .into()
+            };
+            QueuedEvent {
+                id: d.string(12),
+                function: d.string(8),
+                trigger: d.string(8),
+                payload: bytes(d, 64),
+                // Whole milliseconds (what the layout keeps), any of them.
+                enqueued_at: from_unix_millis((d.u64() as i64) >> (d.byte() % 64))
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                attempts: (d.u64() >> (d.byte() % 64)) as u32,
+                function_retries: u32::from(d.byte()),
+                pending_destination: d.chance(64).then(|| PendingDestination {
+                    succeeded: d.chance(128),
+                    record: bytes(d, 32),
+                }),
+            }
+        }
+        let cases = drawn(256, |d| {
+            let event = event_from(d);
+            let mut bytes = if d.chance(32) {
+                (0..d.below(64)).map(|_| d.byte()).collect()
+            } else {
+                event.encode()
+            };
+            // Some cases with one byte changed or the tail cut: a damaged queue entry.
+            match d.below(4) {
+                0 if !bytes.is_empty() => {
+                    let at = d.below(bytes.len().min(256));
+                    bytes[at] = d.byte();
+                }
+                1 => bytes.truncate(d.below(bytes.len().min(256) + 1)),
+                _ => {}
+            }
+            (event, bytes)
+        });
+        check("queue::decode", cases, |(event, bytes)| {
+            let decoded = QueuedEvent::decode(&bytes);
+            if bytes == event.encode() {
+                prop_assert_eq!(decoded, Ok(event));
+            } else if let Ok(other) = decoded {
+                // Damage may decode to another event (nothing checksums an entry), but what
+                // decodes is an event the layout can hold: it encodes and decodes to itself.
+                prop_assert_eq!(QueuedEvent::decode(&other.encode()), Ok(other));
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unix_millis_round_trip() {
         for ms in [0i64, 1, -1, 1_767_225_600_123, -86_400_000] {
             let time = from_unix_millis(ms).expect("in range");

@@ -4,6 +4,8 @@
 //! The broker owns the server; this module owns the shapes, so that every HTTP-facing
 //! component encodes events and decodes results the same way (SEMANTICS.md §3).
 
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 pub mod webhook;

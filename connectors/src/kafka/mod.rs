@@ -14,6 +14,8 @@ mod source;
 mod stop;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use attempts::{AttemptStore, AttemptStoreError};

@@ -161,16 +161,22 @@ impl Book {
     }
 
     /// Whether an answer for `request_id` (with the echoed `invocation_id`, if the worker sent
-    /// one) would be accepted now.
+    /// one) would be accepted now. An empty request id reached the worker as the invocation id
+    /// (see [`wire_request_id`]), so that is the id its answer names.
     fn check(&self, request_id: &str, invocation_id: Option<&str>) -> Result<(), Refusal> {
-        match &self.current {
-            Some(current)
-                if *current.request_id == *request_id
-                    && invocation_id.is_none_or(|id| id == current.invocation_id) =>
-            {
-                Ok(())
-            }
-            _ => Err(Refusal::InvalidRequestId),
+        let Some(current) = &self.current else {
+            return Err(Refusal::InvalidRequestId);
+        };
+        let as_delivered = if current.request_id.is_empty() {
+            current.invocation_id.as_str()
+        } else {
+            &current.request_id
+        };
+        if as_delivered == request_id && invocation_id.is_none_or(|id| id == current.invocation_id)
+        {
+            Ok(())
+        } else {
+            Err(Refusal::InvalidRequestId)
         }
     }
 
@@ -551,5 +557,7 @@ pub(super) fn random_hex<const N: usize>() -> String {
         .collect()
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

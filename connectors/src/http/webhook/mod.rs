@@ -308,4 +308,6 @@ fn malformed(header: &'static str, problem: &'static str) -> WebhookError {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
