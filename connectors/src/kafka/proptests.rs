@@ -144,7 +144,11 @@ fn events_are_valid_json_of_exactly_the_predicted_size() {
             for (encoded, (name, value)) in headers.iter().zip(&record.headers) {
                 let expected = match value {
                     None => Value::Null,
-                    Some(bytes) => json!(bytes.to_vec()),
+                    // Signed bytes, as Lambda sends Java's `byte[]`.
+                    Some(bytes) => json!(bytes
+                        .iter()
+                        .map(|b| i8::from_ne_bytes([*b]))
+                        .collect::<Vec<_>>()),
                 };
                 prop_assert_eq!(&encoded[name.as_str()], &expected);
             }
