@@ -18,8 +18,8 @@
 #   IMPULSE_SERVICES_DIR   state (containers.conf); default <repo>/.services
 #
 # Needs root (podman's rootful storage, debootstrap); installs podman, runc and debootstrap
-# from Debian when they are missing. The base image is built once (~1 min) and kept as
-# localhost/impulse-base:bookworm; later runs take ~15 s.
+# from Debian when they are missing. The base image is built once and kept as
+# localhost/impulse-base:bookworm for later runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

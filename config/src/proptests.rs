@@ -137,8 +137,7 @@ fn the_bases_are_valid() {
     }
 }
 
-/// Regression (found by `any_text_parses_or_fails_with_located_errors`): a document that is not
-/// a table had no line.
+/// A document that is not a table is reported with a line too, where it starts.
 #[test]
 fn a_document_that_is_not_a_table_is_reported_where_it_starts() {
     for (text, format, line) in [

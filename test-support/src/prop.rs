@@ -115,8 +115,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Draws a structured value's choices from a byte string.
 ///
 /// The shared generators below are built on it: proptest makes one random byte vector per case
-/// (cheap even unoptimised, where composing many small strategies costs hundreds of
-/// microseconds a case), a builder reads its choices from it, and shrinking the bytes (shorter,
+/// (cheap even unoptimised, where composing many small strategies is not), a builder reads its choices from it, and shrinking the bytes (shorter,
 /// smaller) shrinks the value toward simple ones. Past the end every draw is 0.
 #[derive(Debug)]
 pub struct Draw<'a> {

@@ -10,7 +10,7 @@
 //! printed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,8 +19,8 @@ use impulse_test_support::tls::{PkiFiles, TestPki};
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{binary, free_addr};
 use impulse_tests::kafka;
+use impulse_tests::process::Running;
 use impulse_tests::services::{require_kafka, require_redis};
-use impulse_tests::wait::{eventually, wait_for};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -129,108 +129,6 @@ fn assert_no_secret(forms: &[(String, String)], what: &str, text: &str) {
 }
 
 // === the running broker ===
-
-/// `impulse run` with its stdout and stderr captured to files, killed on drop. Started here
-/// rather than with `Impulse::start`, whose readiness probe is plain HTTP and which discards
-/// stdout.
-struct Broker {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Broker {
-    fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let path = dir.join("impulse.toml");
-        std::fs::write(&path, config).expect("write config");
-        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(std::fs::File::create(&stdout).expect("create stdout"))
-            .stderr(std::fs::File::create(&stderr).expect("create stderr"))
-            .spawn()
-            .expect("spawn impulse");
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Everything the process printed so far, stdout then stderr.
-    fn output(&self) -> String {
-        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-        format!("{}{}", read(&self.stdout), read(&self.stderr))
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client, url: &str) {
-        let result = eventually("impulse to be ready", Duration::from_secs(30), async || {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Ok(Some(status));
-            }
-            match client.get(url).send().await {
-                Ok(response) if response.status().is_success() => Ok(None),
-                Ok(response) => Err(format!("{url} answered {}", response.status())),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await;
-        match result {
-            Ok(None) => {}
-            Ok(Some(status)) => panic!("impulse exited with {status}:\n{}", self.output()),
-            Err(e) => panic!("{e}\n{}", self.output()),
-        }
-    }
-
-    /// Waits until the output contains `needle`.
-    async fn wait_for_output(&self, needle: &str) {
-        eventually(
-            &format!("{needle:?} in the log"),
-            Duration::from_secs(20),
-            async || {
-                if self.output().contains(needle) {
-                    Ok(())
-                } else {
-                    Err("not yet".to_owned())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.output()));
-    }
-
-    /// SIGTERM, then the exit; the output is complete afterwards.
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let child = &mut self.child;
-        let exit = wait_for("impulse to exit", Duration::from_secs(30), || {
-            child.try_wait().expect("try_wait")
-        })
-        .await;
-        assert!(
-            exit.success(),
-            "impulse exited with {exit}:\n{}",
-            self.output()
-        );
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // Already exited is fine; the process must not outlive the test.
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
 
 /// Every answer the broker sent, as text: status, headers and body.
 #[derive(Default)]
@@ -536,7 +434,7 @@ async fn no_secret_reaches_the_log_an_answer_or_the_metrics_of_a_running_broker(
         redis,
     };
     let config = config(&setup);
-    let mut broker = Broker::start(dir.path(), &config, ENV);
+    let mut broker = Running::start(dir.path(), &config, "debug", ENV);
     let client = client_trusting(&pki);
     let admin = |path: &str| format!("https://localhost:{}{path}", setup.admin.port());
     let host = format!("localhost:{}", setup.listen.port());

@@ -1,95 +1,16 @@
 //! TLS end to end: the real `impulse` binary with `[server.tls]`, called over https with a
 //! private CA; and credentials in a function endpoint, which must reach no output.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use impulse_test_support::tls::{PkiFiles, TestPki};
 use impulse_tests::function::FunctionServer;
-use impulse_tests::impulse::{binary, cli, free_addr};
-use impulse_tests::wait::{eventually, wait_for};
+use impulse_tests::impulse::{cli, free_addr};
+use impulse_tests::process::Running;
+use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
 
 const CANARY: &str = "canary-endpoint-pw-51c2";
-
-/// `impulse run` with `config` written to `dir`, logging to `dir/impulse.log` at `log_level`,
-/// killed on drop. Started here rather than with `Impulse::start`, whose readiness probe and
-/// log level are plain HTTP and `info`.
-struct Running {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Running {
-    fn start(dir: &Path, config: &str, log_level: &str) -> Self {
-        let path = dir.join("impulse.toml");
-        std::fs::write(&path, config).expect("write config");
-        let log = dir.join("impulse.log");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", log_level)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn impulse");
-        Self { child, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit; the logs are complete afterwards.
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let child = &mut self.child;
-        let exit = wait_for("impulse to exit", Duration::from_secs(20), || {
-            child.try_wait().expect("try_wait")
-        })
-        .await;
-        assert!(
-            exit.success(),
-            "impulse exited with {exit}:\n{}",
-            self.logs()
-        );
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Already exited is fine; the process must not outlive the test.
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Waits until `url` answers 200 through `client`, failing with the broker's log otherwise.
-async fn wait_ready(running: &mut Running, client: &reqwest::Client, url: &str) {
-    let result = eventually("impulse to be ready", Duration::from_secs(30), async || {
-        if let Some(status) = running.child.try_wait().expect("try_wait") {
-            return Ok(Some(status));
-        }
-        match client.get(url).send().await {
-            Ok(response) if response.status().is_success() => Ok(None),
-            Ok(response) => Err(format!("{url} answered {}", response.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
-    match result {
-        Ok(None) => {}
-        Ok(Some(status)) => panic!("impulse exited with {status}:\n{}", running.logs()),
-        Err(e) => panic!("{e}\n{}", running.logs()),
-    }
-}
 
 /// A client trusting only the test CA.
 fn client_trusting(pki: &TestPki) -> reqwest::Client {
@@ -143,10 +64,10 @@ on_failure = {{ type = "log", name = "failing-dlq" }}
         endpoint = function.endpoint(),
         failing = failing.endpoint(),
     );
-    let mut running = Running::start(dir.path(), &config, "info");
+    let mut running = Running::start(dir.path(), &config, "info", &[]);
     let client = client_trusting(&pki);
     let admin_url = |path: &str| format!("https://localhost:{}{path}", admin.port());
-    wait_ready(&mut running, &client, &admin_url("/readyz")).await;
+    running.wait_ready(&client, &admin_url("/readyz")).await;
 
     let health = client
         .get(admin_url("/healthz"))
@@ -262,9 +183,11 @@ target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
 "#,
         data = dir.path().join("data"),
     );
-    let mut running = Running::start(dir.path(), &config, "debug");
+    let mut running = Running::start(dir.path(), &config, "debug", &[]);
     let client = reqwest::Client::new();
-    wait_ready(&mut running, &client, &format!("http://{admin}/readyz")).await;
+    running
+        .wait_ready(&client, &format!("http://{admin}/readyz"))
+        .await;
 
     let sync = client
         .post(format!(
@@ -297,7 +220,7 @@ target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
         "the failed attempt to be logged",
         Duration::from_secs(10),
         async || {
-            let logs = running.logs();
+            let logs = running.output();
             if logs.contains("Async invocation failed; retrying.") {
                 Ok(())
             } else {
@@ -306,9 +229,9 @@ target = {{ type = "http", endpoint = "http://svc:{CANARY}@{closed}/invoke" }}
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", running.logs()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", running.output()));
     running.stop().await;
-    let logs = running.logs();
+    let logs = running.output();
     assert!(
         !logs.contains(CANARY),
         "the password reached the log:\n{logs}"

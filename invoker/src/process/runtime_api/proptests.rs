@@ -86,8 +86,8 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// One API for every case: each case is a new delivery, which is what the book sees when an
-/// environment runs invocation after invocation (building the router per case cost most of
-/// the property's time).
+/// environment runs invocation after invocation (and a router built per case would outweigh
+/// the case itself).
 struct Api {
     router: Router,
     jobs: mpsc::Sender<Job>,
@@ -251,9 +251,8 @@ fn assert_error(error_type: &str, payload: &[u8]) -> TestCaseResult {
     Ok(())
 }
 
-/// Regression (found by `only_the_delivered_request_completes_its_invocation_once`): an empty
-/// request id reaches the worker as the invocation id, and an answer naming it was refused, so
-/// the invocation could only time out.
+/// An empty request id reaches the worker as the invocation id: an answer naming that id must
+/// complete the invocation, or it could only time out.
 #[test]
 fn an_empty_request_id_is_answerable_under_the_id_the_worker_saw() {
     let (init, _) = oneshot::channel();
