@@ -7,7 +7,7 @@ use std::sync::Arc;
 use impulse_config::{Config, Env, FunctionConfig, ProcessEnv, TargetConfig};
 use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
-use impulse_invoker::process::ProcessFunction;
+use impulse_invoker::process::{Isolation, ProcessFunction};
 use impulse_invoker::retry::RetryPolicy;
 use impulse_invoker::role::ResolvedRole;
 use impulse_invoker::{
@@ -127,15 +127,30 @@ impl Functions {
     /// are read here, once, from the broker's environment and files.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
-    pub(crate) fn build(config: &Config, limiter: &Limiter) -> Result<Self, Vec<String>> {
-        Self::build_with_env(config, limiter, &ProcessEnv)
+    /// Process functions' environments run as users of their own when `isolation` is given.
+    pub(crate) fn build(
+        config: &Config,
+        limiter: &Limiter,
+        isolation: Option<&Arc<Isolation>>,
+    ) -> Result<Self, Vec<String>> {
+        Self::build_with(config, limiter, &ProcessEnv, isolation)
     }
 
-    /// [`Functions::build`], reading role secrets' variables from `env`.
+    /// [`Functions::build`] without isolation, reading role secrets' variables from `env`.
+    #[cfg(test)]
     pub(crate) fn build_with_env(
         config: &Config,
         limiter: &Limiter,
         env: &dyn Env,
+    ) -> Result<Self, Vec<String>> {
+        Self::build_with(config, limiter, env, None)
+    }
+
+    fn build_with(
+        config: &Config,
+        limiter: &Limiter,
+        env: &dyn Env,
+        isolation: Option<&Arc<Isolation>>,
     ) -> Result<Self, Vec<String>> {
         let client = HttpFunction::default_client();
         let mut by_name = HashMap::new();
@@ -192,6 +207,7 @@ impl Functions {
                         name,
                         process,
                         role.cloned(),
+                        isolation.cloned(),
                         function.timeout,
                         max_environments,
                     ) {

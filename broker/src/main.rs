@@ -13,6 +13,7 @@ mod connections;
 mod dlq_command;
 mod example_function;
 mod functions;
+mod isolation;
 mod kafka_trigger;
 mod limiter;
 mod logging;

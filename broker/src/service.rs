@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use impulse_config::{Config, TriggerConfig};
+use impulse_invoker::process::Isolation;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,8 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     // The recorder comes first: the limiter registers each function's concurrency gauge.
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
     let limiter = Limiter::new(&config);
-    let (functions, triggers) = build(&config, &limiter)?;
+    let isolation = crate::isolation::start(&config)?;
+    let (functions, triggers) = build(&config, &limiter, isolation.as_ref())?;
     let functions = Arc::new(functions);
     let functions_for_shutdown = functions.clone();
     let queue = open_queue(
@@ -157,8 +159,12 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
 }
 
 /// Builds everything that can fail from the configuration alone, reporting every problem.
-fn build(config: &Config, limiter: &Limiter) -> anyhow::Result<(Functions, TriggerRoutes)> {
-    let functions = Functions::build(config, limiter);
+fn build(
+    config: &Config,
+    limiter: &Limiter,
+    isolation: Option<&Arc<Isolation>>,
+) -> anyhow::Result<(Functions, TriggerRoutes)> {
+    let functions = Functions::build(config, limiter, isolation);
     let triggers = TriggerRoutes::build(config);
     let unsupported: Vec<String> = config
         .triggers

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::locate::{FieldPath, Segment};
 use crate::model::{
     AccessKeyConfig, AuthConfig, Config, ExecutionRoleConfig, FunctionConfig, HttpTargetConfig,
-    HttpTriggerConfig, KafkaDestinationConfig, KafkaTriggerConfig, LimitsConfig,
+    HttpTriggerConfig, IsolationConfig, KafkaDestinationConfig, KafkaTriggerConfig, LimitsConfig,
     LogDestinationConfig, ProcessTargetConfig, QueueConfig, RedisDestinationConfig,
     RedisTriggerConfig, ScheduleTriggerConfig, ServerConfig, TokenConfig, TriggerConfig,
 };
@@ -63,6 +63,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "execution_roles",
     "triggers",
     "auth",
+    "isolation",
 ];
 const AUTH_FIELDS: &[&str] = &["tokens", "access_keys"];
 
@@ -121,6 +122,11 @@ pub(crate) fn config_from_value(root: &Value) -> Deserialized {
                     .collect();
             }
             "auth" => out.config.auth = auth(value, &path, &mut out.errors),
+            "isolation" => {
+                if let Some(isolation) = typed::<IsolationConfig>(value, &path, &mut out.errors) {
+                    out.config.isolation = isolation;
+                }
+            }
             _ => out.errors.push(unknown_field(path, key, CONFIG_FIELDS)),
         }
     }

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 
 use crate::locate::FieldPath;
-use crate::model::{default_queue_stream, Config, RedisQueueConfig, TargetConfig, TriggerConfig};
+use crate::model::{
+    default_queue_stream, Config, IsolationMode, RedisQueueConfig, TargetConfig, TriggerConfig,
+};
 
 /// Overrides `server.listen` (an IP address and port, e.g. `0.0.0.0:8080`).
 pub const IMPULSE_LISTEN: &str = "IMPULSE_LISTEN";
@@ -20,6 +22,8 @@ pub const IMPULSE_LISTEN: &str = "IMPULSE_LISTEN";
 pub const IMPULSE_ADMIN_LISTEN: &str = "IMPULSE_ADMIN_LISTEN";
 /// Overrides `queue.data_dir`.
 pub const IMPULSE_DATA_DIR: &str = "IMPULSE_DATA_DIR";
+/// Overrides `isolation.mode` (`auto`, `required` or `off`).
+pub const IMPULSE_ISOLATION_MODE: &str = "IMPULSE_ISOLATION_MODE";
 /// Overrides `queue.redis.url`, creating `[queue.redis]` (default stream) if absent.
 pub const IMPULSE_QUEUE_REDIS_URL: &str = "IMPULSE_QUEUE_REDIS_URL";
 /// Prefix of `IMPULSE_FUNCTION_<NAME>_ENDPOINT`.
@@ -207,6 +211,27 @@ pub(crate) fn apply(config: &mut Config, env: &dyn Env) -> Applied {
                     "invalid socket address \"{value}\": {err}; expected an IP address and port, \
                      e.g. 0.0.0.0:8080"
                 ),
+            ),
+        }
+    }
+
+    if let Some(value) = env.var(IMPULSE_ISOLATION_MODE) {
+        let path = root.key("isolation").key("mode");
+        let mode = match value.trim() {
+            "auto" => Some(IsolationMode::Auto),
+            "required" => Some(IsolationMode::Required),
+            "off" => Some(IsolationMode::Off),
+            _ => None,
+        };
+        match mode {
+            Some(mode) => {
+                config.isolation.mode = mode;
+                applied.set(path, IMPULSE_ISOLATION_MODE);
+            }
+            None => applied.error(
+                IMPULSE_ISOLATION_MODE,
+                path,
+                format!("unknown mode \"{value}\"; expected auto, required or off"),
             ),
         }
     }

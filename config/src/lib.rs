@@ -27,6 +27,7 @@
 //! | `IMPULSE_LISTEN` | `server.listen` (an IP address and port, e.g. `0.0.0.0:8080`) |
 //! | `IMPULSE_ADMIN_LISTEN` | `server.admin_listen` |
 //! | `IMPULSE_DATA_DIR` | `queue.data_dir` |
+//! | `IMPULSE_ISOLATION_MODE` | `isolation.mode` (`auto`, `required` or `off`) |
 //! | `IMPULSE_QUEUE_REDIS_URL` | `queue.redis.url`; creates `[queue.redis]` with the default stream if absent |
 //! | `IMPULSE_FUNCTION_<NAME>_ENDPOINT` | `functions.<name>.target.endpoint` (http targets only; an error for process targets) |
 //! | `IMPULSE_TRIGGER_<NAME>_BOOTSTRAP_SERVERS` | `triggers.<name>.bootstrap_servers` (kafka triggers only) |
@@ -84,8 +85,8 @@ pub use env::{
     trigger_bootstrap_servers_var, trigger_url_var, trigger_webhook_secret_var, Env, ProcessEnv,
     BOOTSTRAP_SERVERS_SUFFIX, ENDPOINT_SUFFIX, IMPULSE_ADMIN_LISTEN,
     IMPULSE_AUTH_SECRET_ACCESS_KEY_PREFIX, IMPULSE_AUTH_TOKEN_PREFIX, IMPULSE_DATA_DIR,
-    IMPULSE_FUNCTION_PREFIX, IMPULSE_LISTEN, IMPULSE_QUEUE_REDIS_URL, IMPULSE_TRIGGER_PREFIX,
-    URL_SUFFIX, WEBHOOK_SECRET_SUFFIX,
+    IMPULSE_FUNCTION_PREFIX, IMPULSE_ISOLATION_MODE, IMPULSE_LISTEN, IMPULSE_QUEUE_REDIS_URL,
+    IMPULSE_TRIGGER_PREFIX, URL_SUFFIX, WEBHOOK_SECRET_SUFFIX,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;

@@ -54,6 +54,9 @@ pub struct Config {
     /// None configured means no authentication (refuse to expose that beyond loopback).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// How `process` functions are kept apart from each other and from the broker.
+    #[serde(default)]
+    pub isolation: IsolationConfig,
 }
 
 // === server ===
@@ -165,6 +168,66 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             account_concurrency: default_account_concurrency(),
+        }
+    }
+}
+
+// === isolation ===
+
+/// How `process` functions' execution environments are kept apart.
+///
+/// Isolated, each environment runs as a user of its own, taken from `first_uid ..
+/// first_uid + uid_count`: it cannot read another environment's or the broker's process
+/// environment or memory, its Runtime API refuses connections from any other user, it gets a
+/// private `HOME` and `TMPDIR`, at most 1024 processes and threads (Lambda's limit), and every
+/// process it leaves behind is killed when it ends. Switching users needs root (or
+/// `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationConfig {
+    /// `auto`: isolate when the broker can switch users, else start with a warning saying what
+    /// is not isolated; `required`: refuse to start unless it can; `off`: every environment
+    /// runs as the broker's own user. Environment override: `IMPULSE_ISOLATION_MODE`.
+    #[serde(default)]
+    pub mode: IsolationMode,
+    /// First user (and group) id given to environments. The range must not contain real users
+    /// or the broker's own id: every process in it is killed at start.
+    #[serde(default = "default_first_uid")]
+    pub first_uid: u32,
+    /// How many ids the range holds: the most environments alive at once.
+    #[serde(default = "default_uid_count")]
+    pub uid_count: u32,
+}
+
+/// Whether environments are isolated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// Isolate when the broker can switch users; warn otherwise.
+    #[default]
+    Auto,
+    /// Isolate, or refuse to start.
+    Required,
+    /// No isolation.
+    Off,
+}
+
+/// 200000: above the ids distributions give to people and system accounts.
+pub const fn default_first_uid() -> u32 {
+    200_000
+}
+
+/// 10000 environments alive at once.
+pub const fn default_uid_count() -> u32 {
+    10_000
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        Self {
+            mode: IsolationMode::default(),
+            first_uid: default_first_uid(),
+            uid_count: default_uid_count(),
         }
     }
 }

@@ -1161,6 +1161,7 @@ fn env_overrides_apply() {
         (IMPULSE_LISTEN, "0.0.0.0:9999"),
         (IMPULSE_ADMIN_LISTEN, "0.0.0.0:9998"),
         (IMPULSE_DATA_DIR, "/data"),
+        (IMPULSE_ISOLATION_MODE, "required"),
         (IMPULSE_QUEUE_REDIS_URL, "rediss://queue:6380"),
         (
             "IMPULSE_FUNCTION_RESIZE_IMAGES_ENDPOINT",
@@ -1179,6 +1180,7 @@ fn env_overrides_apply() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:9999");
     assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9998");
     assert_eq!(config.queue.data_dir, PathBuf::from("/data"));
+    assert_eq!(config.isolation.mode, IsolationMode::Required);
     let redis = config
         .queue
         .redis
@@ -1216,10 +1218,12 @@ fn env_override_errors_name_the_variable() {
         ("IMPULSE_TRIGGER_ORDERS_URL", "redis://x"),
         ("IMPULSE_AUTH_TOKEN_CI", "short"),
         (IMPULSE_QUEUE_REDIS_URL, "redis://:hunter2@queue#insecure"),
+        (IMPULSE_ISOLATION_MODE, "strict"),
     ]);
     let found = errors(SMALL, Format::Toml, "small.toml", &vars);
     let expected = [
         "environment variable IMPULSE_LISTEN: server.listen: invalid socket address \"localhost\": invalid socket address syntax; expected an IP address and port, e.g. 0.0.0.0:8080",
+        "environment variable IMPULSE_ISOLATION_MODE: isolation.mode: unknown mode \"strict\"; expected auto, required or off",
         "environment variable IMPULSE_FUNCTION_WORKER_ENDPOINT: functions.worker.target: function \"worker\" has a process target; only http targets take an endpoint",
         "environment variable IMPULSE_TRIGGER_JOBS_BOOTSTRAP_SERVERS: triggers.jobs: trigger \"jobs\" is a redis trigger; only kafka triggers take bootstrap_servers",
         "environment variable IMPULSE_TRIGGER_ORDERS_URL: triggers.orders: trigger \"orders\" is a kafka trigger; only redis triggers take a url",
@@ -1228,6 +1232,28 @@ fn env_override_errors_name_the_variable() {
     ];
     assert_eq!(found, expected);
     assert!(found.iter().all(|line| !line.contains("hunter2")));
+}
+
+#[test]
+fn isolation_ranges_are_checked() {
+    let toml = "[isolation]\nmode = \"required\"\nfirst_uid = 0\nuid_count = 0\n";
+    let found = errors(toml, Format::Toml, "i.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "i.toml:3: isolation.first_uid: must not be 0: the range would contain root",
+            "i.toml:4: isolation.uid_count: must be greater than 0",
+        ]
+    );
+    let toml = "[isolation]\nfirst_uid = 4294967000\nuid_count = 1000\n";
+    let found = errors(toml, Format::Toml, "i.toml", &no_env());
+    assert_eq!(
+        found,
+        ["i.toml:3: isolation.uid_count: first_uid + uid_count must be below 4294967295"]
+    );
+    let config = parse("", Format::Toml, "empty.toml", &no_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.isolation.mode, IsolationMode::Auto);
+    assert_eq!(config.isolation.first_uid, 200_000);
 }
 
 #[test]

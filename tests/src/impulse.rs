@@ -104,6 +104,14 @@ impl Default for Instance {
     }
 }
 
+/// The isolation mode brokers started by the harness get unless a test's `env` says otherwise:
+/// off. Isolated environments run as other users, who must be able to read the worker
+/// binaries and Python venvs, which live in the workspace; a workspace in a directory other
+/// users cannot enter (such as `/root`) would fail every process test for a reason that is not
+/// theirs. `tests/tests/isolation.rs` runs isolated brokers with workers it places in a
+/// directory everyone can read.
+pub const ISOLATION_MODE: (&str, &str) = ("IMPULSE_ISOLATION_MODE", "off");
+
 /// A running `impulse run`, killed on drop.
 #[derive(Debug)]
 pub struct Impulse {
@@ -128,7 +136,7 @@ impl Impulse {
     }
 
     /// [`Impulse::start`] with variables added to the process's environment (`RUST_LOG`, which
-    /// is `info` otherwise, among them).
+    /// is `info` otherwise, and `IMPULSE_ISOLATION_MODE`, see [`ISOLATION_MODE`], among them).
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let instance = Instance::new();
         let data_dir = instance.data_dir();
@@ -167,6 +175,7 @@ impl Impulse {
             .arg("--shutdown-grace")
             .arg("10s")
             .env("RUST_LOG", "info")
+            .env(ISOLATION_MODE.0, ISOLATION_MODE.1)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -232,6 +241,11 @@ impl Impulse {
     /// Everything the process logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Sends SIGTERM.

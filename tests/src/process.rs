@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::impulse::binary;
+use crate::impulse::{binary, ISOLATION_MODE};
 use crate::wait::{eventually, wait_for};
 
 /// A running `impulse run`, killed on drop.
@@ -18,8 +18,9 @@ pub struct Running {
 }
 
 impl Running {
-    /// Writes `config` to `dir/impulse.toml` and runs it with `RUST_LOG=log_level` and `env`;
-    /// stdout and stderr go to files in `dir`.
+    /// Writes `config` to `dir/impulse.toml` and runs it with `RUST_LOG=log_level` and `env`
+    /// (isolation off unless `env` sets it: see [`ISOLATION_MODE`]); stdout and stderr go to
+    /// files in `dir`.
     ///
     /// # Panics
     ///
@@ -33,6 +34,7 @@ impl Running {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", log_level)
+            .env(ISOLATION_MODE.0, ISOLATION_MODE.1)
             .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).expect("create stdout"))
             .stderr(std::fs::File::create(&stderr).expect("create stderr"))

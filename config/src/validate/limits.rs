@@ -1,4 +1,5 @@
-//! `[limits]`: the account's concurrency, and the functions' reservations within it.
+//! `[limits]`: the account's concurrency, and the functions' reservations within it; and
+//! `[isolation]`'s user-id range.
 
 use super::Validator;
 use crate::locate::FieldPath;
@@ -10,6 +11,30 @@ impl Validator {
             self.error(
                 FieldPath::keys(["limits", "account_concurrency"]),
                 "must be greater than 0",
+            );
+        }
+    }
+
+    pub(super) fn isolation(&mut self, config: &Config) {
+        let isolation = &config.isolation;
+        if isolation.uid_count == 0 {
+            self.error(
+                FieldPath::keys(["isolation", "uid_count"]),
+                "must be greater than 0",
+            );
+        }
+        if isolation.first_uid == 0 {
+            self.error(
+                FieldPath::keys(["isolation", "first_uid"]),
+                "must not be 0: the range would contain root",
+            );
+        }
+        // The last id of the range must fit, and stay below (uid_t)-1, which means "no change"
+        // to setuid.
+        if u64::from(isolation.first_uid) + u64::from(isolation.uid_count) >= u64::from(u32::MAX) {
+            self.error(
+                FieldPath::keys(["isolation", "uid_count"]),
+                "first_uid + uid_count must be below 4294967295",
             );
         }
     }

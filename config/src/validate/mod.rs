@@ -31,6 +31,7 @@ pub(crate) fn validate(
     let mut v = Validator::default();
     v.server(config);
     v.limits(config);
+    v.isolation(config);
     v.queue(config);
     for (name, function) in &config.functions {
         v.function(name, function);

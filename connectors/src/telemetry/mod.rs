@@ -72,6 +72,10 @@ pub const READY: &str = "impulse_ready";
 /// Gauge of live execution environments (running processes) of a process function; label
 /// `function`.
 pub const ENVIRONMENTS: &str = "impulse_environments";
+/// Counter of connections an isolated execution environment's Runtime API refused because
+/// another user's process made them (another function trying to take its invocations);
+/// label `function`.
+pub const RUNTIME_API_REFUSED_TOTAL: &str = "impulse_runtime_api_refused_total";
 
 /// Buckets for [`INIT_DURATION_SECONDS`]: 5 ms to Lambda's 10 s init limit.
 pub const INIT_DURATION_BUCKETS: &[f64] = &[
@@ -279,6 +283,10 @@ pub fn describe() {
         ENVIRONMENTS,
         "Live execution environments (processes) of a process function."
     );
+    metrics::describe_counter!(
+        RUNTIME_API_REFUSED_TOTAL,
+        "Runtime API connections refused because another user's process made them."
+    );
 }
 
 /// Emitted once at start-up.
@@ -399,6 +407,11 @@ pub fn init_failed(function: &str) {
 /// Emitted at each scrape of `/metrics` with what `/readyz` would answer.
 pub fn ready(ready: bool) {
     metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Emitted when an isolated environment's Runtime API refuses a connection from another user.
+pub fn runtime_api_refused(function: &str) {
+    metrics::counter!(RUNTIME_API_REFUSED_TOTAL, "function" => function.to_owned()).increment(1);
 }
 
 /// Emitted whenever a process function's number of live execution environments changes.

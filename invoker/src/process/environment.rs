@@ -23,6 +23,8 @@ use tokio::time::Instant;
 
 use secrecy::ExposeSecret;
 
+use super::isolation::{self, Isolation, UserLease};
+use super::peer::OwnedBy;
 use super::pool::Slot;
 use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
 use crate::role::ResolvedRole;
@@ -52,6 +54,8 @@ pub(super) struct Launch {
     pub(super) memory_size: u32,
     pub(super) working_dir: PathBuf,
     pub(super) function_arn: HeaderValue,
+    /// Set when each environment runs as a user of its own.
+    pub(super) isolation: Option<Arc<Isolation>>,
 }
 
 /// How to stop an environment.
@@ -73,6 +77,8 @@ pub(super) enum StartError {
     Listen(std::io::Error),
     /// The command could not be started.
     Spawn(std::io::Error),
+    /// No user id could be leased for an isolated environment.
+    Isolation(std::io::Error),
     /// The worker called `/init/error`.
     Init {
         /// The error type it reported.
@@ -126,6 +132,17 @@ impl Environment {
         init_timeout: Duration,
     ) -> Result<(Self, Duration), StartError> {
         let started = Instant::now();
+        let lease = match &launch.isolation {
+            // Preparing the private directory touches the disk.
+            Some(isolation) => {
+                let isolation = isolation.clone();
+                let leased = tokio::task::spawn_blocking(move || isolation.lease())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                Some(leased.map_err(StartError::Isolation)?)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(StartError::Listen)?;
@@ -141,17 +158,29 @@ impl Environment {
             exit_rx.clone(),
         ));
         let router = api.clone().router();
-        let server = tokio::spawn(async move {
-            // Serving ends only with an I/O error on the listener; the supervisor aborts it.
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "Runtime API listener failed.");
+        // Serving ends only with an I/O error on the listener; the supervisor aborts it.
+        let server = match &lease {
+            Some(lease) => {
+                let listener = OwnedBy::new(listener, lease.uid(), launch.function.clone())
+                    .map_err(StartError::Listen)?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::warn!(error = %e, "Runtime API listener failed.");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!(error = %e, "Runtime API listener failed.");
+                }
+            }),
+        };
 
-        let mut child = match command(launch, &addr.to_string()).spawn() {
+        let mut child = match command(launch, &addr.to_string(), lease.as_ref()).spawn() {
             Ok(child) => child,
             Err(e) => {
                 server.abort();
+                release(lease).await;
                 return Err(StartError::Spawn(e));
             }
         };
@@ -189,6 +218,7 @@ impl Environment {
             slot,
             live: shared.live.clone(),
             function: launch.function.clone(),
+            lease,
         }));
         let env = Self {
             pid,
@@ -282,7 +312,17 @@ impl Environment {
     }
 }
 
-fn command(launch: &Launch, runtime_api: &str) -> Command {
+/// Kills what the environment's user left behind and frees its id, off the async threads.
+async fn release(lease: Option<UserLease>) {
+    if let Some(lease) = lease {
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(lease)).await {
+            // The id is lost to the range; its processes may live on.
+            tracing::error!(error = %e, "Releasing an execution environment's user failed.");
+        }
+    }
+}
+
+fn command(launch: &Launch, runtime_api: &str, lease: Option<&UserLease>) -> Command {
     let mut command = Command::new(&launch.command);
     command
         .args(&launch.args)
@@ -300,6 +340,19 @@ fn command(launch: &Launch, runtime_api: &str) -> Command {
         }
     }
     command.env("TZ", "UTC");
+    let broker_pid = std::process::id();
+    match lease {
+        Some(lease) => {
+            // The broker's HOME and TMPDIR are not the environment's to write.
+            command
+                .uid(lease.uid())
+                .gid(lease.uid())
+                .env("HOME", lease.home())
+                .env("TMPDIR", lease.home());
+            isolation::confine(&mut command, broker_pid);
+        }
+        None => isolation::die_with_broker(&mut command, broker_pid),
+    }
     for (name, value) in &launch.environment {
         command.env(name, value);
     }
@@ -349,6 +402,7 @@ struct Supervised {
     slot: Slot,
     live: Arc<watch::Sender<usize>>,
     function: Arc<str>,
+    lease: Option<UserLease>,
 }
 
 /// Owns the child until it is reaped, then publishes its exit and frees its slot.
@@ -363,6 +417,7 @@ async fn supervise(s: Supervised) {
         slot,
         live,
         function,
+        lease,
     } = s;
     let stopped = tokio::select! {
         status = child.wait() => Err(status),
@@ -391,8 +446,10 @@ async fn supervise(s: Supervised) {
             halt(&mut child, pid, how).await
         }
     };
-    // Anything the worker left behind in its process group goes too.
+    // Anything the worker left behind in its process group goes too; isolated, so does
+    // anything that left the group.
     signal_group(pid, Signal::SIGKILL);
+    release(lease).await;
     let description = match &status {
         Ok(status) => describe_exit(*status),
         Err(e) => format!("wait failed: {e}"),
@@ -559,6 +616,7 @@ mod tests {
             memory_size: 128,
             working_dir: std::env::temp_dir(),
             function_arn: HeaderValue::from_static("arn"),
+            isolation: None,
         }
     }
 
@@ -580,7 +638,7 @@ mod tests {
 
     /// The environment a real child process of `launch` starts with.
     async fn child_environment(launch: &Launch) -> std::collections::BTreeMap<String, String> {
-        let output = command(launch, "127.0.0.1:9")
+        let output = command(launch, "127.0.0.1:9", None)
             .output()
             .await
             .expect("`env` runs");
@@ -633,7 +691,7 @@ mod tests {
     #[test]
     fn every_variable_the_broker_sets_is_reserved_for_roles() {
         let launch = launch("f", None);
-        let command = command(&launch, "127.0.0.1:9");
+        let command = command(&launch, "127.0.0.1:9", None);
         let set: Vec<String> = command
             .as_std()
             .get_envs()

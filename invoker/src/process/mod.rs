@@ -26,8 +26,12 @@
 //! role's `environment`, then Lambda's reserved variables, which neither can override.
 
 mod environment;
+mod isolation;
+mod peer;
 mod pool;
 mod runtime_api;
+
+pub use isolation::{Isolation, IsolationError};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,17 +114,19 @@ impl ProcessFunction {
         timeout: Duration,
         max_environments: usize,
     ) -> Result<Self, ProcessError> {
-        Self::with_role(function_name, config, None, timeout, max_environments)
+        Self::with_role(function_name, config, None, None, timeout, max_environments)
     }
 
     /// As [`ProcessFunction::new`], with the variables of the function's execution role in
-    /// every environment's process environment.
+    /// every environment's process environment, and each environment running as a user of its
+    /// own when `isolation` is given.
     ///
     /// MUST be called inside a tokio runtime.
     pub fn with_role(
         function_name: &str,
         config: &ProcessTargetConfig,
         role: Option<Arc<ResolvedRole>>,
+        isolation: Option<Arc<Isolation>>,
         timeout: Duration,
         max_environments: usize,
     ) -> Result<Self, ProcessError> {
@@ -168,6 +174,7 @@ impl ProcessFunction {
             memory_size: config.memory_size,
             working_dir,
             function_arn,
+            isolation,
         };
         let min_warm = usize::try_from(config.min_warm).unwrap_or(usize::MAX);
         let pool = Pool::new(
@@ -362,7 +369,19 @@ fn closed() -> InvokeError {
 
 fn start_failed(launch: &Launch, request_id: &str, error: StartError) -> InvokeError {
     match error {
-        StartError::Listen(e) => InvokeError::System(Box::new(e)),
+        StartError::Listen(e) | StartError::Isolation(e) => InvokeError::System(Box::new(e)),
+        StartError::Spawn(e) if launch.isolation.is_some() => {
+            tracing::warn!(function = %launch.function, command = %launch.command, error = %e, "Starting an isolated execution environment failed.");
+            function_error(
+                "Runtime.InvalidEntrypoint",
+                &format!(
+                    "RequestId: {request_id} Error: fork/exec {}: {e} (isolated: the command, \
+                     its interpreter and the working directory must be readable by other \
+                     users; or set isolation.mode = \"off\")",
+                    launch.command
+                ),
+            )
+        }
         StartError::Spawn(e) => {
             tracing::warn!(function = %launch.function, command = %launch.command, error = %e, "Starting an execution environment failed.");
             function_error(
