@@ -36,6 +36,12 @@ pub(crate) fn start(config: &Config) -> anyhow::Result<Option<Arc<Isolation>>> {
                 last_uid = uids.end - 1,
                 "Function isolation: each execution environment runs as a user of its own."
             );
+            if let Err(reason) = isolation.memory_limits() {
+                tracing::warn!(
+                    reason,
+                    "memory_size is not enforced: execution environments get no memory cgroup."
+                );
+            }
             Ok(Some(Arc::new(isolation)))
         }
         Err(err) if settings.mode == IsolationMode::Required => Err(err).context(

@@ -1,7 +1,8 @@
 //! Isolation of process functions, attacked the way a hostile function would: read a sibling's
 //! and the broker's process environment through `/proc`, read a sibling's temporary files,
 //! answer a sibling's invocations through its Runtime API, leave a detached process behind,
-//! and start more threads than an environment may have.
+//! start more threads than an environment may have, and use more memory than its
+//! `memory_size`.
 //!
 //! Every attack runs twice: with `isolation.mode = "off"`, where it must succeed (so the test
 //! cannot pass because the attack was broken), and with `required`, where it must fail.
@@ -67,6 +68,9 @@ def handle(event):
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         return {"pid": child.pid}
+    if "allocate_mib" in event:
+        data = b"\x01" * (event["allocate_mib"] << 20)
+        return {"allocated_mib": len(data) >> 20}
     if "sleep" in event:
         time.sleep(event["sleep"])
         return {}
@@ -437,4 +441,45 @@ async fn an_isolated_environment_runs_at_most_1024_processes_and_threads() {
     assert_eq!(isolated["error"], "can't start new thread", "{isolated}");
     let unlimited = thread_limit(Mode::Off, 210_500).await;
     assert_eq!(unlimited, json!({"started": 1100, "error": null}));
+}
+
+async fn allocate(mode: Mode, first_uid: u32) -> reqwest::Response {
+    let workers = Workers::new();
+    let instance = Instance::new();
+    let functions = workers.hostile("hog", "").replacen(
+        "[functions.hog.target]\n",
+        "[functions.hog.target]\nmemory_size = 128\n",
+        1,
+    );
+    let impulse = start(&instance, &functions, mode, first_uid).await;
+    reqwest::Client::new()
+        .post(impulse.url("/2015-03-31/functions/hog/invocations"))
+        .json(&json!({"allocate_mib": 512}))
+        .send()
+        .await
+        .expect("invoke")
+}
+
+#[tokio::test]
+async fn an_isolated_environment_is_killed_beyond_its_memory_size() {
+    let isolated = allocate(Mode::Required, 210_600).await;
+    assert_eq!(
+        isolated
+            .headers()
+            .get("x-amz-function-error")
+            .map(|v| v.to_str().ok()),
+        Some(Some("Unhandled"))
+    );
+    let error: Value = isolated.json().await.expect("error document");
+    assert_eq!(error["errorType"], "Runtime.ExitError", "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("signal: killed")),
+        "{error}"
+    );
+    let unlimited = allocate(Mode::Off, 210_700).await;
+    assert!(unlimited.headers().get("x-amz-function-error").is_none());
+    let result: Value = unlimited.json().await.expect("result");
+    assert_eq!(result, json!({"allocated_mib": 512}));
 }

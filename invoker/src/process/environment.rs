@@ -136,7 +136,8 @@ impl Environment {
             // Preparing the private directory touches the disk.
             Some(isolation) => {
                 let isolation = isolation.clone();
-                let leased = tokio::task::spawn_blocking(move || isolation.lease())
+                let memory_size = launch.memory_size;
+                let leased = tokio::task::spawn_blocking(move || isolation.lease(memory_size))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 Some(leased.map_err(StartError::Isolation)?)
@@ -345,11 +346,9 @@ fn command(launch: &Launch, runtime_api: &str, lease: Option<&UserLease>) -> Com
         Some(lease) => {
             // The broker's HOME and TMPDIR are not the environment's to write.
             command
-                .uid(lease.uid())
-                .gid(lease.uid())
                 .env("HOME", lease.home())
                 .env("TMPDIR", lease.home());
-            isolation::confine(&mut command, broker_pid);
+            lease.confine(&mut command, broker_pid);
         }
         None => isolation::die_with_broker(&mut command, broker_pid),
     }

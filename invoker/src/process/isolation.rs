@@ -11,7 +11,8 @@
 //!   they detached (`setsid`, double fork), and the kernel makes it atomic against `fork`;
 //! - `RLIMIT_NPROC` counts processes and threads per user, so Lambda's 1024 limit holds per
 //!   environment;
-//! - a private `HOME` and `TMPDIR` (mode 0700, owned by the id) instead of a shared `/tmp`.
+//! - a private `HOME` and `TMPDIR` (mode 0700, owned by the id) instead of a shared `/tmp`;
+//! - a memory cgroup limited to `memory_size`, where the broker may create cgroups (`cgroup`).
 //!
 //! The range is reserved for environments: every process found in it when the broker starts is
 //! a leftover of an earlier broker (killed before it could clean up) and is killed.
@@ -25,11 +26,14 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::libc;
+
+use super::cgroup::{MemoryCgroup, MemoryCgroups};
 
 /// Lambda's limit on processes and threads in one execution environment.
 pub(super) const MAX_PROCESSES: u64 = 1024;
@@ -45,6 +49,8 @@ pub struct Isolation {
     /// Parent of every environment's private directory: owned by the broker, mode 0711, so an
     /// environment reaches its own directory but cannot list or create others.
     scratch: PathBuf,
+    /// Where memory cgroups are made, or why they cannot be.
+    memory: Result<MemoryCgroups, String>,
 }
 
 /// Why isolation cannot be set up.
@@ -92,6 +98,10 @@ impl Isolation {
                 return Err(IsolationError::SwitchUser { uid, source });
             }
         }
+        let memory = MemoryCgroups::discover();
+        if let Ok(memory) = &memory {
+            memory.sweep();
+        }
         let scratch_error = |source| IsolationError::Scratch {
             path: scratch.clone(),
             source,
@@ -113,7 +123,13 @@ impl Isolation {
             uid_count,
             free: Mutex::new(range.collect()),
             scratch,
+            memory,
         })
+    }
+
+    /// Whether `memory_size` is enforced, or why not.
+    pub fn memory_limits(&self) -> Result<(), &str> {
+        self.memory.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// The ids environments run as, for the start-up message.
@@ -121,9 +137,10 @@ impl Isolation {
         self.first_uid..self.first_uid.saturating_add(self.uid_count)
     }
 
-    /// Leases an id and prepares its private directory. Fails when every id is in use (the
-    /// range is smaller than the environments alive at once) or the directory cannot be made.
-    pub(super) fn lease(self: &Arc<Self>) -> io::Result<UserLease> {
+    /// Leases an id and prepares its private directory and a memory cgroup of `memory_mib` MiB
+    /// (where cgroups can be made). Fails when every id is in use (the range is smaller than
+    /// the environments alive at once), or the directory or cgroup cannot be made.
+    pub(super) fn lease(self: &Arc<Self>, memory_mib: u32) -> io::Result<UserLease> {
         let uid = {
             let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
             free.pop_first()
@@ -136,12 +153,16 @@ impl Isolation {
             )));
         };
         // From here the lease owns the id: dropping it on an error below returns the id.
-        let lease = UserLease {
+        let mut lease = UserLease {
             uid,
             home: self.scratch.join(uid.to_string()),
+            cgroup: None,
             isolation: self.clone(),
         };
         prepare_home(&lease.home, uid)?;
+        if let Ok(memory) = &self.memory {
+            lease.cgroup = Some(memory.create(uid, memory_mib)?);
+        }
         Ok(lease)
     }
 
@@ -163,6 +184,7 @@ impl Isolation {
 pub(super) struct UserLease {
     uid: u32,
     home: PathBuf,
+    cgroup: Option<MemoryCgroup>,
     isolation: Arc<Isolation>,
 }
 
@@ -176,6 +198,23 @@ impl UserLease {
     pub(super) fn home(&self) -> &Path {
         &self.home
     }
+
+    /// Makes `command`'s child, before `exec`: join the memory cgroup, switch to the lease's
+    /// user, gain no new privileges (a setuid binary cannot give the function root), run at
+    /// most [`MAX_PROCESSES`] processes and threads as that user, and die with the broker.
+    pub(super) fn confine(&self, command: &mut tokio::process::Command, broker_pid: u32) {
+        let uid = self.uid;
+        // The file stays open in the broker until the child has exec'd (spawn waits for it);
+        // it is close-on-exec, so the function never holds it.
+        let procs = self
+            .cgroup
+            .as_ref()
+            .map(|cgroup| cgroup.procs().as_raw_fd());
+        // SAFETY: `confine_child` makes only async-signal-safe calls.
+        unsafe {
+            command.pre_exec(move || confine_child(uid, procs, broker_pid));
+        }
+    }
 }
 
 impl Drop for UserLease {
@@ -185,6 +224,8 @@ impl Drop for UserLease {
             tracing::error!(uid = self.uid, error = %e, "Cannot kill what an execution environment left behind; its user id is retired.");
             return;
         }
+        // Empty now, so it can go.
+        drop(self.cgroup.take());
         if let Err(e) = fs::remove_dir_all(&self.home) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.home.display(), error = %e, "Cannot remove an execution environment's directory.");
@@ -286,16 +327,6 @@ fn real_uid(status: &str) -> Option<u32> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Makes `command`'s child, after its switch to the environment's user and before `exec`:
-/// gain no new privileges (a setuid binary cannot give the function root), run at most
-/// [`MAX_PROCESSES`] processes and threads as that user, and die with the broker.
-pub(super) fn confine(command: &mut tokio::process::Command, broker_pid: u32) {
-    // SAFETY: `confine_child` makes only async-signal-safe calls.
-    unsafe {
-        command.pre_exec(move || confine_child(broker_pid));
-    }
-}
-
 /// Makes `command`'s child die with the broker (see [`tie_to_broker`]).
 pub(super) fn die_with_broker(command: &mut tokio::process::Command, broker_pid: u32) {
     // SAFETY: `tie_to_broker` makes only async-signal-safe calls.
@@ -304,11 +335,34 @@ pub(super) fn die_with_broker(command: &mut tokio::process::Command, broker_pid:
     }
 }
 
-/// See [`confine`]. Runs between `fork` and `exec` (std runs `pre_exec` code after changing
-/// user, so the limits apply to the environment's user).
-fn confine_child(broker_pid: u32) -> io::Result<()> {
-    // SAFETY: plain system calls with constant or stack arguments.
+/// See [`UserLease::confine`]. Runs between `fork` and `exec`: the cgroup is joined while the
+/// child is still root, and the user switched here rather than by `Command::uid`, which would
+/// switch before any `pre_exec` code runs.
+fn confine_child(uid: u32, cgroup_procs: Option<RawFd>, broker_pid: u32) -> io::Result<()> {
+    let check = |result: libc::c_long| {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls with constant or stack arguments; raw calls for the ids, as in
+    // `run_as`.
     unsafe {
+        if let Some(procs) = cgroup_procs {
+            // "0" moves the writing process.
+            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let id = libc::c_long::from(uid);
+        check(libc::syscall(
+            libc::SYS_setgroups,
+            0,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+        check(libc::syscall(libc::SYS_setgid, id))?;
+        check(libc::syscall(libc::SYS_setuid, id))?;
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }

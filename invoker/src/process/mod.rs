@@ -25,6 +25,7 @@
 //! broker, `TZ=UTC` unless the function sets it, the function's `environment`, its execution
 //! role's `environment`, then Lambda's reserved variables, which neither can override.
 
+mod cgroup;
 mod environment;
 mod isolation;
 mod peer;
