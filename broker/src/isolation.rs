@@ -51,7 +51,8 @@ pub(crate) fn start(config: &Config) -> anyhow::Result<Option<Arc<Isolation>>> {
             tracing::warn!(
                 error = %err,
                 "Function isolation is unavailable: {} Run the broker as root (or with \
-                 CAP_SETUID, CAP_SETGID and CAP_KILL) to isolate them; set isolation.mode = \
+                 CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE) to isolate \
+                 them; set isolation.mode = \
                  \"required\" to refuse to start without it.",
                 EXPOSED
             );

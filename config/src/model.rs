@@ -180,8 +180,9 @@ impl Default for LimitsConfig {
 /// first_uid + uid_count`: it cannot read another environment's or the broker's process
 /// environment or memory, its Runtime API refuses connections from any other user, it gets a
 /// private `HOME` and `TMPDIR`, at most 1024 processes and threads (Lambda's limit), and every
-/// process it leaves behind is killed when it ends. Switching users needs root (or
-/// `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL`).
+/// process it leaves behind is killed when it ends; `memory_size` is enforced where the broker
+/// can create memory cgroups. Needs root, or the capabilities `CAP_SETUID`, `CAP_SETGID`,
+/// `CAP_KILL`, `CAP_CHOWN` and `CAP_DAC_OVERRIDE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IsolationConfig {

@@ -66,7 +66,9 @@ pub enum IsolationError {
         #[source]
         source: io::Error,
     },
-    /// The directory for environments' private directories cannot be prepared.
+    /// The directory for environments' private directories cannot be prepared, or a private
+    /// directory cannot be given to a user and emptied (missing `CAP_CHOWN` or
+    /// `CAP_DAC_OVERRIDE`).
     #[error("cannot prepare {}: {source}", path.display())]
     Scratch {
         /// The directory.
@@ -118,6 +120,14 @@ impl Isolation {
             .map_err(scratch_error)?;
         // `mode` is masked by the umask; the directory must be exactly 0711.
         fs::set_permissions(&scratch, fs::Permissions::from_mode(0o711)).map_err(scratch_error)?;
+        // What each lease does to a private directory, tried once: giving it to the user
+        // (CAP_CHOWN), and later emptying it although only its user may enter it
+        // (CAP_DAC_OVERRIDE).
+        let probe = scratch.join("probe");
+        prepare_home(&probe, first_uid)
+            .and_then(|()| fs::write(probe.join("probe"), b""))
+            .and_then(|()| fs::remove_dir_all(&probe))
+            .map_err(scratch_error)?;
         Ok(Self {
             first_uid,
             uid_count,
