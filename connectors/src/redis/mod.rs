@@ -52,6 +52,21 @@ fn value_bytes(value: Value) -> Option<Vec<u8>> {
     }
 }
 
+/// A stream entry id (`<ms>-<seq>`, or `<ms>` for `<ms>-0`) as a comparable pair.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether `to` comes after `from` in a stream: how paging loops check that a reply moved on,
+/// so that a server answering the same page again (or garbage) cannot keep them looping.
+fn advances(from: &str, to: &str) -> bool {
+    match (stream_id(from), stream_id(to)) {
+        (Some(from), Some(to)) => to > from,
+        _ => false,
+    }
+}
+
 /// A stream entry as Redis returned it; `fields` is `None` for an entry still pending but
 /// deleted from the stream.
 #[derive(Debug)]
@@ -147,5 +162,16 @@ mod tests {
         assert_eq!(entries[1].id, "2-0");
         assert!(entries[1].fields.is_none());
         assert!(parse_read_reply(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn stream_ids_must_move_forward() {
+        assert!(advances("0", "1-0"));
+        assert!(advances("0-0", "0-1"));
+        assert!(advances("5-9", "6-0"));
+        assert!(!advances("6-0", "6-0"));
+        assert!(!advances("6-1", "6-0"));
+        assert!(!advances("0-0", "garbage"));
+        assert!(!advances("0-0", "1-x"));
     }
 }

@@ -27,11 +27,11 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{is_transient, parse_entries, parse_read_reply, redact_url, RawEntry};
+use super::{advances, is_transient, parse_entries, parse_read_reply, redact_url, RawEntry};
 use crate::contract::{unix_millis, Delivery, LeaseId, Queue, QueueError, QueuedEvent};
 
 /// The consumer group every Impulse instance reads the queue stream through.
@@ -439,6 +439,13 @@ impl Inner {
                 let Some(last) = entries.last() else {
                     break;
                 };
+                if !advances(&after, &last.id) {
+                    return Err(RedisError::from((
+                        ErrorKind::Parse,
+                        "pending entries that do not advance",
+                        format!("after {after}, the last entry was {}", last.id),
+                    )));
+                }
                 after.clone_from(&last.id);
                 self.accept(entries).await;
             }
@@ -645,7 +652,8 @@ impl Inner {
                 self.claimed.notify_waiters();
             }
             match next {
-                Some(next) if next != "0-0" => cursor = next,
+                // `0-0` ends the scan; a cursor that does not advance would never end it.
+                Some(next) if next != "0-0" && advances(&cursor, &next) => cursor = next,
                 _ => return Ok(()),
             }
         }
