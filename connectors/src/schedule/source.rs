@@ -261,8 +261,9 @@ impl Driver {
 
     /// The recorded tick, read again with [`STREAM_BACKOFF`] while the state cannot be read:
     /// planning without it could skip missed ticks or fire recorded ones. `None` on shutdown.
+    // `&mut self` rather than `&self` across the awaits: the driver is `Send` but not `Sync`.
     async fn read_state(
-        &self,
+        &mut self,
         shutdown: &mut BoxFuture<'_, ()>,
     ) -> Option<Option<DateTime<Utc>>> {
         let mut failures = 0;
@@ -538,7 +539,7 @@ impl Driver {
         }
     }
 
-    async fn record(&self, tick: DateTime<Utc>) {
+    async fn record(&mut self, tick: DateTime<Utc>) {
         if let Err(err) = self.state.record_fired(&self.name, tick).await {
             tracing::warn!(
                 trigger = %self.name,
