@@ -67,12 +67,14 @@ pub(crate) async fn start(
     };
     let state: Arc<dyn ScheduleState> = match &shared {
         Some(shared) => shared.clone(),
-        None => Arc::new(FileScheduleState::open(&config.queue.data_dir).with_context(|| {
-            format!(
-                "cannot open the schedule state in {}",
-                config.queue.data_dir.display()
-            )
-        })?),
+        None => Arc::new(
+            FileScheduleState::open(&config.queue.data_dir).with_context(|| {
+                format!(
+                    "cannot open the schedule state in {}",
+                    config.queue.data_dir.display()
+                )
+            })?,
+        ),
     };
     for (name, schedule) in schedules {
         let function = schedule.function.clone();

@@ -190,7 +190,11 @@ fn parse_rate(inner: &str) -> Result<Duration, ScheduleError> {
         "hours" => (3_600, false),
         "day" => (86_400, true),
         "days" => (86_400, false),
-        _ => return Err(err("the unit must be second(s), minute(s), hour(s) or day(s)")),
+        _ => {
+            return Err(err(
+                "the unit must be second(s), minute(s), hour(s) or day(s)",
+            ))
+        }
     };
     if singular != (value == 1) {
         return Err(ScheduleError::Rate(Cow::Owned(if singular {

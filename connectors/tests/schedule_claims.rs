@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(60);
 
+/// An XRANGE reply: entry ids and their field-value pairs.
+type Entries = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
 /// A unique queue stream, deleted with its claim and state keys on drop of the test.
 struct Stream {
     url: String,
@@ -59,7 +62,7 @@ impl Stream {
 
     /// The ids of the events in the stream, in stream order.
     async fn event_ids(&self) -> Vec<String> {
-        let entries: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let entries: Entries = redis::cmd("XRANGE")
             .arg(&self.name)
             .arg("-")
             .arg("+")
@@ -139,10 +142,7 @@ async fn claimers_racing_on_each_tick_queue_it_exactly_once() {
             .count();
         assert_eq!((queued, elsewhere), (1, 2), "{tick}: {results:?}");
     }
-    let expected: Vec<String> = ticks
-        .iter()
-        .map(|tick| tick_event(tick).id)
-        .collect();
+    let expected: Vec<String> = ticks.iter().map(|tick| tick_event(tick).id).collect();
     assert_eq!(stream.event_ids().await, expected);
     stream.cleanup().await;
 }
@@ -153,9 +153,15 @@ async fn a_retry_by_the_claimer_does_not_queue_twice() {
     let a = stream.instance("a").await;
     let b = stream.instance("b").await;
     let event = tick_event("2026-01-01T10:00:00Z");
-    assert_eq!(a.claim_and_enqueue(&event, TTL).await.ok(), Some(Handled::Queued));
+    assert_eq!(
+        a.claim_and_enqueue(&event, TTL).await.ok(),
+        Some(Handled::Queued)
+    );
     // As after a lost reply: the claimer tries again and learns that its event is queued.
-    assert_eq!(a.claim_and_enqueue(&event, TTL).await.ok(), Some(Handled::Queued));
+    assert_eq!(
+        a.claim_and_enqueue(&event, TTL).await.ok(),
+        Some(Handled::Queued)
+    );
     assert_eq!(
         b.claim_and_enqueue(&event, TTL).await.ok(),
         Some(Handled::ClaimedElsewhere)
@@ -202,7 +208,10 @@ async fn an_enqueue_that_fails_leaves_the_tick_unclaimed() {
         .query_async(&mut stream.conn().await)
         .await
         .expect("DEL");
-    assert_eq!(b.claim_and_enqueue(&event, TTL).await.ok(), Some(Handled::Queued));
+    assert_eq!(
+        b.claim_and_enqueue(&event, TTL).await.ok(),
+        Some(Handled::Queued)
+    );
     assert_eq!(
         a.claim_and_enqueue(&event, TTL).await.ok(),
         Some(Handled::ClaimedElsewhere)
@@ -310,8 +319,7 @@ async fn two_sources_on_one_schedule_queue_each_tick_once() {
     );
     // Every tick but the newest is recorded: a source moves on to the next tick only after
     // recording this one, and the newest's queuer may have been stopped before it recorded.
-    let second_newest = DateTime::from_timestamp(seconds[seconds.len() - 2], 0)
-        .expect("a time");
+    let second_newest = DateTime::from_timestamp(seconds[seconds.len() - 2], 0).expect("a time");
     let recorded = stream
         .instance("c")
         .await

@@ -36,12 +36,14 @@ fn newest(ticks: &Ticks) -> Option<DateTime<Utc>> {
 }
 
 async fn until_tick_at_or_after(ticks: &Ticks, at: DateTime<Utc>) {
-    eventually("a tick at or after the phase's end", PHASE * 2, async || {
-        match newest(ticks) {
+    eventually(
+        "a tick at or after the phase's end",
+        PHASE * 2,
+        async || match newest(ticks) {
             Some(tick) if tick >= at => Ok(()),
             other => Err(format!("newest tick {other:?}")),
-        }
-    })
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -153,7 +155,10 @@ async fn three_instances_fire_each_tick_once_across_a_kill9() {
         .iter()
         .filter(|(tick, ids)| expected.contains(tick) && ids.len() != 1)
         .collect();
-    assert!(doubled.is_empty(), "ticks invoked more than once: {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "ticks invoked more than once: {doubled:?}"
+    );
     let ids: BTreeSet<&String> = received.values().flatten().collect();
     assert_eq!(
         ids.len(),

@@ -763,10 +763,7 @@ fn file_state_round_trips_and_survives_reopen() {
 
     let reopened = FileScheduleState::open(dir.path()).expect("reopens");
     assert_eq!(reopened.last(NAME), Some(utc("2026-01-01T10:01:00Z")));
-    assert_eq!(
-        reopened.last("hourly"),
-        Some(utc("2026-01-01T09:00:00Z"))
-    );
+    assert_eq!(reopened.last("hourly"), Some(utc("2026-01-01T09:00:00Z")));
     assert_eq!(reopened.last("other"), None);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("lists")
