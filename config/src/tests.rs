@@ -510,10 +510,9 @@ overlap = "skip"
     );
     // The same schedule is fine on the embedded (single-instance) queue.
     let embedded = toml.replace("backend = \"redis\"", "backend = \"embedded\"");
-    assert_eq!(
-        errors(&embedded, Format::Toml, "x.toml", &no_env()),
-        Vec::<String>::new()
-    );
+    if let Err(errors) = parse(&embedded, Format::Toml, "x.toml", &no_env()) {
+        panic!("{errors}");
+    }
 }
 
 #[test]
