@@ -741,6 +741,42 @@ async fn a_tick_still_failing_at_shutdown_is_not_recorded() {
     h.stop().await;
 }
 
+/// Finds every tick claimed by another instance already.
+struct ClaimedElsewhereHandler(mpsc::UnboundedSender<QueuedEvent>);
+
+impl TickHandler for ClaimedElsewhereHandler {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<Handled, QueueError>> {
+        drop(ack);
+        self.0.send(event).ok();
+        Box::pin(async { Ok(Handled::ClaimedElsewhere) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_claimed_elsewhere_is_recorded_but_not_counted_as_fired() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
+    let clock = Arc::new(TokioWallClock::starting_at(utc("2026-01-01T10:00:30Z")));
+    let state = Arc::new(state_at("2026-01-01T10:00:00Z"));
+    let source = ScheduleSource::new(NAME.to_owned(), config("rate(1 minute)"), state.clone())
+        .with_clock(clock.clone());
+    let (out, mut offered) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(source.run(Arc::new(ClaimedElsewhereHandler(out)), async move {
+        stopped.await.ok();
+    }));
+    for expected in ["2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"] {
+        let event = offered.recv().await.expect("running");
+        assert_eq!(event.id, event_id(NAME, utc(expected)).to_string());
+    }
+    stop.send(()).ok();
+    task.await.expect("joins").expect("no error");
+    // Another instance queued both: handled here, so catch-up will not fire them again.
+    assert_eq!(state.last(NAME), Some(utc("2026-01-01T10:02:00Z")));
+    assert_eq!(counts.get("claimed_elsewhere"), 2);
+    assert_eq!(counts.get("fired"), 0);
+}
+
 // === FileScheduleState ===
 
 #[test]
