@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use impulse_tests::function::FunctionServer;
-use impulse_tests::impulse::{Impulse, Instance};
+use impulse_tests::impulse::{cli, Impulse, Instance};
 use impulse_tests::services;
 use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
@@ -54,6 +54,20 @@ async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("connects")
+}
+
+#[test]
+fn validate_accepts_the_cluster_example() {
+    let out = cli(&[
+        "validate",
+        "--config",
+        &workspace_file("examples/cluster.toml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
