@@ -762,9 +762,11 @@ async fn a_tick_claimed_elsewhere_is_recorded_but_not_counted_as_fired() {
         .with_clock(clock.clone());
     let (out, mut offered) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(source.run(Arc::new(ClaimedElsewhereHandler(out)), async move {
-        stopped.await.ok();
-    }));
+    let task = tokio::spawn(
+        source.run(Arc::new(ClaimedElsewhereHandler(out)), async move {
+            stopped.await.ok();
+        }),
+    );
     for expected in ["2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"] {
         let event = offered.recv().await.expect("running");
         assert_eq!(event.id, event_id(NAME, utc(expected)).to_string());
