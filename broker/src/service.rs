@@ -90,8 +90,14 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             metrics.run_upkeep();
         }
     });
-    let mut schedules =
-        crate::schedule_trigger::start(&config, queue.clone(), completions.clone(), &stop_async)?;
+    let mut schedules = crate::schedule_trigger::start(
+        &config,
+        queue.clone(),
+        completions.clone(),
+        &consumer_name(&config),
+        &stop_async,
+    )
+    .await?;
     let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)

@@ -1107,7 +1107,8 @@ pub struct ScheduleTriggerConfig {
     /// The function invoked.
     pub function: String,
     /// `rate(5 minutes)`, `cron(0 10 * * ? *)` or `at(2026-12-01T09:00:00)`, with EventBridge's
-    /// rules. Rate ticks are aligned to the Unix epoch in UTC.
+    /// rules. Rate ticks are aligned to the Unix epoch in UTC. Impulse extension beyond
+    /// EventBridge: sub-minute rates, `rate(10 seconds)` down to `rate(1 second)`.
     pub expression: ScheduleExpression,
     /// IANA time zone for `cron()` and `at()`, e.g. `Europe/Berlin`.
     #[serde(default = "default_timezone")]

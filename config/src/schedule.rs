@@ -29,6 +29,8 @@ const MAX_CRON_CANDIDATES: usize = 1_000;
 ///
 /// - `rate(<value> <unit>)`: every `value` minutes, hours or days; `value` is a positive integer
 ///   and the unit is singular exactly when the value is 1 (`rate(1 hour)`, `rate(5 hours)`).
+///   Impulse extension beyond EventBridge (whose shortest rate is one minute): the unit may also
+///   be `second(s)`, down to `rate(1 second)`.
 ///   Ticks are aligned to the Unix epoch in UTC (a tick whenever the seconds since
 ///   1970-01-01T00:00:00Z are a multiple of the period), so every replica computes the same
 ///   ticks whatever its start time; `rate(1 day)` fires at 00:00 UTC, 24 h apart across DST.
@@ -42,7 +44,7 @@ const MAX_CRON_CANDIDATES: usize = 1_000;
 // trigger, so boxing the croner pattern would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum ScheduleExpression {
-    /// `rate(…)`: a fixed period, a whole number of minutes.
+    /// `rate(…)`: a fixed period, a whole number of seconds (of minutes in EventBridge).
     Rate(Duration),
     /// `cron(…)`.
     Cron {
@@ -179,13 +181,20 @@ fn parse_rate(inner: &str) -> Result<Duration, ScheduleError> {
         return Err(err("the value must be a positive integer"));
     }
     let (seconds, singular) = match unit {
+        // Sub-minute rates are an Impulse extension: EventBridge's shortest rate is 1 minute.
+        "second" => (1, true),
+        "seconds" => (1, false),
         "minute" => (60, true),
         "minutes" => (60, false),
         "hour" => (3_600, true),
         "hours" => (3_600, false),
         "day" => (86_400, true),
         "days" => (86_400, false),
-        _ => return Err(err("the unit must be minute(s), hour(s) or day(s)")),
+        _ => {
+            return Err(err(
+                "the unit must be second(s), minute(s), hour(s) or day(s)",
+            ))
+        }
     };
     if singular != (value == 1) {
         return Err(ScheduleError::Rate(Cow::Owned(if singular {
@@ -257,8 +266,10 @@ impl fmt::Display for ScheduleExpression {
                     (secs / 86_400, "day")
                 } else if secs % 3_600 == 0 {
                     (secs / 3_600, "hour")
-                } else {
+                } else if secs % 60 == 0 {
                     (secs / 60, "minute")
+                } else {
+                    (secs, "second")
                 };
                 let plural = if value == 1 { "" } else { "s" };
                 write!(f, "rate({value} {unit}{plural})")
@@ -292,7 +303,7 @@ impl schemars::JsonSchema for ScheduleExpression {
             "type": "string",
             "description": "EventBridge schedule expression: rate(<value> <unit>), \
                 cron(<minutes> <hours> <day-of-month> <month> <day-of-week> <year>) or \
-                at(yyyy-mm-ddThh:mm:ss).",
+                at(yyyy-mm-ddThh:mm:ss). Impulse extension: rate() also takes second(s).",
             "pattern": r"^\s*(rate|cron|at)\(.*\)\s*$",
             "examples": ["rate(5 minutes)", "cron(0 10 * * ? *)", "at(2026-12-01T09:00:00)"]
         })
@@ -348,6 +359,9 @@ mod tests {
             "rate(-1 minutes)",
             "rate(1.5 hours)",
             "rate(5 weeks)",
+            "rate(1 seconds)",
+            "rate(10 second)",
+            "rate(0 seconds)",
             "rate(5)",
             "rate(5 minutes extra)",
         ] {
@@ -366,6 +380,31 @@ mod tests {
         );
         assert_eq!(expr("rate(5 minutes)").to_string(), "rate(5 minutes)");
         assert_eq!(expr("rate(1 day)").to_string(), "rate(1 day)");
+    }
+
+    #[test]
+    fn sub_minute_rates_are_an_impulse_extension() {
+        assert_eq!(
+            expr("rate(1 second)").period(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            expr("rate(10 seconds)").period(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(expr("rate(10 seconds)").to_string(), "rate(10 seconds)");
+        assert_eq!(expr("rate(1 second)").to_string(), "rate(1 second)");
+        // A whole number of minutes reads back in minutes, whatever unit it was written in.
+        assert_eq!(expr("rate(120 seconds)").to_string(), "rate(2 minutes)");
+        let every10 = expr("rate(10 seconds)");
+        assert_eq!(
+            next(&every10, utc("2026-01-01T09:00:03Z")),
+            utc("2026-01-01T09:00:10Z")
+        );
+        assert_eq!(
+            next(&every10, utc("2026-01-01T09:00:10Z")),
+            utc("2026-01-01T09:00:20Z")
+        );
     }
 
     #[test]

@@ -480,6 +480,42 @@ flexible_window = "30s"
 }
 
 #[test]
+fn overlap_skip_is_refused_on_the_shared_redis_queue() {
+    let toml = r#"
+[queue]
+backend = "redis"
+
+[queue.redis]
+url = "redis://127.0.0.1:6379"
+
+[functions.f]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.every_second]
+type = "schedule"
+function = "f"
+expression = "rate(1 second)"
+
+[triggers.skipping]
+type = "schedule"
+function = "f"
+expression = "rate(10 seconds)"
+overlap = "skip"
+"#;
+    let found = errors(toml, Format::Toml, "x.toml", &no_env());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("x.toml:20: triggers.skipping.overlap: \"skip\" is not supported"),
+        "{found:?}"
+    );
+    // The same schedule is fine on the embedded (single-instance) queue.
+    let embedded = toml.replace("backend = \"redis\"", "backend = \"embedded\"");
+    if let Err(errors) = parse(&embedded, Format::Toml, "x.toml", &no_env()) {
+        panic!("{errors}");
+    }
+}
+
+#[test]
 fn attempts_topic_rules() {
     let toml = r#"
 [functions.f]

@@ -1,10 +1,15 @@
-//! The Redis backends: the async-invocation queue on a stream with a consumer group, and a
-//! stream sink for destinations and dead letters.
+//! The Redis backends: the async-invocation queue on a stream with a consumer group, schedule
+//! ticks claimed on that queue by one instance each, and a stream sink for destinations and
+//! dead letters.
 
 mod queue;
+#[cfg(feature = "schedule")]
+mod schedules;
 mod sink;
 
 pub use queue::{RedisQueue, GROUP};
+#[cfg(feature = "schedule")]
+pub use schedules::RedisSchedules;
 pub use sink::{read_stream, RedisStreamSink};
 
 use impulse_config::redact_url;

@@ -38,21 +38,21 @@ use crate::contract::{unix_millis, Delivery, LeaseId, Queue, QueueError, QueuedE
 pub const GROUP: &str = "impulse";
 
 /// The field of a stream entry holding the encoded event.
-const EVENT_FIELD: &[u8] = b"e";
+pub(super) const EVENT_FIELD: &[u8] = b"e";
 /// The longest a blocking read waits server-side before the mover runs again.
 const MAX_BLOCK: Duration = Duration::from_secs(2);
 /// Response timeout of the shared connection (non-blocking commands).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response timeout of the reading connection: longer than any `BLOCK`, with a margin.
 const READ_RESPONSE_TIMEOUT: Duration = Duration::from_secs(7);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// New entries taken per read; they wait in memory (leased to this consumer) for `next`.
 const READ_COUNT: usize = 16;
 /// Entries per page when reading pending entries, claiming, or moving due events.
 const PAGE: usize = 100;
 /// Bounds of the reconnect backoff of the reading connection.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts of an idempotent settle command over transient errors.
 const SETTLE_ATTEMPTS: u32 = 3;
 

@@ -4,6 +4,8 @@
 //! zone, hands one event per tick to the broker's [`TickHandler`], which queues it for
 //! asynchronous invocation (SEMANTICS.md §4), and remembers the newest handled tick in a
 //! [`ScheduleState`] so that a restart can catch up on the ticks missed while no broker ran.
+//! Instances sharing a Redis queue claim each tick there and share the state record
+//! (`crate::redis::RedisSchedules`).
 //!
 //! [`ScheduleTriggerConfig`]: impulse_config::ScheduleTriggerConfig
 
@@ -15,7 +17,7 @@ mod state;
 
 pub use clock::{SystemWallClock, TokioWallClock, WallClock};
 pub use event::{encode_scheduled_event, event_id, scheduled_event_uuid};
-pub use handler::TickHandler;
+pub use handler::{Handled, TickHandler};
 pub use source::ScheduleSource;
 pub use state::{FileScheduleState, MemoryScheduleState, ScheduleState, ScheduleStateError};
 

@@ -16,7 +16,7 @@ use rand::Rng;
 
 use super::clock::{SystemWallClock, WallClock};
 use super::event::{encode_scheduled_event, event_id};
-use super::handler::TickHandler;
+use super::handler::{Handled, TickHandler};
 use super::state::ScheduleState;
 use crate::backoff::STREAM_BACKOFF;
 use crate::contract::{Ack, AckStatus, QueuedEvent, SourceError};
@@ -60,8 +60,11 @@ const SCAN_FALLBACK_WINDOW: TimeDelta = TimeDelta::days(7);
 ///   that pass while the loop is held up (backpressure) follow the same policy, except that the
 ///   newest of them fires as a regular tick. Ticks waiting in a flexible window at shutdown are
 ///   not recorded: the next start sees them as missed.
-/// - Several instances sharing one schedule need a lease per tick (RELIABILITY.md §4); this
-///   source fires every tick it computes.
+/// - Several instances sharing one schedule each run this source over every tick; the handler
+///   claims each tick where the instances share their queue, so exactly one of them queues it
+///   ([`Handled::ClaimedElsewhere`] for the others, which record it as handled all the same),
+///   and the state is shared too, so that catch-up starts from the newest tick any of them
+///   recorded.
 pub struct ScheduleSource {
     name: String,
     config: ScheduleTriggerConfig,
@@ -236,7 +239,10 @@ impl Driver {
     }
 
     async fn run(mut self, mut shutdown: BoxFuture<'_, ()>) -> Result<(), SourceError> {
-        self.start();
+        let Some(last) = self.read_state(&mut shutdown).await else {
+            return Ok(());
+        };
+        self.start(last).await;
         match self.drive(&mut shutdown).await {
             Stop::Shutdown => {
                 tracing::debug!(trigger = %self.name, "Schedule stopped.");
@@ -253,14 +259,48 @@ impl Driver {
         }
     }
 
-    /// Plans the first ticks: catch-up from the recorded tick, or the next tick to come.
-    fn start(&mut self) {
+    /// The recorded tick, read again with [`STREAM_BACKOFF`] while the state cannot be read:
+    /// planning without it could skip missed ticks or fire recorded ones. `None` on shutdown.
+    // `&mut self` rather than `&self` across the awaits: the driver is `Send` but not `Sync`.
+    async fn read_state(
+        &mut self,
+        shutdown: &mut BoxFuture<'_, ()>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        let mut failures = 0;
+        loop {
+            let read = tokio::select! {
+                biased;
+                () = &mut *shutdown => return None,
+                read = self.state.last_fired(&self.name) => read,
+            };
+            let err = match read {
+                Ok(last) => return Some(last),
+                Err(err) => err,
+            };
+            let delay = STREAM_BACKOFF.delay(failures);
+            failures = failures.saturating_add(1);
+            tracing::error!(
+                trigger = %self.name,
+                error = %err,
+                retry_in = ?delay,
+                "Cannot read the schedule's last tick; retrying."
+            );
+            tokio::select! {
+                biased;
+                () = &mut *shutdown => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Plans the first ticks: catch-up from the recorded tick `last`, or the next tick to come.
+    async fn start(&mut self, last: Option<DateTime<Utc>>) {
         let now = self.clock.now();
-        match self.state.last_fired(&self.name) {
+        match last {
             None => {
                 // Recording the start makes ticks missed before the first fire catchable.
                 self.cursor = now;
-                self.record(now);
+                self.record(now).await;
             }
             // The clock is behind the record: never fire a tick at or before the recorded one.
             Some(last) if last >= now => self.cursor = last,
@@ -286,7 +326,7 @@ impl Driver {
                 }
                 self.cursor = now;
                 if kept == 0 && scan.total > 0 {
-                    self.record(now);
+                    self.record(now).await;
                 }
             }
         }
@@ -386,7 +426,7 @@ impl Driver {
                     Kind::Regular => {
                         if previous.as_mut().now_or_never().is_none() {
                             self.previous = Some(previous);
-                            self.skip(due.tick);
+                            self.skip(due.tick).await;
                             return Ok(());
                         }
                     }
@@ -416,7 +456,7 @@ impl Driver {
         // The event's age (`max_event_age`) counts from the fire, on the schedule's clock.
         event.enqueued_at = SystemTime::from(self.clock.now());
         let mut failures = 0;
-        let receiver = loop {
+        let (handled, receiver) = loop {
             let (ack, receiver) = Ack::new();
             let queued = tokio::select! {
                 // A hand-off stuck on a slow queue, or waiting to be retried, still yields to
@@ -426,8 +466,9 @@ impl Driver {
                 () = &mut *shutdown => return Err(Stop::Shutdown),
                 queued = self.handler.handle(event.clone(), ack) => queued,
             };
-            let Err(err) = queued else {
-                break receiver;
+            let err = match queued {
+                Ok(handled) => break (handled, receiver),
+                Err(err) => err,
             };
             let delay = STREAM_BACKOFF.delay(failures);
             failures = failures.saturating_add(1);
@@ -444,22 +485,34 @@ impl Driver {
                 () = tokio::time::sleep(delay) => {}
             }
         };
-        telemetry::schedule_tick(&self.name, due.kind.metric());
-        tracing::debug!(
-            trigger = %self.name,
-            tick = %due.tick,
-            kind = ?due.kind,
-            "Schedule fired."
-        );
-        if self.overlap == Overlap::Skip {
-            self.previous = Some(Box::pin(receiver.status()));
+        match handled {
+            Handled::Queued => {
+                telemetry::schedule_tick(&self.name, due.kind.metric());
+                tracing::debug!(
+                    trigger = %self.name,
+                    tick = %due.tick,
+                    kind = ?due.kind,
+                    "Schedule fired."
+                );
+                if self.overlap == Overlap::Skip {
+                    self.previous = Some(Box::pin(receiver.status()));
+                }
+            }
+            Handled::ClaimedElsewhere => {
+                telemetry::schedule_tick(&self.name, "claimed_elsewhere");
+                tracing::debug!(
+                    trigger = %self.name,
+                    tick = %due.tick,
+                    "Schedule tick was fired by another instance."
+                );
+            }
         }
         self.ledger.done(due.tick);
-        self.record_handled();
+        self.record_handled().await;
         Ok(())
     }
 
-    fn skip(&mut self, tick: DateTime<Utc>) {
+    async fn skip(&mut self, tick: DateTime<Utc>) {
         tracing::debug!(
             trigger = %self.name,
             %tick,
@@ -467,7 +520,7 @@ impl Driver {
         );
         self.count_skipped(1);
         self.ledger.done(tick);
-        self.record_handled();
+        self.record_handled().await;
     }
 
     /// Takes `tick` from the schedule, to fire at `fire_at`.
@@ -480,14 +533,14 @@ impl Driver {
         }));
     }
 
-    fn record_handled(&mut self) {
+    async fn record_handled(&mut self) {
         if let Some(tick) = self.ledger.advance() {
-            self.record(tick);
+            self.record(tick).await;
         }
     }
 
-    fn record(&self, tick: DateTime<Utc>) {
-        if let Err(err) = self.state.record_fired(&self.name, tick) {
+    async fn record(&mut self, tick: DateTime<Utc>) {
+        if let Err(err) = self.state.record_fired(&self.name, tick).await {
             tracing::warn!(
                 trigger = %self.name,
                 error = %err,

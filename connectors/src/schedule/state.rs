@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
+use futures::future::{self, BoxFuture};
 use serde::{Deserialize, Serialize};
 
 /// The file [`FileScheduleState`] keeps in the data directory.
@@ -20,16 +21,27 @@ const FILE_VERSION: u32 = 1;
 ///
 /// A recorded tick means: every tick of that schedule at or before it has been handed to the
 /// broker or deliberately skipped, and MUST NOT be fired again by catch-up. Implementations
-/// MUST be cheap enough to call once per tick.
+/// MUST be cheap enough to call once per tick. A state shared by several instances MUST only
+/// move a record forward (each instance records the ticks it has seen handled, in its own
+/// order).
 pub trait ScheduleState: Send + Sync {
-    /// The newest handled tick of `schedule`, if one was ever recorded.
-    fn last_fired(&self, schedule: &str) -> Option<DateTime<Utc>>;
+    /// The newest handled tick of `schedule`, if one was ever recorded. An error means the
+    /// state cannot be read now; the source retries, since starting without it could skip or
+    /// repeat ticks.
+    fn last_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, String>>;
 
     /// Records `tick` as the newest handled tick of `schedule`.
     ///
     /// An error is the operator's to see; the source logs it and goes on, since the worst it
     /// can cause is one tick fired twice after a restart, with the same id.
-    fn record_fired(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String>;
+    fn record_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+        tick: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Why a [`FileScheduleState`] cannot be opened or written.
@@ -149,17 +161,31 @@ impl FileScheduleState {
     }
 }
 
-impl ScheduleState for FileScheduleState {
-    fn last_fired(&self, schedule: &str) -> Option<DateTime<Utc>> {
-        self.lock().get(schedule).copied()
-    }
-
-    fn record_fired(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String> {
+impl FileScheduleState {
+    fn record(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String> {
         // The lock is held across the write so that two schedules recording at once cannot
         // reorder their files: the last rename always carries every record.
         let mut ticks = self.lock();
         ticks.insert(schedule.to_owned(), tick);
         self.write(&ticks).map_err(|err| err.to_string())
+    }
+}
+
+impl ScheduleState for FileScheduleState {
+    fn last_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, String>> {
+        Box::pin(future::ready(Ok(self.lock().get(schedule).copied())))
+    }
+
+    fn record_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+        tick: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        // A small synchronous write, once per tick: not worth a blocking-pool hop.
+        Box::pin(future::ready(self.record(schedule, tick)))
     }
 }
 
@@ -210,12 +236,19 @@ impl MemoryScheduleState {
 }
 
 impl ScheduleState for MemoryScheduleState {
-    fn last_fired(&self, schedule: &str) -> Option<DateTime<Utc>> {
-        self.lock().get(schedule).copied()
+    fn last_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, String>> {
+        Box::pin(future::ready(Ok(self.lock().get(schedule).copied())))
     }
 
-    fn record_fired(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String> {
+    fn record_fired<'a>(
+        &'a self,
+        schedule: &'a str,
+        tick: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), String>> {
         self.lock().insert(schedule.to_owned(), tick);
-        Ok(())
+        Box::pin(future::ready(Ok(())))
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use impulse_config::{CatchUp, Overlap, ScheduleTriggerConfig};
 use impulse_test_support::metrics::RecordedMetrics;
 use serde_json::json;
@@ -45,6 +46,27 @@ fn tick_of(tick: &Tick) -> DateTime<Utc> {
     utc(payload(tick)["time"].as_str().expect("time is a string"))
 }
 
+/// The memory and file states answer at once: these read and write them synchronously.
+trait ReadyState {
+    fn last(&self, schedule: &str) -> Option<DateTime<Utc>>;
+    fn put(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String>;
+}
+
+impl<S: ScheduleState + ?Sized> ReadyState for S {
+    fn last(&self, schedule: &str) -> Option<DateTime<Utc>> {
+        self.last_fired(schedule)
+            .now_or_never()
+            .expect("a local state answers at once")
+            .expect("a local state is readable")
+    }
+
+    fn put(&self, schedule: &str, tick: DateTime<Utc>) -> Result<(), String> {
+        self.record_fired(schedule, tick)
+            .now_or_never()
+            .expect("a local state answers at once")
+    }
+}
+
 // === Harness ===
 
 /// A tick's event as the broker's handler received it.
@@ -58,11 +80,12 @@ struct Tick {
 struct ChannelHandler(mpsc::Sender<Tick>);
 
 impl TickHandler for ChannelHandler {
-    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<Handled, QueueError>> {
         Box::pin(async move {
             self.0
                 .send(Tick { event, ack })
                 .await
+                .map(|()| Handled::Queued)
                 .map_err(|_closed| QueueError {
                     operation: "enqueue",
                     message: "the test's queue is gone".to_owned(),
@@ -149,7 +172,7 @@ impl Harness {
     }
 
     fn recorded(&self) -> Option<DateTime<Utc>> {
-        self.state.last_fired(NAME)
+        self.state.last(NAME)
     }
 
     async fn stop(self) {
@@ -163,7 +186,7 @@ impl Harness {
 
 fn state_at(last: &str) -> MemoryScheduleState {
     let state = MemoryScheduleState::new();
-    state.record_fired(NAME, utc(last)).expect("memory state");
+    state.put(NAME, utc(last)).expect("memory state");
     state
 }
 
@@ -629,7 +652,7 @@ async fn shutdown_while_the_broker_is_saturated_leaves_the_tick_unrecorded() {
     h.stop().await;
     assert_eq!(clock.now(), blocked_at, "stopped without waiting");
     assert_eq!(
-        state.last_fired(NAME),
+        state.last(NAME),
         Some(utc("2026-01-01T10:01:00Z")),
         "the unsent 10:02 is not recorded"
     );
@@ -642,7 +665,7 @@ struct FlakyHandler {
 }
 
 impl TickHandler for FlakyHandler {
-    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<Handled, QueueError>> {
         let failing = self
             .failures
             .fetch_update(
@@ -692,7 +715,7 @@ async fn a_tick_that_cannot_be_queued_is_retried_and_recorded_only_once_queued()
     assert_eq!(counts.get("fired"), 1);
     assert_eq!(counts.get("skipped"), 0);
     // Recorded only now that it is queued, and the schedule goes on.
-    assert_eq!(state.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    assert_eq!(state.last(NAME), Some(utc("2026-01-01T10:01:00Z")));
     let next = events.recv().await.expect("the 10:02 tick");
     assert_eq!(tick_of(&next), utc("2026-01-01T10:02:00Z"));
     stop.send(()).ok();
@@ -718,33 +741,68 @@ async fn a_tick_still_failing_at_shutdown_is_not_recorded() {
     h.stop().await;
 }
 
+/// Finds every tick claimed by another instance already.
+struct ClaimedElsewhereHandler(mpsc::UnboundedSender<QueuedEvent>);
+
+impl TickHandler for ClaimedElsewhereHandler {
+    fn handle(&self, event: QueuedEvent, ack: Ack) -> BoxFuture<'_, Result<Handled, QueueError>> {
+        drop(ack);
+        self.0.send(event).ok();
+        Box::pin(async { Ok(Handled::ClaimedElsewhere) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_claimed_elsewhere_is_recorded_but_not_counted_as_fired() {
+    let counts = TickCounts::default();
+    let _recorder = metrics::set_default_local_recorder(&counts.0);
+    let clock = Arc::new(TokioWallClock::starting_at(utc("2026-01-01T10:00:30Z")));
+    let state = Arc::new(state_at("2026-01-01T10:00:00Z"));
+    let source = ScheduleSource::new(NAME.to_owned(), config("rate(1 minute)"), state.clone())
+        .with_clock(clock.clone());
+    let (out, mut offered) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        source.run(Arc::new(ClaimedElsewhereHandler(out)), async move {
+            stopped.await.ok();
+        }),
+    );
+    for expected in ["2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"] {
+        let event = offered.recv().await.expect("running");
+        assert_eq!(event.id, event_id(NAME, utc(expected)).to_string());
+    }
+    stop.send(()).ok();
+    task.await.expect("joins").expect("no error");
+    // Another instance queued both: handled here, so catch-up will not fire them again.
+    assert_eq!(state.last(NAME), Some(utc("2026-01-01T10:02:00Z")));
+    assert_eq!(counts.get("claimed_elsewhere"), 2);
+    assert_eq!(counts.get("fired"), 0);
+}
+
 // === FileScheduleState ===
 
 #[test]
 fn file_state_round_trips_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = FileScheduleState::open(dir.path()).expect("a missing file is an empty state");
-    assert_eq!(state.last_fired(NAME), None);
+    assert_eq!(state.last(NAME), None);
     state
-        .record_fired(NAME, utc("2026-01-01T10:00:00Z"))
+        .put(NAME, utc("2026-01-01T10:00:00Z"))
         .expect("writes");
     state
-        .record_fired("hourly", utc("2026-01-01T09:00:00Z"))
+        .put("hourly", utc("2026-01-01T09:00:00Z"))
         .expect("writes");
     state
-        .record_fired(NAME, utc("2026-01-01T10:01:00Z"))
+        .put(NAME, utc("2026-01-01T10:01:00Z"))
         .expect("writes");
-    assert_eq!(state.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    assert_eq!(state.last(NAME), Some(utc("2026-01-01T10:01:00Z")));
     assert_eq!(state.path(), dir.path().join("schedules.json"));
     drop(state);
 
     let reopened = FileScheduleState::open(dir.path()).expect("reopens");
-    assert_eq!(reopened.last_fired(NAME), Some(utc("2026-01-01T10:01:00Z")));
-    assert_eq!(
-        reopened.last_fired("hourly"),
-        Some(utc("2026-01-01T09:00:00Z"))
-    );
-    assert_eq!(reopened.last_fired("other"), None);
+    assert_eq!(reopened.last(NAME), Some(utc("2026-01-01T10:01:00Z")));
+    assert_eq!(reopened.last("hourly"), Some(utc("2026-01-01T09:00:00Z")));
+    assert_eq!(reopened.last("other"), None);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("lists")
         .map(|entry| entry.expect("entry").file_name())
@@ -758,7 +816,7 @@ fn file_state_creates_a_missing_data_dir() {
     let nested = dir.path().join("data").join("impulse");
     let state = FileScheduleState::open(&nested).expect("opens");
     state
-        .record_fired(NAME, utc("2026-01-01T10:00:00Z"))
+        .put(NAME, utc("2026-01-01T10:00:00Z"))
         .expect("writes");
     assert!(nested.join("schedules.json").is_file());
 }
@@ -800,7 +858,7 @@ async fn a_restart_on_the_file_state_catches_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = FileScheduleState::open(dir.path()).expect("opens");
     state
-        .record_fired(NAME, utc("2026-01-01T09:58:00Z"))
+        .put(NAME, utc("2026-01-01T09:58:00Z"))
         .expect("writes");
     drop(state);
 
@@ -817,5 +875,5 @@ async fn a_restart_on_the_file_state_catches_up() {
     stop.send(()).expect("running");
     task.await.expect("no panic").expect("clean stop");
     let reopened = FileScheduleState::open(dir.path()).expect("reopens");
-    assert_eq!(reopened.last_fired(NAME), Some(utc("2026-01-01T10:00:00Z")));
+    assert_eq!(reopened.last(NAME), Some(utc("2026-01-01T10:00:00Z")));
 }

@@ -41,7 +41,8 @@ pub const RETRIES_TOTAL: &str = "impulse_retries_total";
 pub const DEAD_LETTERS_TOTAL: &str = "impulse_dead_letters_total";
 /// Counter of failed destination writes; labels `function`, `destination`.
 pub const DESTINATION_FAILURES_TOTAL: &str = "impulse_destination_failures_total";
-/// Counter of schedule ticks; labels `trigger`, `result` (`fired`, `skipped`, `caught_up`).
+/// Counter of schedule ticks; labels `trigger`, `result` (`fired`, `skipped`, `caught_up`,
+/// `claimed_elsewhere`: queued by another instance sharing the queue).
 pub const SCHEDULE_TICKS_TOTAL: &str = "impulse_schedule_ticks_total";
 
 /// Counter of requests refused by authentication or authorization; label `error_type`
@@ -382,7 +383,8 @@ pub fn destination_failed(function: &str, destination: &'static str) {
     .increment(1);
 }
 
-/// Emitted for every schedule tick; `result` is `fired`, `skipped` or `caught_up`.
+/// Emitted for every schedule tick; `result` is `fired`, `skipped`, `caught_up` or
+/// `claimed_elsewhere`.
 pub fn schedule_tick(trigger: &str, result: &'static str) {
     metrics::counter!(SCHEDULE_TICKS_TOTAL, "trigger" => trigger.to_owned(), "result" => result)
         .increment(1);

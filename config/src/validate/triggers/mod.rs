@@ -48,7 +48,9 @@ impl Validator {
                         self.webhook(&path.key("webhook"), name, webhook);
                     }
                 }
-                TriggerConfig::Schedule(schedule) => self.schedule(&path, schedule),
+                TriggerConfig::Schedule(schedule) => {
+                    self.schedule(&path, schedule, config.queue.backend);
+                }
                 TriggerConfig::Kafka(kafka) => self.kafka(&path, kafka),
                 TriggerConfig::Redis(redis) => self.redis_trigger(&path, redis),
             }

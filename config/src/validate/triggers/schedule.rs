@@ -1,4 +1,5 @@
-//! Schedule triggers: a known time zone, a local time that exists, and the tick windows.
+//! Schedule triggers: a known time zone, a local time that exists, the tick windows, and an
+//! overlap policy the queue backend can honour.
 
 use std::time::Duration;
 
@@ -7,12 +8,17 @@ use chrono::TimeZone as _;
 use chrono_tz::Tz;
 
 use crate::locate::FieldPath;
-use crate::model::ScheduleTriggerConfig;
+use crate::model::{Overlap, QueueBackend, ScheduleTriggerConfig};
 use crate::schedule::ScheduleExpression;
 use crate::validate::Validator;
 
 impl Validator {
-    pub(super) fn schedule(&mut self, path: &FieldPath, schedule: &ScheduleTriggerConfig) {
+    pub(super) fn schedule(
+        &mut self,
+        path: &FieldPath,
+        schedule: &ScheduleTriggerConfig,
+        queue: QueueBackend,
+    ) {
         match schedule.timezone.parse::<Tz>() {
             Ok(tz) => {
                 if let ScheduleExpression::At(local) = &schedule.expression {
@@ -45,5 +51,16 @@ impl Validator {
             );
         }
         self.positive(path.key("catch_up_limit"), schedule.catch_up_limit);
+        // `skip` waits on the previous event's outcome, which only the instance that dispatched
+        // it learns; on a queue shared by instances that may be another one, so the instance
+        // that fired would wait forever.
+        if schedule.overlap == Overlap::Skip && queue == QueueBackend::Redis {
+            self.error(
+                path.key("overlap"),
+                "\"skip\" is not supported with [queue] backend = \"redis\" (the queue is \
+                 shared by instances, and only the one that runs an event sees it finish); \
+                 use \"allow\"",
+            );
+        }
     }
 }
