@@ -2,8 +2,9 @@
 //! invocation record of async events and the failure record of stream batches, from one
 //! builder.
 //!
-//! Impulse has no ARNs; `functionArn` is `arn:aws:lambda:local:000000000000:function:<name>:$LATEST`
-//! — stable, and shaped like Lambda's so that tools parsing ARNs keep working.
+//! Impulse has no ARNs; `functionArn` is `arn:aws:lambda:local:000000000000:function:<name>:<qualifier>`
+//! — the qualifier the function was called with (a version, an alias, `$LATEST` when
+//! unqualified): stable, and shaped like Lambda's so that tools parsing ARNs keep working.
 
 use std::time::SystemTime;
 
@@ -14,9 +15,18 @@ use serde_json::value::RawValue;
 use crate::retry::FailureCondition;
 use crate::InvokeError;
 
-/// The `functionArn` Impulse reports for `function`.
+/// The `functionArn` Impulse reports for `function`: a name (reported as `$LATEST`) or a
+/// qualified `name:qualifier`.
 pub fn function_arn(function: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{function}:$LATEST")
+    match function.split_once(':') {
+        Some((name, qualifier)) => version_arn(name, qualifier),
+        None => version_arn(function, "$LATEST"),
+    }
+}
+
+/// The ARN of `qualifier` (a version, an alias or `$LATEST`) of function `name`.
+pub fn version_arn(name: &str, qualifier: &str) -> String {
+    format!("arn:aws:lambda:local:000000000000:function:{name}:{qualifier}")
 }
 
 /// How the invocation ended, as the record reports it.

@@ -357,15 +357,17 @@ async fn metrics_health_and_readiness() {
         .expect("text");
     assert!(
         metrics.contains(
-            r#"impulse_invocations_total{function="echo",trigger="invoke",outcome="success"} 3"#
+            r#"impulse_invocations_total{function="echo",version="$LATEST",trigger="invoke",outcome="success"} 3"#
         ),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"impulse_invocation_duration_seconds_bucket{function="echo",le="0.5"}"#),
+        metrics.contains(r#"impulse_invocation_duration_seconds_bucket{function="echo",version="$LATEST",le="0.5"}"#),
         "histogram buckets must be exported, not a summary:\n{metrics}"
     );
-    assert!(metrics.contains(r#"impulse_invocation_duration_seconds_count{function="echo"} 3"#));
+    assert!(metrics.contains(
+        r#"impulse_invocation_duration_seconds_count{function="echo",version="$LATEST"} 3"#
+    ));
 }
 
 #[tokio::test]

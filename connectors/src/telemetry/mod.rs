@@ -11,9 +11,10 @@ use std::time::Duration;
 
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
-/// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
+/// Counter of finished invocations; labels `function`, `version` (the executed version:
+/// `$LATEST`, `1`, …), `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
-/// Histogram of invocation durations in seconds; label `function`.
+/// Histogram of invocation durations in seconds; labels `function`, `version`.
 pub const INVOCATION_DURATION_SECONDS: &str = "impulse_invocation_duration_seconds";
 /// Gauge set to 1, labelled with the running version.
 pub const BUILD_INFO: &str = "impulse_build_info";

@@ -41,6 +41,8 @@ const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
 #[derive(Debug)]
 pub(super) struct Launch {
     pub(super) function: Arc<str>,
+    /// The version these environments run (`$LATEST`, `1`, …): `AWS_LAMBDA_FUNCTION_VERSION`.
+    pub(super) version: Arc<str>,
     pub(super) command: String,
     pub(super) args: Vec<String>,
     /// The function's own variables, applied after the defaults and before the reserved ones.
@@ -319,7 +321,7 @@ fn command(launch: &Launch, runtime_api: &str) -> Command {
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("_HANDLER", &launch.handler)
         .env("AWS_LAMBDA_FUNCTION_NAME", &*launch.function)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", &*launch.version)
         .env(
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
             launch.memory_size.to_string(),
@@ -559,6 +561,7 @@ mod tests {
             memory_size: 128,
             working_dir: std::env::temp_dir(),
             function_arn: HeaderValue::from_static("arn"),
+            version: Arc::from("$LATEST"),
         }
     }
 
