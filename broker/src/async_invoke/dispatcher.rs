@@ -141,7 +141,7 @@ impl Inner {
             .call_when_admitted(|| {
                 let now = SystemTime::now();
                 telemetry::async_event_age(
-                    &event.function,
+                    function_label(&event),
                     now.duration_since(event.enqueued_at).unwrap_or_default(),
                 );
                 event.attempts += 1;
@@ -198,7 +198,7 @@ impl Inner {
                 if function_retry {
                     event.function_retries += 1;
                 }
-                telemetry::retry_scheduled(&event.function, err.class().as_str());
+                telemetry::retry_scheduled(function_label(&event), err.class().as_str());
                 tracing::info!(
                     function = %event.function, id = %event.id, attempts = event.attempts,
                     error_code = err.error_code(), retry_in = ?after,
@@ -279,15 +279,15 @@ impl Inner {
                 if pending.succeeded {
                     self.finished(&event, "success", Outcome::Delivered);
                 } else {
-                    telemetry::dead_letter_written(&event.function, &event.trigger, true);
+                    telemetry::dead_letter_written(function_label(&event), &event.trigger, true);
                     self.finished(&event, "dead_lettered", Outcome::DeadLettered);
                 }
                 Settlement::Complete
             }
             Err(err) => {
-                telemetry::destination_failed(&event.function, label);
+                telemetry::destination_failed(function_label(&event), label);
                 if !pending.succeeded {
-                    telemetry::dead_letter_written(&event.function, &event.trigger, false);
+                    telemetry::dead_letter_written(function_label(&event), &event.trigger, false);
                 }
                 tracing::error!(
                     function = %event.function, id = %event.id, destination = label, error = %err,
@@ -314,7 +314,7 @@ impl Inner {
     }
 
     fn finished(&self, event: &QueuedEvent, result: &'static str, outcome: Outcome) {
-        telemetry::async_event_finished(&event.function, result);
+        telemetry::async_event_finished(function_label(&event), result);
         self.completions.resolve(&event.id, outcome);
     }
 
@@ -343,6 +343,12 @@ fn destination_record(event: &QueuedEvent, outcome: RecordOutcome<'_>) -> bytes:
         timestamp: SystemTime::now(),
     }
     .to_bytes()
+}
+
+/// The `function` label of `event`'s metrics: the function's name without the qualifier it was
+/// called with (`orders` for `orders:live`), as every other metric of the function.
+fn function_label(event: &QueuedEvent) -> &str {
+    impulse_config::split_qualifier(&event.function).0
 }
 
 #[cfg(test)]
