@@ -568,6 +568,88 @@ execution_role = "payments"
 target = { type = "http", endpoint = "http://127.0.0.1:1/c" }
 "#;
 
+    const VERSIONED: &str = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:1/latest" }
+
+[functions.orders.versions.1]
+target = { type = "http", endpoint = "http://127.0.0.1:1/v1" }
+
+[functions.orders.versions.2]
+target = { type = "http", endpoint = "http://127.0.0.1:1/v2" }
+
+[functions.orders.aliases.live]
+version = "1"
+routing = { "2" = 0.25 }
+
+[functions.orders.aliases.edge]
+version = "$LATEST"
+"#;
+
+    #[tokio::test]
+    async fn references_resolve_to_qualified_functions() {
+        let config = config(VERSIONED);
+        let functions =
+            Functions::build(&config, &Limiter::new(&config)).unwrap_or_else(|e| panic!("{e:?}"));
+        let qualified = |reference: &str| {
+            functions.get(reference).map(|function| {
+                (
+                    function.qualified.to_string(),
+                    function.route().version().to_owned(),
+                )
+            })
+        };
+        let latest = Some(("orders".to_owned(), "$LATEST".to_owned()));
+        assert_eq!(qualified("orders"), latest);
+        assert_eq!(qualified("orders:$LATEST"), latest);
+        assert_eq!(
+            qualified("orders:2"),
+            Some(("orders:2".to_owned(), "2".to_owned()))
+        );
+        assert_eq!(
+            qualified("orders:edge"),
+            Some(("orders:edge".to_owned(), "$LATEST".to_owned()))
+        );
+        assert_eq!(qualified("orders:3"), None);
+        assert_eq!(qualified("orders:1:2"), None);
+        assert_eq!(qualified("other"), None);
+        let live = functions.get("orders:live").expect("the alias exists");
+        assert_eq!(
+            &*live.name, "orders",
+            "metrics label the function, not the alias"
+        );
+        let versions: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| live.route().version().to_owned())
+            .collect();
+        assert_eq!(versions, ["1".to_owned(), "2".to_owned()].into());
+    }
+
+    #[test]
+    fn routing_splits_draws_by_weight() {
+        let version = |label: &str| Version {
+            label: Arc::from(label),
+            service: stack(
+                "f",
+                label,
+                std::time::Duration::from_secs(1),
+                crate::test_support::ScriptedTarget::default(),
+            ),
+        };
+        let routing = Routing {
+            primary: version("1"),
+            additional: vec![(version("2"), 0.1), (version("3"), 0.2)],
+        };
+        let picked = |draw: f64| routing.pick(draw).label.to_string();
+        assert_eq!(picked(0.0), "2");
+        assert_eq!(picked(0.099), "2");
+        assert_eq!(picked(0.1), "3");
+        assert_eq!(picked(0.299), "3");
+        assert_eq!(picked(0.3), "1");
+        assert_eq!(picked(0.999_999), "1");
+        let only = Routing::only(version("7"));
+        assert_eq!(only.pick(0.5).label.as_ref(), "7");
+    }
+
     #[tokio::test]
     async fn a_missing_secret_stops_the_build_once_without_its_value() {
         let config = config(TWO_USERS);

@@ -213,7 +213,10 @@ async fn invoke_api_request_response() {
     );
     let body: Value = missing.json().await.expect("json");
     assert_eq!(body["Type"], "User");
-    assert_eq!(body["Message"], "Function not found: nope");
+    assert_eq!(
+        body["Message"],
+        "Function not found: arn:aws:lambda:local:000000000000:function:nope"
+    );
 
     let not_json = client
         .post(invoke("echo"))

@@ -69,8 +69,12 @@ impl Validator {
             let mut total = 0.0;
             for (version, weight) in &alias.routing {
                 let weight_path = alias_path.key("routing").key(version);
-                if !function.versions.contains_key(version) {
-                    // Lambda routes only between published versions.
+                if version == LATEST {
+                    self.error(
+                        weight_path.clone(),
+                        "routing goes to published versions only, as in Lambda",
+                    );
+                } else if !function.versions.contains_key(version) {
                     self.error(weight_path.clone(), missing_version(version, function));
                 } else if *version == alias.version {
                     self.error(
