@@ -273,8 +273,11 @@ impl Functions {
             for (number, version) in &function.versions {
                 let path = format!("{path}.versions.{number}");
                 let built = targets.build(name, number, function, Some(version), role, &path);
-                if let Some(version) = built.map_err(|err| errors.push(err)).ok() {
-                    versions.insert(number.clone(), version);
+                match built {
+                    Ok(version) => {
+                        versions.insert(number.clone(), version);
+                    }
+                    Err(err) => errors.push(err),
                 }
             }
             let latest = match latest {

@@ -341,7 +341,7 @@ impl Inner {
     }
 
     fn finished(&self, event: &QueuedEvent, result: &'static str, outcome: Outcome) {
-        telemetry::async_event_finished(function_label(&event), result);
+        telemetry::async_event_finished(function_label(event), result);
         self.completions.resolve(&event.id, outcome);
     }
 
