@@ -253,9 +253,8 @@ async fn invoke_api_request_response() {
     // Lambda API operations Impulse does not implement are named as such, so an SDK can
     // tell what happened.
     for (method, path) in [
-        (reqwest::Method::DELETE, "/2015-03-31/functions/echo"),
-        (reqwest::Method::POST, "/2015-03-31/functions"),
-        (reqwest::Method::GET, "/2015-03-31/functions/echo/versions"),
+        (reqwest::Method::PATCH, "/2015-03-31/functions/echo"),
+        (reqwest::Method::GET, "/2015-03-31/functions/echo/policy"),
         (reqwest::Method::GET, "/2017-03-31/tags/arn"),
     ] {
         let response = client
@@ -267,6 +266,25 @@ async fn invoke_api_request_response() {
         assert_eq!(
             response.headers()["x-amzn-errortype"],
             "UnknownOperationException",
+            "{method} {path}"
+        );
+    }
+
+    // Write operations are refused: the configuration file is the source of truth.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/2015-03-31/functions/echo"),
+        (reqwest::Method::POST, "/2015-03-31/functions"),
+        (reqwest::Method::POST, "/2015-03-31/functions/echo/versions"),
+    ] {
+        let response = client
+            .request(method.clone(), impulse.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 403, "{method} {path}");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "AccessDeniedException",
             "{method} {path}"
         );
     }
