@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Path;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use impulse_tests::impulse::Impulse;
@@ -35,7 +34,7 @@ struct Versions {
 impl Versions {
     async fn start() -> Self {
         let counts: Arc<BTreeMap<&'static str, AtomicU64>> = Arc::new(
-            ["latest", "v1", "v2", "v3", "fail"]
+            ["latest", "v1", "v2", "v3"]
                 .into_iter()
                 .map(|path| (path, AtomicU64::new(0)))
                 .collect(),
@@ -50,14 +49,7 @@ impl Versions {
                         if let Some(count) = counts.get(version.as_str()) {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
-                        if version == "fail" {
-                            // An http target declares a function error with this header.
-                            let document =
-                                json!({ "errorType": "Boom", "errorMessage": "as asked" });
-                            return ([("x-amz-function-error", "Unhandled")], Json(document))
-                                .into_response();
-                        }
-                        Json(json!({ "version": version, "event": event })).into_response()
+                        Json(json!({ "version": version, "event": event }))
                     }
                 },
             ),
@@ -499,84 +491,4 @@ secret_access_key = "{INVOKER_SECRET}"
         "{outsider}"
     );
     assert_eq!(versions.count("v2"), 1, "only the admin's invocation ran");
-}
-
-/// Runs `impulse invoke ARGS…` against `impulse`: exit code, stdout, stderr.
-async fn cli_invoke(impulse: &Impulse, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(impulse_tests::impulse::binary())
-        .arg("invoke")
-        .args(args)
-        .args(["--broker-url", &impulse.url("")])
-        .env_remove("IMPULSE_TOKEN")
-        .env_remove("IMPULSE_URL")
-        .output()
-        .await
-        .expect("impulse invoke runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-#[tokio::test]
-async fn impulse_invoke_prints_the_result_and_fails_on_a_function_error() {
-    let versions = Versions::start().await;
-    let config = format!(
-        r#"{}
-[functions.orders.versions.3]
-target = {{ type = "http", endpoint = "{}" }}
-"#,
-        versions.config(0.0),
-        versions.endpoint("fail")
-    );
-    let impulse = Impulse::start(&config).await;
-
-    let (code, stdout, stderr) =
-        cli_invoke(&impulse, &["orders:2", "--payload", r#"{"n": 7}"#]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    let result: Value = serde_json::from_str(stdout.trim()).expect("the result is JSON");
-    assert_eq!(result, json!({ "version": "v2", "event": { "n": 7 } }));
-    assert!(stderr.contains("executed version: 2"), "{stderr}");
-
-    let file = tempfile::NamedTempFile::new().expect("a temp file");
-    std::fs::write(file.path(), r#"{"from": "file"}"#).expect("write the payload");
-    let path = file.path().to_str().expect("a UTF-8 path");
-    let (code, stdout, stderr) =
-        cli_invoke(&impulse, &["orders:stable", "--payload-file", path]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains(r#""from":"file""#), "{stdout}");
-
-    // A function error: the document is the result, the error is reported, exit code 1.
-    let (code, stdout, stderr) = cli_invoke(&impulse, &["orders:3"]).await;
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains(r#""errorType":"Boom""#), "{stdout}");
-    assert!(
-        stderr.contains("function error (Unhandled): Boom: as asked"),
-        "{stderr}"
-    );
-
-    // Asynchronous and dry runs print no result.
-    let before = versions.count("v1");
-    let (code, stdout, stderr) = cli_invoke(&impulse, &["orders:1", "--async"]).await;
-    assert_eq!((code, stdout.as_str()), (Some(0), ""), "{stderr}");
-    assert!(stderr.starts_with("queued (request id "), "{stderr}");
-    wait_until("the queued event ran", Duration::from_secs(10), || {
-        versions.count("v1") == before + 1
-    })
-    .await;
-    let (code, _, stderr) = cli_invoke(&impulse, &["orders:1", "--dry-run"]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(versions.count("v1"), before + 1, "a dry run runs nothing");
-
-    // API errors and bad input: exit code 2, nothing on stdout.
-    let (code, stdout, stderr) = cli_invoke(&impulse, &["orders:9"]).await;
-    assert_eq!((code, stdout.as_str()), (Some(2), ""), "{stderr}");
-    assert!(
-        stderr.contains("404 Not Found ResourceNotFoundException"),
-        "{stderr}"
-    );
-    let (code, _, stderr) = cli_invoke(&impulse, &["orders", "--payload", "{oops"]).await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("the payload is not valid JSON"), "{stderr}");
 }
