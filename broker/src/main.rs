@@ -7,14 +7,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod api;
-mod api_client;
 mod async_invoke;
 mod auth;
 mod connections;
 mod dlq_command;
 mod example_function;
 mod functions;
-mod invoke_command;
 mod kafka_trigger;
 mod limiter;
 mod logging;
@@ -81,40 +79,6 @@ enum Command {
     Queue {
         #[command(subcommand)]
         action: QueueCommand,
-    },
-    /// Invoke a function through a running broker, as the AWS SDKs do (the Invoke API): print
-    /// its result on stdout and its error on stderr. Exit code 1: the function failed; 2: the
-    /// broker refused the request or could not be reached.
-    Invoke {
-        /// `name`, `name:qualifier` (a version or an alias) or a function ARN.
-        function: String,
-        /// The event, as JSON; default `{}`.
-        #[arg(long, conflicts_with = "payload_file")]
-        payload: Option<String>,
-        /// A file holding the event (`-`: standard input).
-        #[arg(long)]
-        payload_file: Option<PathBuf>,
-        /// Queue the event (`InvocationType: Event`) instead of waiting for the result.
-        #[arg(long = "async", conflicts_with = "dry_run")]
-        asynchronous: bool,
-        /// Only check that the function exists and may be invoked (`DryRun`).
-        #[arg(long)]
-        dry_run: bool,
-        /// The broker's URL (e.g. `https://impulse.internal:8080`); default: `server.listen`
-        /// of `--config`, else `http://127.0.0.1:8080`.
-        #[arg(long, env = "IMPULSE_URL")]
-        broker_url: Option<String>,
-        /// A configuration file, for the broker's address.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Bearer token for the broker's Invoke API when `[auth]` is configured: a principal
-        /// allowed to invoke the function. Prefer the environment variable: a command line is
-        /// visible to every user of the machine.
-        #[arg(long, env = "IMPULSE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// PEM CA certificates to trust for an https broker, besides the system's.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
     },
     /// Run the example function: a Runtime-API worker under a process target, else HTTP.
     ExampleFunction {
@@ -222,59 +186,6 @@ fn main() -> ExitCode {
             block_on(service::run(config, shutdown_grace))
         }
         Command::ExampleFunction { listen } => block_on(example_function::run(listen)),
-        Command::Invoke {
-            function,
-            payload,
-            payload_file,
-            asynchronous,
-            dry_run,
-            broker_url,
-            config,
-            token,
-            ca_file,
-        } => {
-            let config = match config.as_deref().map(impulse_config::load).transpose() {
-                Ok(config) => config,
-                Err(errors) => {
-                    print_errors(&errors);
-                    return ExitCode::FAILURE;
-                }
-            };
-            let payload = match payload_file {
-                Some(path) => match invoke_command::read_payload_file(&path) {
-                    Ok(payload) => Some(payload),
-                    Err(err) => {
-                        eprintln!("error: {err:#}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => payload,
-            };
-            let mode = match (asynchronous, dry_run) {
-                (true, _) => invoke_command::Mode::Async,
-                (_, true) => invoke_command::Mode::DryRun,
-                _ => invoke_command::Mode::Sync,
-            };
-            let invoke = invoke_command::Invoke {
-                function: &function,
-                payload,
-                mode,
-                broker_url: broker_url.as_deref(),
-                config: config.as_ref(),
-                token: token.as_deref(),
-                ca_file: ca_file.as_deref(),
-            };
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(invoke_command::run(invoke)),
-                Err(err) => {
-                    eprintln!("error: cannot start the async runtime: {err}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Queue {
             action: QueueCommand::Salvage { config },
         } => salvage_queue(&config),
