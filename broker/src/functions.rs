@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use impulse_config::{Config, Env, FunctionConfig, ProcessEnv, TargetConfig};
+use impulse_config::{
+    split_qualifier, Config, Env, FunctionConfig, ProcessEnv, TargetConfig, VersionConfig, LATEST,
+};
 use impulse_connectors::contract::Sink;
 use impulse_invoker::http::HttpFunction;
 use impulse_invoker::process::{Isolation, ProcessFunction};
@@ -19,25 +21,69 @@ use tower::ServiceBuilder;
 use crate::async_invoke::build_sink;
 use crate::limiter::{Admission, Limiter, Throttle};
 
-/// A callable function.
+/// A callable function, as a caller names it: the function itself (`$LATEST`), one of its
+/// published versions, or an alias.
 ///
 /// Callers make attempts with [`Function::call_now`] or [`Function::call_when_admitted`], which
 /// admit the attempt under the function's limits and hold the permit for exactly the attempt;
-/// retries and destinations are the callers' (so no permit is held during a backoff).
+/// retries and destinations are the callers' (so no permit is held during a backoff). Every
+/// qualifier of a function shares one admission: reserved concurrency belongs to the function,
+/// as in Lambda. An alias picks the version of each attempt by its weights
+/// ([`Function::route`]).
 #[derive(Clone)]
 pub(crate) struct Function {
     /// The configured name.
     pub(crate) name: Name,
+    /// The function as its callers name it: `orders`, or `orders:2`, `orders:live`. Records
+    /// carry its ARN (`impulse_invoker::record::function_arn`).
+    pub(crate) qualified: Arc<str>,
     /// The function's concurrency and rate limits.
     admission: Admission,
-    /// The stack: metrics → deadline → target.
-    service: FunctionService,
+    /// The versions attempts run.
+    routing: Arc<Routing>,
     /// When failed async attempts are retried.
     pub(crate) retry: RetryPolicy,
     /// Where records of successful async invocations go.
     pub(crate) on_success: Option<Arc<dyn Sink>>,
     /// Where failed async events go.
     pub(crate) on_failure: Option<Arc<dyn Sink>>,
+}
+
+/// One version's stack (metrics → deadline → target), and its label (`$LATEST`, `1`, …).
+#[derive(Clone)]
+struct Version {
+    label: Arc<str>,
+    service: FunctionService,
+}
+
+/// The versions a qualified function runs: one, or an alias's weighted split (Lambda's
+/// `RoutingConfig`).
+struct Routing {
+    primary: Version,
+    /// Other versions, each with the share of attempts it gets; `primary` gets the rest.
+    /// Validation keeps each weight in 0–1 and their sum at most 1.
+    additional: Vec<(Version, f64)>,
+}
+
+impl Routing {
+    fn only(version: Version) -> Self {
+        Self {
+            primary: version,
+            additional: Vec::new(),
+        }
+    }
+
+    /// The version of one attempt: `draw` is uniform in `[0, 1)`.
+    fn pick(&self, draw: f64) -> &Version {
+        let mut draw = draw;
+        for (version, weight) in &self.additional {
+            if draw < *weight {
+                return version;
+            }
+            draw -= weight;
+        }
+        &self.primary
+    }
 }
 
 /// Why a call produced no result.
@@ -51,7 +97,7 @@ pub(crate) enum CallError {
 }
 
 impl Function {
-    /// A function calling `service` under `admission`.
+    /// The unqualified function (`$LATEST`) calling `service` under `admission`.
     pub(crate) fn new(
         name: Name,
         admission: Admission,
@@ -60,12 +106,37 @@ impl Function {
     ) -> Self {
         Self {
             name,
+            qualified: Arc::from(&*name),
             admission,
-            service,
+            routing: Arc::new(Routing::only(Version {
+                label: Arc::from(LATEST),
+                service,
+            })),
             retry,
             on_success: None,
             on_failure: None,
         }
+    }
+
+    /// The version the next attempt runs: fixed for the function itself and for a version,
+    /// drawn by weight for an alias with routing. Callers that report the executed version
+    /// (`X-Amz-Executed-Version`) route first, then call the [`Routed`] version.
+    pub(crate) fn route(&self) -> Routed<'_> {
+        let version = if self.routing.additional.is_empty() {
+            &self.routing.primary
+        } else {
+            self.routing.pick(fastrand::f64())
+        };
+        Routed {
+            function: self,
+            version,
+        }
+    }
+
+    /// The version this qualifier points at: `$LATEST`, the version itself, or an alias's own
+    /// version (not the ones its routing adds).
+    pub(crate) fn version(&self) -> &str {
+        &self.routing.primary.label
     }
 
     /// One attempt, admitted now or refused at once: for synchronous callers, which answer
@@ -74,14 +145,7 @@ impl Function {
         &self,
         invocation: Invocation,
     ) -> Result<InvocationResponse, CallError> {
-        let _permit = self
-            .admission
-            .try_acquire()
-            .map_err(CallError::NotAdmitted)?;
-        self.service
-            .invoke(invocation)
-            .await
-            .map_err(CallError::Failed)
+        self.route().call_now(invocation).await
     }
 
     /// One attempt, once the function's limits admit it: for queue callers (backpressure,
@@ -91,12 +155,53 @@ impl Function {
         &self,
         invocation: impl FnOnce() -> Invocation,
     ) -> Result<InvocationResponse, CallError> {
+        self.route().call_when_admitted(invocation).await
+    }
+}
+
+/// One attempt's version of a [`Function`], from [`Function::route`].
+#[derive(Clone, Copy)]
+pub(crate) struct Routed<'a> {
+    function: &'a Function,
+    version: &'a Version,
+}
+
+impl Routed<'_> {
+    /// The executed version: `$LATEST`, `1`, ….
+    pub(crate) fn version(&self) -> &str {
+        &self.version.label
+    }
+
+    /// [`Function::call_now`] on this version.
+    pub(crate) async fn call_now(
+        self,
+        invocation: Invocation,
+    ) -> Result<InvocationResponse, CallError> {
         let _permit = self
+            .function
+            .admission
+            .try_acquire()
+            .map_err(CallError::NotAdmitted)?;
+        self.version
+            .service
+            .invoke(invocation)
+            .await
+            .map_err(CallError::Failed)
+    }
+
+    /// [`Function::call_when_admitted`] on this version.
+    pub(crate) async fn call_when_admitted(
+        self,
+        invocation: impl FnOnce() -> Invocation,
+    ) -> Result<InvocationResponse, CallError> {
+        let _permit = self
+            .function
             .admission
             .acquire()
             .await
             .map_err(CallError::NotAdmitted)?;
-        self.service
+        self.version
+            .service
             .invoke(invocation())
             .await
             .map_err(CallError::Failed)
@@ -106,25 +211,34 @@ impl Function {
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Function")
-            .field("name", &self.name)
+            .field("qualified", &self.qualified)
             .field("on_success", &self.on_success.is_some())
             .field("on_failure", &self.on_failure.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// Every configured function, by name.
+/// A function and its qualified forms.
+#[derive(Debug)]
+struct Qualifiers {
+    /// The function itself: `$LATEST`.
+    latest: Function,
+    /// Its published versions and aliases, by qualifier.
+    qualified: HashMap<String, Function>,
+}
+
+/// Every configured function, by name, with its versions and aliases.
 #[derive(Debug, Default)]
 pub(crate) struct Functions {
-    by_name: HashMap<String, Function>,
+    by_name: HashMap<String, Qualifiers>,
     /// The process pools, stopped at shutdown.
     processes: Vec<ProcessFunction>,
 }
 
 impl Functions {
-    /// Builds every function's stack, admitted under `limiter`. All `http` functions without
-    /// TLS settings share one HTTP connection pool. The secrets of the execution roles in use
-    /// are read here, once, from the broker's environment and files.
+    /// Builds every function's stack (one per version), admitted under `limiter`. All `http`
+    /// functions without TLS settings share one HTTP connection pool. The secrets of the
+    /// execution roles in use are read here, once, from the broker's environment and files.
     ///
     /// Returns every problem found, each prefixed with the config path it concerns.
     /// Process functions' environments run as users of their own when `isolation` is given.
@@ -152,9 +266,13 @@ impl Functions {
         env: &dyn Env,
         isolation: Option<&Arc<Isolation>>,
     ) -> Result<Self, Vec<String>> {
-        let client = HttpFunction::default_client();
+        let mut targets = Targets {
+            client: HttpFunction::default_client(),
+            processes: Vec::new(),
+            account_concurrency: config.limits.account_concurrency,
+            isolation: isolation.cloned(),
+        };
         let mut by_name = HashMap::new();
-        let mut processes = Vec::new();
         let (roles, mut errors) = resolve_roles(config, env);
         for (name, function) in &config.functions {
             let role = function
@@ -165,61 +283,24 @@ impl Functions {
                 // Its role's problems are reported already.
                 continue;
             }
-            let service = match &function.target {
-                TargetConfig::Http(http) => {
-                    // TLS settings (a private CA, a client certificate, its own or its
-                    // role's) apply to one function's connections only: such a function gets
-                    // a client and pool of its own.
-                    let role_certificate = role.and_then(|role| role.client_certificate());
-                    let client = if http.tls.is_none() && role_certificate.is_none() {
-                        client.clone()
-                    } else {
-                        match HttpFunction::tls_client(http.tls.as_ref(), role.map(|r| &**r)) {
-                            Ok(own) => own,
-                            Err(err) => {
-                                errors.push(format!("functions.{name}.target.tls: {err}"));
-                                continue;
-                            }
-                        }
-                    };
-                    match HttpFunction::new(client, &http.endpoint) {
-                        Ok(target) => {
-                            let target = match role {
-                                Some(role) => target.with_role(role),
-                                None => target,
-                            };
-                            stack(name, function, target)
-                        }
-                        Err(err) => {
-                            errors.push(format!("functions.{name}.target.endpoint: {err}"));
-                            continue;
-                        }
+            let path = format!("functions.{name}");
+            let latest = targets.build(name, LATEST, function, None, role, &path);
+            let mut versions = HashMap::new();
+            for (number, version) in &function.versions {
+                let path = format!("{path}.versions.{number}");
+                let built = targets.build(name, number, function, Some(version), role, &path);
+                match built {
+                    Ok(version) => {
+                        versions.insert(number.clone(), version);
                     }
+                    Err(err) => errors.push(err),
                 }
-                TargetConfig::Process(process) => {
-                    // Environments scale up to the function's concurrency: its reserved
-                    // concurrency, or the account's.
-                    let concurrency = function
-                        .reserved_concurrency
-                        .unwrap_or(config.limits.account_concurrency);
-                    let max_environments = usize::try_from(concurrency.max(1)).unwrap_or(1);
-                    match ProcessFunction::with_role(
-                        name,
-                        process,
-                        role.cloned(),
-                        isolation.cloned(),
-                        function.timeout,
-                        max_environments,
-                    ) {
-                        Ok(target) => {
-                            processes.push(target.clone());
-                            stack(name, function, target)
-                        }
-                        Err(err) => {
-                            errors.push(format!("functions.{name}.target: {err}"));
-                            continue;
-                        }
-                    }
+            }
+            let latest = match latest {
+                Ok(latest) => latest,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
                 }
             };
             let mut sinks = [None, None];
@@ -230,7 +311,7 @@ impl Functions {
                 let Some(destination) = destination else {
                     continue;
                 };
-                let path = format!("functions.{name}.{field}");
+                let path = format!("{path}.{field}");
                 match build_sink(destination, &config.queue.data_dir, &path) {
                     Ok(sink) => *slot = Some(sink),
                     Err(err) => errors.push(format!("{err:#}")),
@@ -238,48 +319,185 @@ impl Functions {
             }
             let [on_success, on_failure] = sinks;
             let Some(admission) = limiter.admission(name) else {
-                errors.push(format!("functions.{name}: the limiter does not know it"));
+                errors.push(format!("{path}: the limiter does not know it"));
                 continue;
             };
-            let function = Function {
+            let base = Function {
                 on_success,
                 on_failure,
                 ..Function::new(
                     Name::new(name),
                     admission,
-                    service,
+                    latest.service.clone(),
                     RetryPolicy::new(function),
                 )
             };
-            by_name.insert(name.clone(), function);
+            let qualified = |qualifier: &str, routing: Routing| Function {
+                qualified: Arc::from(format!("{name}:{qualifier}")),
+                routing: Arc::new(routing),
+                ..base.clone()
+            };
+            let mut by_qualifier = HashMap::new();
+            for (number, version) in &versions {
+                by_qualifier.insert(
+                    number.clone(),
+                    qualified(number, Routing::only(version.clone())),
+                );
+            }
+            for (alias, settings) in &function.aliases {
+                // Validation guarantees that an alias names declared versions; one that failed
+                // to build is reported already.
+                let find = |number: &str| {
+                    if number == LATEST {
+                        Some(latest.clone())
+                    } else {
+                        versions.get(number).cloned()
+                    }
+                };
+                let Some(primary) = find(&settings.version) else {
+                    continue;
+                };
+                let additional: Option<Vec<(Version, f64)>> = settings
+                    .routing
+                    .iter()
+                    .map(|(number, weight)| find(number).map(|version| (version, *weight)))
+                    .collect();
+                let Some(additional) = additional else {
+                    continue;
+                };
+                let routing = Routing {
+                    primary,
+                    additional,
+                };
+                by_qualifier.insert(alias.clone(), qualified(alias, routing));
+            }
+            by_name.insert(
+                name.clone(),
+                Qualifiers {
+                    latest: base,
+                    qualified: by_qualifier,
+                },
+            );
         }
         if errors.is_empty() {
-            Ok(Self { by_name, processes })
+            Ok(Self {
+                by_name,
+                processes: targets.processes,
+            })
         } else {
             Err(errors)
         }
     }
 
-    /// A registry of `functions`, for tests.
+    /// A registry of `functions` (unqualified only), for tests.
     #[cfg(test)]
     pub(crate) fn of(functions: impl IntoIterator<Item = Function>) -> Self {
         Self {
             by_name: functions
                 .into_iter()
-                .map(|function| (function.name.to_string(), function))
+                .map(|function| {
+                    let qualifiers = Qualifiers {
+                        latest: function.clone(),
+                        qualified: HashMap::new(),
+                    };
+                    (function.name.to_string(), qualifiers)
+                })
                 .collect(),
             processes: Vec::new(),
         }
     }
 
-    /// The function called `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&Function> {
-        self.by_name.get(name)
+    /// The function a reference names: `name`, or `name:qualifier` (a version, an alias or
+    /// `$LATEST`), as triggers and queued events name functions.
+    pub(crate) fn get(&self, reference: &str) -> Option<&Function> {
+        let (name, qualifier) = split_qualifier(reference);
+        self.resolve(name, qualifier)
+    }
+
+    /// Function `name` with `qualifier` (none, or `$LATEST`: the function itself).
+    pub(crate) fn resolve(&self, name: &str, qualifier: Option<&str>) -> Option<&Function> {
+        let qualifiers = self.by_name.get(name)?;
+        match qualifier {
+            None | Some(LATEST) => Some(&qualifiers.latest),
+            Some(qualifier) => qualifiers.qualified.get(qualifier),
+        }
     }
 
     /// Stops every process function's environments.
     pub(crate) async fn shutdown(&self) {
         futures::future::join_all(self.processes.iter().map(ProcessFunction::shutdown)).await;
+    }
+}
+
+/// What building targets shares: the default HTTP client, and the process pools built so far.
+struct Targets {
+    client: reqwest::Client,
+    processes: Vec<ProcessFunction>,
+    account_concurrency: u32,
+    /// Given to every process function: each environment runs as a user of its own.
+    isolation: Option<Arc<Isolation>>,
+}
+
+impl Targets {
+    /// The stack of `version` (`None`: the function's own target, labelled `label`
+    /// `$LATEST`) of function `name`; problems are prefixed with `path`.
+    fn build(
+        &mut self,
+        name: &str,
+        label: &str,
+        function: &FunctionConfig,
+        version: Option<&VersionConfig>,
+        role: Option<&Arc<ResolvedRole>>,
+        path: &str,
+    ) -> Result<Version, String> {
+        let target = version.map_or(&function.target, |version| &version.target);
+        let timeout = function.timeout_of(version);
+        let service = match target {
+            TargetConfig::Http(http) => {
+                // TLS settings (a private CA, a client certificate, its own or its role's)
+                // apply to one function's connections only: such a function gets a client
+                // and pool of its own.
+                let role_certificate = role.and_then(|role| role.client_certificate());
+                let client = if http.tls.is_none() && role_certificate.is_none() {
+                    self.client.clone()
+                } else {
+                    HttpFunction::tls_client(http.tls.as_ref(), role.map(|r| &**r))
+                        .map_err(|err| format!("{path}.target.tls: {err}"))?
+                };
+                let target = HttpFunction::new(client, &http.endpoint)
+                    .map_err(|err| format!("{path}.target.endpoint: {err}"))?;
+                let target = match role {
+                    Some(role) => target.with_role(role),
+                    None => target,
+                };
+                stack(name, label, timeout, target)
+            }
+            TargetConfig::Process(process) => {
+                // Environments scale up to the function's concurrency: its reserved
+                // concurrency, or the account's. Each version has environments of its own;
+                // the function's admission bounds them all together.
+                let concurrency = function
+                    .reserved_concurrency
+                    .unwrap_or(self.account_concurrency);
+                let max_environments = usize::try_from(concurrency.max(1)).unwrap_or(1);
+                let target = ProcessFunction::version(
+                    name,
+                    label,
+                    process,
+                    role.cloned(),
+                    self.isolation.clone(),
+                    timeout,
+                    max_environments,
+                )
+                .map_err(|err| format!("{path}.target: {err}"))?;
+                self.processes.push(target.clone());
+                stack(name, label, timeout, target)
+            }
+        };
+        Ok(Version {
+            label: Arc::from(label),
+            service,
+        })
     }
 }
 
@@ -327,20 +545,22 @@ pub(crate) fn standalone(
     Function::new(
         Name::new(name),
         admission,
-        stack(name, config, target),
+        stack(name, LATEST, config.timeout, target),
         RetryPolicy::new(config),
     )
 }
 
-/// The stack every target gets: metrics → deadline → target.
+/// The stack every target gets: metrics (labelled with the function and `version`) →
+/// deadline → target.
 fn stack(
     name: &str,
-    function: &FunctionConfig,
+    version: &str,
+    timeout: std::time::Duration,
     target: impl Invoke<Future = TargetFuture>,
 ) -> FunctionService {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(name))
-        .layer(DeadlineLayer::new(function.timeout))
+        .layer(MetricsLayer::versioned(name, version))
+        .layer(DeadlineLayer::new(timeout))
         .service(DynTarget::new(target))
 }
 
@@ -375,6 +595,88 @@ execution_role = "payments"
 [functions.c]
 target = { type = "http", endpoint = "http://127.0.0.1:1/c" }
 "#;
+
+    const VERSIONED: &str = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:1/latest" }
+
+[functions.orders.versions.1]
+target = { type = "http", endpoint = "http://127.0.0.1:1/v1" }
+
+[functions.orders.versions.2]
+target = { type = "http", endpoint = "http://127.0.0.1:1/v2" }
+
+[functions.orders.aliases.live]
+version = "1"
+routing = { "2" = 0.25 }
+
+[functions.orders.aliases.edge]
+version = "$LATEST"
+"#;
+
+    #[tokio::test]
+    async fn references_resolve_to_qualified_functions() {
+        let config = config(VERSIONED);
+        let functions = Functions::build(&config, &Limiter::new(&config), None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let qualified = |reference: &str| {
+            functions.get(reference).map(|function| {
+                (
+                    function.qualified.to_string(),
+                    function.route().version().to_owned(),
+                )
+            })
+        };
+        let latest = Some(("orders".to_owned(), "$LATEST".to_owned()));
+        assert_eq!(qualified("orders"), latest);
+        assert_eq!(qualified("orders:$LATEST"), latest);
+        assert_eq!(
+            qualified("orders:2"),
+            Some(("orders:2".to_owned(), "2".to_owned()))
+        );
+        assert_eq!(
+            qualified("orders:edge"),
+            Some(("orders:edge".to_owned(), "$LATEST".to_owned()))
+        );
+        assert_eq!(qualified("orders:3"), None);
+        assert_eq!(qualified("orders:1:2"), None);
+        assert_eq!(qualified("other"), None);
+        let live = functions.get("orders:live").expect("the alias exists");
+        assert_eq!(
+            &*live.name, "orders",
+            "metrics label the function, not the alias"
+        );
+        let versions: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| live.route().version().to_owned())
+            .collect();
+        assert_eq!(versions, ["1".to_owned(), "2".to_owned()].into());
+    }
+
+    #[test]
+    fn routing_splits_draws_by_weight() {
+        let version = |label: &str| Version {
+            label: Arc::from(label),
+            service: stack(
+                "f",
+                label,
+                std::time::Duration::from_secs(1),
+                crate::test_support::ScriptedTarget::default(),
+            ),
+        };
+        let routing = Routing {
+            primary: version("1"),
+            additional: vec![(version("2"), 0.1), (version("3"), 0.2)],
+        };
+        let picked = |draw: f64| routing.pick(draw).label.to_string();
+        assert_eq!(picked(0.0), "2");
+        assert_eq!(picked(0.099), "2");
+        assert_eq!(picked(0.1), "3");
+        assert_eq!(picked(0.299), "3");
+        assert_eq!(picked(0.301), "1");
+        assert_eq!(picked(0.999_999), "1");
+        let only = Routing::only(version("7"));
+        assert_eq!(only.pick(0.5).label.as_ref(), "7");
+    }
 
     #[tokio::test]
     async fn a_missing_secret_stops_the_build_once_without_its_value() {

@@ -122,7 +122,8 @@ impl TickHandler for QueueTicks {
                 self.completions.forget(&id);
                 return Err(err);
             }
-            telemetry::async_event_enqueued(&function);
+            // Metrics are per function; a schedule may name `function:alias`.
+            telemetry::async_event_enqueued(impulse_config::split_qualifier(&function).0);
             Ok(Handled::Queued)
         })
     }
@@ -145,7 +146,7 @@ impl TickHandler for ClaimTicks {
         Box::pin(async move {
             let handled = self.schedules.claim_and_enqueue(&event, self.ttl).await?;
             if handled == Handled::Queued {
-                telemetry::async_event_enqueued(&event.function);
+                telemetry::async_event_enqueued(impulse_config::split_qualifier(&event.function).0);
             }
             Ok(handled)
         })

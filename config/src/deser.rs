@@ -221,7 +221,9 @@ fn tagged_at(path: &FieldPath) -> Option<Tagged> {
     }
     let keys: Option<Vec<&str>> = path.segments().iter().map(key).collect();
     match keys?.as_slice() {
-        ["functions", _, "target"] => Some(Tagged::Target),
+        ["functions", _, "target"] | ["functions", _, "versions", _, "target"] => {
+            Some(Tagged::Target)
+        }
         ["functions", _, "on_success" | "on_failure"] => Some(Tagged::Destination),
         ["triggers", _] => Some(Tagged::Trigger),
         ["triggers", _, "on_failure"] => Some(Tagged::Destination),

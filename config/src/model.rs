@@ -348,6 +348,82 @@ pub struct FunctionConfig {
     /// function holds no secrets but its own `environment`.
     #[serde(default)]
     pub execution_role: Option<String>,
+    /// Published versions by number (`1`, `2`, …: Lambda's version numbers, positive integers
+    /// without leading zeros). Each is a frozen copy of the function: its own `target` (the
+    /// code) and optionally its own `timeout`; everything else (limits, retries, destinations,
+    /// policy, execution role) is the function's and shared by its versions, as in Lambda, where
+    /// reserved concurrency belongs to the function. Invoked as `name:1`. The unqualified
+    /// function is `$LATEST`: the function's own `target`.
+    #[serde(default)]
+    pub versions: BTreeMap<String, VersionConfig>,
+    /// Aliases by name (`live`, `canary`): a name for a version, optionally shifting a share of
+    /// the traffic to other versions (Lambda's `RoutingConfig`). Invoked as `name:live`. A name
+    /// is 1 to 128 characters from `A-Z a-z 0-9 _ -`, not all digits (that names a version).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, AliasConfig>,
+}
+
+/// A published version: the code (`target`) and the settings frozen with it.
+///
+/// The target is required rather than inherited from the function: a version that followed
+/// the function's `target` would change whenever `$LATEST` does, and a published version is
+/// immutable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    /// How this version is called (for a process target: its command, environment and
+    /// `memory_size`; each version has execution environments of its own).
+    pub target: TargetConfig,
+    /// Longest an invocation of this version may run, greater than 0 and at most 900s. Unset:
+    /// the function's `timeout`.
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Lambda's version `Description`, shown by `ListVersionsByFunction`.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An alias: a name pointing at a version, with optional weighted routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasConfig {
+    /// The version invoked (`FunctionVersion`): a key of `versions`, or `$LATEST`.
+    pub version: String,
+    /// Shares of the traffic sent to other published versions instead (Lambda's
+    /// `RoutingConfig.AdditionalVersionWeights`), e.g. `{ "2" = 0.1 }` sends 10 % to version
+    /// 2. Each weight is 0 to 1, their sum at most 1; `version` gets the rest.
+    #[serde(default)]
+    pub routing: BTreeMap<String, f64>,
+    /// Lambda's alias `Description`, shown by `GetAlias` and `ListAliases`.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The qualifier of the unqualified function, reserved: no version or alias may be named so.
+pub const LATEST: &str = "$LATEST";
+
+/// Splits a function reference, `name` or `name:qualifier` (a version, an alias or `$LATEST`),
+/// as triggers name functions.
+pub fn split_qualifier(reference: &str) -> (&str, Option<&str>) {
+    match reference.split_once(':') {
+        Some((name, qualifier)) => (name, Some(qualifier)),
+        None => (reference, None),
+    }
+}
+
+impl FunctionConfig {
+    /// Whether `qualifier` names something of this function: `$LATEST`, a version or an alias.
+    pub fn has_qualifier(&self, qualifier: &str) -> bool {
+        qualifier == LATEST
+            || self.versions.contains_key(qualifier)
+            || self.aliases.contains_key(qualifier)
+    }
+
+    /// The timeout of `version` (`None`: `$LATEST`): its own, or the function's.
+    pub fn timeout_of(&self, version: Option<&VersionConfig>) -> Duration {
+        version.and_then(|v| v.timeout).unwrap_or(self.timeout)
+    }
 }
 
 /// A function's resource-based policy: the principals and triggers allowed to invoke it.
@@ -802,7 +878,17 @@ pub enum TriggerConfig {
 }
 
 impl TriggerConfig {
-    /// The name of the function this trigger invokes.
+    /// The function this trigger names without its qualifier (`orders` for `orders:live`).
+    pub fn function_name(&self) -> &str {
+        split_qualifier(self.function()).0
+    }
+
+    /// The qualifier of the function this trigger names (`live` for `orders:live`), if any.
+    pub fn qualifier(&self) -> Option<&str> {
+        split_qualifier(self.function()).1
+    }
+
+    /// The function this trigger invokes: a name, or `name:qualifier` (a version or alias).
     pub fn function(&self) -> &str {
         match self {
             Self::Http(t) => &t.function,
@@ -836,7 +922,7 @@ impl TriggerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTriggerConfig {
-    /// The function invoked.
+    /// The function invoked: a name, or `name:qualifier` for a version or an alias.
     pub function: String,
     /// Route path: starts with `/`; a whole segment may be a parameter `{name}`, and the last
     /// segment may be a catch-all `{*rest}`. Paths under `/2015-03-31/` belong to the Invoke API.
@@ -1104,7 +1190,7 @@ const STANDARD_WEBHOOKS_BASE64: base64::engine::GeneralPurpose =
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTriggerConfig {
-    /// The function invoked.
+    /// The function invoked: a name, or `name:qualifier` for a version or an alias.
     pub function: String,
     /// `rate(5 minutes)`, `cron(0 10 * * ? *)` or `at(2026-12-01T09:00:00)`, with EventBridge's
     /// rules. Rate ticks are aligned to the Unix epoch in UTC. Impulse extension beyond
@@ -1184,7 +1270,7 @@ pub enum Overlap {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaTriggerConfig {
-    /// The function invoked.
+    /// The function invoked: a name, or `name:qualifier` for a version or an alias.
     pub function: String,
     /// Comma-separated `host:port` list; not empty. Environment override:
     /// `IMPULSE_TRIGGER_<NAME>_BOOTSTRAP_SERVERS`.
@@ -1347,7 +1433,7 @@ pub enum Ordering {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTriggerConfig {
-    /// The function invoked.
+    /// The function invoked: a name, or `name:qualifier` for a version or an alias.
     pub function: String,
     /// `redis://` or `rediss://` URL; `#insecure` is rejected. Environment override:
     /// `IMPULSE_TRIGGER_<NAME>_URL`.

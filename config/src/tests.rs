@@ -254,7 +254,7 @@ fn broken_toml_reports_everything() {
         "broken.toml:3: limits.account_concurrency: must be greater than 0",
         "broken.toml:6: functions.resize.target.endpoint: unsupported scheme `localhost`; expected http:// or https://",
         "broken.toml:7: functions.resize.timeout: must be greater than 0 and at most 900s",
-        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`, `policy`, `execution_role`",
+        "broken.toml:11: functions.thumb.timeot: unknown field `timeot`, expected one of `target`, `timeout`, `reserved_concurrency`, `rate`, `max_retry_attempts`, `retry_delay`, `max_event_age`, `on_success`, `on_failure`, `policy`, `execution_role`, `versions`, `aliases`",
         "broken.toml:14: triggers.orders.batch_size: must be between 1 and 10000",
         "broken.toml:19: triggers.orders.librdkafka_options.\"enable.auto.commit\": `enable.auto.commit` is owned by the broker: the broker commits offsets itself, only after the function succeeds (at-least-once)",
         "broken.toml:24: triggers.orders.on_failure.topic: \"orders\" is a source topic of this trigger on the same cluster; failed records would be consumed again",
@@ -1597,4 +1597,129 @@ fn deep_nesting_is_an_error_not_a_crash() {
     let yaml = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
     let found = errors(&yaml, Format::Yaml, "d.yaml", &no_env());
     assert!(found[0].starts_with("d.yaml:1: "), "{found:?}");
+}
+
+#[test]
+fn versions_and_aliases() {
+    let good = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:9/latest" }
+timeout = "5s"
+
+[functions.orders.versions.1]
+target = { type = "http", endpoint = "http://127.0.0.1:9/v1" }
+timeout = "2s"
+
+[functions.orders.versions.2]
+target = { type = "process", command = "worker", memory_size = 256 }
+
+[functions.orders.aliases.live]
+version = "1"
+routing = { "2" = 0.1 }
+
+[triggers.hook]
+type = "http"
+path = "/hook"
+function = "orders:live"
+"#;
+    let config = ok(good, Format::Toml);
+    let orders = &config.functions["orders"];
+    assert_eq!(
+        orders.timeout_of(orders.versions.get("1")),
+        Duration::from_secs(2)
+    );
+    // A version inherits what it does not set: here the function's timeout.
+    assert_eq!(
+        orders.timeout_of(orders.versions.get("2")),
+        Duration::from_secs(5)
+    );
+    assert_eq!(orders.aliases["live"].routing["2"], 0.1);
+    assert_eq!(config.triggers["hook"].function_name(), "orders");
+    assert_eq!(config.triggers["hook"].qualifier(), Some("live"));
+
+    let bad = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:9/latest" }
+
+[functions.orders.versions.1]
+target = { type = "http", endpoint = "ftp://127.0.0.1:9/v1" }
+timeout = "901s"
+
+[functions.orders.versions.01]
+target = { type = "http", endpoint = "http://127.0.0.1:9/v01" }
+
+[functions.orders.aliases.live]
+version = "3"
+routing = { "1" = 1.5, "4" = 0.2 }
+
+[functions.orders.aliases.half]
+version = "1"
+routing = { "1" = 0.5 }
+
+[functions.orders.aliases.7]
+version = "1"
+
+[triggers.hook]
+type = "http"
+path = "/hook"
+function = "orders:canary"
+"#;
+    let found = errors(bad, Format::Toml, "v.toml", &no_env());
+    let expected = [
+        "v.toml:6: functions.orders.versions.1.target.endpoint: unsupported scheme `ftp`; expected http:// or https://",
+        "v.toml:7: functions.orders.versions.1.timeout: must be greater than 0 and at most 900s",
+        "v.toml:9: functions.orders.versions.01: invalid version \"01\": versions are numbered 1, 2, … (a positive integer without leading zeros)",
+        "v.toml:13: functions.orders.aliases.live.version: unknown version \"3\" (declared: 01, 1)",
+        "v.toml:14: functions.orders.aliases.live.routing.1: weight must be between 0 and 1",
+        "v.toml:14: functions.orders.aliases.live.routing.4: unknown version \"4\" (declared: 01, 1)",
+        "v.toml:18: functions.orders.aliases.half.routing.1: is the alias's own version; route to another version",
+        "v.toml:20: functions.orders.aliases.7: alias \"7\" looks like a version number; give it a name",
+        "v.toml:26: triggers.hook.function: function \"orders\" has no version or alias \"canary\"",
+    ];
+    assert_eq!(found, expected);
+
+    let latest = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://127.0.0.1:9/" }
+[functions.f.versions."$LATEST"]
+target = { type = "http", endpoint = "http://127.0.0.1:9/" }
+[functions.f.aliases."$LATEST"]
+version = "$LATEST"
+[functions.f.aliases.split]
+version = "$LATEST"
+routing = { "$LATEST" = 0.5 }
+"#;
+    let found = errors(latest, Format::Toml, "l.toml", &no_env());
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].contains("versions.\"$LATEST\": `$LATEST` is reserved"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("aliases.\"$LATEST\": `$LATEST` is reserved"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].contains("routing.\"$LATEST\": routing goes to published versions only"),
+        "{found:?}"
+    );
+
+    let sum = r#"
+[functions.f]
+target = { type = "http", endpoint = "http://127.0.0.1:9/" }
+[functions.f.versions.1]
+target = { type = "http", endpoint = "http://127.0.0.1:9/1" }
+[functions.f.versions.2]
+target = { type = "http", endpoint = "http://127.0.0.1:9/2" }
+[functions.f.versions.3]
+target = { type = "http", endpoint = "http://127.0.0.1:9/3" }
+[functions.f.aliases.split]
+version = "1"
+routing = { "2" = 0.6, "3" = 0.5 }
+"#;
+    let found = errors(sum, Format::Toml, "s.toml", &no_env());
+    assert_eq!(
+        found,
+        ["s.toml:12: functions.f.aliases.split.routing: weights sum to 1.1; the sum must be at most 1"]
+    );
 }

@@ -2,8 +2,9 @@
 //! invocation record of async events and the failure record of stream batches, from one
 //! builder.
 //!
-//! Impulse has no ARNs; `functionArn` is `arn:aws:lambda:local:000000000000:function:<name>:$LATEST`
-//! — stable, and shaped like Lambda's so that tools parsing ARNs keep working.
+//! Impulse has no ARNs; `functionArn` is `arn:aws:lambda:local:000000000000:function:<name>:<qualifier>`
+//! — the qualifier the function was called with (a version, an alias, `$LATEST` when
+//! unqualified): stable, and shaped like Lambda's so that tools parsing ARNs keep working.
 
 use std::time::SystemTime;
 
@@ -14,9 +15,18 @@ use serde_json::value::RawValue;
 use crate::retry::FailureCondition;
 use crate::InvokeError;
 
-/// The `functionArn` Impulse reports for `function`.
+/// The `functionArn` Impulse reports for `function`: a name (reported as `$LATEST`) or a
+/// qualified `name:qualifier`.
 pub fn function_arn(function: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{function}:$LATEST")
+    match function.split_once(':') {
+        Some((name, qualifier)) => version_arn(name, qualifier),
+        None => version_arn(function, "$LATEST"),
+    }
+}
+
+/// The ARN of `qualifier` (a version, an alias or `$LATEST`) of function `name`.
+pub fn version_arn(name: &str, qualifier: &str) -> String {
+    format!("arn:aws:lambda:local:000000000000:function:{name}:{qualifier}")
 }
 
 /// How the invocation ended, as the record reports it.
@@ -62,8 +72,11 @@ pub enum RecordSource<'a> {
 pub struct DestinationRecord<'a> {
     /// The request id (the event's idempotency key, or the record's identifier).
     pub request_id: &'a str,
-    /// The function's name.
+    /// The function as it was called: a name, or `name:qualifier` (a version or an alias);
+    /// `functionArn` is its ARN.
     pub function: &'a str,
+    /// The version that ran (`$LATEST`, `1`, …): `executedVersion`.
+    pub executed_version: &'a str,
     /// Attempts made.
     pub approximate_invoke_count: u32,
     /// Success or why it failed.
@@ -82,7 +95,7 @@ struct Record<'a> {
     request_context: RequestContext<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_payload: Option<Payload<'a>>,
-    response_context: ResponseContext,
+    response_context: ResponseContext<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_payload: Option<Payload<'a>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -100,9 +113,9 @@ struct RequestContext<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ResponseContext {
+struct ResponseContext<'a> {
     status_code: u16,
-    executed_version: &'static str,
+    executed_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     function_error: Option<&'static str>,
 }
@@ -205,7 +218,7 @@ impl DestinationRecord<'_> {
             request_payload,
             response_context: ResponseContext {
                 status_code: 200,
-                executed_version: "$LATEST",
+                executed_version: self.executed_version,
                 function_error,
             },
             response_payload,
@@ -235,6 +248,7 @@ mod tests {
         let record = DestinationRecord {
             request_id: "req-1",
             function: "orders",
+            executed_version: "$LATEST",
             approximate_invoke_count: 3,
             outcome: RecordOutcome::Failure {
                 condition: FailureCondition::RetriesExhausted,
@@ -270,6 +284,7 @@ mod tests {
         let record = DestinationRecord {
             request_id: "r",
             function: "f",
+            executed_version: "$LATEST",
             approximate_invoke_count: 0,
             outcome: RecordOutcome::Failure {
                 condition: FailureCondition::AgeExceeded,
@@ -295,6 +310,7 @@ mod tests {
         let record = DestinationRecord {
             request_id: "req-9",
             function: "f",
+            executed_version: "$LATEST",
             approximate_invoke_count: 3,
             outcome: RecordOutcome::Failure {
                 condition: FailureCondition::RetriesExhausted,
@@ -317,6 +333,7 @@ mod tests {
         let record = DestinationRecord {
             request_id: "orders-0@15",
             function: "f",
+            executed_version: "$LATEST",
             approximate_invoke_count: 11,
             outcome: RecordOutcome::Failure {
                 condition: FailureCondition::AgeExceeded,
@@ -345,5 +362,30 @@ mod tests {
             ..record
         };
         assert_eq!(exhausted.condition(), "RetryAttemptsExhausted");
+    }
+
+    #[test]
+    fn a_qualified_call_reports_its_arn_and_the_version_that_ran() {
+        let record = DestinationRecord {
+            request_id: "req-2",
+            function: "orders:live",
+            executed_version: "2",
+            approximate_invoke_count: 1,
+            outcome: RecordOutcome::Success { response: b"{}" },
+            source: RecordSource::Invocation {
+                request_payload: b"{}",
+            },
+            timestamp: SystemTime::UNIX_EPOCH,
+        };
+        let value = parsed(&record);
+        assert_eq!(
+            value["requestContext"]["functionArn"],
+            "arn:aws:lambda:local:000000000000:function:orders:live"
+        );
+        assert_eq!(value["responseContext"]["executedVersion"], "2");
+        assert_eq!(
+            function_arn("orders"),
+            "arn:aws:lambda:local:000000000000:function:orders:$LATEST"
+        );
     }
 }

@@ -213,7 +213,10 @@ async fn invoke_api_request_response() {
     );
     let body: Value = missing.json().await.expect("json");
     assert_eq!(body["Type"], "User");
-    assert_eq!(body["Message"], "Function not found: nope");
+    assert_eq!(
+        body["Message"],
+        "Function not found: arn:aws:lambda:local:000000000000:function:nope"
+    );
 
     let not_json = client
         .post(invoke("echo"))
@@ -250,9 +253,8 @@ async fn invoke_api_request_response() {
     // Lambda API operations Impulse does not implement are named as such, so an SDK can
     // tell what happened.
     for (method, path) in [
-        (reqwest::Method::DELETE, "/2015-03-31/functions/echo"),
-        (reqwest::Method::POST, "/2015-03-31/functions"),
-        (reqwest::Method::GET, "/2015-03-31/functions/echo/versions"),
+        (reqwest::Method::PATCH, "/2015-03-31/functions/echo"),
+        (reqwest::Method::GET, "/2015-03-31/functions/echo/policy"),
         (reqwest::Method::GET, "/2017-03-31/tags/arn"),
     ] {
         let response = client
@@ -264,6 +266,25 @@ async fn invoke_api_request_response() {
         assert_eq!(
             response.headers()["x-amzn-errortype"],
             "UnknownOperationException",
+            "{method} {path}"
+        );
+    }
+
+    // Write operations are refused: the configuration file is the source of truth.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/2015-03-31/functions/echo"),
+        (reqwest::Method::POST, "/2015-03-31/functions"),
+        (reqwest::Method::POST, "/2015-03-31/functions/echo/versions"),
+    ] {
+        let response = client
+            .request(method.clone(), impulse.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 403, "{method} {path}");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "AccessDeniedException",
             "{method} {path}"
         );
     }
@@ -357,15 +378,17 @@ async fn metrics_health_and_readiness() {
         .expect("text");
     assert!(
         metrics.contains(
-            r#"impulse_invocations_total{function="echo",trigger="invoke",outcome="success"} 3"#
+            r#"impulse_invocations_total{function="echo",version="$LATEST",trigger="invoke",outcome="success"} 3"#
         ),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"impulse_invocation_duration_seconds_bucket{function="echo",le="0.5"}"#),
+        metrics.contains(r#"impulse_invocation_duration_seconds_bucket{function="echo",version="$LATEST",le="0.5"}"#),
         "histogram buckets must be exported, not a summary:\n{metrics}"
     );
-    assert!(metrics.contains(r#"impulse_invocation_duration_seconds_count{function="echo"} 3"#));
+    assert!(metrics.contains(
+        r#"impulse_invocation_duration_seconds_count{function="echo",version="$LATEST"} 3"#
+    ));
 }
 
 #[tokio::test]

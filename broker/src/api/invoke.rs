@@ -4,6 +4,9 @@
 //! result; a function error still answers 200, with `X-Amz-Function-Error` set and Lambda's
 //! error document as the body. `DryRun` checks the function exists and answers 204.
 //!
+//! The function may be qualified (`name:2`, `name:live`, an ARN with a qualifier, or
+//! `?Qualifier=`): a version or an alias runs, and `X-Amz-Executed-Version` says which version.
+//!
 //! With `[auth]` configured, the caller must be a principal allowed to invoke the function
 //! (its role, then the function's policy); see `crate::auth`.
 
@@ -70,13 +73,9 @@ pub(super) async fn invoke(
         .authorize(principal.as_ref(), Action::Invoke { function: name })
         .map_err(ApiError::from)?;
 
-    let qualifier = query.get("Qualifier").map(String::as_str).or(qualifier);
-    if qualifier.is_some_and(|q| q != "$LATEST") {
-        // Versions and aliases do not exist yet; only the latest code runs.
-        return Err(ApiError::not_found(&function));
-    }
-    let Some(function) = state.functions.get(name) else {
-        return Err(ApiError::not_found(name));
+    let qualifier = qualifier_of(qualifier, &query)?;
+    let Some(function) = state.functions.resolve(name, qualifier) else {
+        return Err(ApiError::not_found(&qualified_arn(name, qualifier)));
     };
     if invocation_type == "DryRun" {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -84,7 +83,7 @@ pub(super) async fn invoke(
     let payload = json_payload(body)?;
     let request_id = crate::request_id::new();
     if invocation_type == "Event" {
-        enqueue(&state, &request_id, name, INVOKE_TRIGGER, payload).await?;
+        enqueue(&state, &request_id, function, INVOKE_TRIGGER, payload).await?;
         let mut response = StatusCode::ACCEPTED.into_response();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-amzn-requestid", value);
@@ -101,16 +100,16 @@ pub(super) async fn invoke(
         client_context: client_context(&headers)?,
     };
     // A synchronous caller is never queued: admitted now, or 429 at once.
-    let mut response = match function.call_now(invocation).await {
+    let routed = function.route();
+    let executed_version = HeaderValue::from_str(routed.version())
+        .unwrap_or_else(|_| HeaderValue::from_static("$LATEST"));
+    let mut response = match routed.call_now(invocation).await {
         Ok(response) => json_response(response.payload),
         Err(CallError::NotAdmitted(throttle)) => return Err(throttled(throttle)),
         Err(CallError::Failed(err)) => error_response(&err, &request_id, name)?,
     };
     let headers = response.headers_mut();
-    headers.insert(
-        "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
-    );
+    headers.insert("x-amz-executed-version", executed_version);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-requestid", value);
     }
@@ -123,6 +122,31 @@ pub(super) fn parse_function_name(raw: &str) -> (&str, Option<&str>) {
     match rest.split_once(':') {
         Some((name, qualifier)) => (name, Some(qualifier)),
         None => (rest, None),
+    }
+}
+
+/// The qualifier of a call: the one in the function name, or the `Qualifier` query parameter;
+/// both may be given only if they agree (Lambda's rule).
+pub(super) fn qualifier_of<'a>(
+    from_name: Option<&'a str>,
+    query: &'a HashMap<String, String>,
+) -> Result<Option<&'a str>, ApiError> {
+    match (from_name, query.get("Qualifier").map(String::as_str)) {
+        (Some(derived), Some(given)) if derived != given => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "The derived qualifier from the function name does not match the specified \
+             qualifier.",
+        )),
+        (derived, given) => Ok(given.or(derived)),
+    }
+}
+
+/// The ARN a not-found error names: the function's, with the qualifier asked for.
+pub(super) fn qualified_arn(name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(qualifier) => impulse_invoker::record::version_arn(name, qualifier),
+        None => format!("arn:aws:lambda:local:000000000000:function:{name}"),
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use impulse_connectors::contract::{Queue, QueuedEvent};
 use impulse_connectors::telemetry;
@@ -24,7 +24,7 @@ pub(crate) use read::Catalog;
 pub(crate) use trigger::TriggerRoutes;
 
 use crate::auth::{Authenticator, Denial};
-use crate::functions::Functions;
+use crate::functions::{Function, Functions};
 use crate::limiter::Throttle;
 
 /// What the trigger listener's handlers share.
@@ -54,19 +54,50 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route(
             "/2015-03-31/functions",
-            get(read::list_functions).fallback(unknown_operation),
+            get(read::list_functions)
+                .post(read::read_only)
+                .fallback(unknown_operation),
         )
         .route(
             "/2015-03-31/functions/",
-            get(read::list_functions).fallback(unknown_operation),
+            get(read::list_functions)
+                .post(read::read_only)
+                .fallback(unknown_operation),
         )
         .route(
             "/2015-03-31/functions/{function}",
-            get(read::get_function).fallback(unknown_operation),
+            get(read::get_function)
+                .delete(read::read_only)
+                .fallback(unknown_operation),
         )
         .route(
             "/2015-03-31/functions/{function}/configuration",
-            get(read::get_function_configuration).fallback(unknown_operation),
+            get(read::get_function_configuration)
+                .put(read::read_only)
+                .fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/code",
+            put(read::read_only).fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/versions",
+            get(read::list_versions)
+                .post(read::read_only)
+                .fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/aliases",
+            get(read::list_aliases)
+                .post(read::read_only)
+                .fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/aliases/{alias}",
+            get(read::get_alias)
+                .put(read::read_only)
+                .delete(read::read_only)
+                .fallback(unknown_operation),
         )
         .fallback(trigger::handle)
         .with_state(state)
@@ -94,20 +125,22 @@ pub(crate) fn is_lambda_api_path(path: &str) -> bool {
         })
 }
 
-/// Durably queues an async invocation; only then may the caller answer `202`.
+/// Durably queues an async invocation of `function` (qualified as its caller named it: an
+/// alias picks its version at each attempt); only then may the caller answer `202`.
 async fn enqueue(
     state: &AppState,
     id: &str,
-    function: &str,
+    function: &Function,
     trigger: &str,
     payload: Bytes,
 ) -> Result<(), error::ApiError> {
     let event = QueuedEvent::new(
         id.to_owned(),
-        function.to_owned(),
+        function.qualified.to_string(),
         trigger.to_owned(),
         payload,
     );
+    let function = function.name.as_str();
     match state.queue.enqueue(event).await {
         Ok(()) => {
             telemetry::async_event_enqueued(function);

@@ -213,8 +213,9 @@ struct InvokeCase {
     /// Random headers: log type, client context, credentials, noise.
     headers: Vec<(String, Vec<u8>)>,
     /// `Some`: a well-formed request whose outcome is known: the qualifier asked for (path or
-    /// query) and whether the function exists.
-    known: Option<(Option<String>, bool)>,
+    /// query), whether the function exists, and whether path and query name different
+    /// qualifiers (Lambda's `InvalidParameterValueException`).
+    known: Option<(Option<String>, bool, bool)>,
     /// Sends the configured bearer token (else the credential is whatever the headers hold).
     authenticated: bool,
     body: Vec<u8>,
@@ -284,6 +285,7 @@ fn invoke_case(d: &mut Draw<'_>) -> InvokeCase {
             (
                 query_qualifier.or(path_qualifier).map(str::to_owned),
                 exists,
+                matches!((path_qualifier, query_qualifier), (Some(p), Some(q)) if p != q),
             )
         }),
         authenticated,
@@ -386,7 +388,7 @@ async fn invoke(h: &Harness, case: InvokeCase) -> TestCaseResult {
     let queued = h.queue.take();
     prop_assert_eq!(queued.is_some(), status == StatusCode::ACCEPTED);
 
-    let Some((qualifier, exists)) = case.known else {
+    let Some((qualifier, exists, conflict)) = case.known else {
         return Ok(());
     };
     let invocation_type = sent_type.unwrap_or_else(|| "RequestResponse".to_owned());
@@ -403,7 +405,7 @@ async fn invoke(h: &Harness, case: InvokeCase) -> TestCaseResult {
     // body.
     let expected = if !authorized {
         StatusCode::UNAUTHORIZED
-    } else if !valid_type {
+    } else if !valid_type || conflict {
         StatusCode::BAD_REQUEST
     } else if qualifier.is_some_and(|q| q != "$LATEST") || !exists {
         StatusCode::NOT_FOUND

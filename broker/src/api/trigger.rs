@@ -167,7 +167,7 @@ async fn serve(
             .confirm(&head, &body, received_at)
             .and_then(|principal| {
                 let action = Action::Invoke {
-                    function: &route.function,
+                    function: &function.name,
                 };
                 state.auth.authorize(principal.as_ref(), action)
             });
@@ -206,7 +206,7 @@ async fn serve(
     });
     let mut response = match route.invocation {
         InvocationMode::Async => {
-            match enqueue(state, &request_id, &route.function, &route.name, payload).await {
+            match enqueue(state, &request_id, function, &route.name, payload).await {
                 Ok(()) => (
                     StatusCode::ACCEPTED,
                     Json(json!({ "requestId": request_id })),

@@ -133,15 +133,26 @@ impl Inner {
         }
         let max_age = function.retry.max_event_age();
         if remaining_age(event.enqueued_at, max_age, SystemTime::now()).is_none() {
+            // No attempt ran: the record names the version the function's qualifier points at.
+            let version = function.version();
             return self
-                .fail(function, event, FailureCondition::AgeExceeded, None)
+                .fail(
+                    function,
+                    event,
+                    FailureCondition::AgeExceeded,
+                    None,
+                    version,
+                )
                 .await;
         }
-        let result = function
+        // Routed here rather than inside the call, so the record names the version that ran.
+        let routed = function.route();
+        let version = routed.version();
+        let result = routed
             .call_when_admitted(|| {
                 let now = SystemTime::now();
                 telemetry::async_event_age(
-                    &event.function,
+                    function_label(&event),
                     now.duration_since(event.enqueued_at).unwrap_or_default(),
                 );
                 event.attempts += 1;
@@ -162,15 +173,24 @@ impl Inner {
             })
             .await;
         match result {
-            Ok(response) => self.succeed(function, event, &response.payload).await,
+            Ok(response) => {
+                self.succeed(function, event, &response.payload, version)
+                    .await
+            }
             // Reserved concurrency 0 (or an unreserved pool that reserved functions emptied):
             // the event can never run. Lambda sends such events straight to the destination.
             Err(CallError::NotAdmitted(throttle)) => {
                 tracing::warn!(function = %event.function, id = %event.id, reason = throttle.reason(), "Async event cannot be admitted.");
-                self.fail(function, event, FailureCondition::RetriesExhausted, None)
-                    .await
+                self.fail(
+                    function,
+                    event,
+                    FailureCondition::RetriesExhausted,
+                    None,
+                    version,
+                )
+                .await
             }
-            Err(CallError::Failed(err)) => self.retry_or_fail(function, event, err).await,
+            Err(CallError::Failed(err)) => self.retry_or_fail(function, event, err, version).await,
         }
     }
 
@@ -181,6 +201,7 @@ impl Inner {
         function: &Function,
         mut event: QueuedEvent,
         err: InvokeError,
+        version: &str,
     ) -> Settlement {
         let now = SystemTime::now();
         let decision = function.retry.decide(
@@ -198,7 +219,7 @@ impl Inner {
                 if function_retry {
                     event.function_retries += 1;
                 }
-                telemetry::retry_scheduled(&event.function, err.class().as_str());
+                telemetry::retry_scheduled(function_label(&event), err.class().as_str());
                 tracing::info!(
                     function = %event.function, id = %event.id, attempts = event.attempts,
                     error_code = err.error_code(), retry_in = ?after,
@@ -206,7 +227,10 @@ impl Inner {
                 );
                 Settlement::Reschedule(event, now + after)
             }
-            Decision::GiveUp(condition) => self.fail(function, event, condition, Some(&err)).await,
+            Decision::GiveUp(condition) => {
+                self.fail(function, event, condition, Some(&err), version)
+                    .await
+            }
         }
     }
 
@@ -215,12 +239,13 @@ impl Inner {
         function: &Function,
         event: QueuedEvent,
         response: &[u8],
+        version: &str,
     ) -> Settlement {
         if function.on_success.is_none() {
             self.finished(&event, "success", Outcome::Delivered);
             return Settlement::Complete;
         }
-        let record = destination_record(&event, RecordOutcome::Success { response });
+        let record = destination_record(&event, RecordOutcome::Success { response }, version);
         let pending = PendingDestination {
             succeeded: true,
             record,
@@ -234,6 +259,7 @@ impl Inner {
         event: QueuedEvent,
         condition: FailureCondition,
         error: Option<&InvokeError>,
+        version: &str,
     ) -> Settlement {
         tracing::warn!(
             function = %event.function, id = %event.id, attempts = event.attempts,
@@ -244,7 +270,8 @@ impl Inner {
             self.finished(&event, "dropped", Outcome::Dropped);
             return Settlement::Complete;
         }
-        let record = destination_record(&event, RecordOutcome::Failure { condition, error });
+        let record =
+            destination_record(&event, RecordOutcome::Failure { condition, error }, version);
         let pending = PendingDestination {
             succeeded: false,
             record,
@@ -279,15 +306,15 @@ impl Inner {
                 if pending.succeeded {
                     self.finished(&event, "success", Outcome::Delivered);
                 } else {
-                    telemetry::dead_letter_written(&event.function, &event.trigger, true);
+                    telemetry::dead_letter_written(function_label(&event), &event.trigger, true);
                     self.finished(&event, "dead_lettered", Outcome::DeadLettered);
                 }
                 Settlement::Complete
             }
             Err(err) => {
-                telemetry::destination_failed(&event.function, label);
+                telemetry::destination_failed(function_label(&event), label);
                 if !pending.succeeded {
-                    telemetry::dead_letter_written(&event.function, &event.trigger, false);
+                    telemetry::dead_letter_written(function_label(&event), &event.trigger, false);
                 }
                 tracing::error!(
                     function = %event.function, id = %event.id, destination = label, error = %err,
@@ -314,7 +341,7 @@ impl Inner {
     }
 
     fn finished(&self, event: &QueuedEvent, result: &'static str, outcome: Outcome) {
-        telemetry::async_event_finished(&event.function, result);
+        telemetry::async_event_finished(function_label(event), result);
         self.completions.resolve(&event.id, outcome);
     }
 
@@ -331,10 +358,15 @@ impl Inner {
 }
 
 /// The destination record of an async event.
-fn destination_record(event: &QueuedEvent, outcome: RecordOutcome<'_>) -> bytes::Bytes {
+fn destination_record(
+    event: &QueuedEvent,
+    outcome: RecordOutcome<'_>,
+    executed_version: &str,
+) -> bytes::Bytes {
     DestinationRecord {
         request_id: &event.id,
         function: &event.function,
+        executed_version,
         approximate_invoke_count: event.attempts,
         outcome,
         source: RecordSource::Invocation {
@@ -343,6 +375,12 @@ fn destination_record(event: &QueuedEvent, outcome: RecordOutcome<'_>) -> bytes:
         timestamp: SystemTime::now(),
     }
     .to_bytes()
+}
+
+/// The `function` label of `event`'s metrics: the function's name without the qualifier it was
+/// called with (`orders` for `orders:live`), as every other metric of the function.
+fn function_label(event: &QueuedEvent) -> &str {
+    impulse_config::split_qualifier(&event.function).0
 }
 
 #[cfg(test)]

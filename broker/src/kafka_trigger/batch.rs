@@ -408,7 +408,8 @@ impl BatchContext {
         let payload = encode_event(&self.bootstrap_servers, std::slice::from_ref(record));
         DestinationRecord {
             request_id: &identifier,
-            function: &self.function.name,
+            function: &self.function.qualified,
+            executed_version: self.function.version(),
             approximate_invoke_count: attempts,
             outcome: RecordOutcome::Failure { condition, error },
             source: RecordSource::Batch {

@@ -147,7 +147,7 @@ impl Validator {
                         path.key("triggers").index(i),
                         format!("unknown trigger \"{trigger}\""),
                     ),
-                    Some(t) if t.function() != function => self.error(
+                    Some(t) if t.function_name() != function => self.error(
                         path.key("triggers").index(i),
                         format!(
                             "trigger \"{trigger}\" invokes \"{}\", not this function",
@@ -158,7 +158,7 @@ impl Validator {
                 }
             }
             for (trigger, settings) in &config.triggers {
-                if settings.function() == function && !allowed.contains(trigger) {
+                if settings.function_name() == function && !allowed.contains(trigger) {
                     self.error(
                         FieldPath::keys(["triggers", trigger, "function"]),
                         format!(

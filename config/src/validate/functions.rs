@@ -19,49 +19,7 @@ impl Validator {
     pub(super) fn function(&mut self, name: &str, function: &FunctionConfig) {
         let path = FieldPath::keys(["functions", name]);
         self.name(&path, "function", name);
-        let target = path.key("target");
-        match &function.target {
-            TargetConfig::Http(http) => {
-                if let Err(message) = check_http_url(&http.endpoint) {
-                    self.error(target.key("endpoint"), message);
-                }
-                if let Some(tls) = &http.tls {
-                    self.http_tls(&target, &http.endpoint, tls);
-                }
-            }
-            TargetConfig::Process(process) => {
-                self.not_empty(target.key("command"), &process.command);
-                if process
-                    .handler
-                    .as_deref()
-                    .is_some_and(|h| h.trim().is_empty())
-                {
-                    self.error(target.key("handler"), "must not be empty when set");
-                }
-                for key in process.environment.keys() {
-                    let key_path = target.key("environment").key(key);
-                    if key.is_empty() || key.contains(['=', '\0']) {
-                        self.error(key_path, "invalid environment variable name");
-                    } else if let Some((_, why)) =
-                        RESERVED_ENVIRONMENT.iter().find(|(k, _)| k == key)
-                    {
-                        self.error(key_path, format!("reserved: {why}"));
-                    }
-                }
-                self.range_u32(target.key("memory_size"), process.memory_size, 128, 10_240);
-                if process.idle_timeout.is_zero() {
-                    self.error(target.key("idle_timeout"), "must be greater than 0");
-                }
-                if let Some(reserved) = function.reserved_concurrency {
-                    if process.min_warm > reserved {
-                        self.error(
-                            target.key("min_warm"),
-                            format!("must not exceed reserved_concurrency ({reserved})"),
-                        );
-                    }
-                }
-            }
-        }
+        self.target(&path.key("target"), &function.target, function);
         if function.timeout.is_zero() || function.timeout > Duration::from_secs(900) {
             self.error(
                 path.key("timeout"),
@@ -105,6 +63,59 @@ impl Validator {
         }
         if let Some(destination) = &function.on_failure {
             self.destination(&path.key("on_failure"), destination);
+        }
+        self.versions(&path, function);
+    }
+
+    /// Checks a target: the function's own (`$LATEST`) or one of its versions'. `target` is its
+    /// path; `function` gives the settings the target is checked against.
+    pub(super) fn target(
+        &mut self,
+        target: &FieldPath,
+        target_config: &TargetConfig,
+        function: &FunctionConfig,
+    ) {
+        match target_config {
+            TargetConfig::Http(http) => {
+                if let Err(message) = check_http_url(&http.endpoint) {
+                    self.error(target.key("endpoint"), message);
+                }
+                if let Some(tls) = &http.tls {
+                    self.http_tls(target, &http.endpoint, tls);
+                }
+            }
+            TargetConfig::Process(process) => {
+                self.not_empty(target.key("command"), &process.command);
+                if process
+                    .handler
+                    .as_deref()
+                    .is_some_and(|h| h.trim().is_empty())
+                {
+                    self.error(target.key("handler"), "must not be empty when set");
+                }
+                for key in process.environment.keys() {
+                    let key_path = target.key("environment").key(key);
+                    if key.is_empty() || key.contains(['=', '\0']) {
+                        self.error(key_path, "invalid environment variable name");
+                    } else if let Some((_, why)) =
+                        RESERVED_ENVIRONMENT.iter().find(|(k, _)| k == key)
+                    {
+                        self.error(key_path, format!("reserved: {why}"));
+                    }
+                }
+                self.range_u32(target.key("memory_size"), process.memory_size, 128, 10_240);
+                if process.idle_timeout.is_zero() {
+                    self.error(target.key("idle_timeout"), "must be greater than 0");
+                }
+                if let Some(reserved) = function.reserved_concurrency {
+                    if process.min_warm > reserved {
+                        self.error(
+                            target.key("min_warm"),
+                            format!("must not exceed reserved_concurrency ({reserved})"),
+                        );
+                    }
+                }
+            }
         }
     }
 }

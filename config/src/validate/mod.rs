@@ -10,6 +10,7 @@ mod queue;
 mod roles;
 mod tls;
 mod triggers;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

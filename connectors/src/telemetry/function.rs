@@ -57,8 +57,10 @@ impl fmt::Debug for ConcurrencyGauge {
 
 // === InvocationMetrics ===
 
-/// A function's `impulse_invocations_total` counters (labels `function`, `trigger`, `outcome`)
-/// and its `impulse_invocation_duration_seconds` histogram (label `function`).
+/// A function version's `impulse_invocations_total` counters (labels `function`, `version`,
+/// `trigger`, `outcome`) and its `impulse_invocation_duration_seconds` histogram (labels
+/// `function`, `version`). `version` is the executed version (`$LATEST`, `1`, …): versions are
+/// configured, so the label is bounded.
 ///
 /// Creating it registers nothing, so it may be built before the recorder is installed (the
 /// broker builds its functions first). Each handle is registered on first use instead: the
@@ -71,7 +73,8 @@ impl fmt::Debug for ConcurrencyGauge {
 /// the returned handles.
 pub struct InvocationMetrics {
     function: Arc<str>,
-    /// Shared by every trigger's handles: the histogram's only label is `function`.
+    version: Arc<str>,
+    /// Shared by every trigger's handles: the histogram's labels are `function` and `version`.
     duration: OnceLock<Histogram>,
     /// The triggers seen so far, in the order they were first seen. Trigger names are
     /// configured names (or `invoke`), a small bounded set, so an append-only list read without
@@ -89,10 +92,16 @@ struct TriggerNode {
 }
 
 impl InvocationMetrics {
-    /// Handles for `function`; none is registered yet.
+    /// Handles for `function`'s `$LATEST`; none is registered yet.
     pub fn new(function: impl Into<Arc<str>>) -> Self {
+        Self::versioned(function, "$LATEST")
+    }
+
+    /// Handles for `version` of `function`; none is registered yet.
+    pub fn versioned(function: impl Into<Arc<str>>, version: impl Into<Arc<str>>) -> Self {
         Self {
             function: function.into(),
+            version: version.into(),
             duration: OnceLock::new(),
             triggers: OnceLock::new(),
         }
@@ -126,6 +135,7 @@ impl InvocationMetrics {
     fn new_trigger(&self, trigger: Name) -> TriggerInvocationMetrics {
         TriggerInvocationMetrics {
             function: Arc::clone(&self.function),
+            version: Arc::clone(&self.version),
             trigger,
             duration: self
                 .duration
@@ -133,6 +143,7 @@ impl InvocationMetrics {
                     metrics::histogram!(
                         INVOCATION_DURATION_SECONDS,
                         "function" => Arc::clone(&self.function),
+                        "version" => Arc::clone(&self.version),
                     )
                 })
                 .clone(),
@@ -145,6 +156,7 @@ impl fmt::Debug for InvocationMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InvocationMetrics")
             .field("function", &self.function)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +166,7 @@ impl fmt::Debug for InvocationMetrics {
 /// One function's invocation handles for one trigger, from [`InvocationMetrics::trigger`].
 pub struct TriggerInvocationMetrics {
     function: Arc<str>,
+    version: Arc<str>,
     trigger: Name,
     duration: Histogram,
     /// One counter per outcome, by [`InvocationOutcome::index`], each registered the first
@@ -173,6 +186,7 @@ impl TriggerInvocationMetrics {
             metrics::counter!(
                 INVOCATIONS_TOTAL,
                 "function" => Arc::clone(&self.function),
+                "version" => Arc::clone(&self.version),
                 "trigger" => self.trigger.as_str(),
                 "outcome" => outcome.as_str(),
             )

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 pub use self::function::{ConcurrencyGauge, InvocationMetrics, TriggerInvocationMetrics};
 
-/// Counter of finished invocations; labels `function`, `trigger`, `outcome`.
+/// Counter of finished invocations; labels `function`, `version` (the executed version:
+/// `$LATEST`, `1`, …), `trigger`, `outcome`.
 pub const INVOCATIONS_TOTAL: &str = "impulse_invocations_total";
-/// Histogram of invocation durations in seconds; label `function`.
+/// Histogram of invocation durations in seconds; labels `function`, `version`.
 pub const INVOCATION_DURATION_SECONDS: &str = "impulse_invocation_duration_seconds";
 /// Gauge set to 1, labelled with the running version.
 pub const BUILD_INFO: &str = "impulse_build_info";
@@ -70,8 +71,8 @@ pub const INIT_FAILURES_TOTAL: &str = "impulse_init_failures_total";
 /// Gauge set at each scrape of `/metrics`: 1 while `/readyz` answers 200, 0 while it does not
 /// (starting, or draining at shutdown); no label.
 pub const READY: &str = "impulse_ready";
-/// Gauge of live execution environments (running processes) of a process function; label
-/// `function`.
+/// Gauge of live execution environments (running processes) of a process function; labels
+/// `function` and `version` (each version has environments of its own).
 pub const ENVIRONMENTS: &str = "impulse_environments";
 /// Counter of connections an isolated execution environment's Runtime API refused because
 /// another user's process made them (another function trying to take its invocations);
@@ -417,8 +418,9 @@ pub fn runtime_api_refused(function: &str) {
 }
 
 /// Emitted whenever a process function's number of live execution environments changes.
-pub fn environments(function: &str, live: usize) {
-    metrics::gauge!(ENVIRONMENTS, "function" => function.to_owned()).set(live as f64);
+pub fn environments(function: &str, version: &str, live: usize) {
+    metrics::gauge!(ENVIRONMENTS, "function" => function.to_owned(), "version" => version.to_owned())
+        .set(live as f64);
 }
 
 /// A listener's connection metric handles, resolved once: connections are counted as they

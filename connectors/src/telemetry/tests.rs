@@ -31,10 +31,13 @@ impl Recorded {
     }
 }
 
-const SUCCESS: &str = "impulse_invocations_total{function=f,trigger=orders,outcome=success}";
-const TIMEOUT: &str = "impulse_invocations_total{function=f,trigger=orders,outcome=timeout}";
-const INVOKE: &str = "impulse_invocations_total{function=f,trigger=invoke,outcome=success}";
-const DURATION: &str = "impulse_invocation_duration_seconds{function=f}";
+const SUCCESS: &str =
+    "impulse_invocations_total{function=f,version=$LATEST,trigger=orders,outcome=success}";
+const TIMEOUT: &str =
+    "impulse_invocations_total{function=f,version=$LATEST,trigger=orders,outcome=timeout}";
+const INVOKE: &str =
+    "impulse_invocations_total{function=f,version=$LATEST,trigger=invoke,outcome=success}";
+const DURATION: &str = "impulse_invocation_duration_seconds{function=f,version=$LATEST}";
 const GAUGE: &str = "impulse_concurrent_executions{function=f}";
 
 // === ConcurrencyGauge ===
@@ -161,7 +164,7 @@ fn threads_seeing_new_triggers_at_once_share_one_set_of_handles_per_trigger() {
     });
     for trigger in ["a", "b", "c"] {
         let key =
-            format!("impulse_invocations_total{{function=f,trigger={trigger},outcome=success}}");
+            format!("impulse_invocations_total{{function=f,version=$LATEST,trigger={trigger},outcome=success}}");
         assert_eq!(recorder.value(&key), Some(8.0), "{key}");
     }
     assert!(
@@ -192,7 +195,9 @@ fn every_outcome_has_its_own_label_and_slot() {
         assert_eq!(outcome.index(), i);
         assert_eq!(outcome.as_str(), label);
         handles.completed(outcome, Duration::ZERO);
-        let key = format!("impulse_invocations_total{{function=f,trigger=t,outcome={label}}}");
+        let key = format!(
+            "impulse_invocations_total{{function=f,version=$LATEST,trigger=t,outcome={label}}}"
+        );
         assert_eq!(recorder.value(&key), Some(1.0), "{key}");
     }
 }

@@ -25,8 +25,14 @@ impl MetricsLayer {
     /// may be built before the metrics recorder is installed (but the recorder MUST be installed
     /// before the first attempt).
     pub fn new(function: &str) -> Self {
+        Self::versioned(function, "$LATEST")
+    }
+
+    /// As [`MetricsLayer::new`], for the stack of `version` of `function`: its attempts are
+    /// labelled with that version.
+    pub fn versioned(function: &str, version: &str) -> Self {
         Self {
-            metrics: Arc::new(InvocationMetrics::new(function)),
+            metrics: Arc::new(InvocationMetrics::versioned(function, version)),
         }
     }
 }

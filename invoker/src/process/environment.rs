@@ -43,6 +43,8 @@ const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
 #[derive(Debug)]
 pub(super) struct Launch {
     pub(super) function: Arc<str>,
+    /// The version these environments run (`$LATEST`, `1`, …): `AWS_LAMBDA_FUNCTION_VERSION`.
+    pub(super) version: Arc<str>,
     pub(super) command: String,
     pub(super) args: Vec<String>,
     /// The function's own variables, applied after the defaults and before the reserved ones.
@@ -190,7 +192,7 @@ impl Environment {
         // The gauge is set under the watch's lock, so concurrent changes cannot reorder it.
         shared.live.send_modify(|n| {
             *n += 1;
-            impulse_connectors::telemetry::environments(&launch.function, *n);
+            impulse_connectors::telemetry::environments(&launch.function, &launch.version, *n);
         });
         tracing::debug!(function = %launch.function, pid, runtime_api = %addr, "Execution environment started.");
 
@@ -219,6 +221,7 @@ impl Environment {
             slot,
             live: shared.live.clone(),
             function: launch.function.clone(),
+            version: launch.version.clone(),
             lease,
         }));
         let env = Self {
@@ -371,7 +374,7 @@ fn command(launch: &Launch, runtime_api: &str, lease: Option<&UserLease>) -> Com
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("_HANDLER", &launch.handler)
         .env("AWS_LAMBDA_FUNCTION_NAME", &*launch.function)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", &*launch.version)
         .env(
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
             launch.memory_size.to_string(),
@@ -401,6 +404,7 @@ struct Supervised {
     slot: Slot,
     live: Arc<watch::Sender<usize>>,
     function: Arc<str>,
+    version: Arc<str>,
     lease: Option<UserLease>,
 }
 
@@ -416,6 +420,7 @@ async fn supervise(s: Supervised) {
         slot,
         live,
         function,
+        version,
         lease,
     } = s;
     let stopped = tokio::select! {
@@ -458,7 +463,7 @@ async fn supervise(s: Supervised) {
     server.abort();
     live.send_modify(|n| {
         *n = n.saturating_sub(1);
-        impulse_connectors::telemetry::environments(&function, *n);
+        impulse_connectors::telemetry::environments(&function, &version, *n);
     });
     drop(slot);
 }
@@ -616,6 +621,7 @@ mod tests {
             working_dir: std::env::temp_dir(),
             function_arn: HeaderValue::from_static("arn"),
             isolation: None,
+            version: Arc::from("$LATEST"),
         }
     }
 

@@ -131,6 +131,31 @@ impl ProcessFunction {
         timeout: Duration,
         max_environments: usize,
     ) -> Result<Self, ProcessError> {
+        Self::version(
+            function_name,
+            "$LATEST",
+            config,
+            role,
+            isolation,
+            timeout,
+            max_environments,
+        )
+    }
+
+    /// As [`ProcessFunction::with_role`], for published version `version` (or `$LATEST`) of
+    /// the function: its environments are its own, see `AWS_LAMBDA_FUNCTION_VERSION` set to
+    /// `version`, and are given the version's ARN (`…:function:<name>:<version>`).
+    ///
+    /// MUST be called inside a tokio runtime.
+    pub fn version(
+        function_name: &str,
+        version: &str,
+        config: &ProcessTargetConfig,
+        role: Option<Arc<ResolvedRole>>,
+        isolation: Option<Arc<Isolation>>,
+        timeout: Duration,
+        max_environments: usize,
+    ) -> Result<Self, ProcessError> {
         let function = || function_name.to_owned();
         if config.command.trim().is_empty() {
             return Err(ProcessError::EmptyCommand {
@@ -147,10 +172,12 @@ impl ProcessFunction {
                 function: function(),
             });
         }
-        let function_arn = HeaderValue::from_str(&crate::record::function_arn(function_name))
-            .map_err(|_| ProcessError::InvalidName {
-                function: function(),
-            })?;
+        let function_arn =
+            HeaderValue::from_str(&crate::record::version_arn(function_name, version)).map_err(
+                |_| ProcessError::InvalidName {
+                    function: function(),
+                },
+            )?;
         let working_dir = match &config.working_dir {
             Some(dir) => absolute(dir.clone()).map_err(|source| ProcessError::WorkingDir {
                 function: function(),
@@ -163,6 +190,7 @@ impl ProcessFunction {
         };
         let launch = Launch {
             function: Arc::from(function_name),
+            version: Arc::from(version),
             command: config.command.clone(),
             args: config.args.clone(),
             environment: config

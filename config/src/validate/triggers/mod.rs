@@ -21,6 +21,7 @@ impl Validator {
         broken_triggers: &BTreeMap<String, String>,
     ) {
         for (name, function) in broken_triggers {
+            let function = crate::model::split_qualifier(function).0;
             if !config.functions.contains_key(function) && !broken_functions.contains(function) {
                 self.error(
                     FieldPath::keys(["triggers", name, "function"]),
@@ -32,12 +33,18 @@ impl Validator {
         for (name, trigger) in &config.triggers {
             let path = FieldPath::keys(["triggers", name]);
             self.name(&path, "trigger", name);
-            let function = trigger.function();
-            if !config.functions.contains_key(function) && !broken_functions.contains(function) {
-                self.error(
+            let function = trigger.function_name();
+            match (config.functions.get(function), trigger.qualifier()) {
+                (None, _) if !broken_functions.contains(function) => self.error(
                     path.key("function"),
                     format!("unknown function \"{function}\""),
-                );
+                ),
+                (Some(settings), Some(qualifier)) if !settings.has_qualifier(qualifier) => self
+                    .error(
+                        path.key("function"),
+                        format!("function \"{function}\" has no version or alias \"{qualifier}\""),
+                    ),
+                _ => {}
             }
             match trigger {
                 TriggerConfig::Http(http) => {
