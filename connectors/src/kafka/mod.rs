@@ -4,7 +4,6 @@
 mod attempts;
 mod event;
 mod filter;
-mod handler;
 mod in_flight;
 mod offsets;
 mod producer;
@@ -24,7 +23,9 @@ pub use event::{
     NO_TIMESTAMP_TYPE,
 };
 pub use filter::KafkaFilter;
-pub use handler::{BatchHandler, BatchOutcome};
+/// The batch contract, shared with the other batching sources; the Kafka source's handlers
+/// take a [`KafkaBatch`].
+pub use crate::contract::{BatchHandler, BatchOutcome};
 pub use producer::{Reporting, ReportingProducer};
 pub use response::{first_failed, RecordId, RecordIdError};
 pub use sink::KafkaSink;

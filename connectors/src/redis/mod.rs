@@ -1,11 +1,16 @@
-//! The Redis backends: the async-invocation queue on a stream with a consumer group, and a
-//! stream sink for destinations and dead letters.
+//! The Redis backends: the async-invocation queue on a stream with a consumer group, the
+//! stream source of Redis triggers, and a stream sink for destinations and dead letters.
 
 mod queue;
 mod sink;
+mod stream;
 
 pub use queue::{RedisQueue, GROUP};
 pub use sink::{read_stream, RedisStreamSink};
+pub use stream::{
+    encode_event, RedisAttempts, RedisBatch, RedisEntry, RedisStreamSettings, RedisStreamSource,
+    EVENT_SOURCE,
+};
 
 use impulse_config::redact_url;
 use redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
