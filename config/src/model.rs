@@ -1286,6 +1286,11 @@ pub enum Ordering {
 /// succeeded, or the entry was written to `on_failure` (or dropped without one, as Lambda
 /// does). Entries left pending by a stopped instance are claimed by another once idle for
 /// `visibility_timeout`.
+///
+/// The function receives `{"Records": [{"eventSource": "impulse:redis", "eventSourceARN":
+/// "impulse:redis:<stream>", "stream", "group", "id": "<entry id>", "timestamp": <ms of the id>,
+/// "encoding": "utf-8" | "base64", "fields": {"<name>": "<value>", …}}, …]}`: names and values
+/// as strings when the whole entry is UTF-8, else every one of them in base64.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTriggerConfig {
