@@ -93,13 +93,11 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let mut schedules =
         crate::schedule_trigger::start(&config, queue.clone(), completions.clone(), &stop_async)?;
     let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
-    let (mut redis, redis_connected) = crate::redis_trigger::start(
-        &config,
-        &functions,
-        &consumer_name(&config),
-        &stop_async,
-    )?;
-    *sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = redis_connected;
+    let (mut redis, redis_connected) =
+        crate::redis_trigger::start(&config, &functions, &consumer_name(&config), &stop_async)?;
+    *sources
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = redis_connected;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)
         .saturating_mul(LEASES_PER_SLOT);

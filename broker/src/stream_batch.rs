@@ -284,7 +284,11 @@ impl<S: StreamKind> BatchContext<S> {
         } else {
             self.stream.attempts(first).await + 1
         };
-        if self.settings.max_retry_attempts.is_some_and(|max| made > max) {
+        if self
+            .settings
+            .max_retry_attempts
+            .is_some_and(|max| made > max)
+        {
             self.stream.clear_attempts(first).await;
             return Count::Exhausted(made);
         }
@@ -399,7 +403,10 @@ impl<S: StreamKind> BatchContext<S> {
             let body = self.failure_record(record, condition, attempts, error);
             let mut failures = 0;
             loop {
-                match sink.write(&self.stream.identifier(record), body.clone()).await {
+                match sink
+                    .write(&self.stream.identifier(record), body.clone())
+                    .await
+                {
                     Ok(()) => {
                         telemetry::dead_letter_written(&self.function.name, &self.trigger, true);
                         outcome.resolve(index..index + 1, Outcome::DeadLettered);

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use impulse_config::KafkaTriggerConfig;
-use impulse_connectors::kafka::{encode_event, first_failed, AttemptStore, KafkaBatch, KafkaRecord};
+use impulse_connectors::kafka::{
+    encode_event, first_failed, AttemptStore, KafkaBatch, KafkaRecord,
+};
 use impulse_connectors::telemetry;
 use serde_json::json;
 use serde_json::value::RawValue;

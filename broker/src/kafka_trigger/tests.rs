@@ -215,7 +215,10 @@ async fn bisect_isolates_the_bad_record() {
         Some(sink.clone()),
     )
     .await;
-    let outcome = h.context.process(&batch(&["a", "b", "c", "d"]).records).await;
+    let outcome = h
+        .context
+        .process(&batch(&["a", "b", "c", "d"]).records)
+        .await;
     assert_eq!(
         outcomes(&outcome),
         [
@@ -252,7 +255,10 @@ async fn a_partial_batch_response_retries_from_the_first_failed_record() {
     .await;
     let recorder = impulse_test_support::metrics::RecordedMetrics::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let outcome = h.context.process(&batch(&["a", "b", "c", "d"]).records).await;
+    let outcome = h
+        .context
+        .process(&batch(&["a", "b", "c", "d"]).records)
+        .await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Delivered); 4]);
     let calls: Vec<Vec<i64>> = h.target.payloads().iter().map(offsets).collect();
     assert_eq!(calls, [vec![0, 1, 2, 3], vec![2, 3]]);

@@ -58,12 +58,8 @@ pub(crate) fn start(
             }
             None => None,
         };
-        let settings = RedisStreamSettings::new(
-            name,
-            redis,
-            consumer,
-            redis.visibility_timeout_for(timeout),
-        );
+        let settings =
+            RedisStreamSettings::new(name, redis, consumer, redis.visibility_timeout_for(timeout));
         let source = RedisStreamSource::new(settings)
             .map_err(|e| anyhow::anyhow!("triggers.{name}: {}", e.message))?;
         let stream = RedisStream {

@@ -131,7 +131,10 @@ impl BatchOutcome {
 /// success (`None`); an empty or null `itemIdentifier`, an identifier not in the batch, or a
 /// misspelt key is full failure (`Some(0)`); otherwise the batch checkpoints at the lowest
 /// failed record.
-pub fn first_failed_item(payload: &[u8], locate: impl Fn(&Value) -> Option<usize>) -> Option<usize> {
+pub fn first_failed_item(
+    payload: &[u8],
+    locate: impl Fn(&Value) -> Option<usize>,
+) -> Option<usize> {
     let trimmed = payload.iter().filter(|b| !b.is_ascii_whitespace()).count();
     if trimmed == 0 {
         return None;
@@ -152,10 +155,7 @@ pub fn first_failed_item(payload: &[u8], locate: impl Fn(&Value) -> Option<usize
     };
     let mut lowest: Option<usize> = None;
     for item in failures {
-        let Some(index) = item
-            .get("itemIdentifier")
-            .and_then(&locate)
-        else {
+        let Some(index) = item.get("itemIdentifier").and_then(&locate) else {
             return Some(0);
         };
         lowest = Some(lowest.map_or(index, |l| l.min(index)));

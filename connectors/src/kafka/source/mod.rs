@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use self::rebalance::{poll_main_queue, SourceContext};
 use super::event::envelope_len;
 use super::filter::KafkaFilter;
-use super::KafkaBatch;
-use crate::contract::BatchHandler;
 use super::offsets::{store_list, Assignments, TopicPartition};
 use super::stop::{Stop, StopSender};
+use super::KafkaBatch;
+use crate::contract::BatchHandler;
 use crate::contract::SourceError;
 use crate::telemetry::KafkaSourceMetrics;
 

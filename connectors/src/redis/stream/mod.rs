@@ -335,10 +335,8 @@ impl Shared {
     }
 
     fn set_connected(&self, connected: bool) {
-        if self.connected.swap(connected, Ordering::AcqRel) != connected {
-            if connected {
-                tracing::info!(trigger = %self.settings.trigger, url = %self.shown_url, "Redis stream trigger connected.");
-            }
+        if self.connected.swap(connected, Ordering::AcqRel) != connected && connected {
+            tracing::info!(trigger = %self.settings.trigger, url = %self.shown_url, "Redis stream trigger connected.");
         }
     }
 }

@@ -126,7 +126,8 @@ fn spawn(
     let task = tokio::spawn(async move {
         source
             .run(handler, async {
-                let _ = stopped.await;
+                // A dropped sender stops the source too.
+                stopped.await.ok();
             })
             .await
             .unwrap();
@@ -162,7 +163,10 @@ async fn a_new_group_starts_at_latest_and_batches_are_acked_after_their_outcome(
         lock(&handler.seen).iter().all(|b| b.len() <= 10),
         "batch_size holds"
     );
-    assert!(lock(&handler.seen).iter().flatten().all(|e| e.delivery_count == 1));
+    assert!(lock(&handler.seen)
+        .iter()
+        .flatten()
+        .all(|e| e.delivery_count == 1));
     let mut settled = false;
     for _ in 0..100 {
         if pending(&mut c, &stream).await == 0 {
@@ -174,7 +178,11 @@ async fn a_new_group_starts_at_latest_and_batches_are_acked_after_their_outcome(
     assert!(settled, "every delivered entry is acknowledged");
     stop.send(()).unwrap();
     task.await.unwrap();
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,10 +195,16 @@ async fn unresolved_entries_stay_pending_and_a_restart_reads_them_again() {
     let ids = add(&mut c, &stream, 4).await;
     // Odd entries get no outcome (as at shutdown): they must stay pending.
     let handler = Recorder::new(|e| {
-        let n: u32 = std::str::from_utf8(&e.fields[0].1).unwrap().parse().unwrap();
-        (n % 2 == 0).then_some(Outcome::Delivered)
+        let n: u32 = std::str::from_utf8(&e.fields[0].1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        n.is_multiple_of(2).then_some(Outcome::Delivered)
     });
-    let (stop, task) = spawn(RedisStreamSource::new(first.clone()).unwrap(), handler.clone());
+    let (stop, task) = spawn(
+        RedisStreamSource::new(first.clone()).unwrap(),
+        handler.clone(),
+    );
     wait_until("4 entries seen", WAIT, || handler.ids().len() >= 4).await;
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -201,11 +215,18 @@ async fn unresolved_entries_stay_pending_and_a_restart_reads_them_again() {
     let (stop, task) = spawn(RedisStreamSource::new(first).unwrap(), again.clone());
     wait_until("2 entries redelivered", WAIT, || again.ids().len() >= 2).await;
     assert_eq!(again.ids(), [ids[1].clone(), ids[3].clone()]);
-    assert!(lock(&again.seen).iter().flatten().all(|e| e.delivery_count == 2));
+    assert!(lock(&again.seen)
+        .iter()
+        .flatten()
+        .all(|e| e.delivery_count == 2));
     stop.send(()).unwrap();
     task.await.unwrap();
     assert_eq!(pending(&mut c, &stream).await, 0);
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,14 +266,21 @@ async fn entries_of_a_stopped_consumer_are_claimed_after_the_visibility_timeout(
     wait_until("3 entries claimed", WAIT, || handler.ids().len() >= 3).await;
     assert_eq!(handler.ids(), ids);
     assert!(
-        lock(&handler.seen).iter().flatten().all(|e| e.delivery_count == 2),
+        lock(&handler.seen)
+            .iter()
+            .flatten()
+            .all(|e| e.delivery_count == 2),
         "read once by the dead consumer, once by the claim"
     );
     stop.send(()).unwrap();
     task.await.unwrap();
     assert_eq!(pending(&mut c, &stream).await, 0);
     assert_eq!(attempts.delivery_count(&ids[0]).await, None, "acked");
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,5 +307,9 @@ async fn delivery_counts_are_set_in_redis() {
     assert_eq!(attempts.delivery_count(&ids[0]).await, Some(1));
     attempts.set_delivery_count(&ids[0], 7).await;
     assert_eq!(attempts.delivery_count(&ids[0]).await, Some(7));
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
