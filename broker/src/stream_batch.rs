@@ -120,8 +120,8 @@ impl Parts {
     }
 
     /// The next part, unless shutdown came. Shutdown is checked between bisected parts only:
-    /// `is_cancelled` takes a lock every partition shares, and the source stops handing out
-    /// batches at shutdown anyway.
+    /// `is_cancelled` takes a lock every batch of the trigger shares, and the source stops
+    /// handing out batches at shutdown anyway.
     fn next(&mut self, shutdown: &CancellationToken) -> Option<Range<usize>> {
         self.whole.take().or_else(|| {
             if self.split.is_empty() || shutdown.is_cancelled() {

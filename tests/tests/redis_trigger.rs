@@ -464,3 +464,158 @@ async fn three_instances_share_a_stream_and_a_killed_one_loses_nothing() {
     // a batch of each read-ahead.
     assert!(duplicates <= 2 * 50 * 2, "{duplicates} duplicates");
 }
+
+/// A Redis server of this test's own (the shared one must stay up for the other tests), with
+/// every write fsynced to its append-only file.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = impulse_tests::impulse::free_addr().port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on its port and directory (reloading the append-only file).
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install it with `scripts/services.sh up redis`)");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    async fn connect(&self) -> MultiplexedConnection {
+        let url = self.url();
+        eventually("the private Redis to answer", WAIT, async || {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(conn)
+        })
+        .await
+        .expect("private redis")
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_stream_loses_nothing_and_readyz_tells() {
+    const N: usize = 2000;
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let mut conn = redis.connect().await;
+    let stream = "orders";
+    let group = "orders-group";
+    let deliveries: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let d = deliveries.clone();
+    let function = FunctionServer::start(move |event: Value| {
+        d.lock()
+            .expect("lock")
+            .extend(entries(&event).into_iter().map(|(_, n)| n));
+        async { axum::Json(json!({})) }
+    })
+    .await;
+    let impulse = Impulse::start(&config(
+        &function.endpoint(),
+        &url,
+        stream,
+        "batch_size = 20\nvisibility_timeout = \"5s\"",
+    ))
+    .await;
+    add(&mut conn, stream, 0..N / 2).await;
+    wait_until("deliveries under way", WAIT, || {
+        !deliveries.lock().expect("lock").is_empty()
+    })
+    .await;
+    redis.kill9();
+    let readyz = impulse.admin_url("/readyz");
+    let unready = eventually("/readyz to name the trigger", WAIT, async || {
+        let response = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.contains("triggers.orders") {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    })
+    .await;
+    redis.restart();
+    let mut conn = redis.connect().await;
+    unready.expect("not ready while Redis is down");
+    add(&mut conn, stream, N / 2..N).await;
+    wait_until("every entry delivered", WAIT, || {
+        deliveries
+            .lock()
+            .expect("lock")
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= N
+    })
+    .await;
+    wait_settled(&mut conn, stream, group).await;
+    eventually("/readyz to answer 200 again", WAIT, async || {
+        let response = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(()),
+            status => Err(status.to_string()),
+        }
+    })
+    .await
+    .expect("ready again");
+    let deliveries = deliveries.lock().expect("lock").clone();
+    let distinct: BTreeSet<usize> = deliveries.iter().copied().collect();
+    println!(
+        "redis trigger, Redis killed and restarted (AOF, fsync always): {N} entries, {} \
+         deliveries, lost {}, duplicates {}",
+        deliveries.len(),
+        N - distinct.len(),
+        deliveries.len() - distinct.len()
+    );
+    assert_eq!(distinct.len(), N);
+}

@@ -74,26 +74,30 @@ pub struct RedisBatch {
 pub fn encode_event(stream: &str, group: &str, entries: &[RedisEntry]) -> Bytes {
     let capacity = 32 + entries.iter().map(RedisEntry::event_len).sum::<usize>();
     let mut out = Vec::with_capacity(capacity);
+    // The fields every record shares, escaped once.
+    let mut shared = Vec::with_capacity(2 * stream.len() + group.len() + 96);
+    shared.extend_from_slice(b"{\"eventSource\":\"");
+    shared.extend_from_slice(EVENT_SOURCE.as_bytes());
+    shared.extend_from_slice(b"\",\"eventSourceARN\":");
+    write_str(&mut shared, &format!("{EVENT_SOURCE}:{stream}"));
+    shared.extend_from_slice(b",\"stream\":");
+    write_str(&mut shared, stream);
+    shared.extend_from_slice(b",\"group\":");
+    write_str(&mut shared, group);
     out.extend_from_slice(b"{\"Records\":[");
     for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_entry(&mut out, stream, group, entry);
+        out.extend_from_slice(&shared);
+        write_entry(&mut out, entry);
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
 }
 
-fn write_entry(out: &mut Vec<u8>, stream: &str, group: &str, entry: &RedisEntry) {
-    out.extend_from_slice(b"{\"eventSource\":\"");
-    out.extend_from_slice(EVENT_SOURCE.as_bytes());
-    out.extend_from_slice(b"\",\"eventSourceARN\":");
-    write_str(out, &format!("{EVENT_SOURCE}:{stream}"));
-    out.extend_from_slice(b",\"stream\":");
-    write_str(out, stream);
-    out.extend_from_slice(b",\"group\":");
-    write_str(out, group);
+/// The rest of one record, after the shared fields.
+fn write_entry(out: &mut Vec<u8>, entry: &RedisEntry) {
     out.extend_from_slice(b",\"id\":");
     write_str(out, &entry.id);
     out.extend_from_slice(b",\"timestamp\":");
