@@ -407,7 +407,11 @@ async fn three_instances_share_a_stream_and_a_killed_one_loses_nothing() {
         d.lock()
             .expect("lock")
             .extend(batch.into_iter().map(|(_, n)| n));
-        async { axum::Json(json!({})) }
+        // A little work per batch, so that the killed instance has batches in flight.
+        async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            axum::Json(json!({}))
+        }
     })
     .await;
     // Each instance its own consumer name (its port) and a short visibility timeout, so
@@ -437,18 +441,37 @@ async fn three_instances_share_a_stream_and_a_killed_one_loses_nothing() {
             running[0].kill9();
         }
     }
-    // The killed instance comes back under the same consumer name, resuming its entries.
-    running[0] = Impulse::start_in(&instances[0], &with_queue(&instances[0])).await;
-    wait_until("every entry delivered", WAIT, || {
+    // The survivors claim what the killed instance held, once idle for the visibility timeout.
+    let distinct = || {
         deliveries
             .lock()
             .expect("lock")
             .iter()
             .collect::<BTreeSet<_>>()
             .len()
-            >= N
-    })
-    .await;
+    };
+    wait_until("every entry delivered", WAIT, || distinct() >= N).await;
+    // Nothing stays pending, the killed consumer's entries included: only a claim by a
+    // survivor can acknowledge those while it is down.
+    wait_settled(&mut conn, &stream, &group).await;
+    let mut claimed = 0.0;
+    for survivor in &running[1..] {
+        let metrics = reqwest::get(survivor.admin_url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        claimed += metrics
+            .lines()
+            .find(|l| l.starts_with("impulse_redis_entries_claimed_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    // The killed instance comes back under the same consumer name, with nothing of its own
+    // left pending, and joins the group again.
+    running[0] = Impulse::start_in(&instances[0], &with_queue(&instances[0])).await;
     wait_settled(&mut conn, &stream, &group).await;
     let deliveries = deliveries.lock().expect("lock").clone();
     let distinct: BTreeSet<usize> = deliveries.iter().copied().collect();
@@ -456,13 +479,17 @@ async fn three_instances_share_a_stream_and_a_killed_one_loses_nothing() {
     let duplicates = deliveries.len() - distinct.len();
     println!(
         "redis trigger, 3 instances, kill -9 of one: {N} entries, {} deliveries, lost {lost}, \
-         duplicates {duplicates}",
+         duplicates {duplicates}, claimed by the survivors {claimed}",
         deliveries.len()
     );
     assert_eq!(lost, 0);
     // At most what the killed instance had in flight: its concurrency × batch size, plus
     // a batch of each read-ahead.
     assert!(duplicates <= 2 * 50 * 2, "{duplicates} duplicates");
+    assert!(
+        duplicates as f64 <= claimed,
+        "only entries the killed instance held come twice"
+    );
 }
 
 /// A Redis server of this test's own (the shared one must stay up for the other tests), with
