@@ -313,3 +313,82 @@ async fn delivery_counts_are_set_in_redis() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_pending_plus_undelivered_entries() {
+    let url = require_redis().await;
+    let stream = unique("impulse-src");
+    let mut c = conn(&url).await;
+    add(&mut c, &stream, 5).await;
+    let mut s = settings(&url, &stream, "a");
+    s.start_id = "0".to_owned();
+    let source = RedisStreamSource::new(s).unwrap();
+    source.shared.ensure_group().await.unwrap();
+    assert_eq!(
+        source.shared.lag().await.unwrap(),
+        Some(5),
+        "none delivered"
+    );
+    let _: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("a")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        source.shared.lag().await.unwrap(),
+        Some(5),
+        "2 pending + 3 undelivered"
+    );
+    let first: Value = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let id = parse_entries(first).remove(0).id;
+    source.shared.ack(&[id]).await;
+    assert_eq!(
+        source.shared.lag().await.unwrap(),
+        Some(4),
+        "one acknowledged"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_batch_stops_short_of_6_mb_of_event() {
+    let big = |id: &str| RedisEntry {
+        id: id.to_owned(),
+        fields: vec![(Bytes::from_static(b"v"), Bytes::from(vec![b'x'; 2_000_000]))],
+        delivery_count: 1,
+    };
+    let mut reader = Reader {
+        conn: None,
+        recovered: true,
+        carry: ["1-0", "2-0", "3-0", "4-0"].into_iter().map(big).collect(),
+        next_claim: Instant::now(),
+        backoff: MIN_BACKOFF,
+    };
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    take_carried(&mut reader, &mut batch, &mut bytes, 10);
+    // 2 MB of text counts as up to 2.67 MB of event: two fit under 6 MB, a third does not.
+    assert_eq!(batch.len(), 2);
+    assert_eq!(reader.carry.len(), 2, "the rest waits for the next batch");
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    take_carried(&mut reader, &mut batch, &mut bytes, 1);
+    assert_eq!(batch.len(), 1, "batch_size holds");
+}
