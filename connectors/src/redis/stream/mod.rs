@@ -743,8 +743,13 @@ async fn claim_idle(shared: &Shared, reader: &mut Reader) -> Result<(), RedisErr
             .and_then(value_bytes)
             .and_then(|b| String::from_utf8(b).ok());
         let raw = parts.next().map(parse_entries).unwrap_or_default();
-        // Redis 7 lists ids deleted from the stream while pending: they are dropped from the
-        // pending list by the claim itself.
+        // An entry held here whose lease refresh was late may come back to this consumer:
+        // it is in flight already. (Redis 7 lists ids deleted from the stream while pending
+        // in a third element; the claim itself drops them from the pending list.)
+        let raw: Vec<RawEntry> = {
+            let held = lock(&shared.held);
+            raw.into_iter().filter(|e| !held.contains(&e.id)).collect()
+        };
         if !raw.is_empty() {
             let claimed = raw.len();
             budget = budget.saturating_sub(claimed);
