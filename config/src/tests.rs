@@ -1585,6 +1585,28 @@ on_failure = { type = "log", name = "failed" }
         panic!("a redis trigger");
     };
     assert_eq!(redis.consumer_group("r"), "impulse-r");
+    let shared_group = r#"
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.r1]
+type = "redis"
+function = "a"
+url = "redis://cache:6379"
+stream = "jobs"
+group = "workers"
+
+[triggers.r2]
+type = "redis"
+function = "a"
+url = "redis://cache"
+stream = "jobs"
+group = "workers"
+"#;
+    assert_eq!(
+        errors(shared_group, Format::Toml, "g.toml", &no_env()),
+        ["g.toml:17: triggers.r2.group: \"workers\" on stream \"jobs\" is also read by triggers.r1; each trigger needs a group of its own, or they split the entries"]
+    );
     assert_eq!(redis.retry_limit(), Some(RETRIES_WITH_DESTINATION));
     assert_eq!(redis.maximum_concurrency, 1);
     assert_eq!(redis.batch_window, Duration::ZERO);

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::locate::FieldPath;
-use crate::model::{DestinationConfig, RedisTriggerConfig, StartingPosition};
+use crate::model::{
+    Config, DestinationConfig, RedisTriggerConfig, StartingPosition, TriggerConfig,
+};
 use crate::validate::connections::same_redis;
 use crate::validate::Validator;
 
@@ -72,6 +74,38 @@ impl Validator {
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    /// Two Redis triggers reading one stream through one group would split its entries
+    /// between them, each seeing only part of the stream.
+    pub(super) fn redis_groups_unique(&mut self, config: &Config) {
+        let redis: Vec<(&String, &RedisTriggerConfig)> = config
+            .triggers
+            .iter()
+            .filter_map(|(name, trigger)| match trigger {
+                TriggerConfig::Redis(redis) => Some((name, redis)),
+                _ => None,
+            })
+            .collect();
+        for (i, (name, trigger)) in redis.iter().enumerate() {
+            let group = trigger.consumer_group(name);
+            let earlier = redis[..i].iter().find(|(other_name, other)| {
+                other.stream == trigger.stream
+                    && other.consumer_group(other_name) == group
+                    && same_redis(&other.url, &trigger.url)
+            });
+            if let Some((other, _)) = earlier {
+                self.error(
+                    FieldPath::keys(["triggers", name, "group"]),
+                    format!(
+                        "\"{group}\" on stream \"{}\" is also read by triggers.{}; each trigger \
+                         needs a group of its own, or they split the entries",
+                        trigger.stream,
+                        FieldPath::root().key(other)
+                    ),
+                );
             }
         }
     }
