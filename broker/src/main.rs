@@ -17,10 +17,12 @@ mod isolation;
 mod kafka_trigger;
 mod limiter;
 mod logging;
+mod redis_trigger;
 mod request_id;
 mod schedule_trigger;
 mod service;
 mod shutdown;
+mod stream_batch;
 mod telemetry;
 #[cfg(test)]
 mod test_support;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use impulse_config::{Config, TriggerConfig};
+use impulse_config::Config;
 use impulse_invoker::process::Isolation;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -71,8 +71,10 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         Limits::new("server", &config.server),
         stop_triggers.clone().cancelled_owned(),
     ));
+    let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
     let admin = api::admin_router(AdminState {
         ready: ready.clone(),
+        sources: sources.clone(),
         metrics: metrics.clone(),
         auth,
     });
@@ -99,6 +101,11 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     )
     .await?;
     let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
+    let (mut redis, redis_connected) =
+        crate::redis_trigger::start(&config, &functions, &consumer_name(&config), &stop_async)?;
+    *sources
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = redis_connected;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)
         .saturating_mul(LEASES_PER_SLOT);
@@ -133,6 +140,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         let (triggers, dispatcher) = tokio::join!(trigger_server, dispatcher);
         while schedules.join_next().await.is_some() {}
         while kafka.join_next().await.is_some() {}
+        while redis.join_next().await.is_some() {}
         (triggers, dispatcher)
     };
     match tokio::time::timeout(grace, drain).await {
@@ -172,21 +180,10 @@ fn build(
 ) -> anyhow::Result<(Functions, TriggerRoutes)> {
     let functions = Functions::build(config, limiter, isolation);
     let triggers = TriggerRoutes::build(config);
-    let unsupported: Vec<String> = config
-        .triggers
-        .iter()
-        .filter(|(_, trigger)| matches!(trigger, TriggerConfig::Redis(_)))
-        .map(|(name, trigger)| {
-            format!(
-                "triggers.{name}: {} triggers are not supported by this version of impulse yet",
-                trigger.kind()
-            )
-        })
-        .collect();
     match (functions, triggers) {
-        (Ok(functions), Ok(triggers)) if unsupported.is_empty() => Ok((functions, triggers)),
+        (Ok(functions), Ok(triggers)) => Ok((functions, triggers)),
         (functions, triggers) => {
-            let errors: Vec<String> = [functions.err(), triggers.err(), Some(unsupported)]
+            let errors: Vec<String> = [functions.err(), triggers.err()]
                 .into_iter()
                 .flatten()
                 .flatten()

@@ -20,6 +20,10 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
             names::KAFKA_BATCH_SIZE_BUCKETS,
         )?
         .set_buckets_for_metric(
+            Matcher::Full(names::REDIS_BATCH_SIZE.to_owned()),
+            names::KAFKA_BATCH_SIZE_BUCKETS,
+        )?
+        .set_buckets_for_metric(
             Matcher::Full(names::INIT_DURATION_SECONDS.to_owned()),
             names::INIT_DURATION_BUCKETS,
         )?

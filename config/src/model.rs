@@ -1429,7 +1429,19 @@ pub enum Ordering {
     Key,
 }
 
-/// A Redis stream feeding a function through a consumer group.
+/// A Redis stream feeding a function through a consumer group, with Lambda's event source
+/// mapping settings under the same names as a Kafka trigger's.
+///
+/// Every instance reads the stream through one consumer group (`group`); each entry goes to
+/// one instance, and is acknowledged (`XACK`) only once its outcome is final: the function
+/// succeeded, or the entry was written to `on_failure` (or dropped without one, as Lambda
+/// does). Entries left pending by a stopped instance are claimed by another once idle for
+/// `visibility_timeout`.
+///
+/// The function receives `{"Records": [{"eventSource": "impulse:redis", "eventSourceARN":
+/// "impulse:redis:<stream>", "stream", "group", "id": "<entry id>", "timestamp": <ms of the id>,
+/// "encoding": "utf-8" | "base64", "fields": {"<name>": "<value>", …}}, …]}`: names and values
+/// as strings when the whole entry is UTF-8, else every one of them in base64.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTriggerConfig {
@@ -1440,16 +1452,56 @@ pub struct RedisTriggerConfig {
     pub url: String,
     /// Stream key.
     pub stream: String,
-    /// Consumer group. Unset: derived from the trigger name.
+    /// Consumer group, created (with the stream) when missing. Unset: `impulse-<trigger>`.
     #[serde(default)]
     pub group: Option<String>,
-    /// Most entries per invocation, 1 to 10000.
+    /// Where a newly created group starts: `latest` (entries added from then on, Lambda's
+    /// `LATEST`), `earliest` (every entry in the stream, `TRIM_HORIZON`) or `at_timestamp`
+    /// (entries added from `starting_timestamp` on). An existing group keeps its position.
+    #[serde(default)]
+    pub starting_position: StartingPosition,
+    /// Start time for `starting_position = "at_timestamp"` (RFC 3339); required exactly then.
+    #[serde(default, with = "support::timestamp")]
+    #[schemars(with = "Option<DateTime<Utc>>")]
+    pub starting_timestamp: Option<DateTime<Utc>>,
+    /// Most entries per invocation, 1 to 10000. A batch also stops short of 6 MB of event.
     #[serde(default = "default_redis_batch_size")]
     pub batch_size: u32,
-    /// Retries of a failed batch, 0 to 10000. Unset: until it succeeds.
+    /// Longest wait to fill a batch, from its first entry; 0s to 300s. Default 0s: a batch is
+    /// what one read returns (Lambda's SQS default).
+    #[serde(default, with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub batch_window: Duration,
+    /// Batches of this trigger in flight at once in each instance, 1 to 1000 (Lambda's
+    /// `ScalingConfig.MaximumConcurrency`, per instance). 1 keeps each instance's batches in
+    /// stream order.
+    #[serde(default = "default_maximum_concurrency")]
+    pub maximum_concurrency: u32,
+    /// How long an entry delivered to an instance stays invisible to the others: a live
+    /// instance keeps its entries' leases fresh, so this is how long entries of a stopped one
+    /// wait before another instance claims them (`XAUTOCLAIM`). 1s to 12h. Unset: the
+    /// function's timeout plus 60s, as SQS advises a visibility timeout above the function's.
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub visibility_timeout: Option<Duration>,
+    /// Retries of a failed batch, 0 to 10000. Unset: until it succeeds or its entries expire,
+    /// or 10 once `on_failure` is set (as for Kafka triggers). Counted in Redis (the entry's
+    /// delivery count), so the count survives restarts and moves to other instances.
     #[serde(default)]
     pub max_retry_attempts: Option<u32>,
-    /// Where a batch goes once retries run out.
+    /// Oldest an entry may be (from the time in its id) and still be tried, 60s to 604800s
+    /// (7 days). Unset: no limit.
+    #[serde(default, with = "crate::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub max_record_age: Option<Duration>,
+    /// Split a failed batch in two and retry the halves.
+    #[serde(default)]
+    pub bisect_batch_on_error: bool,
+    /// Let the function report failed entries (`batchItemFailures` with entry ids) instead of
+    /// failing the batch.
+    #[serde(default)]
+    pub report_batch_item_failures: bool,
+    /// Where an entry goes once retries or its age run out, with Lambda's failure metadata.
     #[serde(default)]
     pub on_failure: Option<DestinationConfig>,
 }
@@ -1459,6 +1511,34 @@ pub const fn default_redis_batch_size() -> u32 {
     10
 }
 
+/// 1: one batch in flight per instance, in stream order (an Impulse default; Lambda scales SQS
+/// pollers up to 1000).
+pub const fn default_maximum_concurrency() -> u32 {
+    1
+}
+
+impl RedisTriggerConfig {
+    /// Retries of a failed batch after its first attempt; `None`: until it succeeds or its
+    /// entries expire. As [`KafkaTriggerConfig::retry_limit`].
+    pub fn retry_limit(&self) -> Option<u32> {
+        self.max_retry_attempts
+            .or(self.on_failure.as_ref().map(|_| RETRIES_WITH_DESTINATION))
+    }
+
+    /// The consumer group of trigger `trigger`: `group`, or `impulse-<trigger>`.
+    pub fn consumer_group(&self, trigger: &str) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("impulse-{trigger}"))
+    }
+
+    /// The visibility timeout for a function whose timeout is `function_timeout`.
+    pub fn visibility_timeout_for(&self, function_timeout: Duration) -> Duration {
+        self.visibility_timeout
+            .unwrap_or(function_timeout + Duration::from_secs(60))
+    }
+}
+
 impl fmt::Debug for RedisTriggerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTriggerConfig")
@@ -1466,8 +1546,19 @@ impl fmt::Debug for RedisTriggerConfig {
             .field("url", &DebugUrl(&self.url))
             .field("stream", &self.stream)
             .field("group", &self.group)
+            .field("starting_position", &self.starting_position)
+            .field("starting_timestamp", &self.starting_timestamp)
             .field("batch_size", &self.batch_size)
+            .field("batch_window", &self.batch_window)
+            .field("maximum_concurrency", &self.maximum_concurrency)
+            .field("visibility_timeout", &self.visibility_timeout)
             .field("max_retry_attempts", &self.max_retry_attempts)
+            .field("max_record_age", &self.max_record_age)
+            .field("bisect_batch_on_error", &self.bisect_batch_on_error)
+            .field(
+                "report_batch_item_failures",
+                &self.report_batch_item_failures,
+            )
             .field("on_failure", &self.on_failure)
             .finish()
     }

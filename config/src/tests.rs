@@ -1723,3 +1723,83 @@ routing = { "2" = 0.6, "3" = 0.5 }
         ["s.toml:12: functions.f.aliases.split.routing: weights sum to 1.1; the sum must be at most 1"]
     );
 }
+
+#[test]
+fn redis_trigger_settings_are_validated_where_they_are_written() {
+    let toml = r#"
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.r]
+type = "redis"
+function = "a"
+url = "redis://cache:6379"
+stream = "jobs"
+starting_position = "latest"
+starting_timestamp = "2026-01-01T00:00:00Z"
+batch_window = "301s"
+maximum_concurrency = 0
+visibility_timeout = "500ms"
+max_record_age = "59s"
+"#;
+    let found = errors(toml, Format::Toml, "r.toml", &no_env());
+    assert_eq!(
+        found,
+        [
+            "r.toml:11: triggers.r.starting_timestamp: only allowed with starting_position = \"at_timestamp\"",
+            "r.toml:12: triggers.r.batch_window: must be between 0s and 5m",
+            "r.toml:13: triggers.r.maximum_concurrency: must be between 1 and 1000",
+            "r.toml:14: triggers.r.visibility_timeout: must be between 1s and 12h",
+            "r.toml:15: triggers.r.max_record_age: must be between 1m and 7days",
+        ]
+    );
+    let config = ok(
+        r#"
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+timeout = "20s"
+
+[triggers.r]
+type = "redis"
+function = "a"
+url = "redis://cache:6379"
+stream = "jobs"
+on_failure = { type = "log", name = "failed" }
+"#,
+        Format::Toml,
+    );
+    let TriggerConfig::Redis(redis) = &config.triggers["r"] else {
+        panic!("a redis trigger");
+    };
+    assert_eq!(redis.consumer_group("r"), "impulse-r");
+    let shared_group = r#"
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+
+[triggers.r1]
+type = "redis"
+function = "a"
+url = "redis://cache:6379"
+stream = "jobs"
+group = "workers"
+
+[triggers.r2]
+type = "redis"
+function = "a"
+url = "redis://cache"
+stream = "jobs"
+group = "workers"
+"#;
+    assert_eq!(
+        errors(shared_group, Format::Toml, "g.toml", &no_env()),
+        ["g.toml:17: triggers.r2.group: \"workers\" on stream \"jobs\" is also read by triggers.r1; each trigger needs a group of its own, or they split the entries"]
+    );
+    assert_eq!(redis.retry_limit(), Some(RETRIES_WITH_DESTINATION));
+    assert_eq!(redis.maximum_concurrency, 1);
+    assert_eq!(redis.batch_window, Duration::ZERO);
+    assert_eq!(
+        redis.visibility_timeout_for(Duration::from_secs(20)),
+        Duration::from_secs(80),
+        "the function's timeout plus 60s"
+    );
+}

@@ -61,13 +61,13 @@ struct ChannelHandler(mpsc::Sender<Delivery>);
 
 impl ChannelHandler {
     /// The handler for `KafkaSource::run`, and the test's end.
-    fn channel(capacity: usize) -> (Arc<dyn BatchHandler>, mpsc::Receiver<Delivery>) {
+    fn channel(capacity: usize) -> (Arc<dyn BatchHandler<KafkaBatch>>, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(capacity);
         (Arc::new(Self(tx)), rx)
     }
 }
 
-impl BatchHandler for ChannelHandler {
+impl BatchHandler<KafkaBatch> for ChannelHandler {
     fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)> {
         Box::pin(async move {
             let len = batch.records.len();
@@ -203,7 +203,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(source: KafkaSource, handler: Arc<dyn BatchHandler>) -> Self {
+    fn start(source: KafkaSource, handler: Arc<dyn BatchHandler<KafkaBatch>>) -> Self {
         let (shutdown, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(source.run(handler, async move {
             let _stopped = rx.await;

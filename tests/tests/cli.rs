@@ -90,36 +90,6 @@ fn schema_is_json_schema_of_the_config() {
     assert!(schema["properties"]["triggers"].is_object(), "{schema}");
 }
 
-#[test]
-fn run_refuses_features_this_version_lacks_and_names_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("future.toml");
-    std::fs::write(
-        &path,
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-
-[functions.worker]
-target = { type = "http", endpoint = "http://127.0.0.1:9/" }
-
-[triggers.orders]
-type = "redis"
-function = "worker"
-url = "redis://127.0.0.1:6379"
-stream = "orders"
-"#,
-    )
-    .expect("write");
-    let out = cli(&["run", "--config", path.to_str().expect("utf-8 path")]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("triggers.orders: redis triggers"),
-        "{stderr}"
-    );
-}
-
 #[tokio::test]
 async fn quickstart_runs_the_example_function_as_a_process() {
     // The quickstart as shipped, with this build's binary and free ports.

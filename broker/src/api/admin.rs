@@ -4,7 +4,7 @@
 //! it (`read-only` or `admin`) once `[auth]` configures any.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
@@ -21,6 +21,9 @@ use crate::auth::{Action, Authenticator, RequestHead};
 pub(crate) struct AdminState {
     /// True once every listener is bound, false again when shutdown starts.
     pub(crate) ready: Arc<AtomicBool>,
+    /// Per source trigger (Redis), whether it can reach its server: `/readyz` names those
+    /// that cannot.
+    pub(crate) sources: Arc<Mutex<crate::redis_trigger::Connected>>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) auth: Arc<Authenticator>,
 }
@@ -34,10 +37,24 @@ pub(crate) fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    let unreachable: Vec<String> = state
+        .sources
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(_, connected)| !connected.load(Ordering::Acquire))
+        .map(|(name, _)| format!("triggers.{name}: its Redis is unreachable\n"))
+        .collect();
+    if unreachable.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}", unreachable.concat()),
+        )
     }
 }
 

@@ -54,7 +54,7 @@ pub(crate) async fn start(
         let attempts = AttemptStore::open(&config.queue.data_dir, name, kafka)
             .await
             .with_context(|| format!("triggers.{name}: cannot open the attempt counts"))?;
-        let handler = Arc::new(BatchContext::new(
+        let handler = Arc::new(BatchContext::kafka(
             name,
             kafka,
             function,

@@ -81,7 +81,7 @@ async fn context_in(
         .await
         .expect("the attempts file opens");
     let shutdown = CancellationToken::new();
-    let context = BatchContext::new(
+    let context = BatchContext::kafka(
         "orders-trigger",
         &config,
         function("orders", function_settings, target),
@@ -151,7 +151,7 @@ async fn a_failed_batch_is_retried_with_backoff_until_it_succeeds() {
     let target = ScriptedTarget::new([Err(function_error()), Err(function_error())]);
     let h = harness(json!({}), json!({}), target, None).await;
     let started = Instant::now();
-    let outcome = h.context.process(&batch(&["a", "b"])).await;
+    let outcome = h.context.process(&batch(&["a", "b"]).records).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Delivered); 2]);
     assert_eq!(h.target.calls(), 3);
     // 0.5 s, then 1 s: the stream backoff.
@@ -162,7 +162,7 @@ async fn a_failed_batch_is_retried_with_backoff_until_it_succeeds() {
 async fn retries_exhausted_dead_letter_every_record_with_lambdas_record() {
     let sink = FlakySink::failing(0);
     let h = failing_harness(json!({ "max_retry_attempts": 2 }), Some(&sink)).await;
-    let outcome = h.context.process(&batch(&["a", "b"])).await;
+    let outcome = h.context.process(&batch(&["a", "b"]).records).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 2]);
     assert_eq!(h.target.calls(), 3, "the first attempt and two retries");
     let written = sink.written();
@@ -184,7 +184,7 @@ async fn retries_exhausted_dead_letter_every_record_with_lambdas_record() {
 async fn a_destination_means_ten_retries_by_default() {
     let sink = FlakySink::failing(0);
     let h = failing_harness(json!({}), Some(&sink)).await;
-    let outcome = h.context.process(&batch(&["a"])).await;
+    let outcome = h.context.process(&batch(&["a"]).records).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 1]);
     assert_eq!(h.target.calls(), 11);
 }
@@ -192,7 +192,7 @@ async fn a_destination_means_ten_retries_by_default() {
 #[tokio::test(start_paused = true)]
 async fn without_a_destination_records_that_fail_for_good_are_dropped() {
     let h = failing_harness(json!({ "max_retry_attempts": 0 }), None).await;
-    let outcome = h.context.process(&batch(&["a", "b"])).await;
+    let outcome = h.context.process(&batch(&["a", "b"]).records).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Dropped); 2]);
     assert_eq!(h.target.calls(), 1);
 }
@@ -215,7 +215,10 @@ async fn bisect_isolates_the_bad_record() {
         Some(sink.clone()),
     )
     .await;
-    let outcome = h.context.process(&batch(&["a", "b", "c", "d"])).await;
+    let outcome = h
+        .context
+        .process(&batch(&["a", "b", "c", "d"]).records)
+        .await;
     assert_eq!(
         outcomes(&outcome),
         [
@@ -252,7 +255,10 @@ async fn a_partial_batch_response_retries_from_the_first_failed_record() {
     .await;
     let recorder = impulse_test_support::metrics::RecordedMetrics::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let outcome = h.context.process(&batch(&["a", "b", "c", "d"])).await;
+    let outcome = h
+        .context
+        .process(&batch(&["a", "b", "c", "d"]).records)
+        .await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::Delivered); 4]);
     let calls: Vec<Vec<i64>> = h.target.payloads().iter().map(offsets).collect();
     assert_eq!(calls, [vec![0, 1, 2, 3], vec![2, 3]]);
@@ -276,7 +282,7 @@ async fn expired_records_go_to_the_destination_without_an_invocation() {
     .await;
     let outcome = h
         .context
-        .process(&batch_aged(&["old", "older"], Duration::from_secs(61)))
+        .process(&batch_aged(&["old", "older"], Duration::from_secs(61)).records)
         .await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 2]);
     assert_eq!(h.target.calls(), 0);
@@ -294,7 +300,7 @@ async fn a_failed_destination_write_is_retried_and_the_record_waits() {
     let sink = FlakySink::failing(2);
     let h = failing_harness(json!({ "max_retry_attempts": 0 }), Some(&sink)).await;
     let started = Instant::now();
-    let outcome = h.context.process(&batch(&["a"])).await;
+    let outcome = h.context.process(&batch(&["a"]).records).await;
     assert_eq!(outcomes(&outcome), [Some(Outcome::DeadLettered); 1]);
     assert_eq!(sink.written().len(), 1);
     // Two refused writes: 0.5 s and 1 s of backoff before the third.
@@ -310,7 +316,7 @@ async fn a_record_whose_destination_write_never_succeeds_is_not_acked_at_shutdow
         tokio::time::sleep(Duration::from_secs(30)).await;
         shutdown.cancel();
     });
-    let outcome = h.context.process(&batch(&["a", "b"])).await;
+    let outcome = h.context.process(&batch(&["a", "b"]).records).await;
     assert_eq!(
         outcome.abandoned(),
         2,
@@ -329,7 +335,7 @@ async fn shutdown_during_backoff_leaves_the_batch_unacked() {
         shutdown.cancel();
     });
     let started = Instant::now();
-    let outcome = h.context.process(&batch(&["a", "b"])).await;
+    let outcome = h.context.process(&batch(&["a", "b"]).records).await;
     assert_eq!(outcome.abandoned(), 2, "nothing acked: {outcome:?}");
     assert_eq!(h.target.calls(), 3);
     assert_eq!(
@@ -354,7 +360,7 @@ async fn a_disabled_function_holds_the_batch_until_shutdown() {
         tokio::time::sleep(Duration::from_secs(300)).await;
         shutdown.cancel();
     });
-    let outcome = h.context.process(&batch(&["a"])).await;
+    let outcome = h.context.process(&batch(&["a"]).records).await;
     assert_eq!(outcome.abandoned(), 1, "nothing acked: {outcome:?}");
     assert_eq!(h.target.calls(), 0);
 }
@@ -376,7 +382,7 @@ async fn attempt_counts_survive_a_restart_of_the_batch() {
                     shutdown.cancel();
                 });
             }
-            let outcome = context.process(&batch(&["a"])).await;
+            let outcome = context.process(&batch(&["a"]).records).await;
             (outcome, target.calls())
         }
     };

@@ -10,8 +10,8 @@
 //! |---|---|---|
 //! | HTTP | the broker's axum handler (`broker::api::trigger`) is the source; `http` encodes the function URL event | sync: the reply carries the function's result; async: `202` once [`Queue::enqueue`] made the event durable |
 //! | schedule | `ScheduleSource::run` gives each tick's [`QueuedEvent`] and an [`Ack`] to a `schedule::TickHandler`, which enqueues it on the async [`Queue`] | the async dispatcher resolves the [`Ack`]; the source waits on it for `overlap = "skip"` |
-//! | Kafka | `KafkaSource::run` calls a `kafka::BatchHandler` per batch, from the partition's task | the handler's `BatchOutcome`: an [`Outcome`] per record, or none (abandoned); offsets commit below the first record without one |
-//! | Redis streams | to come, in the Kafka shape: a handler per batch | `XACK` only after a final outcome |
+//! | Kafka | `KafkaSource::run` calls a [`BatchHandler`] per batch, from the partition's task | the handler's `BatchOutcome`: an [`Outcome`] per record, or none (abandoned); offsets commit below the first record without one |
+//! | Redis streams | `RedisStreamSource::run` calls a [`BatchHandler`] per batch, each in a task of its own | the handler's `BatchOutcome`; `XACK` of the entries with a final outcome, the rest stay pending |
 //!
 //! Sources share [`SourceError`] and one loop shape, described in the `source` module: a
 //! source never sees a function, a limit or a destination. Behind the broker:
@@ -28,6 +28,7 @@
 //! and sees only it and `telemetry`.
 
 mod ack;
+mod batch;
 mod event_id;
 mod name;
 mod outcome;
@@ -36,6 +37,7 @@ mod sink;
 mod source;
 
 pub use ack::{Ack, AckReceiver, AckStatus};
+pub use batch::{first_failed_item, BatchHandler, BatchOutcome};
 pub use event_id::EventId;
 pub use name::Name;
 pub use outcome::Outcome;

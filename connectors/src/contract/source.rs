@@ -5,7 +5,7 @@
 //! (the broker's), acknowledges input only once the handler reports a final
 //! [`Outcome`](super::Outcome), and returns when `shutdown` resolves. The handler is a
 //! per-protocol trait, because what a source hands over differs: a Kafka batch
-//! (`kafka::BatchHandler`), a schedule tick's queued event (`schedule::TickHandler`).
+//! (`contract::BatchHandler`, Kafka and Redis streams), a schedule tick's queued event (`schedule::TickHandler`).
 
 /// An error that stops a source.
 #[derive(Debug, thiserror::Error)]

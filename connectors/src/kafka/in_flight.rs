@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream};
 
 use super::event::KafkaBatch;
-use super::handler::BatchOutcome;
+use crate::contract::BatchOutcome;
 
 /// A batch whose handler is running; resolves to the batch and its outcome. The handler's
 /// future borrows the handler for `'h`.

@@ -4,7 +4,6 @@
 mod attempts;
 mod event;
 mod filter;
-mod handler;
 mod in_flight;
 mod offsets;
 mod producer;
@@ -18,13 +17,15 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+/// The batch contract, shared with the other batching sources; the Kafka source's handlers
+/// take a [`KafkaBatch`].
+pub use crate::contract::{BatchHandler, BatchOutcome};
 pub use attempts::{AttemptStore, AttemptStoreError};
 pub use event::{
     encode_event, KafkaBatch, KafkaRecord, CREATE_TIME, EVENT_SOURCE, LOG_APPEND_TIME,
     NO_TIMESTAMP_TYPE,
 };
 pub use filter::KafkaFilter;
-pub use handler::{BatchHandler, BatchOutcome};
 pub use producer::{Reporting, ReportingProducer};
 pub use response::{first_failed, RecordId, RecordIdError};
 pub use sink::KafkaSink;

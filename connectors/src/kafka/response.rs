@@ -7,43 +7,12 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::event::KafkaRecord;
+use crate::contract::first_failed_item;
 
-/// Where retrying starts after a function's response to a batch, as an index into `records`.
-///
-/// Lambda's stream rules: an empty or null list, or an empty or null response, is full
-/// success (`None`); an empty or null `itemIdentifier`, an identifier not in the batch, or a
-/// misspelt key is full failure (`Some(0)`); otherwise the batch checkpoints at the lowest
-/// failed record.
+/// Where retrying starts after a function's response to a batch, as an index into `records`,
+/// by the stream rules of [`first_failed_item`] with Kafka record identifiers.
 pub fn first_failed(payload: &[u8], records: &[KafkaRecord]) -> Option<usize> {
-    let trimmed = payload.iter().filter(|b| !b.is_ascii_whitespace()).count();
-    if trimmed == 0 {
-        return None;
-    }
-    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
-        return Some(0);
-    };
-    let failures = match &value {
-        Value::Null => return None,
-        Value::Object(map) => match map.get("batchItemFailures") {
-            None if map.is_empty() => return None,
-            None => return Some(0), // misspelt or another shape: full failure
-            Some(Value::Null) => return None,
-            Some(Value::Array(items)) => items,
-            Some(_) => return Some(0),
-        },
-        _ => return Some(0),
-    };
-    let mut lowest: Option<usize> = None;
-    for item in failures {
-        let Some(index) = item
-            .get("itemIdentifier")
-            .and_then(|id| locate(id, records))
-        else {
-            return Some(0);
-        };
-        lowest = Some(lowest.map_or(index, |l| l.min(index)));
-    }
-    lowest
+    first_failed_item(payload, |id| locate(id, records))
 }
 
 /// The index of an identifier in the batch, in any form [`RecordId::from_json`] reads.

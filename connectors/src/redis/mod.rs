@@ -1,16 +1,21 @@
 //! The Redis backends: the async-invocation queue on a stream with a consumer group, schedule
-//! ticks claimed on that queue by one instance each, and a stream sink for destinations and
-//! dead letters.
+//! ticks claimed on that queue by one instance each, the stream source of Redis triggers, and a
+//! stream sink for destinations and dead letters.
 
 mod queue;
 #[cfg(feature = "schedule")]
 mod schedules;
 mod sink;
+mod stream;
 
 pub use queue::{RedisQueue, GROUP};
 #[cfg(feature = "schedule")]
 pub use schedules::RedisSchedules;
 pub use sink::{read_stream, RedisStreamSink};
+pub use stream::{
+    encode_event, RedisAttempts, RedisBatch, RedisEntry, RedisStreamSettings, RedisStreamSource,
+    EVENT_SOURCE,
+};
 
 use impulse_config::redact_url;
 use redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};

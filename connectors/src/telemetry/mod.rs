@@ -104,6 +104,26 @@ pub const KAFKA_BATCH_SIZE: &str = "impulse_kafka_batch_size";
 /// (Lambda's `OffsetLag`); label `trigger`.
 pub const OFFSET_LAG_RECORDS: &str = "impulse_offset_lag_records";
 
+/// Counter of entries a Redis stream trigger read (claimed ones included); label `trigger`.
+pub const REDIS_ENTRIES_RECEIVED_TOTAL: &str = "impulse_redis_entries_received_total";
+/// Counter of batches a Redis stream trigger handed on; label `trigger`.
+pub const REDIS_BATCHES_TOTAL: &str = "impulse_redis_batches_total";
+/// Histogram of entries per Redis stream batch; label `trigger`. Buckets:
+/// [`KAFKA_BATCH_SIZE_BUCKETS`].
+pub const REDIS_BATCH_SIZE: &str = "impulse_redis_batch_size";
+/// Gauge of entries of a Redis stream trigger's group not yet acknowledged: delivered and
+/// pending, plus not yet delivered (`XINFO GROUPS` `pending` + `lag`); label `trigger`.
+pub const REDIS_LAG_ENTRIES: &str = "impulse_redis_lag_entries";
+/// Counter of Redis stream entries in invocations that failed (as
+/// [`KAFKA_RECORDS_FAILED_INVOKE_TOTAL`]); label `trigger`.
+pub const REDIS_ENTRIES_FAILED_INVOKE_TOTAL: &str = "impulse_redis_entries_failed_invoke_total";
+/// Counter of Redis stream entries that failed for good with no `on_failure` destination
+/// (acknowledged without delivery); labels `trigger`, `condition`.
+pub const REDIS_ENTRIES_DROPPED_TOTAL: &str = "impulse_redis_entries_dropped_total";
+/// Counter of entries a Redis stream trigger claimed from a stopped consumer (`XAUTOCLAIM`);
+/// label `trigger`.
+pub const REDIS_ENTRIES_CLAIMED_TOTAL: &str = "impulse_redis_entries_claimed_total";
+
 /// Buckets for [`KAFKA_BATCH_SIZE`]: 1 record to Lambda's largest `BatchSize`, 10,000.
 pub const KAFKA_BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -262,6 +282,31 @@ pub fn describe() {
     metrics::describe_gauge!(
         OFFSET_LAG_RECORDS,
         "Records between a trigger's stored (or committed) offsets and the high watermarks."
+    );
+    metrics::describe_counter!(
+        REDIS_ENTRIES_RECEIVED_TOTAL,
+        "Entries read by Redis stream triggers, claimed ones included."
+    );
+    metrics::describe_counter!(
+        REDIS_ENTRIES_CLAIMED_TOTAL,
+        "Entries Redis stream triggers claimed from stopped consumers."
+    );
+    metrics::describe_counter!(
+        REDIS_BATCHES_TOTAL,
+        "Batches handed on by Redis stream triggers."
+    );
+    metrics::describe_histogram!(REDIS_BATCH_SIZE, "Entries per Redis stream batch.");
+    metrics::describe_gauge!(
+        REDIS_LAG_ENTRIES,
+        "Entries of a Redis stream trigger's group pending or not yet delivered."
+    );
+    metrics::describe_counter!(
+        REDIS_ENTRIES_FAILED_INVOKE_TOTAL,
+        "Redis stream entries in failed invocations, counted per attempt."
+    );
+    metrics::describe_counter!(
+        REDIS_ENTRIES_DROPPED_TOTAL,
+        "Redis stream entries that failed for good without an on_failure destination; acknowledged."
     );
     metrics::describe_counter!(
         AUTH_REFUSALS_TOTAL,
@@ -581,4 +626,63 @@ impl KafkaPartitionCounts {
         }
         any
     }
+}
+
+/// A Redis stream source's metric handles, resolved once for its trigger.
+#[derive(Debug, Clone)]
+pub struct RedisSourceMetrics {
+    received: metrics::Counter,
+    claimed: metrics::Counter,
+    batches: metrics::Counter,
+    batch_size: metrics::Histogram,
+    lag: metrics::Gauge,
+}
+
+impl RedisSourceMetrics {
+    /// Handles labelled with `trigger`. Create them after the recorder is installed.
+    pub fn new(trigger: &str) -> Self {
+        Self {
+            received: metrics::counter!(REDIS_ENTRIES_RECEIVED_TOTAL, "trigger" => trigger.to_owned()),
+            claimed: metrics::counter!(REDIS_ENTRIES_CLAIMED_TOTAL, "trigger" => trigger.to_owned()),
+            batches: metrics::counter!(REDIS_BATCHES_TOTAL, "trigger" => trigger.to_owned()),
+            batch_size: metrics::histogram!(REDIS_BATCH_SIZE, "trigger" => trigger.to_owned()),
+            lag: metrics::gauge!(REDIS_LAG_ENTRIES, "trigger" => trigger.to_owned()),
+        }
+    }
+
+    /// Emitted for entries read; `claimed` of them taken over from a stopped consumer.
+    pub fn entries_received(&self, entries: usize, claimed: usize) {
+        self.received.increment(entries as u64);
+        if claimed > 0 {
+            self.claimed.increment(claimed as u64);
+        }
+    }
+
+    /// Emitted for each batch handed on.
+    pub fn batch_sent(&self, entries: usize) {
+        self.batches.increment(1);
+        self.batch_size.record(entries as f64);
+    }
+
+    /// Emitted periodically with the group's pending plus undelivered entries.
+    pub fn lag(&self, entries: u64) {
+        self.lag.set(entries as f64);
+    }
+}
+
+/// Emitted when an invocation of Redis stream entries fails: `entries` is how many failed.
+pub fn redis_entries_failed_invoke(trigger: &str, entries: u64) {
+    metrics::counter!(REDIS_ENTRIES_FAILED_INVOKE_TOTAL, "trigger" => trigger.to_owned())
+        .increment(entries);
+}
+
+/// Emitted when Redis stream entries fail for good and the trigger has no `on_failure`
+/// destination; `condition` says why (`retries_exhausted`, `age_exceeded`).
+pub fn redis_entries_dropped(trigger: &str, condition: &'static str, entries: u64) {
+    metrics::counter!(
+        REDIS_ENTRIES_DROPPED_TOTAL,
+        "trigger" => trigger.to_owned(),
+        "condition" => condition,
+    )
+    .increment(entries);
 }

@@ -62,6 +62,7 @@ impl Validator {
                 TriggerConfig::Redis(redis) => self.redis_trigger(&path, redis),
             }
         }
+        self.redis_groups_unique(config);
         for names in http_paths.values().filter(|names| names.len() > 1) {
             for name in names {
                 let others: Vec<String> = names

@@ -11,9 +11,9 @@ use impulse_config::Ordering;
 use tokio::time::Instant;
 
 use super::Settings;
+use crate::contract::BatchOutcome;
 use crate::contract::Name;
 use crate::kafka::event::{json_str_len, record_len_in, KafkaBatch, KafkaRecord};
-use crate::kafka::handler::BatchOutcome;
 use crate::kafka::offsets::Watermark;
 
 /// With `ordering = "key"`, the fewest records a partition buffers before it stops reading:

@@ -29,9 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use self::rebalance::{poll_main_queue, SourceContext};
 use super::event::envelope_len;
 use super::filter::KafkaFilter;
-use super::handler::BatchHandler;
 use super::offsets::{store_list, Assignments, TopicPartition};
 use super::stop::{Stop, StopSender};
+use super::KafkaBatch;
+use crate::contract::BatchHandler;
 use crate::contract::SourceError;
 use crate::telemetry::KafkaSourceMetrics;
 
@@ -287,7 +288,7 @@ impl KafkaSource {
     /// redelivered when it runs again.
     pub async fn run(
         self,
-        handler: Arc<dyn BatchHandler>,
+        handler: Arc<dyn BatchHandler<KafkaBatch>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SourceError> {
         let fail = |message: String| SourceError {
@@ -452,7 +453,7 @@ struct Shared {
     start: Start,
     drain_timeout: Duration,
     runtime: tokio::runtime::Handle,
-    handler: Arc<dyn BatchHandler>,
+    handler: Arc<dyn BatchHandler<KafkaBatch>>,
     metrics: KafkaSourceMetrics,
     /// Set right after the consumer is created; weak, as the consumer owns this (its context).
     consumer: OnceLock<Weak<SourceConsumer>>,

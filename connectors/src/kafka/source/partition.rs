@@ -17,10 +17,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::batcher::PartitionBatcher;
 use super::{PartitionQueue, Shared, SourceConsumer, SourceContext};
+use crate::contract::BatchOutcome;
 use crate::kafka::event::{
     group_envelope_len, KafkaBatch, KafkaRecord, CREATE_TIME, LOG_APPEND_TIME, NO_TIMESTAMP_TYPE,
 };
-use crate::kafka::handler::BatchOutcome;
 use crate::kafka::in_flight::InFlight;
 use crate::kafka::offsets::TopicPartition;
 use crate::kafka::stop::{Stop, StopReceiver};

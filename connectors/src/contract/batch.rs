@@ -1,28 +1,32 @@
-//! What the Kafka source drives: a handler that takes a batch to final outcomes.
+//! What a batching source (Kafka, Redis streams) drives: a handler that takes a batch to final
+//! outcomes, and the per-record outcome it answers with.
 //!
-//! The source owns one task per assigned partition, and that task polls the handler's future
-//! itself: reading the next records, invoking the function and moving the watermark happen in
-//! one task, with no channel or task hop in between (the hot path).
-//! The handler is the broker's (invoke, retry, dead-letter); the source never sees a function.
+//! The Kafka source owns one task per assigned partition, and that task polls the handler's
+//! future itself: reading the next records, invoking the function and moving the watermark
+//! happen in one task, with no channel or task hop in between (the hot path). The Redis stream
+//! source runs each batch in a task of its own and acknowledges (`XACK`) what it answers.
+//! The handler is the broker's (invoke, retry, dead-letter); a source never sees a function.
 //!
 //! The handler's [`BatchOutcome`] is the batch's acknowledgement: per record, a final
 //! [`Outcome`] or nothing. A record without one (the handler stopped at shutdown, or its
-//! future was dropped) is **abandoned**: the partition never commits past it, and the next
-//! owner reads it again (RELIABILITY.md, invariant 1).
+//! future was dropped) is **abandoned**: the source never acknowledges it, and it is read
+//! again (RELIABILITY.md, invariant 1).
 
 use std::ops::Range;
 
 use futures::future::BoxFuture;
 
-use super::KafkaBatch;
-use crate::contract::Outcome;
+use serde_json::Value;
 
-/// Takes each batch of a partition to a final outcome per record.
+use super::Outcome;
+
+/// Takes each batch `B` of a source to a final outcome per record.
 ///
-/// The source calls it for one batch at a time per partition (`ordering = "partition"`), or
-/// for several whose keys do not overlap (`ordering = "key"`), and polls the future from the
-/// partition's task.
-pub trait BatchHandler: Send + Sync + 'static {
+/// The Kafka source calls it for one batch at a time per partition (`ordering = "partition"`),
+/// or for several whose keys do not overlap (`ordering = "key"`), and polls the future from the
+/// partition's task. The Redis stream source calls it for up to `maximum_concurrency` batches
+/// at once.
+pub trait BatchHandler<B>: Send + Sync + 'static {
     /// Processes `batch`, and gives it back with its outcome. The future resolves once every
     /// record has a final outcome, or when the handler gives up on the rest (shutdown); those
     /// records stay unacknowledged.
@@ -31,7 +35,7 @@ pub trait BatchHandler: Send + Sync + 'static {
     /// as it polls the future. (An owned `Arc` per batch was two atomic updates on a count
     /// every partition shares.) It owns the batch, which the partition needs back to move its
     /// watermark: sharing it instead cost an allocation per batch.
-    fn handle(&self, batch: KafkaBatch) -> BoxFuture<'_, (KafkaBatch, BatchOutcome)>;
+    fn handle(&self, batch: B) -> BoxFuture<'_, (B, BatchOutcome)>;
 }
 
 /// The outcome of each record of a batch: final, or not (abandoned).
@@ -117,6 +121,46 @@ impl BatchOutcome {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Where retrying starts after a function's response to a batch (SEMANTICS.md §1.2), as an
+/// index into the batch: `{"batchItemFailures": [{"itemIdentifier": …}]}`, each identifier
+/// mapped to its record's index by `locate` (the source's identifier form).
+///
+/// Lambda's stream rules: an empty or null list, or an empty or null response, is full
+/// success (`None`); an empty or null `itemIdentifier`, an identifier not in the batch, or a
+/// misspelt key is full failure (`Some(0)`); otherwise the batch checkpoints at the lowest
+/// failed record.
+pub fn first_failed_item(
+    payload: &[u8],
+    locate: impl Fn(&Value) -> Option<usize>,
+) -> Option<usize> {
+    let trimmed = payload.iter().filter(|b| !b.is_ascii_whitespace()).count();
+    if trimmed == 0 {
+        return None;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
+        return Some(0);
+    };
+    let failures = match &value {
+        Value::Null => return None,
+        Value::Object(map) => match map.get("batchItemFailures") {
+            None if map.is_empty() => return None,
+            None => return Some(0), // misspelt or another shape: full failure
+            Some(Value::Null) => return None,
+            Some(Value::Array(items)) => items,
+            Some(_) => return Some(0),
+        },
+        _ => return Some(0),
+    };
+    let mut lowest: Option<usize> = None;
+    for item in failures {
+        let Some(index) = item.get("itemIdentifier").and_then(&locate) else {
+            return Some(0);
+        };
+        lowest = Some(lowest.map_or(index, |l| l.min(index)));
+    }
+    lowest
 }
 
 #[cfg(test)]
