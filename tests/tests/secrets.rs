@@ -56,7 +56,7 @@ const KAFKA_DEST_SASL: &str = "canary-kafka-dest-sasl-e0a7f5";
 const KAFKA_SSL_KEY: &str = "canary-kafka-sslkey-71b3c8";
 /// The password of the async queue's Redis URL, in a broker that cannot start.
 const QUEUE_REDIS_PASSWORD: &str = "canary-queue-redis-pw-19c4";
-/// The password of a Redis trigger's URL (a trigger type `run` refuses for now).
+/// The password of a Redis trigger's URL.
 const REDIS_TRIGGER_PASSWORD: &str = "canary-redis-trigger-pw-5e21";
 /// A token too short to be accepted, in the file: the error about it must not quote it.
 const SHORT_TOKEN: &str = "cnry-tk-a1";
@@ -933,8 +933,8 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     assert_no_secret(&forms, "validate's type error", &text);
 
     // A run that fails at start: librdkafka, built without OpenSSL here, refuses
-    // `ssl.key.password` and quotes its value in the error; and Redis triggers are not
-    // supported yet.
+    // `ssl.key.password` and quotes its value in the error; the Redis trigger's URL, with its
+    // password, is in the same configuration.
     let kafka = format!(
         "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[queue]\ndata_dir = {:?}\n\n\
          [functions.f]\ntarget = {{ type = \"http\", endpoint = \"http://127.0.0.1:9/\" }}\n\
@@ -955,9 +955,5 @@ async fn validate_schema_and_a_refused_run_print_no_secret() {
     let text = printed(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("ssl.key.password ***"), "{text}");
-    assert!(
-        text.contains("triggers.stream: redis triggers are not supported"),
-        "{text}"
-    );
     assert_no_secret(&forms, "run's Kafka error", &text);
 }
