@@ -88,7 +88,7 @@ impl Catalog {
 }
 
 /// Checks that the caller may read functions; a read request has no body.
-fn authorize(
+pub(super) fn authorize(
     state: &AppState,
     method: &Method,
     uri: &Uri,
