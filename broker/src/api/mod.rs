@@ -6,6 +6,7 @@ mod admin;
 mod cors;
 mod error;
 mod invoke;
+mod log_result;
 mod mappings;
 #[cfg(test)]
 mod proptests;

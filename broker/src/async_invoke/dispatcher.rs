@@ -158,6 +158,7 @@ impl Inner {
                     ),
                     // Lambda passes a client context to synchronous invocations only.
                     client_context: None,
+                    log_tail: None,
                 }
             })
             .await;

@@ -265,6 +265,7 @@ impl BatchContext {
                     payload: encode_event(&self.bootstrap_servers, records),
                     deadline: None,
                     client_context: None,
+                    log_tail: None,
                 })
                 .await;
             return match result {
