@@ -260,7 +260,86 @@ pub(super) async fn get_mapping(
 
 #[cfg(test)]
 mod tests {
-    use super::mapping_uuid;
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::{mapping_uuid, Mappings};
+
+    #[test]
+    fn kafka_and_redis_triggers_are_mappings_without_secrets() {
+        let text = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:1/" }
+
+[triggers.web]
+type = "http"
+function = "orders"
+path = "/orders"
+
+[triggers.orders-in]
+type = "kafka"
+function = "orders"
+bootstrap_servers = "k1:9092, k2:9092"
+topics = ["orders"]
+batch_size = 50
+starting_position = "earliest"
+report_batch_item_failures = true
+on_failure = { type = "log", name = "orders-dlq" }
+
+[triggers.jobs]
+type = "redis"
+function = "orders"
+url = "redis://:hunter2-canary@127.0.0.1:6379/0"
+stream = "jobs"
+"#;
+        let config = impulse_config::parse(
+            text,
+            impulse_config::Format::Toml,
+            "t.toml",
+            &HashMap::new(),
+        )
+        .expect("valid config");
+        let mappings = Mappings::new(&config, chrono::Utc::now());
+        assert_eq!(
+            mappings.by_trigger.keys().collect::<Vec<_>>(),
+            ["jobs", "orders-in"]
+        );
+        let kafka = &mappings.by_trigger["orders-in"].document;
+        assert_eq!(kafka["UUID"], mapping_uuid("orders-in"));
+        assert_eq!(kafka["State"], "Enabled");
+        assert_eq!(kafka["Topics"], json!(["orders"]));
+        assert_eq!(kafka["BatchSize"], 50);
+        assert_eq!(kafka["StartingPosition"], "TRIM_HORIZON");
+        assert_eq!(
+            kafka["SelfManagedEventSource"]["Endpoints"]["KAFKA_BOOTSTRAP_SERVERS"],
+            json!(["k1:9092", "k2:9092"])
+        );
+        assert_eq!(
+            kafka["SelfManagedKafkaEventSourceConfig"]["ConsumerGroupId"],
+            "impulse-orders-in"
+        );
+        // An on-failure destination makes Lambda's default retries 10.
+        assert_eq!(kafka["MaximumRetryAttempts"], 10);
+        assert_eq!(
+            kafka["FunctionResponseTypes"],
+            json!(["ReportBatchItemFailures"])
+        );
+        assert_eq!(
+            kafka["DestinationConfig"]["OnFailure"]["Destination"],
+            "arn:impulse:log:local:000000000000:orders-dlq"
+        );
+        let redis = &mappings.by_trigger["jobs"].document;
+        assert_eq!(
+            redis["EventSourceArn"],
+            "arn:impulse:redis:local:000000000000:stream/jobs"
+        );
+        assert_eq!(
+            redis["FunctionArn"],
+            "arn:aws:lambda:local:000000000000:function:orders"
+        );
+        assert!(!redis.to_string().contains("hunter2-canary"), "{redis}");
+    }
 
     #[test]
     fn a_trigger_keeps_its_uuid() {
