@@ -122,8 +122,7 @@ pub(super) async fn invoke(
             .get("x-amz-executed-version")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("$LATEST");
-        if let Some(value) = super::log_result::header(&tail, &request_id, version, started).await
-        {
+        if let Some(value) = super::log_result::header(&tail, &request_id, version, started).await {
             headers.insert("x-amz-log-result", value);
         }
     }

@@ -131,8 +131,7 @@ fn kafka_document(trigger: &str, kafka: &KafkaTriggerConfig) -> Value {
         },
     });
     if let Some(at) = kafka.starting_timestamp {
-        document["StartingPositionTimestamp"] =
-            json!(at.timestamp_millis() as f64 / 1000.0);
+        document["StartingPositionTimestamp"] = json!(at.timestamp_millis() as f64 / 1000.0);
     }
     let patterns = kafka.filter.patterns();
     if !patterns.is_empty() {
@@ -215,7 +214,8 @@ pub(super) async fn list_mappings(
         .filter(|(name, _)| after.is_none_or(|after| name.as_str() > after))
         .filter(|(_, mapping)| {
             function.is_none_or(|(name, qualifier)| {
-                let (own_name, own_qualifier) = super::invoke::parse_function_name(&mapping.function);
+                let (own_name, own_qualifier) =
+                    super::invoke::parse_function_name(&mapping.function);
                 own_name == name && qualifier.is_none_or(|q| own_qualifier == Some(q))
             })
         })
