@@ -4,6 +4,7 @@
 use std::process::Output;
 
 use base64::Engine as _;
+use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
 use serde_json::{json, Value};
 
@@ -148,6 +149,8 @@ secret_access_key = "{ADMIN_SECRET}"
 
 #[tokio::test]
 async fn the_tail_holds_only_this_requests_lines_and_http_functions_get_lambdas_lines() {
+    let remote =
+        FunctionServer::start(|_event: Value| async { axum::Json(json!({ "ok": true })) }).await;
     let config = format!(
         r#"
 [functions.worker]
@@ -157,7 +160,7 @@ target = {{ type = "process", command = "{worker}", handler = "bootstrap" }}
 target = {{ type = "http", endpoint = "{endpoint}" }}
 "#,
         worker = worker(),
-        endpoint = "http://127.0.0.1:1/unused",
+        endpoint = remote.endpoint(),
     );
     let impulse = Impulse::start(&config).await;
     let client = reqwest::Client::new();
@@ -196,6 +199,19 @@ target = {{ type = "http", endpoint = "{endpoint}" }}
     let failed = invoke("worker", json!({ "fail": true }), true).await;
     assert_eq!(failed.headers()["x-amz-function-error"], "Unhandled");
     assert!(failed.headers().get("x-amz-log-result").is_some());
+
+    // An HTTP function has no log here: Lambda's three lines only.
+    let remote = invoke("remote", json!({}), true).await;
+    assert_eq!(remote.status(), 200);
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(remote.headers()["x-amz-log-result"].as_bytes())
+        .expect("base64");
+    let log = String::from_utf8(log).expect("utf-8");
+    let kinds: Vec<&str> = log
+        .lines()
+        .map(|line| line.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["START", "END", "REPORT"], "{log}");
 
     // An unknown LogType is refused as Lambda refuses it.
     let refused = client
