@@ -92,7 +92,7 @@ pub(super) async fn invoke(
         return Ok(response);
     }
 
-    let log_tail = super::log_result::requested(&headers, invocation_type)?;
+    let log_tail = super::log_result::requested(&headers, invocation_type);
     let invocation = Invocation {
         request_id: request_id.clone(),
         function: function.name,

@@ -8,35 +8,25 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use impulse_invoker::log_tail::{last_bytes, LOG_TAIL_BYTES};
 use impulse_invoker::LogTail;
 use tokio::time::Instant;
-
-use super::error::ApiError;
 
 /// How long a worker's output must be quiet before its tail is taken, and the longest wait for
 /// that: its lines travel through a pipe and may arrive just after its answer.
 const QUIET: Duration = Duration::from_millis(20);
 const SETTLE_LIMIT: Duration = Duration::from_millis(250);
 
-/// A log tail to collect when the caller sent `X-Amz-Log-Type: Tail` on a synchronous call
-/// (Lambda ignores it on others); `None` (the default) collects nothing.
-pub(super) fn requested(
-    headers: &HeaderMap,
-    invocation_type: &str,
-) -> Result<Option<LogTail>, ApiError> {
-    match headers.get("x-amz-log-type").map(HeaderValue::as_bytes) {
-        None | Some(b"None") => Ok(None),
-        Some(b"Tail") if invocation_type == "RequestResponse" => Ok(Some(LogTail::new())),
-        Some(b"Tail") => Ok(None),
-        Some(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValueException",
-            "X-Amz-Log-Type must be None or Tail.",
-        )),
-    }
+/// A log tail to collect when the caller sent `X-Amz-Log-Type: Tail` on a synchronous call;
+/// `None` collects nothing. Lambda ignores `Tail` on other calls; any other value is taken as
+/// `None` (the default): the header never makes a request fail.
+pub(super) fn requested(headers: &HeaderMap, invocation_type: &str) -> Option<LogTail> {
+    let tail = headers
+        .get("x-amz-log-type")
+        .is_some_and(|value| value.as_bytes() == b"Tail");
+    (tail && invocation_type == "RequestResponse").then(LogTail::new)
 }
 
 /// The `X-Amz-Log-Result` value for an invocation that started at `started`.
