@@ -61,7 +61,7 @@ secret_access_key = "{ADMIN_SECRET}"
 "#,
         worker = worker(),
     );
-    // The Kafka triggers need Kafka (`scripts/services.sh up`) to start.
+    // The Kafka triggers' consumers run against the Kafka of `scripts/services.sh up`.
     let impulse = Impulse::start(&config).await;
     let python =
         tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
@@ -223,6 +223,75 @@ target = {{ type = "http", endpoint = "{endpoint}" }}
         .expect("invoke");
     assert_eq!(untailed.status(), 200);
     assert!(untailed.headers().get("x-amz-log-result").is_none());
+}
+
+#[tokio::test]
+async fn mappings_and_account_settings_need_a_reading_role() {
+    const ADMIN: &str = "admin-canary-token-0123456789";
+    const READER: &str = "reader-canary-token-0123456789";
+    let config = format!(
+        r#"
+[functions.echo]
+target = {{ type = "http", endpoint = "http://127.0.0.1:1/unused" }}
+
+[auth.tokens.admin]
+role = "admin"
+token = "{ADMIN}"
+
+[auth.tokens.reader]
+role = "read-only"
+token = "{READER}"
+
+[auth.tokens.ci]
+role = "invoker"
+token = "{CI}"
+"#
+    );
+    let impulse = Impulse::start(&config).await;
+    let client = reqwest::Client::new();
+    let missing = "/2015-03-31/event-source-mappings/00000000-0000-0000-0000-000000000000";
+    for path in [
+        "/2015-03-31/event-source-mappings/",
+        "/2015-03-31/event-source-mappings/?FunctionName=echo",
+        "/2016-08-19/account-settings/",
+        missing,
+    ] {
+        for (who, token, status, error_type) in [
+            (
+                "nobody",
+                None,
+                401,
+                Some("MissingAuthenticationTokenException"),
+            ),
+            ("an invoker", Some(CI), 403, Some("AccessDeniedException")),
+            ("a reader", Some(READER), 200, None),
+            ("an admin", Some(ADMIN), 200, None),
+        ] {
+            let mut request = client.get(impulse.url(path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("request");
+            let (status, error_type) = if path == missing && status == 200 {
+                (404, Some("ResourceNotFoundException"))
+            } else {
+                (status, error_type)
+            };
+            assert_eq!(response.status(), status, "{who} {path}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .and_then(|v| v.to_str().ok()),
+                error_type,
+                "{who} {path}"
+            );
+            if status == 200 && path.contains("event-source-mappings") {
+                let body: Value = response.json().await.expect("JSON");
+                assert_eq!(body, json!({ "EventSourceMappings": [] }));
+            }
+        }
+    }
 }
 
 /// Runs `impulse invoke` with `args`, without a token from the environment.
