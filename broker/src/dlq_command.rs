@@ -15,6 +15,8 @@ use impulse_connectors::redis::read_stream;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use crate::broker_client;
+
 /// Which destination of a function to read.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum Which {
@@ -96,24 +98,6 @@ pub(crate) struct Replay<'a> {
     pub(crate) ca_file: Option<&'a std::path::Path>,
 }
 
-/// The broker's own listener as a base URL: https when `[server.tls]` is set, and loopback for
-/// a listener bound to every address.
-fn listen_url(config: &Config) -> String {
-    let mut listen = config.server.listen;
-    if listen.ip().is_unspecified() {
-        listen.set_ip(match listen.ip() {
-            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let scheme = if config.server.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    format!("{scheme}://{listen}")
-}
-
 /// `impulse dlq replay`: queues the chosen records' payloads again, at most `rate` per second.
 pub(crate) async fn replay(
     config: &Config,
@@ -142,21 +126,11 @@ pub(crate) async fn replay(
     }
     let target = target.unwrap_or(function);
     let broker = broker_url.map_or_else(
-        || listen_url(config),
-        |url| url.trim_end_matches('/').to_owned(),
+        || broker_client::listen_url(config),
+        broker_client::base_url,
     );
     let url = format!("{broker}/2015-03-31/functions/{target}/invocations");
-    // The invoker's clients: they build even where the system has no CA certificates.
-    let client = match ca_file {
-        None => impulse_invoker::http::HttpFunction::default_client(),
-        Some(ca_file) => {
-            let tls = impulse_config::HttpTlsConfig {
-                ca_file: Some(ca_file.to_owned()),
-                ..Default::default()
-            };
-            impulse_invoker::http::HttpFunction::tls_client(Some(&tls), None)?
-        }
-    };
+    let client = broker_client::client(ca_file)?;
     let bar = ProgressBar::new(chosen.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({per_sec}) {msg}")

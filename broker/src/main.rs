@@ -9,10 +9,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod api;
 mod async_invoke;
 mod auth;
+mod broker_client;
 mod connections;
 mod dlq_command;
 mod example_function;
 mod functions;
+mod invoke_command;
 mod isolation;
 mod kafka_trigger;
 mod limiter;
@@ -83,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         action: QueueCommand,
     },
+    /// Invoke a function through a running broker's Invoke API and print its result.
+    ///
+    /// Exit code: 0 the function returned (or the event was queued, or the dry run passed),
+    /// 1 a function error, 3 the broker answered an error (4xx/5xx), 4 no answer.
+    Invoke(invoke_command::InvokeArgs),
     /// Run the example function: a Runtime-API worker under a process target, else HTTP.
     ExampleFunction {
         /// Where to listen.
@@ -188,6 +195,7 @@ fn main() -> ExitCode {
             };
             block_on(service::run(config, shutdown_grace))
         }
+        Command::Invoke(args) => invoke_command::run(&args),
         Command::ExampleFunction { listen } => block_on(example_function::run(listen)),
         Command::Queue {
             action: QueueCommand::Salvage { config },

@@ -63,6 +63,8 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         queue: queue.clone(),
         auth: auth.clone(),
         catalog: Arc::new(api::Catalog::new(&config, chrono::Utc::now())),
+        mappings: Arc::new(api::Mappings::new(&config, chrono::Utc::now())),
+        account_settings: Arc::new(api::account_settings(&config)),
     });
     let trigger_server = tokio::spawn(crate::connections::serve(
         trigger_listener,

@@ -308,6 +308,7 @@ impl<S: StreamKind> BatchContext<S> {
                     payload: self.stream.encode(records),
                     deadline: None,
                     client_context: None,
+                    log_tail: None,
                 })
                 .await;
             return match result {

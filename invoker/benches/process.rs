@@ -252,6 +252,7 @@ async fn run_loops(target: &Target, in_flight: usize, event: &Bytes, length: Dur
                     payload: event.clone(),
                     deadline: None,
                     client_context: None,
+                    log_tail: None,
                 };
                 let sent = Instant::now();
                 let response = target.call(invocation).await.expect("invocation succeeds");

@@ -26,6 +26,9 @@ pub struct Invocation {
     /// Lambda's `ClientContext` (compact JSON), from a synchronous Invoke API caller: sent to
     /// the function as `Lambda-Runtime-Client-Context`.
     pub client_context: Option<http::HeaderValue>,
+    /// Where the function's log lines go when the caller asked for them (`LogType: Tail`);
+    /// `None` otherwise, and then nothing is kept.
+    pub log_tail: Option<crate::LogTail>,
 }
 
 /// A function's successful result.

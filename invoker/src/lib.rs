@@ -9,6 +9,7 @@ mod deadline;
 mod error;
 pub mod http;
 mod invocation;
+pub mod log_tail;
 mod metrics;
 pub mod process;
 pub mod record;
@@ -21,5 +22,6 @@ pub use deadline::{dedicate_this_thread_to_the_current_runtime, Deadline, Deadli
 pub use error::{ErrorClass, InvokeError};
 pub use impulse_connectors::contract::Name;
 pub use invocation::{Invocation, InvocationResponse, LambdaError, CLIENT_CONTEXT_HEADER};
+pub use log_tail::LogTail;
 pub use metrics::{Metrics, MetricsLayer};
 pub use target::{DynTarget, FunctionService, Invoke, TargetFuture};

@@ -88,6 +88,7 @@ fn invocation(request_id: &str, event: &Value, deadline: Option<Instant>) -> Inv
         payload: Bytes::from(event.to_string()),
         deadline,
         client_context: None,
+        log_tail: None,
     }
 }
 

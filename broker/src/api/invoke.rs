@@ -91,6 +91,7 @@ pub(super) async fn invoke(
         return Ok(response);
     }
 
+    let log_tail = super::log_result::requested(&headers, invocation_type);
     let invocation = Invocation {
         request_id: request_id.clone(),
         function: function.name,
@@ -98,7 +99,9 @@ pub(super) async fn invoke(
         payload,
         deadline: None,
         client_context: client_context(&headers)?,
+        log_tail: log_tail.clone(),
     };
+    let started = tokio::time::Instant::now();
     // A synchronous caller is never queued: admitted now, or 429 at once.
     let routed = function.route();
     let executed_version = HeaderValue::from_str(routed.version())
@@ -112,6 +115,15 @@ pub(super) async fn invoke(
     headers.insert("x-amz-executed-version", executed_version);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-requestid", value);
+    }
+    if let Some(tail) = log_tail {
+        let version = headers
+            .get("x-amz-executed-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("$LATEST");
+        if let Some(value) = super::log_result::header(&tail, &request_id, version, started).await {
+            headers.insert("x-amz-log-result", value);
+        }
     }
     Ok(response)
 }

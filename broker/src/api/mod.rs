@@ -1,10 +1,13 @@
 //! The broker's HTTP surfaces: the trigger listener (HTTP triggers and Lambda's Invoke API)
 //! and the admin listener (health, readiness, metrics).
 
+mod account;
 mod admin;
 mod cors;
 mod error;
 mod invoke;
+mod log_result;
+mod mappings;
 #[cfg(test)]
 mod proptests;
 mod read;
@@ -19,7 +22,9 @@ use axum::Router;
 use impulse_connectors::contract::{Queue, QueuedEvent};
 use impulse_connectors::telemetry;
 
+pub(crate) use account::settings as account_settings;
 pub(crate) use admin::{router as admin_router, AdminState};
+pub(crate) use mappings::Mappings;
 pub(crate) use read::Catalog;
 pub(crate) use trigger::TriggerRoutes;
 
@@ -36,6 +41,10 @@ pub(crate) struct AppState {
     pub(crate) auth: Arc<Authenticator>,
     /// The documents of the read API.
     pub(crate) catalog: Arc<Catalog>,
+    /// The event source mappings (Kafka and Redis triggers) of the read API.
+    pub(crate) mappings: Arc<Mappings>,
+    /// The `GetAccountSettings` document.
+    pub(crate) account_settings: Arc<serde_json::Value>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -98,6 +107,26 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(read::read_only)
                 .delete(read::read_only)
                 .fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings",
+            get(mappings::list_mappings).fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/",
+            get(mappings::list_mappings).fallback(unknown_operation),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(mappings::get_mapping).fallback(unknown_operation),
+        )
+        .route(
+            "/2016-08-19/account-settings",
+            get(account::get_account_settings).fallback(unknown_operation),
+        )
+        .route(
+            "/2016-08-19/account-settings/",
+            get(account::get_account_settings).fallback(unknown_operation),
         )
         .fallback(trigger::handle)
         .with_state(state)

@@ -175,6 +175,8 @@ fn harness() -> Harness {
         queue: queue.clone(),
         auth: Arc::new(Authenticator::new(&config)),
         catalog: Arc::new(super::Catalog::new(&config, chrono::Utc::now())),
+        mappings: Arc::new(super::Mappings::new(&config, chrono::Utc::now())),
+        account_settings: Arc::new(super::account_settings(&config)),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

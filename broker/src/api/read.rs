@@ -173,7 +173,7 @@ fn unqualified_arn(name: &str) -> String {
 }
 
 /// Checks that the caller may read functions; a read request has no body.
-fn authorize(
+pub(super) fn authorize(
     state: &AppState,
     method: &Method,
     uri: &Uri,

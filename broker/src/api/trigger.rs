@@ -223,6 +223,7 @@ async fn serve(
                 payload,
                 deadline: None,
                 client_context: None,
+                log_tail: None,
             };
             // Never queued: admitted now, or 429 at once (without a request id: nothing ran).
             match function.call_now(invocation).await {

@@ -169,6 +169,7 @@ impl Inner {
                     ),
                     // Lambda passes a client context to synchronous invocations only.
                     client_context: None,
+                    log_tail: None,
                 }
             })
             .await;

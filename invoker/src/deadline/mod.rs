@@ -115,6 +115,7 @@ mod tests {
             payload: Bytes::new(),
             deadline,
             client_context: None,
+            log_tail: None,
         }
     }
 

@@ -29,6 +29,7 @@ fn invocation(payload: &'static [u8]) -> Invocation {
         payload: Bytes::from_static(payload),
         deadline: Some(Instant::now() + Duration::from_secs(5)),
         client_context: None,
+        log_tail: None,
     }
 }
 

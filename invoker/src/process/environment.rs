@@ -28,6 +28,7 @@ use super::peer::OwnedBy;
 use super::pool::Slot;
 use super::runtime_api::{InitSignal, Job, Reply, RuntimeApi};
 use crate::role::ResolvedRole;
+use crate::LogTail;
 
 /// Lambda's init limit: a worker must call `/next` within this long of starting.
 pub(super) const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -281,6 +282,7 @@ impl Environment {
         payload: Bytes,
         deadline: Instant,
         client_context: Option<HeaderValue>,
+        log_tail: Option<LogTail>,
     ) -> Outcome {
         let (reply_tx, mut reply_rx) = oneshot::channel();
         let job = Job {
@@ -288,6 +290,7 @@ impl Environment {
             payload,
             deadline,
             client_context,
+            log_tail,
             reply: reply_tx,
         };
         let mut reply_open = self.jobs.send(job).await.is_ok();
@@ -537,8 +540,11 @@ async fn forward_lines(
     loop {
         match read_line_capped(&mut reader, &mut line, MAX_LOG_LINE).await {
             Ok(true) => {
-                let request_id = api.last_request_id();
+                let (request_id, tail) = api.last_request();
                 let text = String::from_utf8_lossy(&line);
+                if let Some(tail) = tail {
+                    tail.push(text.trim_end_matches(['\n', '\r']));
+                }
                 tracing::info!(
                     target: "impulse::function",
                     %function,

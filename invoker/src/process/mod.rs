@@ -292,6 +292,7 @@ async fn invoke(
                 invocation.payload,
                 deadline,
                 invocation.client_context,
+                invocation.log_tail,
             )
             .await;
         settle(&pool, env, &request_id, outcome)

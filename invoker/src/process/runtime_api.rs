@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use impulse_config::SYNC_PAYLOAD_LIMIT;
 
 use crate::wall_clock::epoch_millis;
-use crate::LambdaError;
+use crate::{LambdaError, LogTail};
 
 /// `/next` response header: the request id.
 pub(super) const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
@@ -63,6 +63,8 @@ pub(super) struct Job {
     pub(super) deadline: Instant,
     /// The caller's client context, if any (compact JSON).
     pub(super) client_context: Option<HeaderValue>,
+    /// Where the worker's log lines go, when the caller asked for them.
+    pub(super) log_tail: Option<LogTail>,
     /// Where the worker's answer goes.
     pub(super) reply: oneshot::Sender<Reply>,
 }
@@ -120,6 +122,8 @@ pub(super) struct Book {
     /// The request id of the latest delivery, kept after its answer so late log lines still
     /// carry it.
     last_request_id: Option<Arc<str>>,
+    /// The latest delivery's log tail, if its caller asked for one; kept with its request id.
+    last_log_tail: Option<LogTail>,
 }
 
 impl Book {
@@ -148,9 +152,11 @@ impl Book {
         &mut self,
         request_id: Arc<str>,
         invocation_id: String,
+        log_tail: Option<LogTail>,
         reply: oneshot::Sender<Reply>,
     ) {
         self.last_request_id = Some(request_id.clone());
+        self.last_log_tail = log_tail;
         // A previous invocation still open here would have no way to finish; dropping its
         // reply tells its caller so. (The pool never hands a busy environment a second job.)
         self.current = Some(Current {
@@ -227,9 +233,11 @@ impl RuntimeApi {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The request id of the latest invocation handed to the worker (for log lines).
-    pub(super) fn last_request_id(&self) -> Option<Arc<str>> {
-        self.book().last_request_id.clone()
+    /// The request id of the latest invocation handed to the worker and, if its caller asked
+    /// for one, its log tail (for log lines).
+    pub(super) fn last_request(&self) -> (Option<Arc<str>>, Option<LogTail>) {
+        let book = self.book();
+        (book.last_request_id.clone(), book.last_log_tail.clone())
     }
 
     /// Pretends `request_id` was delivered (tests of log forwarding).
@@ -309,7 +317,8 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        api.book().deliver(job.request_id, invocation_id, job.reply);
+        api.book()
+            .deliver(job.request_id, invocation_id, job.log_tail, job.reply);
         return (StatusCode::OK, headers, job.payload).into_response();
     }
 }

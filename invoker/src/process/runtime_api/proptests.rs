@@ -125,6 +125,7 @@ async fn run(api: &Api, case: Case) -> TestCaseResult {
             payload: Bytes::from_static(b"{}"),
             deadline: Instant::now() + Duration::from_secs(5),
             client_context: None,
+            log_tail: None,
             reply,
         })
         .await
@@ -258,7 +259,7 @@ fn an_empty_request_id_is_answerable_under_the_id_the_worker_saw() {
     let (init, _) = oneshot::channel();
     let mut book = Book::new(init);
     let (reply, _rx) = oneshot::channel();
-    book.deliver(Arc::from(""), "inv-1".to_owned(), reply);
+    book.deliver(Arc::from(""), "inv-1".to_owned(), None, reply);
     assert_eq!(wire_request_id("", "inv-1"), "inv-1");
     assert_eq!(book.check("", None), Err(Refusal::InvalidRequestId));
     assert_eq!(book.check("inv-2", None), Err(Refusal::InvalidRequestId));

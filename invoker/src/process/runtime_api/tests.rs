@@ -14,7 +14,7 @@ fn delivered(request_id: &str, invocation_id: &str) -> (Book, oneshot::Receiver<
     let (init, _) = oneshot::channel();
     let mut book = Book::new(init);
     let (reply, rx) = oneshot::channel();
-    book.deliver(Arc::from(request_id), invocation_id.to_owned(), reply);
+    book.deliver(Arc::from(request_id), invocation_id.to_owned(), None, reply);
     (book, rx)
 }
 
@@ -220,6 +220,7 @@ async fn deliver_with(
             payload: Bytes::from_static(br#"{"k":1}"#),
             deadline: Instant::now() + Duration::from_secs(5),
             client_context,
+            log_tail: None,
             reply,
         })
         .await
