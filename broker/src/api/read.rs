@@ -428,7 +428,13 @@ fn unqualified<'a>(state: &'a AppState, raw: &str) -> Result<&'a Entry, ApiError
 /// `CreateAlias`, `DeleteFunction`, …): `403 AccessDeniedException`, what real Lambda answers a
 /// caller whose policy denies the write, so SDKs and scripts already treat it as "not allowed"
 /// and never retry it. The message says where the change belongs instead.
-pub(super) async fn read_only(method: Method, uri: Uri) -> ApiError {
+///
+/// The request's body (a function's code, say) is read and dropped first: a connection whose
+/// request body was left unread cannot carry the next request, and an SDK that already sent
+/// one on it would see the connection closed instead of this answer.
+pub(super) async fn read_only(method: Method, uri: Uri, body: axum::body::Body) -> ApiError {
+    // Past the limit the connection is closed anyway; the answer is the same.
+    let _unread = axum::body::to_bytes(body, impulse_config::SYNC_PAYLOAD_LIMIT).await;
     ApiError::new(
         StatusCode::FORBIDDEN,
         "AccessDeniedException",
