@@ -63,3 +63,40 @@ fn run(command: &mut Command, what: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// boto3, pinned so that the SDK's requests (and signatures) under test do not change between
+/// runs.
+pub const BOTO3: &str = "boto3==1.44.18";
+
+/// Runs `tests/workers/python/<script>` with boto3 against `endpoint`, signed with the access
+/// key `(key_id, secret)`, with `args` added; its output, which must be one JSON document.
+///
+/// # Panics
+///
+/// When the venv cannot be made, the script cannot run, or its output is not JSON (the panic
+/// shows its output and errors).
+pub async fn boto3_script(
+    script: &str,
+    endpoint: &str,
+    (key_id, secret): (&str, &str),
+    args: &[&str],
+) -> serde_json::Value {
+    let python = tokio::task::spawn_blocking(|| venv("boto3-venv", &[BOTO3]))
+        .await
+        .expect("venv");
+    let output = tokio::process::Command::new(python)
+        .arg(workspace_root().join("tests/workers/python").join(script))
+        .args(["--endpoint", endpoint, "--access-key-id", key_id])
+        .args(["--secret-access-key", secret])
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script}'s output is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}

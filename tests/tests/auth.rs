@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
+use impulse_tests::python::BOTO3;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -454,8 +455,6 @@ async fn sign_sigv4(requests: &[Value]) -> Vec<Value> {
     signed
 }
 
-/// boto3, pinned so the signatures under test do not change between runs.
-const BOTO3: &str = "boto3==1.44.18";
 const KEY_ID: &str = "AKIAIMPULSETEST00001";
 const SECRET: &str = "sigv4-canary-secret/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const READER_KEY_ID: &str = "AKIAIMPULSETEST00002";
@@ -873,27 +872,14 @@ secret_access_key = "{READER_SECRET}"
 "#
     );
     let impulse = Impulse::start(&config).await;
-    let read = async |(key_id, secret): (&str, &str), function: &str| -> Value {
-        let python =
-            tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
-                .await
-                .expect("venv");
-        let script =
-            impulse_tests::python::workspace_root().join("tests/workers/python/read_functions.py");
-        let output = tokio::process::Command::new(python)
-            .arg(script)
-            .args(["--endpoint", &impulse.url(""), "--access-key-id", key_id])
-            .args(["--secret-access-key", secret, "--function", function])
-            .output()
-            .await
-            .expect("run the boto3 client");
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "boto3 output is not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+    let read = async |key: (&str, &str), function: &str| -> Value {
+        impulse_tests::python::boto3_script(
+            "read_functions.py",
+            &impulse.url(""),
+            key,
+            &["--function", function],
+        )
+        .await
     };
 
     let answer = read((READER_KEY_ID, READER_SECRET), "echo").await;

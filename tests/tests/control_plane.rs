@@ -8,7 +8,6 @@ use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::Impulse;
 use serde_json::{json, Value};
 
-const BOTO3: &str = "boto3==1.44.18";
 const ADMIN_KEY_ID: &str = "AKIAIMPULSETEST00009";
 const ADMIN_SECRET: &str = "sigv4-canary-admin/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const CI: &str = "ci-canary-token-invoke-0123456789";
@@ -63,31 +62,13 @@ secret_access_key = "{ADMIN_SECRET}"
     );
     // The Kafka triggers' consumers run against the Kafka of `scripts/services.sh up`.
     let impulse = Impulse::start(&config).await;
-    let python =
-        tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
-            .await
-            .expect("venv");
-    let script =
-        impulse_tests::python::workspace_root().join("tests/workers/python/read_control_plane.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args([
-            "--endpoint",
-            &impulse.url(""),
-            "--access-key-id",
-            ADMIN_KEY_ID,
-        ])
-        .args(["--secret-access-key", ADMIN_SECRET, "--function", "worker"])
-        .output()
-        .await
-        .expect("run the boto3 client");
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "boto3 output is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let answer = impulse_tests::python::boto3_script(
+        "read_control_plane.py",
+        &impulse.url(""),
+        (ADMIN_KEY_ID, ADMIN_SECRET),
+        &["--function", "worker"],
+    )
+    .await;
     assert_eq!(answer["error"], Value::Null, "{answer}");
 
     // Page by page (one per page), in trigger-name order: billing, then orders.

@@ -16,7 +16,6 @@ use impulse_tests::wait::wait_until;
 use serde_json::{json, Value};
 
 /// boto3, pinned as in the other boto3 tests (they share the venv).
-const BOTO3: &str = "boto3==1.44.18";
 const ADMIN_KEY_ID: &str = "AKIAIMPULSEVERSIONS1";
 const ADMIN_SECRET: &str = "versions-canary-admin/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const READER_KEY_ID: &str = "AKIAIMPULSEVERSIONS2";
@@ -347,31 +346,14 @@ version = "2"
 }
 
 /// Runs `tests/workers/python/read_versions.py` with `key` against `function`.
-async fn boto3_versions(
-    impulse: &Impulse,
-    (key_id, secret): (&str, &str),
-    function: &str,
-) -> Value {
-    let python =
-        tokio::task::spawn_blocking(|| impulse_tests::python::venv("boto3-venv", &[BOTO3]))
-            .await
-            .expect("venv");
-    let script =
-        impulse_tests::python::workspace_root().join("tests/workers/python/read_versions.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args(["--endpoint", &impulse.url(""), "--access-key-id", key_id])
-        .args(["--secret-access-key", secret, "--function", function])
-        .output()
-        .await
-        .expect("run the boto3 client");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "boto3 output is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+async fn boto3_versions(impulse: &Impulse, key: (&str, &str), function: &str) -> Value {
+    impulse_tests::python::boto3_script(
+        "read_versions.py",
+        &impulse.url(""),
+        key,
+        &["--function", function],
+    )
+    .await
 }
 
 #[tokio::test]
