@@ -18,7 +18,27 @@ pub use stream::{
 };
 
 use impulse_config::redact_url;
+use std::time::Duration;
+
+use redis::aio::ConnectionManagerConfig;
 use redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
+
+/// Response timeout of connections for non-blocking commands: without one, a command on a
+/// connection Redis stopped answering waits forever (CRATES.md).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The settings of every connection manager (the shared, reconnecting connection for
+/// non-blocking commands) of the Redis backends.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_max_delay(MAX_BACKOFF)
+}
 
 /// Whether a command that failed with `e` may succeed when tried again (after a reconnect).
 fn is_transient(e: &RedisError) -> bool {

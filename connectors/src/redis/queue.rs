@@ -26,12 +26,15 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{advances, is_transient, parse_entries, parse_read_reply, redact_url, RawEntry};
+use super::{
+    advances, is_transient, parse_entries, parse_read_reply, redact_url, RawEntry, CONNECT_TIMEOUT,
+    MAX_BACKOFF,
+};
 use crate::contract::{unix_millis, Delivery, LeaseId, Queue, QueueError, QueuedEvent};
 
 /// The consumer group every Impulse instance reads the queue stream through.
@@ -41,18 +44,14 @@ pub const GROUP: &str = "impulse";
 pub(super) const EVENT_FIELD: &[u8] = b"e";
 /// The longest a blocking read waits server-side before the mover runs again.
 const MAX_BLOCK: Duration = Duration::from_secs(2);
-/// Response timeout of the shared connection (non-blocking commands).
-pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response timeout of the reading connection: longer than any `BLOCK`, with a margin.
 const READ_RESPONSE_TIMEOUT: Duration = Duration::from_secs(7);
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// New entries taken per read; they wait in memory (leased to this consumer) for `next`.
 const READ_COUNT: usize = 16;
 /// Entries per page when reading pending entries, claiming, or moving due events.
 const PAGE: usize = 100;
-/// Bounds of the reconnect backoff of the reading connection.
+/// Bounds of the reconnect backoff of the reading connection (up to [`MAX_BACKOFF`]).
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts of an idempotent settle command over transient errors.
 const SETTLE_ATTEMPTS: u32 = 3;
 
@@ -165,10 +164,7 @@ impl RedisQueue {
         }
         let client = redis::Client::open(url)
             .map_err(|e| error(format!("invalid Redis URL {shown}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_max_delay(MAX_BACKOFF);
+        let config = super::manager_config();
         let manager = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| error(format!("connecting to {shown}: {e}")))?;

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
-use super::queue::{CONNECT_TIMEOUT, EVENT_FIELD, MAX_BACKOFF, RESPONSE_TIMEOUT};
+use super::queue::EVENT_FIELD;
 use super::redact_url;
 use crate::contract::{QueueError, QueuedEvent};
 use crate::schedule::{Handled, ScheduleState};
@@ -82,10 +82,7 @@ impl RedisSchedules {
         }
         let client = redis::Client::open(url)
             .map_err(|e| error(format!("invalid Redis URL {shown}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_max_delay(MAX_BACKOFF);
+        let config = super::manager_config();
         let manager = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| error(format!("connecting to {shown}: {e}")))?;

@@ -5,20 +5,15 @@
 //! (RELIABILITY.md §3). Prefer a Kafka sink for dead letters when that matters.
 
 use std::fmt;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 
-use super::{error_code, parse_entries, redact_url};
+use super::{error_code, parse_entries, redact_url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::contract::{Sink, SinkError};
-
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Writes each record as an entry of `stream` with fields `key` and `record` (`XADD`); a write
 /// resolves once Redis replied. Cheap to clone.
@@ -43,10 +38,7 @@ impl RedisStreamSink {
         };
         let client = redis::Client::open(url)
             .map_err(|e| error(format!("invalid Redis URL {shown}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_max_delay(MAX_BACKOFF);
+        let config = super::manager_config();
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| error(format!("Redis client for {shown}: {e}")))?;
         Ok(Self {

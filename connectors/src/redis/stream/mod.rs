@@ -35,28 +35,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use impulse_config::{redact_url, RedisTriggerConfig, StartingPosition, SYNC_PAYLOAD_LIMIT};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{is_transient, parse_entries, parse_read_reply, value_bytes, RawEntry};
+use super::{
+    is_transient, parse_entries, parse_read_reply, value_bytes, RawEntry, CONNECT_TIMEOUT,
+    MAX_BACKOFF,
+};
 use crate::contract::{BatchHandler, BatchOutcome, SourceError};
 use crate::telemetry::RedisSourceMetrics;
 
 /// The longest a blocking read waits server-side, so that claims and shutdown are looked at.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
-/// Response timeout of the shared connection (non-blocking commands).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response timeout of the reading connection: longer than any `BLOCK`, with a margin.
 const READ_RESPONSE_TIMEOUT: Duration = Duration::from_secs(6);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries per page when reading this consumer's pending entries or claiming.
 const PAGE: usize = 100;
-/// Bounds of the reconnect backoff.
+/// Bounds of the reconnect backoff (up to [`MAX_BACKOFF`]).
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts of `XACK` over transient errors; after them the entries stay pending (delivered
 /// again: a duplicate, never a loss).
 const ACK_ATTEMPTS: u32 = 5;
@@ -163,11 +162,8 @@ impl Shared {
     async fn manager(&self) -> Result<ConnectionManager, RedisError> {
         self.manager
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_max_delay(MAX_BACKOFF);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
+                ConnectionManager::new_with_config(self.client.clone(), super::manager_config())
+                    .await
             })
             .await
             .cloned()
