@@ -1750,8 +1750,30 @@ max_record_age = "59s"
             "r.toml:12: triggers.r.batch_window: must be between 0s and 5m",
             "r.toml:13: triggers.r.maximum_concurrency: must be between 1 and 1000",
             "r.toml:14: triggers.r.visibility_timeout: must be between 1s and 12h",
+            "r.toml:14: triggers.r.visibility_timeout: must exceed the function's timeout (3s), or entries still being processed are claimed and delivered again; unset, it is the timeout plus 60s",
             "r.toml:15: triggers.r.max_record_age: must be between 1m and 7days",
         ]
+    );
+    // Any version may run the entries: the longest timeout counts.
+    let short = r#"
+[functions.a]
+target = { type = "http", endpoint = "http://x" }
+timeout = "10s"
+
+[functions.a.versions.1]
+target = { type = "http", endpoint = "http://x/v1" }
+timeout = "30s"
+
+[triggers.r]
+type = "redis"
+function = "a"
+url = "redis://cache:6379"
+stream = "jobs"
+visibility_timeout = "20s"
+"#;
+    assert_eq!(
+        errors(short, Format::Toml, "v.toml", &no_env()),
+        ["v.toml:15: triggers.r.visibility_timeout: must exceed the function's timeout (30s), or entries still being processed are claimed and delivered again; unset, it is the timeout plus 60s"]
     );
     let config = ok(
         r#"

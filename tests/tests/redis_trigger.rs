@@ -96,7 +96,7 @@ fn config(endpoint: &str, url: &str, stream: &str, extra: &str) -> String {
         r#"
 [functions.consumer]
 target = {{ type = "http", endpoint = "{endpoint}" }}
-timeout = "10s"
+timeout = "2s"   # below the visibility timeouts some tests set, which must exceed it
 
 [triggers.orders]
 type = "redis"

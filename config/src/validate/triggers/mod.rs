@@ -59,7 +59,17 @@ impl Validator {
                     self.schedule(&path, schedule, config.queue.backend);
                 }
                 TriggerConfig::Kafka(kafka) => self.kafka(&path, kafka),
-                TriggerConfig::Redis(redis) => self.redis_trigger(&path, redis),
+                TriggerConfig::Redis(redis) => {
+                    // Any version may run an entry (an alias routes between them).
+                    let longest = config.functions.get(function).and_then(|f| {
+                        f.versions
+                            .values()
+                            .filter_map(|v| v.timeout)
+                            .chain([f.timeout])
+                            .max()
+                    });
+                    self.redis_trigger(&path, redis, longest);
+                }
             }
         }
         self.redis_groups_unique(config);

@@ -11,7 +11,13 @@ use crate::validate::connections::same_redis;
 use crate::validate::Validator;
 
 impl Validator {
-    pub(super) fn redis_trigger(&mut self, path: &FieldPath, redis: &RedisTriggerConfig) {
+    /// `function_timeout`: the longest timeout of the function the trigger invokes, if known.
+    pub(super) fn redis_trigger(
+        &mut self,
+        path: &FieldPath,
+        redis: &RedisTriggerConfig,
+        function_timeout: Option<Duration>,
+    ) {
         self.redis_url(path.key("url"), &redis.url);
         self.not_empty(path.key("stream"), &redis.stream);
         if redis.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
@@ -48,6 +54,19 @@ impl Validator {
                 Duration::from_secs(1),
                 Duration::from_secs(12 * 3600),
             );
+            // Entries still being processed would be claimed and delivered again by another
+            // instance (SQS's advice: at least the function's timeout).
+            if let Some(function_timeout) = function_timeout.filter(|t| timeout <= *t) {
+                self.error(
+                    path.key("visibility_timeout"),
+                    format!(
+                        "must exceed the function's timeout ({}), or entries still being \
+                         processed are claimed and delivered again; unset, it is the timeout \
+                         plus 60s",
+                        humantime::format_duration(function_timeout)
+                    ),
+                );
+            }
         }
         if let Some(retries) = redis.max_retry_attempts {
             self.range_u32(path.key("max_retry_attempts"), retries, 0, 10_000);
