@@ -26,7 +26,12 @@ pub fn function_arn(function: &str) -> String {
 
 /// The ARN of `qualifier` (a version, an alias or `$LATEST`) of function `name`.
 pub fn version_arn(name: &str, qualifier: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{name}:{qualifier}")
+    format!("{}:{qualifier}", unqualified_arn(name))
+}
+
+/// The ARN of function `name` without a qualifier (Lambda's name for the function itself).
+pub fn unqualified_arn(name: &str) -> String {
+    format!("arn:aws:lambda:local:000000000000:function:{name}")
 }
 
 /// How the invocation ended, as the record reports it.

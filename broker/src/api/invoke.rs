@@ -158,7 +158,7 @@ pub(super) fn qualifier_of<'a>(
 pub(super) fn qualified_arn(name: &str, qualifier: Option<&str>) -> String {
     match qualifier {
         Some(qualifier) => impulse_invoker::record::version_arn(name, qualifier),
-        None => format!("arn:aws:lambda:local:000000000000:function:{name}"),
+        None => impulse_invoker::record::unqualified_arn(name),
     }
 }
 

@@ -23,9 +23,8 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 
-/// `ListEventSourceMappings`' default and largest page, as Lambda's.
+/// `ListEventSourceMappings`' default page, as Lambda's (its largest is `ListFunctions`').
 const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 10_000;
 
 /// The namespace of the mappings' v5 UUIDs (fixed: a trigger's UUID must not change).
 const MAPPING_NAMESPACE: uuid::Uuid = uuid::uuid!("6170409c-0ad5-4290-b8f4-87a85e416dc8");
@@ -87,9 +86,12 @@ pub(crate) fn mapping_uuid(trigger: &str) -> String {
     uuid::Uuid::new_v5(&MAPPING_NAMESPACE, trigger.as_bytes()).to_string()
 }
 
-/// The ARN of a (possibly qualified) function, as the read API writes it.
+/// The ARN of a (possibly qualified, `name:qualifier`) function, as the read API writes it.
 fn function_arn(function: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{function}")
+    match impulse_config::split_qualifier(function) {
+        (name, Some(qualifier)) => impulse_invoker::record::version_arn(name, qualifier),
+        (name, None) => impulse_invoker::record::unqualified_arn(name),
+    }
 }
 
 fn merge(document: &mut Value, more: Value) {
@@ -188,20 +190,7 @@ pub(super) async fn list_mappings(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     super::read::authorize(&state, &method, &uri, &headers)?;
-    let page = match query.get("MaxItems") {
-        None => DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidParameterValueException",
-                    format!("MaxItems must be between 1 and {MAX_PAGE}, not {raw:?}."),
-                )
-            })?,
-    };
+    let page = super::read::page_size(&query, DEFAULT_PAGE)?;
     let function = query
         .get("FunctionName")
         .map(|raw| super::invoke::parse_function_name(raw));

@@ -59,7 +59,7 @@ impl Catalog {
                 };
                 let mut latest = describe(None);
                 let mut versions = vec![(LATEST.to_owned(), latest.clone())];
-                latest["FunctionArn"] = Value::from(unqualified_arn(name));
+                latest["FunctionArn"] = Value::from(impulse_invoker::record::unqualified_arn(name));
                 let mut numbered: Vec<(&String, &VersionConfig)> =
                     function.versions.iter().collect();
                 // Version numbers have no leading zeros: shorter is smaller.
@@ -167,11 +167,6 @@ fn revision_id(name: &str, alias: &str, settings: &AliasConfig) -> String {
     )
 }
 
-/// The ARN of an unqualified function.
-fn unqualified_arn(name: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{name}")
-}
-
 /// Checks that the caller may read functions; a read request has no body.
 pub(super) fn authorize(
     state: &AppState,
@@ -201,7 +196,7 @@ pub(super) async fn list_functions(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &method, &uri, &headers)?;
-    let page = page_size(&query)?;
+    let page = page_size(&query, DEFAULT_PAGE)?;
     let after = query.get("Marker").map(String::as_str);
     let mut rest = state
         .catalog
@@ -222,10 +217,13 @@ pub(super) async fn list_functions(
     Ok(Json(body).into_response())
 }
 
-/// `MaxItems`: Lambda's default page, or the caller's within Lambda's bounds.
-fn page_size(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+/// `MaxItems`: the operation's default page, or the caller's within Lambda's bounds.
+pub(super) fn page_size(
+    query: &HashMap<String, String>,
+    default: usize,
+) -> Result<usize, ApiError> {
     match query.get("MaxItems") {
-        None => Ok(DEFAULT_PAGE),
+        None => Ok(default),
         Some(raw) => raw
             .parse::<usize>()
             .ok()
@@ -247,7 +245,7 @@ fn paginate<'a>(
     items: impl IntoIterator<Item = (&'a str, &'a Value)>,
     query: &HashMap<String, String>,
 ) -> Result<Value, ApiError> {
-    let page = page_size(query)?;
+    let page = page_size(query, DEFAULT_PAGE)?;
     let mut rest = items.into_iter();
     if let Some(marker) = query.get("Marker") {
         // Skip up to and including the marker; an unknown marker ends the list.

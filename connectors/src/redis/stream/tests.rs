@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use impulse_test_support::services::require_redis;
-use impulse_test_support::wait::wait_until;
+use impulse_test_support::wait::{eventually, wait_until};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::oneshot;
 
@@ -167,15 +167,16 @@ async fn a_new_group_starts_at_latest_and_batches_are_acked_after_their_outcome(
         .iter()
         .flatten()
         .all(|e| e.delivery_count == 1));
-    let mut settled = false;
-    for _ in 0..100 {
-        if pending(&mut c, &stream).await == 0 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(settled, "every delivered entry is acknowledged");
+    eventually(
+        "every delivered entry to be acknowledged",
+        Duration::from_secs(5),
+        async || match pending(&mut c, &stream).await {
+            0 => Ok(()),
+            n => Err(format!("{n} pending")),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     stop.send(()).unwrap();
     task.await.unwrap();
     let _: () = redis::cmd("DEL")
