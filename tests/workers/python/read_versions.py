@@ -9,28 +9,16 @@ with an entry per operation:
 Arguments: --endpoint URL --access-key-id ID --secret-access-key SECRET --function NAME
 """
 
-import argparse
 import json
 import sys
 
-import boto3
-import botocore.config
 import botocore.exceptions
+
+import lambda_client
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in ["endpoint", "access-key-id", "secret-access-key", "function"]:
-        parser.add_argument(f"--{name}", required=True)
-    args = parser.parse_args(argv)
-    client = boto3.client(
-        "lambda",
-        endpoint_url=args.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=args.access_key_id,
-        aws_secret_access_key=args.secret_access_key,
-        config=botocore.config.Config(retries={"total_max_attempts": 1}),
-    )
+    args, client = lambda_client.from_arguments(argv, __doc__.split("\n\n")[0])
     name = args.function
     result = {}
 
