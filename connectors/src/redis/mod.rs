@@ -40,6 +40,20 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(MAX_BACKOFF)
 }
 
+/// A connection of its own (not the shared manager), for blocking reads that need a longer
+/// `response_timeout` than any `BLOCK` they send, or for one-off commands.
+async fn dedicated_connection(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(response_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
 /// Whether a command that failed with `e` may succeed when tried again (after a reconnect).
 fn is_transient(e: &RedisError) -> bool {
     e.is_io_error()

@@ -27,13 +27,12 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, Value};
+use redis::{ErrorKind, RedisError, Script, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{
-    advances, is_transient, parse_entries, parse_read_reply, redact_url, RawEntry, CONNECT_TIMEOUT,
-    MAX_BACKOFF,
+    advances, is_transient, parse_entries, parse_read_reply, redact_url, RawEntry, MAX_BACKOFF,
 };
 use crate::contract::{unix_millis, Delivery, LeaseId, Queue, QueueError, QueuedEvent};
 
@@ -392,13 +391,7 @@ impl Inner {
         let mut conn = match reader.conn.take() {
             Some(conn) => conn,
             None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(READ_RESPONSE_TIMEOUT));
-                let conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let conn = super::dedicated_connection(&self.client, READ_RESPONSE_TIMEOUT).await?;
                 reader.recovered = false;
                 conn
             }

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 
-use super::{error_code, parse_entries, redact_url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use super::{error_code, parse_entries, redact_url, RESPONSE_TIMEOUT};
 use crate::contract::{Sink, SinkError};
 
 /// Writes each record as an entry of `stream` with fields `key` and `record` (`XADD`); a write
@@ -100,11 +100,7 @@ pub async fn read_stream(
         message: format!("reading {stream} at {shown}: {e}"),
     };
     let client = redis::Client::open(url).map_err(|e| error(&e))?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
+    let mut conn = super::dedicated_connection(&client, RESPONSE_TIMEOUT)
         .await
         .map_err(|e| error(&e))?;
     let reply: Value = redis::cmd("XRANGE")

@@ -36,15 +36,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use impulse_config::{redact_url, RedisTriggerConfig, StartingPosition, SYNC_PAYLOAD_LIMIT};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError, Value};
+use redis::{RedisError, Value};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{
-    is_transient, parse_entries, parse_read_reply, value_bytes, RawEntry, CONNECT_TIMEOUT,
-    MAX_BACKOFF,
-};
+use super::{is_transient, parse_entries, parse_read_reply, value_bytes, RawEntry, MAX_BACKOFF};
 use crate::contract::{BatchHandler, BatchOutcome, SourceError};
 use crate::telemetry::RedisSourceMetrics;
 
@@ -571,13 +568,7 @@ async fn next_batch(shared: &Shared, reader: &mut Reader) -> Result<Vec<RedisEnt
     let mut conn = match reader.conn.take() {
         Some(conn) => conn,
         None => {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(READ_RESPONSE_TIMEOUT));
-            let conn = shared
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let conn = super::dedicated_connection(&shared.client, READ_RESPONSE_TIMEOUT).await?;
             shared.ensure_group().await?;
             reader.recovered = false;
             conn
