@@ -200,20 +200,9 @@ pub async fn high_watermarks_total(
     .await?
 }
 
-/// `/proc/<pid>/stat` of the Kafka broker the services script started (from its pid file,
-/// `IMPULSE_SERVICES_DIR` or `<workspace>/.services`), when there is one.
+/// `/proc/<pid>/stat` of the Kafka broker the services script started, when there is one.
 pub fn broker_stat() -> Option<PathBuf> {
-    let dir = match std::env::var("IMPULSE_SERVICES_DIR") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => crate::workspace_root().join(".services"),
-    };
-    let pid: u32 = std::fs::read_to_string(dir.join("kafka/kafka.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = crate::proc::process_stat(pid);
-    stat.exists().then_some(stat)
+    crate::proc::service_stat("kafka/kafka.pid")
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 //! of the B/A ratios, CPU per event, and correctness counts in every run.
 //!
 //! The binaries live in `src/bin/`; this library holds what they share: the target function
-//! ([`target`]), Kafka helpers ([`kafka`]), `/proc` readings ([`proc`]) and summaries
-//! ([`stats`]).
+//! ([`target`]), Kafka helpers ([`kafka`]), `/proc` readings ([`proc`]), the sides' processes
+//! ([`side`]) and summaries ([`stats`]).
 
 pub mod kafka;
 pub mod proc;
+pub mod side;
 pub mod stats;
 pub mod target;
 

@@ -125,6 +125,22 @@ pub fn optional_cpu_time(stat: Option<&Path>) -> Option<Duration> {
     stat.and_then(|p| cpu_time(p).ok())
 }
 
+/// `/proc/<pid>/stat` of a service the services script started, from its pid file
+/// (`pid_file` relative to `IMPULSE_SERVICES_DIR`, or to `<workspace>/.services`), when it runs.
+pub fn service_stat(pid_file: &str) -> Option<PathBuf> {
+    let dir = match std::env::var("IMPULSE_SERVICES_DIR") {
+        Ok(d) if !d.is_empty() => PathBuf::from(d),
+        _ => crate::workspace_root().join(".services"),
+    };
+    let pid: u32 = std::fs::read_to_string(dir.join(pid_file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = process_stat(pid);
+    stat.exists().then_some(stat)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! The target function: a hyper HTTP/1 server on one worker thread (a current-thread runtime
-//! on its own OS thread) that answers `200 {}` and tallies the records of Lambda Kafka events.
+//! on its own OS thread) that answers `200 {}` and tallies the records of the events it gets:
+//! Lambda Kafka events and Impulse's Redis stream events.
 //!
-//! Every request body is parsed as Lambda's Kafka event; each record's `partition` and
-//! `offset` are marked in a bitmap, so the tally tells distinct records from duplicates. The
-//! other fields (the base64 values) are skipped by the parser without being decoded. Impulse
-//! and the baseline are counted by the same code.
+//! Every request body is parsed as either event; each record's position is marked in a bitmap,
+//! so the tally tells distinct records from duplicates: a Kafka record's `partition` and
+//! `offset`, a Redis entry's id `<ms>-<seq>` as partition 0 and offset `seq` (the benches write
+//! entries with explicit ids sharing one `ms`). The other fields are skipped by the parser
+//! without being decoded. Impulse and the baseline are counted by the same code.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -41,7 +43,7 @@ pub struct Tally {
     pub distinct: u64,
     /// Records received again.
     pub duplicates: u64,
-    /// Requests whose body was not a Lambda Kafka event (answered 400).
+    /// Requests whose body was not an event the target knows (answered 400).
     pub bad_requests: u64,
     /// Most connections open at once. An HTTP/1 connection carries one request at a time, so
     /// this bounds the requests in flight (a one-thread target that answers at once never sees
@@ -67,7 +69,28 @@ struct State {
 
 #[derive(Deserialize)]
 struct Event {
+    /// Kafka: records by `topic-partition`.
+    #[serde(default)]
     records: HashMap<String, Vec<Record>>,
+    /// Redis streams: the batch's entries.
+    #[serde(default, rename = "Records")]
+    entries: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    id: String,
+}
+
+impl Entry {
+    /// The sequence part of the id, as the entry's offset in partition 0.
+    fn position(&self) -> Option<Record> {
+        let (_, seq) = self.id.split_once('-')?;
+        Some(Record {
+            partition: 0,
+            offset: seq.parse().ok()?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -155,9 +178,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tallies one event; `false` when it is not a Lambda Kafka event.
+    /// Tallies one event; `false` when it is neither event (or a Redis entry id is not
+    /// `<ms>-<seq>`).
     fn count(&self, body: &[u8]) -> bool {
-        let Ok(event) = serde_json::from_slice::<Event>(body) else {
+        let event = serde_json::from_slice::<Event>(body)
+            .ok()
+            .and_then(|event| {
+                let entries: Option<Vec<Record>> =
+                    event.entries.iter().map(Entry::position).collect();
+                Some((event.records, entries?))
+            });
+        let Some((records, entries)) = event else {
             self.lock().tally.bad_requests += 1;
             return false;
         };
@@ -165,7 +196,7 @@ impl Shared {
         let mut state = self.lock();
         let state = &mut *state;
         state.tally.requests += 1;
-        for record in event.records.values().flatten() {
+        for record in records.values().flatten().chain(&entries) {
             state.tally.records += 1;
             if state.seen.len() <= record.partition {
                 state.seen.resize_with(record.partition + 1, Vec::new);
@@ -240,7 +271,9 @@ async fn handle(
     } else {
         Response::builder()
             .status(StatusCode::BAD_REQUEST)
-            .body(Full::new(Bytes::from_static(b"not a Lambda Kafka event")))
+            .body(Full::new(Bytes::from_static(
+                b"not an event the target knows",
+            )))
     };
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }

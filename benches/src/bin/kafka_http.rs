@@ -37,8 +37,8 @@
 //!   file).
 //! - **Gate**: the median of the B/A ratios ≥ 0.90 at every batch size.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,7 @@ use impulse_benches::proc::{
     busy_fraction, cpu_time, loadavg, machine_ticks, optional_cpu_time, peak_rss_kib, process_stat,
     rss_kib,
 };
+use impulse_benches::side::{work_dir, SideProcess};
 use impulse_benches::stats::Summary;
 use impulse_benches::target::{Tally, Target};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
@@ -363,7 +364,7 @@ async fn replica(
             ));
             (None, Some((stop_tx, task)))
         }
-        (Side::A, R1Placement::Process) => (Some(SideProcess::r1(&r1_config)?), None),
+        (Side::A, R1Placement::Process) => (Some(spawn_r1(&r1_config)?), None),
         (Side::B, _) => {
             let config = impulse_config(setup, topic, &group, batch_size);
             let process = SideProcess::impulse(&setup.impulse_bin, &config).await?;
@@ -699,129 +700,14 @@ on_failure = {{ type = "kafka", bootstrap_servers = "{bootstrap}", topic = "{dlq
     )
 }
 
-/// A side's own process (`impulse run`, or R1 started with `--r1-child`), killed on drop.
-#[derive(Debug)]
-struct SideProcess {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SideProcess {
-    /// Starts R1 in a process of its own: this binary with `--r1-child`. It reads from the
-    /// start at once (the warm-up covers its start-up, as it covers Impulse's group join).
-    fn r1(config: &BaselineConfig) -> anyhow::Result<Self> {
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("--r1-child")
-            .arg(serde_json::to_string(config)?);
-        Self::spawn(work_dir("impulse-bench-r1-")?, &mut command, "R1's process")
-    }
-
-    /// Starts `command` with its stderr in a log in `dir`, which lives as long as the process.
-    fn spawn(dir: tempfile::TempDir, command: &mut Command, what: &str) -> anyhow::Result<Self> {
-        let log = dir.path().join("side.log");
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
-        Ok(Self {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-
-    /// Writes `config` (plus `[server]` on free ports and `[queue]` in a fresh directory), starts
-    /// `impulse run` and waits until `/readyz` answers 200.
-    async fn impulse(binary: &Path, config: &str) -> anyhow::Result<Self> {
-        let dir = work_dir("impulse-bench-")?;
-        let listen = free_addr()?;
-        let admin = free_addr()?;
-        let data_dir = dir.path().join("data");
-        let text = format!(
-            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n[queue]\ndata_dir = {data_dir:?}\n\n{config}"
-        );
-        let path = dir.path().join("impulse.toml");
-        std::fs::write(&path, text)?;
-        let mut command = Command::new(binary);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info");
-        let mut process = Self::spawn(dir, &mut command, &binary.display().to_string())?;
-        let client = reqwest::Client::new();
-        let url = format!("http://{admin}/readyz");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = process.child.try_wait()? {
-                anyhow::bail!(
-                    "impulse exited with {status} before it was ready:\n{}",
-                    process.log_tail(40)
-                );
-            }
-            if let Ok(response) = client.get(&url).send().await {
-                if response.status().is_success() {
-                    return Ok(process);
-                }
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!(
-                    "impulse was not ready within 30 s:\n{}",
-                    process.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, then waits for the exit.
-    async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            anyhow::ensure!(
-                started.elapsed() < timeout,
-                "the process did not exit within {timeout:?} of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for SideProcess {
-    fn drop(&mut self) {
-        // Already exited is fine; the process must not outlive the bench.
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// A fresh directory under `target/` for one side's files, removed when it drops.
-fn work_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(impulse_benches::workspace_root().join("target"))
-}
-
-fn free_addr() -> std::io::Result<std::net::SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+/// Starts R1 in a process of its own: this binary with `--r1-child`. It reads from the start at
+/// once (the warm-up covers its start-up, as it covers Impulse's group join).
+fn spawn_r1(config: &BaselineConfig) -> anyhow::Result<SideProcess> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("--r1-child")
+        .arg(serde_json::to_string(config)?);
+    SideProcess::spawn(work_dir("impulse-bench-r1-")?, &mut command, "R1's process")
 }
 
 // === A: R1, the raw loop ===

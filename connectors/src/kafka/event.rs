@@ -95,7 +95,10 @@ impl KafkaBatch {
 /// - `headers` is a list of single-entry objects in record order (duplicate names survive);
 ///   each value is an array of **signed** bytes, -128–127, as Lambda sends them (Java's
 ///   `byte[]`; `aws_lambda_events`' `i8`, Go's and .NET's `int8`/`sbyte`). A header with a
-///   null value is `{"name": null}`, as Jackson writes a null `byte[]`.
+///   **null** value is `{"name": []}`, like an empty one: Lambda does not document what it
+///   sends, and `null` would fail `aws_lambda_events`' `Vec<i8>` — the whole batch, retried
+///   until the partition stalls — while an empty array keeps the name and reads in every
+///   official event type.
 /// - `timestamp` is milliseconds since the epoch; a record without one (`NO_TIMESTAMP_TYPE`)
 ///   has `-1`, Kafka's own convention.
 pub fn encode_event(bootstrap_servers: &str, records: &[KafkaRecord]) -> Bytes {
@@ -207,11 +210,9 @@ pub(crate) fn record_len_in(record: &KafkaRecord, topic_len: usize) -> usize {
         .iter()
         .map(|(name, value)| {
             // `{` name `:` value `}`
-            3 + json_str_len(name)
-                + value.as_ref().map_or(4, |v| {
-                    2 + v.iter().map(|b| byte_len(*b) + 1).sum::<usize>()
-                        - usize::from(!v.is_empty())
-                })
+            let bytes = value.as_deref().unwrap_or_default();
+            3 + json_str_len(name) + 2 + bytes.iter().map(|b| byte_len(*b) + 1).sum::<usize>()
+                - usize::from(!bytes.is_empty())
         })
         .sum::<usize>()
         + record.headers.len().saturating_sub(1);
@@ -259,19 +260,15 @@ fn write_record(out: &mut Vec<u8>, record: &KafkaRecord, topic: &[u8]) {
         out.push(b'{');
         write_str(out, name);
         out.push(b':');
-        match value {
-            None => out.extend_from_slice(b"null"),
-            Some(bytes) => {
-                out.push(b'[');
-                for (j, b) in bytes.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    write_decimal(out, i64::from(i8::from_ne_bytes([*b])));
-                }
-                out.push(b']');
+        // A null value is written as an empty one (see `encode_event`).
+        out.push(b'[');
+        for (j, b) in value.as_deref().unwrap_or_default().iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
             }
+            write_decimal(out, i64::from(i8::from_ne_bytes([*b])));
         }
+        out.push(b']');
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -435,7 +432,7 @@ mod tests {
                 "records": {"a.b_c-d-12": [
                     {"topic": "a.b_c-d", "partition": 12, "offset": 1, "timestamp": -1,
                      "timestampType": "NO_TIMESTAMP_TYPE", "key": "", "value": "/wCAIg==",
-                     "headers": [{"dup": [0, 9, 10, 99, 100, -1]}, {"dup": null},
+                     "headers": [{"dup": [0, 9, 10, 99, 100, -1]}, {"dup": []},
                                  {"empty\"\n": []}]},
                     {"topic": "a.b_c-d", "partition": 12, "offset": 2,
                      "timestamp": 1_545_084_650_987_i64, "timestampType": "LOG_APPEND_TIME",
@@ -536,7 +533,10 @@ mod tests {
         // header values as `i8`: unsigned numbers above 127 would fail the whole batch.
         let mut r = record(1);
         let all: Vec<u8> = (0..=255).collect();
-        r.headers = vec![("bytes".to_owned(), Some(Bytes::from(all.clone())))];
+        r.headers = vec![
+            ("bytes".to_owned(), Some(Bytes::from(all.clone()))),
+            ("null".to_owned(), None),
+        ];
         let event = encode_event("k:9092", &[r]);
         let typed: aws_lambda_events::event::kafka::KafkaEvent =
             serde_json::from_slice(&event).expect("the official event type reads it");
@@ -544,6 +544,8 @@ mod tests {
         let header = &record.headers[0]["bytes"];
         let read: Vec<u8> = header.iter().map(|b| b.to_ne_bytes()[0]).collect();
         assert_eq!(read, all);
+        // A null header value keeps its name and reads as no bytes.
+        assert_eq!(record.headers[1]["null"], Vec::<i8>::new());
     }
 
     #[test]
