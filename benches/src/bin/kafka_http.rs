@@ -964,19 +964,15 @@ fn lambda_kafka_event(
             // Writing a `&str` into a Vec cannot fail.
             serde_json::to_writer(&mut out, name).ok();
             out.push(b':');
-            match value {
-                None => out.extend_from_slice(b"null"),
-                Some(bytes) => {
-                    out.push(b'[');
-                    for (j, b) in bytes.iter().enumerate() {
-                        if j > 0 {
-                            out.push(b',');
-                        }
-                        push_decimal(&mut out, i64::from(*b));
-                    }
-                    out.push(b']');
+            // Signed bytes, and a null value as an empty one, as Lambda's event has them.
+            out.push(b'[');
+            for (j, b) in value.as_deref().unwrap_or_default().iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
                 }
+                push_decimal(&mut out, i64::from(i8::from_ne_bytes([*b])));
             }
+            out.push(b']');
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
@@ -1078,7 +1074,8 @@ mod tests {
                     .map(|h| {
                         (
                             format!("h{h}"),
-                            (h > 0).then(|| Bytes::from(vec![h as u8; 3])),
+                            // A null value, and bytes on both sides of 128.
+                            (h > 0).then(|| Bytes::from(vec![h as u8, 0x80 + h as u8, 0xff])),
                         )
                     })
                     .collect(),
