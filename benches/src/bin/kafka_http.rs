@@ -1052,7 +1052,7 @@ mod tests {
             r#""key":"cmVjb3JkS2V5","value":"eyJrZXkiOiJ2YWx1ZSJ9","headers":[]},"#,
             r#"{"topic":"orders","partition":3,"offset":16,"timestamp":-1,"#,
             r#""timestampType":"NO_TIMESTAMP_TYPE","key":null,"value":"","#,
-            r#""headers":[{"h\"1":[97,98]},{"h2":null}]}]}}"#
+            r#""headers":[{"h\"1":[97,98]},{"h2":[]}]}]}}"#
         );
         assert_eq!(std::str::from_utf8(&event).unwrap(), expected);
     }
