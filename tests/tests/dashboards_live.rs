@@ -1,7 +1,7 @@
 //! The Grafana dashboards and the alert rules against real data: `impulse` under a small mixed
 //! load (sync HTTP with throttles, async invocations that fail and are dead-lettered, a Kafka
 //! trigger with a filter and a poison record, process functions that start and one that cannot,
-//! a destination that cannot be written)
+//! a destination that cannot be written, a Redis stream trigger with a poison entry, a schedule)
 //! is scraped by the real Prometheus of `scripts/services.sh`; then every expression of every
 //! dashboard panel and alert rule is run through Prometheus' HTTP API. Each must parse, and
 //! every query of the overview dashboard must return data.
@@ -16,7 +16,9 @@ use impulse_tests::deploy::{
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{binary, Impulse};
 use impulse_tests::kafka::{create_topic, produce, producer};
-use impulse_tests::services::{prometheus_set_targets, require_kafka, require_prometheus};
+use impulse_tests::services::{
+    prometheus_set_targets, require_kafka, require_prometheus, require_redis,
+};
 use impulse_tests::wait::eventually;
 use serde_json::{json, Value};
 
@@ -27,11 +29,16 @@ const RATE_INTERVAL: &str = "10s";
 /// The function `$function` becomes in the per-function dashboard.
 const FUNCTION: &str = "web";
 
-/// Whether the event (an Invoke API payload, or a Kafka event's base64 record values) asks to
-/// fail.
+/// Whether the event (an Invoke API payload, a Redis stream event's entry fields, or a Kafka
+/// event's base64 record values) asks to fail.
 fn asks_to_fail(event: &Value) -> bool {
     if event["fail"] == true {
         return true;
+    }
+    if let Some(entries) = event["Records"].as_array() {
+        return entries
+            .iter()
+            .any(|entry| entry["fields"]["fail"] == "true");
     }
     let Some(groups) = event["records"].as_object() else {
         return false;
@@ -51,6 +58,7 @@ async fn every_dashboard_and_alert_expression_runs_against_a_scraped_impulse() {
     let started = Instant::now();
     let prometheus = require_prometheus().await;
     let bootstrap = require_kafka().await;
+    let redis_url = require_redis().await;
     let topic = format!("dashboards-{}", uuid::Uuid::new_v4());
     create_topic(&bootstrap, &topic, 1).await;
 
@@ -108,6 +116,20 @@ starting_position = "earliest"
 batch_window = "50ms"
 max_retry_attempts = 0
 filter = [ {{ value = {{ skip = [false] }} }} ]
+
+# A poison entry fails once and is dropped.
+[triggers.jobs]
+type = "redis"
+function = "web"
+url = "{redis_url}"
+stream = "{topic}"
+starting_position = "earliest"
+max_retry_attempts = 0
+
+[triggers.tick]
+type = "schedule"
+function = "web"
+expression = "rate(1 second)"
 "#
     ))
     .await;
@@ -177,6 +199,21 @@ filter = [ {{ value = {{ skip = [false] }} }} ]
     .enumerate()
     {
         produce(&kafka, &topic, 0, &format!("k{i}"), value.as_bytes()).await;
+    }
+
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    for fields in [["n", "1"], ["fail", "true"]] {
+        redis::cmd("XADD")
+            .arg(&topic)
+            .arg("*")
+            .arg(&fields)
+            .query_async::<String>(&mut redis)
+            .await
+            .expect("XADD");
     }
 
     // --- every expression parses; every overview query returns data ---
