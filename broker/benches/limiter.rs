@@ -1,6 +1,10 @@
-//! Cost per admission: `Admission::try_acquire` + drop, against a bare tokio `Semaphore`
-//! `try_acquire` + drop, in the same run; plus the metric handle updates on the invocation path
-//! (the concurrency gauge, and the invoker's per-attempt counter and histogram) on their own.
+//! Cost per admission: `Admission::try_acquire_local` + drop (process scope), against a bare
+//! tokio `Semaphore` `try_acquire` + drop, in the same run; plus the metric handle updates on
+//! the invocation path (the concurrency gauge, and the invoker's per-attempt counter and
+//! histogram) on their own; and `Admission::try_acquire` + drop with `limits.scope = "cluster"`
+//! (one Redis round-trip, on a current-thread runtime, its release sent in the background) on
+//! the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the case is skipped,
+//! saying so, when it cannot be reached).
 //!
 //! Run with `cargo bench -p impulse-broker --bench limiter`. After criterion's report this prints
 //! each limiter case as a multiple of the semaphore baseline.
@@ -11,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use impulse_config::{Config, FunctionConfig};
+use impulse_config::{Config, FunctionConfig, LimitsScope, QueueBackend, RedisQueueConfig};
 use impulse_connectors::contract::Name;
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -32,6 +36,7 @@ const GROUP: &str = "admission";
 const BASELINE: &str = "semaphore_try_acquire_drop";
 const LIMITER: &str = "limiter_try_acquire_drop";
 const LIMITER_PROMETHEUS: &str = "limiter_try_acquire_drop_prometheus";
+const CLUSTER: &str = "cluster_limiter_try_acquire_drop";
 const GAUGE: &str = "concurrency_gauge_started_finished_prometheus";
 const INVOCATION: &str = "invocation_metrics_completed_prometheus";
 
@@ -43,6 +48,13 @@ const UPKEEP_EVERY: u64 = 4096;
 /// One function whose limits the benchmark never reaches: 1000 reserved slots (at most one is
 /// in use) and a rate of `u32::MAX` per second with an equal burst.
 fn ample_admission() -> Admission {
+    Limiter::new(&ample_config())
+        .admission("bench")
+        .expect("the benchmark's function is configured")
+}
+
+/// The configuration of [`ample_admission`].
+fn ample_config() -> Config {
     // JSON, so that the other fields keep their serde defaults.
     let function = json!({
         "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
@@ -53,9 +65,28 @@ fn ample_admission() -> Admission {
         serde_json::from_value(function).expect("the benchmark's function config is valid");
     let mut config = Config::default();
     config.functions.insert("bench".to_owned(), function);
-    Limiter::new(&config)
-        .admission("bench")
-        .expect("the benchmark's function is configured")
+    config
+}
+
+/// [`ample_admission`] with cluster scope, on a stream of its own; `None` when Redis cannot be
+/// reached.
+fn ample_cluster_admission(runtime: &tokio::runtime::Runtime) -> Option<Admission> {
+    let url = std::env::var("IMPULSE_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut config = ample_config();
+    config.limits.scope = LimitsScope::Cluster;
+    config.queue.backend = QueueBackend::Redis;
+    config.queue.redis = Some(RedisQueueConfig {
+        url,
+        stream: format!("impulse-bench-limiter-{}", std::process::id()),
+    });
+    match runtime.block_on(Limiter::connect(&config, "bench")) {
+        Ok(limiter) => limiter.admission("bench"),
+        Err(e) => {
+            eprintln!("skipping {CLUSTER}: {e}");
+            None
+        }
+    }
 }
 
 /// The broker's exporter, with the broker's buckets for the invocation duration histogram.
@@ -80,7 +111,7 @@ fn admission(c: &mut Criterion) {
     // No metrics recorder installed: the gauge handle is metrics' no-op handle.
     let admission = ample_admission();
     group.bench_function(LIMITER, |b| {
-        b.iter(|| drop(black_box(admission.try_acquire())));
+        b.iter(|| drop(black_box(admission.try_acquire_local())));
     });
 
     // The broker's exporter: the gauge is real. Handles are bound to the recorder installed when
@@ -89,7 +120,7 @@ fn admission(c: &mut Criterion) {
     metrics::with_local_recorder(&recorder, || {
         let admission = ample_admission();
         group.bench_function(LIMITER_PROMETHEUS, |b| {
-            b.iter(|| drop(black_box(admission.try_acquire())));
+            b.iter(|| drop(black_box(admission.try_acquire_local())));
         });
 
         // The two gauge updates each admission makes, for the breakdown.
@@ -127,6 +158,20 @@ fn admission(c: &mut Criterion) {
         });
     });
 
+    // The runtime outlives the admission: its keeper task sends the releases.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    if let Some(admission) = ample_cluster_admission(&runtime) {
+        group.bench_function(CLUSTER, |b| {
+            b.iter(|| {
+                let permit = runtime.block_on(admission.try_acquire());
+                drop(black_box(permit.expect("the ample limits admit")));
+            });
+        });
+    }
+
     group.finish();
 }
 
@@ -157,7 +202,7 @@ fn main() {
         return; // `--test` or a filter: nothing measured.
     };
     println!("\ncost per admission, relative to a bare semaphore try_acquire + drop:");
-    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE, INVOCATION] {
+    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE, INVOCATION, CLUSTER] {
         if let Some(time) = estimate_ns(&output, name) {
             println!("  {name:<44} {time:>8.1} ns  {:>5.1}×", time / baseline);
         }
