@@ -202,7 +202,14 @@ fn main() {
         return; // `--test` or a filter: nothing measured.
     };
     println!("\ncost per admission, relative to a bare semaphore try_acquire + drop:");
-    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE, INVOCATION, CLUSTER] {
+    for name in [
+        BASELINE,
+        LIMITER,
+        LIMITER_PROMETHEUS,
+        GAUGE,
+        INVOCATION,
+        CLUSTER,
+    ] {
         if let Some(time) = estimate_ns(&output, name) {
             println!("  {name:<44} {time:>8.1} ns  {:>5.1}×", time / baseline);
         }

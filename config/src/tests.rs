@@ -1853,6 +1853,9 @@ redis = { url = "redis://127.0.0.1:6379" }
         Format::Toml,
     );
     assert_eq!(config.limits.scope, LimitsScope::Cluster);
-    assert_eq!(config.limits.on_redis_unavailable, OnRedisUnavailable::Local);
+    assert_eq!(
+        config.limits.on_redis_unavailable,
+        OnRedisUnavailable::Local
+    );
     assert_eq!(config.limits.lease_time, Duration::from_secs(10));
 }

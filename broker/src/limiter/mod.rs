@@ -128,14 +128,18 @@ impl Limiter {
                 message: "limits.scope = \"cluster\" needs [queue.redis]".to_owned(),
             });
         };
-        let cluster =
-            RedisLimits::connect(&redis.url, &redis.stream, instance, config.limits.lease_time)
-                .await?;
-        Ok(Self::with_cluster(config, Some(cluster)))
+        let cluster = RedisLimits::connect(
+            &redis.url,
+            &redis.stream,
+            instance,
+            config.limits.lease_time,
+        )
+        .await?;
+        Ok(Self::with_cluster(config, Some(&cluster)))
     }
 
     /// Builds the limits, admitting on `cluster` when given.
-    fn with_cluster(config: &Config, cluster: Option<Arc<RedisLimits>>) -> Self {
+    fn with_cluster(config: &Config, cluster: Option<&Arc<RedisLimits>>) -> Self {
         let reserved_total = config
             .functions
             .values()
@@ -173,16 +177,13 @@ impl Limiter {
                     Concurrency::Unreserved { size, .. } if *size > 0 => Some(Slots::Pool(*size)),
                     _ => None,
                 };
-                let cluster = cluster
-                    .as_ref()
-                    .zip(slots)
-                    .map(|(redis, slots)| ClusterLimits {
-                        target: redis.target(name, slots, per_second, burst),
-                        redis: Arc::clone(redis),
-                        on_unavailable: config.limits.on_redis_unavailable,
-                        queue: AsyncMutex::new(()),
-                        waiters: AtomicUsize::new(0),
-                    });
+                let cluster = cluster.zip(slots).map(|(redis, slots)| ClusterLimits {
+                    target: redis.target(name, slots, per_second, burst),
+                    redis: Arc::clone(redis),
+                    on_unavailable: config.limits.on_redis_unavailable,
+                    queue: AsyncMutex::new(()),
+                    waiters: AtomicUsize::new(0),
+                });
                 let limits = FunctionLimits {
                     name: name.as_str().into(),
                     concurrency,
@@ -290,14 +291,14 @@ impl Admission {
         let mut waited_for_slot = false;
         let mut waited_for_rate = false;
         let mut turn = None;
-        let mut _waiting = None;
+        let mut waiting = None;
         let mut slot_poll = MIN_SLOT_POLL;
         loop {
             // The fast path (nobody waiting here) asks at once; otherwise join the queue and ask
             // from its head.
-            if turn.is_none() && (_waiting.is_some() || cluster.waiters.load(Ordering::Acquire) > 0)
+            if turn.is_none() && (waiting.is_some() || cluster.waiters.load(Ordering::Acquire) > 0)
             {
-                _waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
+                waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
                 turn = Some(cluster.queue.lock().await);
             }
             let wait = match cluster.redis.admit(&limits.name, &cluster.target).await {
@@ -332,7 +333,7 @@ impl Admission {
                     }
                 },
             };
-            _waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
+            waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
             tokio::time::sleep(wait).await;
         }
     }

@@ -37,10 +37,6 @@ use tokio::time::Instant;
 use super::redact_url;
 use crate::contract::QueueError;
 
-/// The counter of admissions decided without Redis (it could not be reached), labelled by
-/// function.
-pub const CLUSTER_LIMITS_UNAVAILABLE_TOTAL: &str = "impulse_cluster_limits_unavailable_total";
-
 /// How long an admission waits for Redis's reply: a synchronous call waits this long at worst
 /// before it is answered without Redis.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -286,8 +282,7 @@ impl RedisLimits {
 
     /// Counts an admission of `function` decided without Redis; logs the outage when it starts.
     fn unreachable(&self, function: &str, e: &RedisError) {
-        metrics::counter!(CLUSTER_LIMITS_UNAVAILABLE_TOTAL, "function" => function.to_owned())
-            .increment(1);
+        crate::telemetry::cluster_limits_unavailable(function);
         if self.reachable.swap(false, Ordering::AcqRel) {
             tracing::warn!(
                 url = %self.url,
@@ -438,7 +433,10 @@ impl Drop for Lease<'_> {
         }
         // The receiver lives as long as the keeper, which lives as long as `limits`; a send can
         // fail only at shutdown, when the lease expires on its own.
-        let _ = self.limits.releases.send((Arc::clone(&self.key), self.id));
+        self.limits
+            .releases
+            .send((Arc::clone(&self.key), self.id))
+            .ok();
     }
 }
 

@@ -10,9 +10,7 @@ mod schedules;
 mod sink;
 mod stream;
 
-pub use limits::{
-    ClusterTarget, Lease, RedisLimits, Slots, Verdict, CLUSTER_LIMITS_UNAVAILABLE_TOTAL,
-};
+pub use limits::{ClusterTarget, Lease, RedisLimits, Slots, Verdict};
 pub use queue::{RedisQueue, GROUP};
 #[cfg(feature = "schedule")]
 pub use schedules::RedisSchedules;
