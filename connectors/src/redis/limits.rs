@@ -18,6 +18,25 @@
 //!   script is sent: if the caller's future is dropped while the reply is in flight, the guard
 //!   releases the id, which the script may or may not have added.
 //!
+//! **Leasing in blocks**, so that a busy function does not pay a round-trip per attempt:
+//!
+//! - *Slots are kept for reuse.* A lease whose attempt ended is parked in this process (still
+//!   live, still renewed) and the next admission of the same function takes it without asking
+//!   Redis. The keeper releases a lease parked for longer than [`PARK_IDLE`], and a lease first
+//!   taken more than [`REUSE_FOR`] ago is released when its attempt ends rather than parked, so
+//!   that every slot goes back to the cluster regularly and other instances get their turn.
+//!   *The cap still holds:* a slot in use or parked here is a member of the domain's set the whole
+//!   time (renewed, never reaped while this process lives), and the script never lets the set
+//!   grow past the cap; so the slots in use across the cluster never exceed it.
+//! - *Rate cells come in blocks.* One script call may take up to `k` cells at once (`k` adapts to
+//!   the demand: doubled when a block runs out while still valid, halved when most of one
+//!   expires unused; at most the cells of [`CELL_WINDOW`] at the configured rate, and at most the
+//!   burst). A block is valid for [`CELL_WINDOW`] after the script granted it; what is left then
+//!   is dropped. *The rate still holds, within one window:* an attempt admitted at time `t` used a
+//!   cell granted in `[t − W, t]`, so the attempts in any interval of length `L` used cells
+//!   granted in an interval of length `L + W`, which the GCRA bounds by `burst + rate × (L + W)`.
+//!   At low rates (`rate × W < 1`) a block is one cell: admission is exact, per attempt.
+//!
 //! Lease ids are `<instance>:<n>`, with an instance id unique to this process (its consumer
 //! name, process id and start time), so a restarted instance never reuses its predecessor's
 //! ids. The keys of one cluster share the prefix `<queue stream>:limits`; under Redis Cluster,
@@ -42,31 +61,50 @@ use crate::contract::QueueError;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Releases sent in one round-trip at most.
 const RELEASE_BATCH: usize = 512;
+/// How long a block of rate cells stays usable after Redis granted it.
+const CELL_WINDOW: Duration = Duration::from_millis(10);
+/// How long a parked lease may wait for the next attempt before it goes back to the cluster.
+const PARK_IDLE: Duration = Duration::from_millis(20);
+/// How long after it was first taken a lease may be parked for reuse: afterwards it goes back
+/// to the cluster when its attempt ends.
+const REUSE_FOR: Duration = Duration::from_secs(1);
 
 /// `KEYS[1]` concurrency domain (sorted set), `KEYS[2]` the function's TAT; `ARGV[1]` cap,
-/// `ARGV[2]` lease id, `ARGV[3]` lease time in ms, `ARGV[4]` emission interval in µs,
-/// `ARGV[5]` burst. Returns `{2, 0}` admitted (lease added, rate cell taken), `{0, 0}` the
-/// domain is full, `{1, µs}` the rate is exceeded for that many more microseconds.
+/// `ARGV[2]` lease id, or `''` when the caller has a slot already, `ARGV[3]` lease time in ms,
+/// `ARGV[4]` emission interval in µs, `ARGV[5]` burst, `ARGV[6]` cells wanted (0 when the
+/// caller has one already). Returns `{2, 0, cells}` admitted (lease added if asked for, `cells`
+/// ≥ 1 of those wanted taken), `{0, 0, 0}` the domain is full, `{1, µs, 0}` the rate is exceeded
+/// for that many more microseconds. Nothing is written unless it admits.
 const ADMIT_LUA: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return {0, 0} end
-local interval = tonumber(ARGV[4])
-local tolerance = interval * tonumber(ARGV[5])
-local tat = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if tat < now_us then tat = now_us end
-local next_tat = tat + interval
-if next_tat - now_us > tolerance then
-  return {1, math.ceil(next_tat - tolerance - now_us)}
+local lease = ARGV[2]
+if lease ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return {0, 0, 0} end
 end
-redis.call('SET', KEYS[2], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now_us) / 1000) + 1)
-local lease_ms = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], now_ms + lease_ms, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], 2 * lease_ms)
-return {2, 0}
+local wanted = tonumber(ARGV[6])
+local cells = 0
+if wanted > 0 then
+  local interval = tonumber(ARGV[4])
+  local tolerance = interval * tonumber(ARGV[5])
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if tat < now_us then tat = now_us end
+  cells = math.min(wanted, math.floor((tolerance - (tat - now_us)) / interval))
+  if cells < 1 then
+    return {1, math.max(1, math.ceil(tat + interval - tolerance - now_us)), 0}
+  end
+  local next_tat = tat + cells * interval
+  redis.call('SET', KEYS[2], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now_us) / 1000) + 1)
+end
+if lease ~= '' then
+  local lease_ms = tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], now_ms + lease_ms, lease)
+  redis.call('PEXPIRE', KEYS[1], 2 * lease_ms)
+end
+return {2, 0, cells}
 ";
 
 /// `KEYS` concurrency domains; `ARGV[1]` lease time in ms, then for each key in order the
@@ -99,8 +137,9 @@ pub enum Slots {
     Pool(u32),
 }
 
-/// One function's keys and limits on Redis, built once by [`RedisLimits::target`].
-#[derive(Debug, Clone)]
+/// One function's keys and limits on Redis, built once by [`RedisLimits::target`], and its block
+/// of rate cells.
+#[derive(Debug)]
 pub struct ClusterTarget {
     slots_key: Arc<str>,
     cap: u32,
@@ -108,6 +147,66 @@ pub struct ClusterTarget {
     /// Seconds between two rate cells, in µs (fractional).
     interval_us: f64,
     burst: u32,
+    /// The most cells one block may hold: those of [`CELL_WINDOW`], at most the burst.
+    max_block: u32,
+    cells: Mutex<Cells>,
+}
+
+/// Rate cells granted by Redis and not used yet.
+#[derive(Debug)]
+struct Cells {
+    left: u32,
+    /// When the block stops being usable.
+    until: Instant,
+    /// The size of the next block to ask for.
+    block: u32,
+}
+
+impl Cells {
+    /// Takes a cell of the current block, if it has one.
+    fn take(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        if Instant::now() >= self.until {
+            // Mostly unused: ask for less next time.
+            if self.left > self.block / 2 {
+                self.block = (self.block / 2).max(1);
+            }
+            self.left = 0;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// A block of `granted` cells arrived; one of them is used at once.
+    fn granted(&mut self, granted: u32, max_block: u32) {
+        if self.left == 0 && Instant::now() < self.until {
+            // The last block ran out while still valid: ask for more next time.
+            self.block = self.block.saturating_mul(2).min(max_block);
+        }
+        self.left = granted.saturating_sub(1);
+        self.until = Instant::now() + CELL_WINDOW;
+    }
+}
+
+/// This process's leases: live ones (renewed), among them the parked ones (no attempt).
+#[derive(Debug)]
+struct Leases {
+    live: HashMap<u64, LiveLease>,
+    /// Parked leases by domain, the most recently parked last.
+    parked: HashMap<Arc<str>, Vec<(u64, Instant)>>,
+    /// When the last renewal that succeeded was sent: a parked lease is reused only while
+    /// renewals keep it on Redis.
+    renewed: Instant,
+}
+
+#[derive(Debug)]
+struct LiveLease {
+    key: Arc<str>,
+    /// When Redis first granted it; `None` until it has.
+    since: Option<Instant>,
 }
 
 /// The outcome of [`RedisLimits::admit`].
@@ -130,7 +229,7 @@ pub struct RedisLimits {
     lease_time: Duration,
     next_id: AtomicU64,
     /// The leases this process holds (renewed by the keeper), by number.
-    live: Mutex<HashMap<u64, Arc<str>>>,
+    leases: Mutex<Leases>,
     releases: mpsc::UnboundedSender<(Arc<str>, u64)>,
     /// Whether the last admission reached Redis: outages are logged once, when they start.
     reachable: AtomicBool,
@@ -189,7 +288,11 @@ impl RedisLimits {
             instance: format!("{instance}:{}:{started:x}", std::process::id()),
             lease_time,
             next_id: AtomicU64::new(0),
-            live: Mutex::default(),
+            leases: Mutex::new(Leases {
+                live: HashMap::new(),
+                parked: HashMap::new(),
+                renewed: Instant::now(),
+            }),
             releases,
             reachable: AtomicBool::new(true),
             url,
@@ -216,17 +319,31 @@ impl RedisLimits {
             Slots::Reserved(cap) => (format!("{}:reserved:{function}", self.prefix), cap),
             Slots::Pool(cap) => (format!("{}:pool", self.prefix), cap),
         };
+        let burst = burst.max(1);
+        let per_window = u64::from(per_second.max(1))
+            * u64::try_from(CELL_WINDOW.as_micros()).unwrap_or(u64::MAX)
+            / 1_000_000;
+        let max_block = u32::try_from(per_window)
+            .unwrap_or(u32::MAX)
+            .clamp(1, burst);
         ClusterTarget {
             slots_key: slots_key.into(),
             cap,
             rate_key: format!("{}:rate:{function}", self.prefix).into(),
             interval_us: 1_000_000.0 / f64::from(per_second.max(1)),
-            burst: burst.max(1),
+            burst,
+            max_block,
+            cells: Mutex::new(Cells {
+                left: 0,
+                until: Instant::now(),
+                block: 1,
+            }),
         }
     }
 
     /// Takes a slot of `target`'s domain and one of its rate cells in one atomic step, or says
-    /// which limit refused. One round-trip; it never waits for a limit.
+    /// which limit refused: from this process's parked leases and block of cells when it can,
+    /// else in one round-trip. It never waits for a limit.
     ///
     /// # Errors
     ///
@@ -237,35 +354,80 @@ impl RedisLimits {
         function: &str,
         target: &ClusterTarget,
     ) -> Result<Verdict<'_>, RedisError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.live_leases().insert(id, Arc::clone(&target.slots_key));
-        // From here on, dropping `lease` (this future dropped, or an error) releases the id.
-        let lease = Lease {
-            limits: self,
-            key: Arc::clone(&target.slots_key),
-            id,
-            release: true,
+        let parked = self.unpark(&target.slots_key);
+        let has_cell = lock(&target.cells).take();
+        let (lease, confirmed) = match parked {
+            Some(id) => (
+                Lease {
+                    limits: self,
+                    key: Arc::clone(&target.slots_key),
+                    id,
+                    confirmed: true,
+                    on_redis: true,
+                },
+                true,
+            ),
+            None => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let live = LiveLease {
+                    key: Arc::clone(&target.slots_key),
+                    since: None,
+                };
+                lock(&self.leases).live.insert(id, live);
+                // From here on, dropping `lease` (this future dropped, or an error) releases
+                // the id, which Redis may or may not hold.
+                let lease = Lease {
+                    limits: self,
+                    key: Arc::clone(&target.slots_key),
+                    id,
+                    confirmed: false,
+                    on_redis: true,
+                };
+                (lease, false)
+            }
+        };
+        if confirmed && has_cell {
+            return Ok(Verdict::Admitted(lease));
+        }
+        let wanted = if has_cell {
+            0
+        } else {
+            lock(&target.cells).block
         };
         let lease_ms = u64::try_from(self.lease_time.as_millis()).unwrap_or(u64::MAX);
-        let reply: Result<(i64, i64), RedisError> = self
+        let member = if confirmed {
+            String::new()
+        } else {
+            self.member(lease.id)
+        };
+        let reply: Result<(i64, i64, i64), RedisError> = self
             .admit_script
             .key(&*target.slots_key)
             .key(&*target.rate_key)
             .arg(target.cap)
-            .arg(self.member(id))
+            .arg(member)
             .arg(lease_ms)
             .arg(target.interval_us)
             .arg(target.burst)
+            .arg(wanted)
             .invoke_async(&mut self.manager.clone())
             .await;
         match reply {
-            Ok((2, _)) => {
+            Ok((2, _, cells)) => {
                 self.reached();
-                Ok(Verdict::Admitted(lease))
+                if wanted > 0 {
+                    let cells = u32::try_from(cells).unwrap_or(0);
+                    lock(&target.cells).granted(cells, target.max_block);
+                }
+                Ok(Verdict::Admitted(lease.confirmed()))
             }
-            Ok((code, wait_us)) => {
+            Ok((code, wait_us, _)) => {
                 self.reached();
-                lease.refused();
+                // A parked slot goes back to the park (its drop parks it); a new id was never
+                // added. A cell taken from the block is lost: it only ever lowers the rate.
+                if !confirmed {
+                    lease.refused();
+                }
                 if code == 1 {
                     let wait_us = u64::try_from(wait_us).unwrap_or(0).max(1);
                     Ok(Verdict::Rate(Duration::from_micros(wait_us)))
@@ -307,17 +469,46 @@ impl RedisLimits {
         format!("{}:{id}", self.instance)
     }
 
-    fn live_leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<str>>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A parked lease of the domain `key`, taken out of the park.
+    fn unpark(&self, key: &Arc<str>) -> Option<u64> {
+        let mut leases = lock(&self.leases);
+        // Renewals failing for most of a lease time: Redis may have reaped the parked leases.
+        if leases.renewed.elapsed() > self.lease_time * 2 / 3 {
+            return None;
+        }
+        leases.parked.get_mut(key)?.pop().map(|(id, _)| id)
+    }
+
+    /// Leases parked for longer than [`PARK_IDLE`], taken out of this process's books: to be
+    /// released.
+    fn idle_parked(&self) -> Vec<(Arc<str>, u64)> {
+        let mut leases = lock(&self.leases);
+        let Leases { live, parked, .. } = &mut *leases;
+        let mut idle = Vec::new();
+        for (key, ids) in parked.iter_mut() {
+            // Most recently parked last: the idle ones are a prefix.
+            let stale = ids
+                .iter()
+                .take_while(|(_, at)| at.elapsed() >= PARK_IDLE)
+                .count();
+            for (id, _) in ids.drain(..stale) {
+                live.remove(&id);
+                idle.push((Arc::clone(key), id));
+            }
+        }
+        parked.retain(|_, ids| !ids.is_empty());
+        idle
     }
 
     /// Renews every live lease in one round-trip.
     async fn renew(&self) -> Result<(), RedisError> {
+        let sent = Instant::now();
         let mut by_key: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
-        for (id, key) in self.live_leases().iter() {
-            by_key.entry(Arc::clone(key)).or_default().push(*id);
+        for (id, lease) in &lock(&self.leases).live {
+            by_key.entry(Arc::clone(&lease.key)).or_default().push(*id);
         }
         if by_key.is_empty() {
+            lock(&self.leases).renewed = sent;
             return Ok(());
         }
         let script = Script::new(RENEW_LUA);
@@ -330,7 +521,11 @@ impl RedisLimits {
                 invocation.arg(self.member(*id));
             }
         }
-        invocation.invoke_async(&mut self.manager.clone()).await
+        invocation
+            .invoke_async::<()>(&mut self.manager.clone())
+            .await?;
+        lock(&self.leases).renewed = sent;
+        Ok(())
     }
 
     /// Removes released leases in one round-trip.
@@ -367,6 +562,8 @@ async fn keep(limits: Weak<RedisLimits>, mut released: mpsc::UnboundedReceiver<(
     };
     let mut renewal = tokio::time::interval(period.max(Duration::from_millis(100)));
     renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut park = tokio::time::interval(PARK_IDLE / 2);
+    park.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unsent: Vec<(Arc<str>, u64)> = Vec::new();
     let mut unsent_since: Option<Instant> = None;
     loop {
@@ -384,6 +581,14 @@ async fn keep(limits: Weak<RedisLimits>, mut released: mpsc::UnboundedReceiver<(
                 if let Err(e) = limits.release(&batch).await {
                     tracing::debug!(error = %e, leases = batch.len(), "cluster limits: releasing leases failed; trying again at the next renewal");
                     unsent.extend(batch);
+                    unsent_since.get_or_insert_with(Instant::now);
+                }
+            }
+            _ = park.tick() => {
+                let Some(limits) = limits.upgrade() else { return };
+                let idle = limits.idle_parked();
+                if !idle.is_empty() && limits.release(&idle).await.is_err() {
+                    unsent.extend(idle);
                     unsent_since.get_or_insert_with(Instant::now);
                 }
             }
@@ -414,21 +619,50 @@ pub struct Lease<'a> {
     limits: &'a RedisLimits,
     key: Arc<str>,
     id: u64,
+    /// Whether Redis is known to hold the id (it granted it): only then may it be parked.
+    confirmed: bool,
     /// Whether Redis may hold the id: false once the script said it did not add it.
-    release: bool,
+    on_redis: bool,
 }
 
-impl Lease<'_> {
+impl<'a> Lease<'a> {
+    /// Redis granted this lease.
+    fn confirmed(mut self) -> Self {
+        if !self.confirmed {
+            if let Some(live) = lock(&self.limits.leases).live.get_mut(&self.id) {
+                live.since = Some(Instant::now());
+            }
+            self.confirmed = true;
+        }
+        self
+    }
+
     /// The script did not add this lease: forget it without a round-trip.
     fn refused(mut self) {
-        self.release = false;
+        self.on_redis = false;
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.limits.live_leases().remove(&self.id);
-        if !self.release {
+        let mut leases = lock(&self.limits.leases);
+        let reusable = self.confirmed
+            && leases
+                .live
+                .get(&self.id)
+                .and_then(|live| live.since)
+                .is_some_and(|since| since.elapsed() < REUSE_FOR);
+        if reusable {
+            leases
+                .parked
+                .entry(Arc::clone(&self.key))
+                .or_default()
+                .push((self.id, Instant::now()));
+            return;
+        }
+        leases.live.remove(&self.id);
+        drop(leases);
+        if !self.on_redis {
             return;
         }
         // The receiver lives as long as the keeper, which lives as long as `limits`; a send can
@@ -447,6 +681,11 @@ impl fmt::Debug for Lease<'_> {
             .field("id", &self.id)
             .finish()
     }
+}
+
+/// Locks `mutex`; a panic while it was held leaves the books usable (each update is whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
