@@ -27,7 +27,9 @@
 //! instances admit up to N × every limit. With `"cluster"` ([`Limiter::connect`]) every
 //! admission is decided on the shared Redis instead (`impulse_connectors::redis::RedisLimits`:
 //! a concurrency lease and a GCRA cell in one atomic script, RELIABILITY.md §4), so the limits
-//! hold across the instances. There, synchronous callers still get their answer at once (one
+//! hold across the instances (a busy function reuses its slots and takes rate cells in blocks,
+//! without a round-trip per attempt; the connector documents why the limits still hold). There,
+//! synchronous callers still get their answer at once (one
 //! round-trip), and queue callers poll Redis behind one another: only the head of a function's
 //! local queue asks, after each refusal waiting the GCRA's named wait (rate) or a short backoff
 //! (concurrency), so waiters stay FIFO within an instance. Across instances there is no order.
