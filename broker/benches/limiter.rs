@@ -2,9 +2,10 @@
 //! tokio `Semaphore` `try_acquire` + drop, in the same run; plus the metric handle updates on
 //! the invocation path (the concurrency gauge, and the invoker's per-attempt counter and
 //! histogram) on their own; and `Admission::try_acquire` + drop with `limits.scope = "cluster"`
-//! (one Redis round-trip, on a current-thread runtime, its release sent in the background) on
-//! the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the case is skipped,
-//! saying so, when it cannot be reached).
+//! on the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the case is
+//! skipped, saying so, when it cannot be reached), driven by a current-thread runtime. That case
+//! is a busy function's: after the first admissions it reuses its kept slot and takes cells from
+//! blocks, with a Redis round-trip whenever a block runs out or a slot has been reused for 1 s.
 //!
 //! Run with `cargo bench -p impulse-broker --bench limiter`. After criterion's report this prints
 //! each limiter case as a multiple of the semaphore baseline.
