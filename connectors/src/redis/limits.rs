@@ -26,8 +26,9 @@
 //!   taken more than [`REUSE_FOR`] ago is released when its attempt ends rather than parked, so
 //!   that every slot goes back to the cluster regularly and other instances get their turn.
 //!   *The cap still holds:* a slot in use or parked here is a member of the domain's set the whole
-//!   time (renewed, never reaped while this process lives), and the script never lets the set
-//!   grow past the cap; so the slots in use across the cluster never exceed it.
+//!   time (renewed, so never reaped while renewals succeed; a parked lease is not reused once the
+//!   last successful renewal is two thirds of a lease time old), and the script never lets the
+//!   set grow past the cap; so the slots in use across the cluster never exceed it.
 //! - *Rate cells come in blocks.* One script call may take up to `k` cells at once (`k` adapts to
 //!   the demand: doubled when a block runs out while still valid, halved when most of one
 //!   expires unused; at most the cells of [`CELL_WINDOW`] at the configured rate, and at most the
@@ -458,11 +459,6 @@ impl RedisLimits {
         if !self.reachable.load(Ordering::Acquire) && !self.reachable.swap(true, Ordering::AcqRel) {
             tracing::info!(url = %self.url, "cluster limits: Redis is reachable again");
         }
-    }
-
-    /// Whether the last admission reached Redis.
-    pub fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Acquire)
     }
 
     fn member(&self, id: u64) -> String {
