@@ -6,6 +6,8 @@
 //! skipped, saying so, when it cannot be reached), driven by a current-thread runtime. That case
 //! is a busy function's: after the first admissions it reuses its kept slot and takes cells from
 //! blocks, with a Redis round-trip whenever a block runs out or a slot has been reused for 1 s.
+//! `cluster_limiter_try_acquire_refused_round_trip` is the other end: every call asks Redis (the
+//! one slot of another function is held throughout, so each is refused after one round-trip).
 //!
 //! Run with `cargo bench -p impulse-broker --bench limiter`. After criterion's report this prints
 //! each limiter case as a multiple of the semaphore baseline.
@@ -38,6 +40,7 @@ const BASELINE: &str = "semaphore_try_acquire_drop";
 const LIMITER: &str = "limiter_try_acquire_drop";
 const LIMITER_PROMETHEUS: &str = "limiter_try_acquire_drop_prometheus";
 const CLUSTER: &str = "cluster_limiter_try_acquire_drop";
+const CLUSTER_ROUND_TRIP: &str = "cluster_limiter_try_acquire_refused_round_trip";
 const GAUGE: &str = "concurrency_gauge_started_finished_prometheus";
 const INVOCATION: &str = "invocation_metrics_completed_prometheus";
 
@@ -69,12 +72,21 @@ fn ample_config() -> Config {
     config
 }
 
-/// [`ample_admission`] with cluster scope, on a stream of its own; `None` when Redis cannot be
-/// reached.
-fn ample_cluster_admission(runtime: &tokio::runtime::Runtime) -> Option<Admission> {
+/// [`ample_admission`]'s function with cluster scope, on a stream of its own, beside a function
+/// `full` of one reserved slot; `None` when Redis cannot be reached.
+fn ample_cluster_limiter(runtime: &tokio::runtime::Runtime) -> Option<Limiter> {
     let url = std::env::var("IMPULSE_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let mut config = ample_config();
+    let full = json!({
+        "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
+        "reserved_concurrency": 1,
+    });
+    config.functions.insert(
+        "full".to_owned(),
+        serde_json::from_value(full).expect("the benchmark's function config is valid"),
+    );
+    config.limits.account_concurrency = 1001;
     config.limits.scope = LimitsScope::Cluster;
     config.queue.backend = QueueBackend::Redis;
     config.queue.redis = Some(RedisQueueConfig {
@@ -82,7 +94,7 @@ fn ample_cluster_admission(runtime: &tokio::runtime::Runtime) -> Option<Admissio
         stream: format!("impulse-bench-limiter-{}", std::process::id()),
     });
     match runtime.block_on(Limiter::connect(&config, "bench")) {
-        Ok(limiter) => limiter.admission("bench"),
+        Ok(limiter) => Some(limiter),
         Err(e) => {
             eprintln!("skipping {CLUSTER}: {e}");
             None
@@ -164,13 +176,22 @@ fn admission(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    if let Some(admission) = ample_cluster_admission(&runtime) {
+    if let Some(limiter) = ample_cluster_limiter(&runtime) {
+        let admission = limiter.admission("bench").expect("configured");
         group.bench_function(CLUSTER, |b| {
             b.iter(|| {
                 let permit = runtime.block_on(admission.try_acquire());
                 drop(black_box(permit.expect("the ample limits admit")));
             });
         });
+        let full = limiter.admission("full").expect("configured");
+        let held = runtime
+            .block_on(full.try_acquire())
+            .expect("the one slot is free");
+        group.bench_function(CLUSTER_ROUND_TRIP, |b| {
+            b.iter(|| black_box(runtime.block_on(full.try_acquire()).is_err()));
+        });
+        drop(held);
     }
 
     group.finish();
@@ -210,6 +231,7 @@ fn main() {
         GAUGE,
         INVOCATION,
         CLUSTER,
+        CLUSTER_ROUND_TRIP,
     ] {
         if let Some(time) = estimate_ns(&output, name) {
             println!("  {name:<44} {time:>8.1} ns  {:>5.1}×", time / baseline);
