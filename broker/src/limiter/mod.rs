@@ -59,7 +59,7 @@ use impulse_config::{Config, LimitsScope, OnRedisUnavailable, RateConfig};
 use impulse_connectors::contract::QueueError;
 use impulse_connectors::redis::{ClusterTarget, Lease, RedisLimits, Slots, Verdict};
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, Limit};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex as AsyncMutex, Notify, Semaphore, SemaphorePermit};
 
 use self::clock::{RateLimitClock, RateLimitInstant};
 
@@ -98,6 +98,10 @@ struct ClusterLimits {
     queue: AsyncMutex<()>,
     /// Callers in (or entering) `queue`: while it is 0, an admission asks Redis at once.
     waiters: AtomicUsize,
+    /// Woken when an attempt of this function ends here: its slot is kept for the next attempt
+    /// (the connector parks it), so the head of `queue` asks again at once instead of sleeping
+    /// out its backoff while the slot waits, unused, to go back to the cluster.
+    ended: Notify,
 }
 
 impl Limiter {
@@ -185,6 +189,7 @@ impl Limiter {
                     on_unavailable: config.limits.on_redis_unavailable,
                     queue: AsyncMutex::new(()),
                     waiters: AtomicUsize::new(0),
+                    ended: Notify::new(),
                 });
                 let limits = FunctionLimits {
                     name: name.as_str().into(),
@@ -303,6 +308,7 @@ impl Admission {
                 waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
                 turn = Some(cluster.queue.lock().await);
             }
+            let mut wake_on_end = false;
             let wait = match cluster.redis.admit(&limits.name, &cluster.target).await {
                 Ok(Verdict::Admitted(lease)) => {
                     return Ok(Permit::new(limits, Slot::Leased(lease)))
@@ -313,6 +319,7 @@ impl Admission {
                     }
                     let wait = slot_poll;
                     slot_poll = (slot_poll * 2).min(MAX_SLOT_POLL);
+                    wake_on_end = true;
                     wait
                 }
                 Ok(Verdict::Rate(wait)) => {
@@ -336,7 +343,14 @@ impl Admission {
                 },
             };
             waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
-            tokio::time::sleep(wait).await;
+            if wake_on_end {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cluster.ended.notified() => slot_poll = MIN_SLOT_POLL,
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 
@@ -580,6 +594,9 @@ impl<'l> Permit<'l> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.limits.executions.finished();
+        if let Some(cluster) = &self.limits.cluster {
+            cluster.ended.notify_one();
+        }
     }
 }
 
