@@ -1,6 +1,13 @@
-//! Cost per admission: `Admission::try_acquire` + drop, against a bare tokio `Semaphore`
-//! `try_acquire` + drop, in the same run; plus the metric handle updates on the invocation path
-//! (the concurrency gauge, and the invoker's per-attempt counter and histogram) on their own.
+//! Cost per admission: `Admission::try_acquire_local` + drop (process scope), against a bare
+//! tokio `Semaphore` `try_acquire` + drop, in the same run; plus the metric handle updates on
+//! the invocation path (the concurrency gauge, and the invoker's per-attempt counter and
+//! histogram) on their own; and `Admission::try_acquire` + drop with `limits.scope = "cluster"`
+//! on the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the case is
+//! skipped, saying so, when it cannot be reached), driven by a current-thread runtime. That case
+//! is a busy function's: after the first admissions it reuses its kept slot and takes cells from
+//! blocks, with a Redis round-trip whenever a block runs out or a slot has been reused for 1 s.
+//! `cluster_limiter_try_acquire_refused_round_trip` is the other end: every call asks Redis (the
+//! one slot of another function is held throughout, so each is refused after one round-trip).
 //!
 //! Run with `cargo bench -p impulse-broker --bench limiter`. After criterion's report this prints
 //! each limiter case as a multiple of the semaphore baseline.
@@ -11,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use impulse_config::{Config, FunctionConfig};
+use impulse_config::{Config, FunctionConfig, LimitsScope, QueueBackend, RedisQueueConfig};
 use impulse_connectors::contract::Name;
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, InvocationMetrics, InvocationOutcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -32,6 +39,8 @@ const GROUP: &str = "admission";
 const BASELINE: &str = "semaphore_try_acquire_drop";
 const LIMITER: &str = "limiter_try_acquire_drop";
 const LIMITER_PROMETHEUS: &str = "limiter_try_acquire_drop_prometheus";
+const CLUSTER: &str = "cluster_limiter_try_acquire_drop";
+const CLUSTER_ROUND_TRIP: &str = "cluster_limiter_try_acquire_refused_round_trip";
 const GAUGE: &str = "concurrency_gauge_started_finished_prometheus";
 const INVOCATION: &str = "invocation_metrics_completed_prometheus";
 
@@ -43,6 +52,13 @@ const UPKEEP_EVERY: u64 = 4096;
 /// One function whose limits the benchmark never reaches: 1000 reserved slots (at most one is
 /// in use) and a rate of `u32::MAX` per second with an equal burst.
 fn ample_admission() -> Admission {
+    Limiter::new(&ample_config())
+        .admission("bench")
+        .expect("the benchmark's function is configured")
+}
+
+/// The configuration of [`ample_admission`].
+fn ample_config() -> Config {
     // JSON, so that the other fields keep their serde defaults.
     let function = json!({
         "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
@@ -53,9 +69,37 @@ fn ample_admission() -> Admission {
         serde_json::from_value(function).expect("the benchmark's function config is valid");
     let mut config = Config::default();
     config.functions.insert("bench".to_owned(), function);
-    Limiter::new(&config)
-        .admission("bench")
-        .expect("the benchmark's function is configured")
+    config
+}
+
+/// [`ample_admission`]'s function with cluster scope, on a stream of its own, beside a function
+/// `full` of one reserved slot; `None` when Redis cannot be reached.
+fn ample_cluster_limiter(runtime: &tokio::runtime::Runtime) -> Option<Limiter> {
+    let url = std::env::var("IMPULSE_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut config = ample_config();
+    let full = json!({
+        "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
+        "reserved_concurrency": 1,
+    });
+    config.functions.insert(
+        "full".to_owned(),
+        serde_json::from_value(full).expect("the benchmark's function config is valid"),
+    );
+    config.limits.account_concurrency = 1001;
+    config.limits.scope = LimitsScope::Cluster;
+    config.queue.backend = QueueBackend::Redis;
+    config.queue.redis = Some(RedisQueueConfig {
+        url,
+        stream: format!("impulse-bench-limiter-{}", std::process::id()),
+    });
+    match runtime.block_on(Limiter::connect(&config, "bench")) {
+        Ok(limiter) => Some(limiter),
+        Err(e) => {
+            eprintln!("skipping {CLUSTER}: {e}");
+            None
+        }
+    }
 }
 
 /// The broker's exporter, with the broker's buckets for the invocation duration histogram.
@@ -80,7 +124,7 @@ fn admission(c: &mut Criterion) {
     // No metrics recorder installed: the gauge handle is metrics' no-op handle.
     let admission = ample_admission();
     group.bench_function(LIMITER, |b| {
-        b.iter(|| drop(black_box(admission.try_acquire())));
+        b.iter(|| drop(black_box(admission.try_acquire_local())));
     });
 
     // The broker's exporter: the gauge is real. Handles are bound to the recorder installed when
@@ -89,7 +133,7 @@ fn admission(c: &mut Criterion) {
     metrics::with_local_recorder(&recorder, || {
         let admission = ample_admission();
         group.bench_function(LIMITER_PROMETHEUS, |b| {
-            b.iter(|| drop(black_box(admission.try_acquire())));
+            b.iter(|| drop(black_box(admission.try_acquire_local())));
         });
 
         // The two gauge updates each admission makes, for the breakdown.
@@ -127,6 +171,29 @@ fn admission(c: &mut Criterion) {
         });
     });
 
+    // The runtime outlives the admission: its keeper task sends the releases.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    if let Some(limiter) = ample_cluster_limiter(&runtime) {
+        let admission = limiter.admission("bench").expect("configured");
+        group.bench_function(CLUSTER, |b| {
+            b.iter(|| {
+                let permit = runtime.block_on(admission.try_acquire());
+                drop(black_box(permit.expect("the ample limits admit")));
+            });
+        });
+        let full = limiter.admission("full").expect("configured");
+        let held = runtime
+            .block_on(full.try_acquire())
+            .expect("the one slot is free");
+        group.bench_function(CLUSTER_ROUND_TRIP, |b| {
+            b.iter(|| black_box(runtime.block_on(full.try_acquire()).is_err()));
+        });
+        drop(held);
+    }
+
     group.finish();
 }
 
@@ -157,7 +224,15 @@ fn main() {
         return; // `--test` or a filter: nothing measured.
     };
     println!("\ncost per admission, relative to a bare semaphore try_acquire + drop:");
-    for name in [BASELINE, LIMITER, LIMITER_PROMETHEUS, GAUGE, INVOCATION] {
+    for name in [
+        BASELINE,
+        LIMITER,
+        LIMITER_PROMETHEUS,
+        GAUGE,
+        INVOCATION,
+        CLUSTER,
+        CLUSTER_ROUND_TRIP,
+    ] {
         if let Some(time) = estimate_ns(&output, name) {
             println!("  {name:<44} {time:>8.1} ns  {:>5.1}×", time / baseline);
         }

@@ -181,6 +181,7 @@ impl Routed<'_> {
             .function
             .admission
             .try_acquire()
+            .await
             .map_err(CallError::NotAdmitted)?;
         self.version
             .service

@@ -29,7 +29,9 @@ const LEASES_PER_SLOT: usize = 2;
 pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     // The recorder comes first: the limiter registers each function's concurrency gauge.
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
-    let limiter = Limiter::new(&config);
+    let limiter = Limiter::connect(&config, &consumer_name(&config))
+        .await
+        .context("cannot reach the Redis of limits.scope = \"cluster\"")?;
     let isolation = crate::isolation::start(&config)?;
     let (functions, triggers) = build(&config, &limiter, isolation.as_ref())?;
     let functions = Arc::new(functions);

@@ -157,6 +157,53 @@ pub struct LimitsConfig {
     /// `reserved_concurrency` share what the reserved ones leave.
     #[serde(default = "default_account_concurrency")]
     pub account_concurrency: u32,
+    /// Where the limits hold. `process` (the default): each instance admits up to every limit
+    /// on its own, so N instances admit N × each limit. `cluster`: account concurrency, reserved
+    /// concurrency and every function's rate hold across all instances sharing the Redis queue
+    /// (`[queue] backend = "redis"`, required), at the cost of one Redis round-trip per
+    /// admitted attempt.
+    #[serde(default)]
+    pub scope: LimitsScope,
+    /// With `scope = "cluster"`: how long a concurrency slot outlives the instance holding it.
+    /// Live instances renew their slots every third of this; a crashed instance's slots come
+    /// back within it. 1s to 10m.
+    #[serde(default = "default_lease_time", with = "crate::duration")]
+    #[schemars(with = "String")]
+    pub lease_time: Duration,
+    /// With `scope = "cluster"`: what admission does while Redis cannot be reached. `deny`
+    /// (the default): synchronous calls are throttled and queued sources wait, so no limit is
+    /// ever exceeded. `local`: each instance enforces every limit on its own until Redis is
+    /// back, as with `scope = "process"`.
+    #[serde(default)]
+    pub on_redis_unavailable: OnRedisUnavailable,
+}
+
+/// Where `[limits]` hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsScope {
+    /// In each instance on its own.
+    #[default]
+    Process,
+    /// Across every instance sharing the Redis queue.
+    Cluster,
+}
+
+/// Admission while the cluster limits' Redis is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisUnavailable {
+    /// Admit nothing: synchronous calls get a 429, queued sources wait.
+    #[default]
+    Deny,
+    /// Enforce every limit in each instance on its own.
+    Local,
+}
+
+/// 10 s: a crashed instance's slots come back within 10 s, and renewals (every 3⅓ s) survive a
+/// few slow round-trips.
+pub const fn default_lease_time() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// 1000: Lambda's default concurrency per account and Region.
@@ -168,6 +215,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             account_concurrency: default_account_concurrency(),
+            scope: LimitsScope::default(),
+            lease_time: default_lease_time(),
+            on_redis_unavailable: OnRedisUnavailable::default(),
         }
     }
 }

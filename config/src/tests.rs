@@ -1825,3 +1825,37 @@ group = "workers"
         "the function's timeout plus 60s"
     );
 }
+
+#[test]
+fn cluster_limits_need_the_redis_queue() {
+    let toml = r#"
+[limits]
+scope = "cluster"
+lease_time = "500ms"
+"#;
+    assert_eq!(
+        errors(toml, Format::Toml, "x.toml", &no_env()),
+        [
+            "x.toml:3: limits.scope: scope \"cluster\" requires the Redis queue ([queue] backend = \"redis\" with [queue.redis]), which the instances of the cluster share",
+            "x.toml:4: limits.lease_time: must be between 1s and 10m",
+        ]
+    );
+    let config = ok(
+        r#"
+[limits]
+scope = "cluster"
+on_redis_unavailable = "local"
+
+[queue]
+backend = "redis"
+redis = { url = "redis://127.0.0.1:6379" }
+"#,
+        Format::Toml,
+    );
+    assert_eq!(config.limits.scope, LimitsScope::Cluster);
+    assert_eq!(
+        config.limits.on_redis_unavailable,
+        OnRedisUnavailable::Local
+    );
+    assert_eq!(config.limits.lease_time, Duration::from_secs(10));
+}

@@ -23,8 +23,20 @@
 //! Callers never hold one themselves: `Function::call_now` and `Function::call_when_admitted`
 //! (in `functions.rs`) own it for exactly the attempt.
 //!
-//! **Limits are per process.** N broker instances admit up to N × every limit. Cluster-wide
-//! limits (Redis leases and a Redis GCRA script, RELIABILITY.md §4) are future work.
+//! **Scope.** With `limits.scope = "process"` (the default) the limits are per process: N broker
+//! instances admit up to N × every limit. With `"cluster"` ([`Limiter::connect`]) every
+//! admission is decided on the shared Redis instead (`impulse_connectors::redis::RedisLimits`:
+//! a concurrency lease and a GCRA cell in one atomic script, RELIABILITY.md §4), so the limits
+//! hold across the instances (a busy function reuses its slots and takes rate cells in blocks,
+//! without a round-trip per attempt; the connector documents why the limits still hold). There,
+//! synchronous callers still get their answer at once (one
+//! round-trip), and queue callers poll Redis behind one another: only the head of a function's
+//! local queue asks, after each refusal waiting the GCRA's named wait (rate) or a short backoff
+//! (concurrency), so waiters stay FIFO within an instance. Across instances there is no order.
+//! A refused rate cell holds no slot: the slot is only taken with the cell, in the same script.
+//! While Redis cannot be reached, `limits.on_redis_unavailable` decides: `deny` refuses
+//! synchronous calls and keeps queue callers waiting; `local` falls back to this process's own
+//! limits, as with `scope = "process"`.
 //!
 //! This module imports nothing from the rest of the crate, so that `benches/limiter.rs` can
 //! include it with `#[path]`.
@@ -38,18 +50,29 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use impulse_config::{Config, RateConfig};
+use impulse_config::{Config, LimitsScope, OnRedisUnavailable, RateConfig};
+use impulse_connectors::contract::QueueError;
+use impulse_connectors::redis::{ClusterTarget, Lease, RedisLimits, Slots, Verdict};
 use impulse_connectors::telemetry::{self, ConcurrencyGauge, Limit};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex as AsyncMutex, Notify, Semaphore, SemaphorePermit};
 
 use self::clock::{RateLimitClock, RateLimitInstant};
 
 /// Lambda's default invocation rate: 10 per second for each unit of concurrency.
 const RATE_PER_CONCURRENCY: u32 = 10;
+
+/// The first wait of a queue caller polling the cluster for a concurrency slot; it doubles up
+/// to [`MAX_SLOT_POLL`]. Short, because a slot freed on another instance wakes nobody here.
+const MIN_SLOT_POLL: Duration = Duration::from_millis(2);
+/// The longest wait between two polls for a cluster concurrency slot.
+const MAX_SLOT_POLL: Duration = Duration::from_millis(50);
+/// How often a queue caller asks again while Redis cannot be reached and admission is denied.
+const UNAVAILABLE_RETRY: Duration = Duration::from_millis(250);
 
 /// A direct (un-keyed) GCRA limiter on tokio's clock.
 type Gcra = RateLimiter<NotKeyed, InMemoryState, RateLimitClock, NoOpMiddleware<RateLimitInstant>>;
@@ -65,6 +88,22 @@ pub(crate) struct Limiter {
     functions: Arc<HashMap<Box<str>, Admission>>,
 }
 
+/// Cluster-wide admission of one function (`limits.scope = "cluster"`).
+struct ClusterLimits {
+    redis: Arc<RedisLimits>,
+    target: ClusterTarget,
+    on_unavailable: OnRedisUnavailable,
+    /// Queue callers waiting for the cluster: only the head polls Redis (tokio's `Mutex` is
+    /// fair, so they are admitted in FIFO order).
+    queue: AsyncMutex<()>,
+    /// Callers in (or entering) `queue`: while it is 0, an admission asks Redis at once.
+    waiters: AtomicUsize,
+    /// Woken when an attempt of this function ends here: its slot is kept for the next attempt
+    /// (the connector parks it), so the head of `queue` asks again at once instead of sleeping
+    /// out its backoff while the slot waits, unused, to go back to the cluster.
+    ended: Notify,
+}
+
 impl Limiter {
     /// Builds the limits of every function in `config`, registering each function's
     /// `impulse_concurrent_executions` gauge and setting its `impulse_concurrency_limit` and
@@ -74,6 +113,39 @@ impl Limiter {
     /// treated as 1 per second, and reserved concurrency beyond the account leaves an empty
     /// unreserved pool.
     pub(crate) fn new(config: &Config) -> Self {
+        Self::with_cluster(config, None)
+    }
+
+    /// The limiter `config` asks for: [`Limiter::new`] with `limits.scope = "process"`, or
+    /// admission on the shared Redis of the queue with `"cluster"`. `instance` names this
+    /// instance (the queue's consumer name).
+    ///
+    /// # Errors
+    ///
+    /// Cluster scope, and Redis cannot be reached (or the config has no Redis queue, which
+    /// validation rejects).
+    pub(crate) async fn connect(config: &Config, instance: &str) -> Result<Self, QueueError> {
+        if config.limits.scope == LimitsScope::Process {
+            return Ok(Self::new(config));
+        }
+        let Some(redis) = &config.queue.redis else {
+            return Err(QueueError {
+                operation: "connect",
+                message: "limits.scope = \"cluster\" needs [queue.redis]".to_owned(),
+            });
+        };
+        let cluster = RedisLimits::connect(
+            &redis.url,
+            &redis.stream,
+            instance,
+            config.limits.lease_time,
+        )
+        .await?;
+        Ok(Self::with_cluster(config, Some(&cluster)))
+    }
+
+    /// Builds the limits, admitting on `cluster` when given.
+    fn with_cluster(config: &Config, cluster: Option<&Arc<RedisLimits>>) -> Self {
         let reserved_total = config
             .functions
             .values()
@@ -103,11 +175,26 @@ impl Limiter {
                         unreserved,
                     ),
                 };
-                let quota = quota(function.rate, capacity);
+                let (per_second, burst) = rate_of(function.rate, capacity);
+                let quota = quota(per_second, burst);
                 telemetry::function_limits(name, capacity, function.max_event_age);
+                let slots = match &concurrency {
+                    Concurrency::Reserved(_) => Some(Slots::Reserved(capacity)),
+                    Concurrency::Unreserved { size, .. } if *size > 0 => Some(Slots::Pool(*size)),
+                    _ => None,
+                };
+                let cluster = cluster.zip(slots).map(|(redis, slots)| ClusterLimits {
+                    target: redis.target(name, slots, per_second, burst),
+                    redis: Arc::clone(redis),
+                    on_unavailable: config.limits.on_redis_unavailable,
+                    queue: AsyncMutex::new(()),
+                    waiters: AtomicUsize::new(0),
+                    ended: Notify::new(),
+                });
                 let limits = FunctionLimits {
                     name: name.as_str().into(),
                     concurrency,
+                    cluster,
                     quota,
                     rate: RateLimiter::direct_with_clock(quota, RateLimitClock),
                     rate_queue: AsyncMutex::new(()),
@@ -128,10 +215,10 @@ impl Limiter {
         self.get(function).acquire().await
     }
 
-    /// [`Admission::try_acquire`] by name, for tests.
+    /// [`Admission::try_acquire_local`] by name, for tests.
     #[cfg(test)]
     pub(crate) fn try_acquire(&self, function: &str) -> Result<Permit<'_>, Throttle> {
-        self.get(function).try_acquire()
+        self.get(function).try_acquire_local()
     }
 
     /// The admission of `function`, which callers keep so that admitting an attempt needs no
@@ -176,6 +263,14 @@ impl Admission {
     /// from an unreserved pool of size 0 (reserved concurrency takes the whole account) —
     /// waiting would never end.
     pub(crate) async fn acquire(&self) -> Result<Permit<'_>, Throttle> {
+        match &self.0.cluster {
+            Some(cluster) => self.acquire_in_cluster(cluster).await,
+            None => self.acquire_local().await,
+        }
+    }
+
+    /// [`Admission::acquire`] under this process's limits only.
+    async fn acquire_local(&self) -> Result<Permit<'_>, Throttle> {
         let limits = &*self.0;
         let (semaphore, full) = limits.slots()?;
         let slot = match semaphore.try_acquire() {
@@ -189,16 +284,113 @@ impl Admission {
             }
         };
         limits.wait_for_rate().await;
-        Ok(Permit::new(limits, slot))
+        Ok(Permit::new(limits, Slot::Local(slot)))
+    }
+
+    /// [`Admission::acquire`] on the cluster's Redis.
+    async fn acquire_in_cluster<'a>(
+        &'a self,
+        cluster: &'a ClusterLimits,
+    ) -> Result<Permit<'a>, Throttle> {
+        let limits = &*self.0;
+        // Refuses what can never be admitted (disabled, empty pool) without a round-trip.
+        limits.slots()?;
+        let mut waited_for_slot = false;
+        let mut waited_for_rate = false;
+        let mut turn = None;
+        let mut waiting = None;
+        let mut slot_poll = MIN_SLOT_POLL;
+        loop {
+            // The fast path (nobody waiting here) asks at once; otherwise join the queue and ask
+            // from its head.
+            if turn.is_none() && (waiting.is_some() || cluster.waiters.load(Ordering::Acquire) > 0)
+            {
+                waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
+                turn = Some(cluster.queue.lock().await);
+            }
+            let mut wake_on_end = false;
+            let wait = match cluster.redis.admit(&limits.name, &cluster.target).await {
+                Ok(Verdict::Admitted(lease)) => {
+                    return Ok(Permit::new(limits, Slot::Leased(lease)))
+                }
+                Ok(Verdict::Concurrency) => {
+                    if !std::mem::replace(&mut waited_for_slot, true) {
+                        telemetry::throttled(&limits.name, Limit::Concurrency);
+                    }
+                    let wait = slot_poll;
+                    slot_poll = (slot_poll * 2).min(MAX_SLOT_POLL);
+                    wake_on_end = true;
+                    wait
+                }
+                Ok(Verdict::Rate(wait)) => {
+                    if !std::mem::replace(&mut waited_for_rate, true) {
+                        telemetry::throttled(&limits.name, Limit::Rate);
+                    }
+                    slot_poll = MIN_SLOT_POLL;
+                    wait
+                }
+                Err(_unavailable) => match cluster.on_unavailable {
+                    OnRedisUnavailable::Local => {
+                        drop(turn);
+                        return self.acquire_local().await;
+                    }
+                    OnRedisUnavailable::Deny => {
+                        if !std::mem::replace(&mut waited_for_slot, true) {
+                            telemetry::throttled(&limits.name, Limit::Concurrency);
+                        }
+                        UNAVAILABLE_RETRY
+                    }
+                },
+            };
+            waiting.get_or_insert_with(|| RateWaiter::enter(&cluster.waiters));
+            if wake_on_end {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cluster.ended.notified() => slot_poll = MIN_SLOT_POLL,
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 
     /// Admits an attempt now, or refuses at once: for synchronous callers, which answer `429`
-    /// with [`Throttle::reason`].
+    /// with [`Throttle::reason`]. With cluster scope this is one Redis round-trip; it never
+    /// waits for a limit.
     ///
     /// # Errors
     ///
-    /// The limit that refused; every refusal counts one throttle.
-    pub(crate) fn try_acquire(&self) -> Result<Permit<'_>, Throttle> {
+    /// The limit that refused; every refusal counts one throttle. With cluster scope, Redis
+    /// unreachable and `on_redis_unavailable = "deny"`: the concurrency throttle.
+    pub(crate) async fn try_acquire(&self) -> Result<Permit<'_>, Throttle> {
+        let Some(cluster) = &self.0.cluster else {
+            return self.try_acquire_local();
+        };
+        let limits = &*self.0;
+        let (_, full) = limits.slots()?;
+        match cluster.redis.admit(&limits.name, &cluster.target).await {
+            Ok(Verdict::Admitted(lease)) => Ok(Permit::new(limits, Slot::Leased(lease))),
+            Ok(Verdict::Concurrency) => {
+                telemetry::throttled(&limits.name, Limit::Concurrency);
+                Err(full)
+            }
+            Ok(Verdict::Rate(_)) => {
+                telemetry::throttled(&limits.name, Limit::Rate);
+                Err(Throttle::Rate)
+            }
+            Err(_unavailable) => match cluster.on_unavailable {
+                OnRedisUnavailable::Local => self.try_acquire_local(),
+                OnRedisUnavailable::Deny => {
+                    telemetry::throttled(&limits.name, Limit::Concurrency);
+                    Err(full)
+                }
+            },
+        }
+    }
+
+    /// [`Admission::try_acquire`] under this process's limits only: the whole admission with
+    /// process scope, and the fallback of cluster scope.
+    pub(crate) fn try_acquire_local(&self) -> Result<Permit<'_>, Throttle> {
         let limits = &*self.0;
         let (semaphore, full) = limits.slots()?;
         let Ok(slot) = semaphore.try_acquire() else {
@@ -210,7 +402,7 @@ impl Admission {
             telemetry::throttled(&limits.name, Limit::Rate);
             return Err(Throttle::Rate);
         }
-        Ok(Permit::new(limits, slot))
+        Ok(Permit::new(limits, Slot::Local(slot)))
     }
 }
 
@@ -227,20 +419,28 @@ fn permits(n: u32) -> usize {
         .min(Semaphore::MAX_PERMITS)
 }
 
-/// The GCRA quota of a function with `rate` configured and `concurrency` slots.
+/// The rate per second and the burst of a function with `rate` configured and `concurrency`
+/// slots, each at least 1.
 ///
 /// Unset `per_second`: 10 × `concurrency` (Lambda's rule). Unset `burst`: the rate per second,
 /// governor's default for `Quota::per_second`.
-fn quota(rate: Option<RateConfig>, concurrency: u32) -> Quota {
+fn rate_of(rate: Option<RateConfig>, concurrency: u32) -> (u32, u32) {
     let per_second = rate.map_or(concurrency.saturating_mul(RATE_PER_CONCURRENCY), |rate| {
         rate.per_second
     });
     // Validation rejects 0; a disabled function (or an empty pool) never reaches the rate.
+    let per_second = per_second.max(1);
+    let burst = rate
+        .and_then(|rate| rate.burst)
+        .filter(|burst| *burst > 0)
+        .unwrap_or(per_second);
+    (per_second, burst)
+}
+
+/// The GCRA quota of `per_second` cells a second in bursts of `burst`.
+fn quota(per_second: u32, burst: u32) -> Quota {
     let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN));
-    match rate.and_then(|rate| rate.burst).and_then(NonZeroU32::new) {
-        Some(burst) => quota.allow_burst(burst),
-        None => quota,
-    }
+    quota.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
 // === FunctionLimits ===
@@ -250,6 +450,9 @@ struct FunctionLimits {
     /// The configured name: the `function` label.
     name: Box<str>,
     concurrency: Concurrency,
+    /// Admission on the cluster's Redis, with `limits.scope = "cluster"` (then `concurrency`
+    /// and `rate` serve only as the fallback of `on_redis_unavailable = "local"`).
+    cluster: Option<ClusterLimits>,
     /// Kept for `Debug`; `rate` holds its own copy.
     quota: Quota,
     rate: Gcra,
@@ -348,6 +551,7 @@ impl fmt::Debug for FunctionLimits {
             .field("name", &self.name)
             .field("concurrency", &self.concurrency)
             .field("quota", &self.quota)
+            .field("cluster", &self.cluster.as_ref().map(|c| &c.target))
             .finish_non_exhaustive()
     }
 }
@@ -365,11 +569,20 @@ pub(crate) struct Permit<'l> {
     limits: &'l FunctionLimits,
     /// Released when the permit drops (after `Drop::drop`, so the gauge never counts a slot
     /// that is already free).
-    _slot: SemaphorePermit<'l>,
+    _slot: Slot<'l>,
+}
+
+/// The concurrency slot a [`Permit`] holds.
+#[derive(Debug)]
+enum Slot<'l> {
+    /// One of this process's semaphores.
+    Local(#[allow(dead_code)] SemaphorePermit<'l>),
+    /// A lease on the cluster's Redis.
+    Leased(#[allow(dead_code)] Lease<'l>),
 }
 
 impl<'l> Permit<'l> {
-    fn new(limits: &'l FunctionLimits, slot: SemaphorePermit<'l>) -> Self {
+    fn new(limits: &'l FunctionLimits, slot: Slot<'l>) -> Self {
         limits.executions.started();
         Self {
             limits,
@@ -381,6 +594,9 @@ impl<'l> Permit<'l> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.limits.executions.finished();
+        if let Some(cluster) = &self.limits.cluster {
+            cluster.ended.notify_one();
+        }
     }
 }
 

@@ -584,3 +584,170 @@ async fn acquire_counts_one_throttle_per_limit_it_waits_for() {
     drop(permit);
     assert_eq!(recorder.get(GAUGE), Some(0.0));
 }
+
+// === cluster scope, Redis unreachable ===
+
+/// A TCP proxy in front of the real Redis that a test cuts (every connection and the listener)
+/// and restores on the same address, to make Redis unreachable for the limiter alone.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    upstream: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(Self::serve(listener, upstream.to_owned()));
+        Self {
+            addr,
+            upstream: upstream.to_owned(),
+            task,
+        }
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, upstream: String) {
+        // Dropped with the task: aborts every proxied connection.
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                        .await
+                        .ok();
+                }
+            });
+        }
+    }
+
+    async fn cut(&self) {
+        self.task.abort();
+        // Wait until the listener is closed: connecting is refused.
+        impulse_test_support::wait::eventually("the proxy to close", WAIT, async || {
+            match tokio::net::TcpStream::connect(self.addr).await {
+                Err(_) => Ok(()),
+                Ok(_) => Err("still accepting".to_owned()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn restore(&mut self) {
+        let listener =
+            impulse_test_support::wait::eventually("the address again", WAIT, async || {
+                tokio::net::TcpListener::bind(self.addr)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.task = tokio::spawn(Self::serve(listener, self.upstream.clone()));
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+const UNAVAILABLE: &str = "impulse_cluster_limits_unavailable_total{function=f}";
+
+/// A cluster-scoped limiter whose Redis is behind a proxy; function `f` has 2 reserved slots.
+async fn cluster_limiter(on_unavailable: &str) -> (Limiter, Proxy) {
+    let url = impulse_test_support::services::require_redis().await;
+    let upstream = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    let proxy = Proxy::start(&upstream).await;
+    let config = json!({
+        "limits": {
+            "scope": "cluster",
+            "lease_time": "1s",
+            "on_redis_unavailable": on_unavailable,
+        },
+        "queue": {
+            "backend": "redis",
+            "redis": {
+                "url": format!("redis://{}", proxy.addr),
+                "stream": format!("limiter-test-{}", uuid::Uuid::new_v4()),
+            },
+        },
+        "functions": {
+            "f": {
+                "target": { "type": "http", "endpoint": "http://127.0.0.1:9/" },
+                "reserved_concurrency": 2,
+            },
+        },
+    });
+    let config: Config = serde_json::from_value(config).expect("a valid config");
+    let limiter = Limiter::connect(&config, "test")
+        .await
+        .expect("Redis is reachable");
+    (limiter, proxy)
+}
+
+#[tokio::test]
+async fn cluster_scope_denies_while_redis_is_unreachable_and_recovers() {
+    let recorder = Recorded::default();
+    let _local = metrics::set_default_local_recorder(&recorder.0);
+    let (limiter, mut proxy) = cluster_limiter("deny").await;
+    let f = limiter.admission("f").expect("configured");
+    drop(f.try_acquire().await.expect("admitted on Redis"));
+
+    proxy.cut().await;
+    // A slot this instance still leases may be reused for a moment; then every call is refused.
+    impulse_test_support::wait::eventually("a refusal without Redis", WAIT, async || {
+        match f.try_acquire().await.map(drop) {
+            Err(Throttle::ReservedConcurrency) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(recorder.get(UNAVAILABLE).unwrap_or(0.0) >= 1.0);
+    // A queued caller waits rather than failing.
+    let queued = tokio::spawn({
+        let f = f.clone();
+        async move { f.acquire().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!queued.is_finished(), "a queued caller waits for Redis");
+
+    proxy.restore().await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, queued)
+            .await
+            .expect("admitted once Redis is back")
+            .expect("join"),
+        Ok(())
+    );
+    drop(f.try_acquire().await.expect("admitted on Redis again"));
+}
+
+#[tokio::test]
+async fn cluster_scope_falls_back_to_local_limits_while_redis_is_unreachable() {
+    let (limiter, proxy) = cluster_limiter("local").await;
+    let f = limiter.admission("f").expect("configured");
+    drop(f.try_acquire().await.expect("admitted on Redis"));
+
+    proxy.cut().await;
+    let one = f
+        .try_acquire()
+        .await
+        .expect("admitted under the local limits");
+    let two = f
+        .try_acquire()
+        .await
+        .expect("admitted under the local limits");
+    assert_eq!(
+        f.try_acquire().await.map(drop),
+        Err(Throttle::ReservedConcurrency),
+        "the local limits still cap"
+    );
+    drop((one, two));
+    drop(f.acquire().await.expect("a queued caller too"));
+}

@@ -1,9 +1,11 @@
 //! `[limits]`: the account's concurrency, and the functions' reservations within it; and
 //! `[isolation]`'s user-id range.
 
+use std::time::Duration;
+
 use super::Validator;
 use crate::locate::FieldPath;
-use crate::model::Config;
+use crate::model::{Config, LimitsScope, QueueBackend};
 
 impl Validator {
     pub(super) fn limits(&mut self, config: &Config) {
@@ -11,6 +13,23 @@ impl Validator {
             self.error(
                 FieldPath::keys(["limits", "account_concurrency"]),
                 "must be greater than 0",
+            );
+        }
+        self.duration(
+            FieldPath::keys(["limits", "lease_time"]),
+            config.limits.lease_time,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        );
+        // Cluster limits live beside the shared queue: the instances sharing a queue stream are
+        // the cluster, and its stream name keeps two clusters on one Redis apart.
+        if config.limits.scope == LimitsScope::Cluster
+            && (config.queue.backend != QueueBackend::Redis || config.queue.redis.is_none())
+        {
+            self.error(
+                FieldPath::keys(["limits", "scope"]),
+                "scope \"cluster\" requires the Redis queue ([queue] backend = \"redis\" with \
+                 [queue.redis]), which the instances of the cluster share",
             );
         }
     }

@@ -1,13 +1,16 @@
 //! The Redis backends: the async-invocation queue on a stream with a consumer group, schedule
 //! ticks claimed on that queue by one instance each, the stream source of Redis triggers, and a
-//! stream sink for destinations and dead letters.
+//! stream sink for destinations and dead letters; and admission limits shared by the instances
+//! of a cluster (concurrency leases and rates, beside the queue).
 
+mod limits;
 mod queue;
 #[cfg(feature = "schedule")]
 mod schedules;
 mod sink;
 mod stream;
 
+pub use limits::{ClusterTarget, Lease, RedisLimits, Slots, Verdict};
 pub use queue::{RedisQueue, GROUP};
 #[cfg(feature = "schedule")]
 pub use schedules::RedisSchedules;

@@ -20,6 +20,9 @@ pub const INVOCATION_DURATION_SECONDS: &str = "impulse_invocation_duration_secon
 pub const BUILD_INFO: &str = "impulse_build_info";
 /// Counter of admissions refused or delayed by a limit; labels `function`, `limit`.
 pub const THROTTLES_TOTAL: &str = "impulse_throttles_total";
+/// Counter: admissions decided without Redis under `limits.scope = "cluster"` (it could not be
+/// reached); `function` label.
+pub const CLUSTER_LIMITS_UNAVAILABLE_TOTAL: &str = "impulse_cluster_limits_unavailable_total";
 /// Gauge of attempts holding a concurrency permit; label `function`.
 pub const CONCURRENT_EXECUTIONS: &str = "impulse_concurrent_executions";
 /// Gauge of the concurrency a function can reach: its reserved concurrency, or the account's
@@ -213,6 +216,10 @@ pub fn describe() {
         THROTTLES_TOTAL,
         "Admissions refused (sync) or delayed (queued) by a limit."
     );
+    metrics::describe_counter!(
+        CLUSTER_LIMITS_UNAVAILABLE_TOTAL,
+        "Admissions decided without Redis, which cluster-wide limits could not reach."
+    );
     metrics::describe_gauge!(
         CONCURRENT_EXECUTIONS,
         "Attempts currently holding a concurrency permit."
@@ -360,6 +367,12 @@ pub fn kafka_records_failed_invoke(trigger: &str, records: u64) {
 /// Emitted when a limit refuses a synchronous call or makes a queued one wait.
 pub fn throttled(function: &str, limit: Limit) {
     metrics::counter!(THROTTLES_TOTAL, "function" => function.to_owned(), "limit" => limit.as_str())
+        .increment(1);
+}
+
+/// Emitted when a cluster-wide admission is decided without Redis (it could not be reached).
+pub fn cluster_limits_unavailable(function: &str) {
+    metrics::counter!(CLUSTER_LIMITS_UNAVAILABLE_TOTAL, "function" => function.to_owned())
         .increment(1);
 }
 
