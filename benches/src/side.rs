@@ -38,12 +38,22 @@ impl SideProcess {
     /// Writes `config` (plus `[server]` on free ports and `[queue]` in a fresh directory), starts
     /// `impulse run` and waits until `/readyz` answers 200.
     pub async fn impulse(binary: &Path, config: &str) -> anyhow::Result<Self> {
+        Self::impulse_with_queue(binary, "", config).await
+    }
+
+    /// [`SideProcess::impulse`] with `queue` appended to the `[queue]` table (for example
+    /// `backend = "redis"` and a `[queue.redis]` table).
+    pub async fn impulse_with_queue(
+        binary: &Path,
+        queue: &str,
+        config: &str,
+    ) -> anyhow::Result<Self> {
         let dir = work_dir("impulse-bench-")?;
         let listen = free_addr()?;
         let admin = free_addr()?;
         let data_dir = dir.path().join("data");
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n[queue]\ndata_dir = {data_dir:?}\n\n{config}"
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n\n[queue]\ndata_dir = {data_dir:?}\n{queue}\n\n{config}"
         );
         let path = dir.path().join("impulse.toml");
         std::fs::write(&path, text)?;
