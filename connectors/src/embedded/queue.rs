@@ -341,7 +341,44 @@ impl EmbeddedQueue {
     }
 }
 
+impl EmbeddedQueue {
+    /// [`Queue::count_for`]: reads every stored event (a scan of the file).
+    async fn count_events_for(&self, function: &str) -> Result<Option<u64>, QueueError> {
+        let shared = Arc::clone(&self.inner.shared);
+        let function = function.to_owned();
+        let count = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let txn = shared.db.begin_read().map_err(|e| e.to_string())?;
+            let table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+            let mut count = 0;
+            for entry in table.iter().map_err(|e| e.to_string())? {
+                let (_, value) = entry.map_err(|e| e.to_string())?;
+                // Undecodable records are quarantined at open and belong to no function.
+                if let Ok((_, event)) = decode_record(value.value()) {
+                    if crate::contract::names_function(&event.function, &function) {
+                        count += 1;
+                    }
+                }
+            }
+            Ok(count)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|count| count);
+        count.map(Some).map_err(|message| QueueError {
+            operation: "count",
+            message,
+        })
+    }
+}
+
 impl Queue for EmbeddedQueue {
+    fn count_for<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, QueueError>> {
+        self.count_events_for(function).boxed()
+    }
+
     fn enqueue(&self, event: QueuedEvent) -> BoxFuture<'_, Result<(), QueueError>> {
         self.enqueue_event(event).boxed()
     }
