@@ -24,6 +24,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use impulse_config::{Config, TriggerConfig};
 use impulse_connectors::contract::Queue;
+use impulse_connectors::telemetry;
 use impulse_invoker::process::Isolation;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
@@ -181,8 +182,7 @@ impl Reloader {
     /// Every outcome is logged and counted.
     pub(crate) async fn reload(&mut self, force: bool, triggers: &mut Triggers) -> Outcome {
         let outcome = self.try_reload(force, triggers).await;
-        metrics::counter!("impulse_config_reloads_total", "outcome" => outcome.label())
-            .increment(1);
+        telemetry::config_reloaded(outcome.label());
         match &outcome {
             Outcome::Applied {
                 generation,
@@ -381,15 +381,12 @@ pub(crate) fn hangup() -> Option<tokio::signal::unix::Signal> {
 
 /// The loaded configuration's generation and a fingerprint of it, as gauges.
 fn record_generation(generation: u64, config: &Config) {
-    #[allow(clippy::cast_precision_loss)] // generations stay far below 2^52
-    metrics::gauge!("impulse_config_generation").set(generation as f64);
     // The first 48 bits of the digest: exact as a gauge's f64, and enough to tell two
     // configurations apart at a glance.
     let digest = sha2::Sha256::digest(serde_json::to_vec(config).unwrap_or_default());
     let mut bytes = [0u8; 8];
     bytes[2..].copy_from_slice(&digest[..6]);
-    #[allow(clippy::cast_precision_loss)] // 48 bits: exact
-    metrics::gauge!("impulse_config_hash").set(u64::from_be_bytes(bytes) as f64);
+    telemetry::config_loaded(generation, u64::from_be_bytes(bytes));
 }
 
 /// The settings a running broker cannot change: its listeners, its queue and data directory,

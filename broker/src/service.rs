@@ -29,6 +29,8 @@ const LEASES_PER_SLOT: usize = 2;
 /// Runs until SIGTERM or SIGINT, then stops accepting, lets in-flight invocations finish for
 /// up to `grace`, and returns. SIGHUP and `POST /admin/reload` reload `path` ([`reload`]).
 pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyhow::Result<()> {
+    // Listened for at once: SIGHUP's default action ends the process.
+    let mut hangup = reload::hangup();
     // The recorder comes first: the limiter registers each function's concurrency gauge.
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
     let limiter = Limiter::new(&config);
@@ -43,7 +45,7 @@ pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyho
                     .into_iter()
                     .flatten(),
             );
-            return Err(cannot_run(errors));
+            return Err(cannot_run(&errors));
         }
     };
     let queue = open_queue(
@@ -60,7 +62,7 @@ pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyho
         auth: &auth,
         queue: &queue,
     })
-    .map_err(cannot_run)?;
+    .map_err(|errors| cannot_run(&errors))?;
     let live = reload::Live {
         app: Arc::new(ArcSwap::from_pointee(app)),
         functions: functions.clone().into(),
@@ -150,7 +152,6 @@ pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyho
         queue,
         live,
     });
-    let mut hangup = reload::hangup();
     // A Kafka source only ends on its own when it cannot go on (its consumer cannot be
     // created, or it lost track of a partition): the process stops, rather than stay up and
     // ready with a trigger that consumes nothing.
@@ -165,7 +166,7 @@ pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyho
             request = reload::next_request(&mut hangup, &mut reloads) => {
                 let outcome = reloader.reload(request.force, &mut triggers).await;
                 // The caller may have gone: the outcome is logged and counted anyway.
-                let _ = request.reply.send(outcome);
+                request.reply.send(outcome).ok();
             }
         }
     };
@@ -212,7 +213,7 @@ pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyho
 }
 
 /// Every problem that keeps the configuration from running, as one error.
-fn cannot_run(errors: Vec<String>) -> anyhow::Error {
+fn cannot_run(errors: &[String]) -> anyhow::Error {
     anyhow::anyhow!("the configuration cannot run:\n  {}", errors.join("\n  "))
 }
 

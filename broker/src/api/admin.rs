@@ -77,7 +77,7 @@ async fn metrics(
         uri: &uri,
         headers: &headers,
     };
-    if let Err(refused) = authorize(&state, &head, Action::ReadMetrics) {
+    if let Some(refused) = refusal(&state, &head, Action::ReadMetrics) {
         return refused;
     }
     impulse_connectors::telemetry::ready(state.ready.load(Ordering::Acquire));
@@ -91,26 +91,19 @@ async fn metrics(
         .into_response()
 }
 
-/// Checks that the caller may take `action` under the authenticator in force.
-fn authorize(
-    state: &AdminState,
-    head: &RequestHead<'_>,
-    action: Action<'_>,
-) -> Result<(), Response> {
-    state
-        .auth
-        .load()
-        .check(head, b"", action)
-        .map(drop)
-        .map_err(|denial| {
-            record_refusal(&denial);
-            (
-                denial.status(),
-                [("x-amzn-errortype", denial.error_type())],
-                format!("{denial}\n"),
-            )
-                .into_response()
-        })
+/// The answer refusing the caller, unless it may take `action` under the authenticator in
+/// force.
+fn refusal(state: &AdminState, head: &RequestHead<'_>, action: Action<'_>) -> Option<Response> {
+    let denial = state.auth.load().check(head, b"", action).err()?;
+    record_refusal(&denial);
+    Some(
+        (
+            denial.status(),
+            [("x-amzn-errortype", denial.error_type())],
+            format!("{denial}\n"),
+        )
+            .into_response(),
+    )
 }
 
 /// `POST /admin/reload`'s query.
@@ -134,7 +127,7 @@ async fn reload(
         uri: &uri,
         headers: &headers,
     };
-    if let Err(refused) = authorize(&state, &head, Action::Reload) {
+    if let Some(refused) = refusal(&state, &head, Action::Reload) {
         return refused;
     }
     let (reply, outcome) = tokio::sync::oneshot::channel();
