@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use impulse_tests::function::FunctionServer;
 use impulse_tests::impulse::{cli, Impulse, Instance};
 use impulse_tests::kafka::{create_topic, produce, producer};
-use impulse_tests::services::{kafka_bootstrap, require_kafka};
+use impulse_tests::services::{self, kafka_bootstrap, require_kafka};
 use impulse_tests::wait::{eventually, wait_until};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -305,6 +305,25 @@ async fn functions_are_added_changed_and_removed_while_calls_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removing_a_function_with_queued_events_needs_force() {
     let instance = Instance::new();
+    let queue = queue(&instance);
+    removal_with_queued_events_needs_force(&instance, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_function_with_events_on_the_redis_queue_needs_force() {
+    let url = services::require_redis().await;
+    let instance = Instance::new();
+    let stream = format!("impulse-reload-{}", uuid::Uuid::new_v4());
+    let queue = format!(
+        "[queue]\nbackend = \"redis\"\ndata_dir = {:?}\n\n[queue.redis]\nurl = \"{url}\"\nstream = \"{stream}\"\n\n",
+        instance.data_dir()
+    );
+    removal_with_queued_events_needs_force(&instance, &queue).await;
+}
+
+/// Queues 3 events for a function that keeps failing, then removes it with `queue` (a
+/// `[queue]` section) as the queue.
+async fn removal_with_queued_events_needs_force(instance: &Instance, queue: &str) {
     // Every attempt fails: the events stay queued between retries (a minute apart).
     let attempts = Arc::new(AtomicUsize::new(0));
     let counted = attempts.clone();
@@ -316,11 +335,11 @@ async fn removing_a_function_with_queued_events_needs_force() {
     let keep = answering("keep").await;
     let before = format!(
         "{}{}{}",
-        queue(&instance),
+        queue,
         http_function("flaky", &flaky.endpoint()),
         http_function("keep", &keep.endpoint())
     );
-    let impulse = Impulse::start_in(&instance, &before).await;
+    let impulse = Impulse::start_in(instance, &before).await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let response = client
@@ -337,12 +356,8 @@ async fn removing_a_function_with_queued_events_needs_force() {
     })
     .await;
 
-    let after = format!(
-        "{}{}",
-        queue(&instance),
-        http_function("keep", &keep.endpoint())
-    );
-    write_config(&instance, &after);
+    let after = format!("{}{}", queue, http_function("keep", &keep.endpoint()));
+    write_config(instance, &after);
     let out = reload(&impulse, false).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -743,6 +743,38 @@ mod tests {
             .expect("next succeeds")
     }
 
+    #[tokio::test]
+    async fn counts_the_events_of_a_function_under_every_qualifier() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let queue = EmbeddedQueue::open(dir.path()).expect("opens");
+        for (id, function) in [
+            ("a", "f"),
+            ("b", "f:live"),
+            ("c", "fx"),
+            ("d", "g"),
+            ("e", "f"),
+        ] {
+            let mut event = event(id);
+            event.function = function.to_owned();
+            queue.enqueue(event).await.expect("durable");
+        }
+        // Leased and rescheduled events are queued still.
+        let delivery = queue.next().await.expect("next");
+        let not_before = SystemTime::now() + Duration::from_secs(60);
+        queue
+            .reschedule(delivery.lease, delivery.event, not_before)
+            .await
+            .expect("reschedules");
+        let _leased = queue.next().await.expect("next");
+        for (function, expected) in [("f", 3), ("fx", 1), ("g", 1), ("h", 0)] {
+            assert_eq!(
+                queue.count_for(function).await.expect("counts"),
+                Some(expected),
+                "{function}"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn enqueue_next_complete_in_fifo_order() {
         let dir = tempfile::tempdir().expect("a temp dir");
