@@ -520,3 +520,129 @@ fn function_changes(old: &Config, new: &Config, kept: &BTreeSet<String>) -> Vec<
     }
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        impulse_config::parse(
+            text,
+            impulse_config::Format::Toml,
+            "impulse.toml",
+            &BTreeMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const BASE: &str = r#"
+[functions.orders]
+target = { type = "http", endpoint = "http://127.0.0.1:1/latest" }
+timeout = "10s"
+
+[functions.orders.versions.1]
+target = { type = "http", endpoint = "http://127.0.0.1:1/v1" }
+
+[functions.audit]
+target = { type = "http", endpoint = "http://127.0.0.1:1/audit" }
+
+[triggers.hook]
+type = "http"
+function = "orders"
+path = "/hook"
+"#;
+
+    #[test]
+    fn settings_that_apply_at_start_only_are_named() {
+        let old = config(BASE);
+        let new = config(&format!(
+            "[server]\nlisten = \"127.0.0.1:9999\"\n[queue]\ndata_dir = \"/elsewhere\"\n{BASE}"
+        ));
+        assert_eq!(
+            restart_only(&old, &new, "impulse.toml"),
+            [
+                "impulse.toml: server.listen: changed, but applies only at start; restart the \
+                 broker to change it",
+                "impulse.toml: queue.data_dir: changed, but applies only at start; restart the \
+                 broker to change it",
+            ]
+        );
+        assert!(restart_only(&old, &config(BASE), "impulse.toml").is_empty());
+    }
+
+    #[test]
+    fn a_published_version_cannot_change_even_through_the_timeout_it_inherits() {
+        let old = config(BASE);
+        let target = config(&BASE.replace("/v1", "/v1-changed"));
+        let timeout = config(&BASE.replace("timeout = \"10s\"", "timeout = \"20s\""));
+        let latest = config(&BASE.replace("/latest", "/latest-changed"));
+        let refusal = "impulse.toml: functions.orders.versions.1: a published version is \
+                       immutable; publish the change as a new version";
+        assert_eq!(changed_versions(&old, &target, "impulse.toml"), [refusal]);
+        assert_eq!(changed_versions(&old, &timeout, "impulse.toml"), [refusal]);
+        assert!(changed_versions(&old, &latest, "impulse.toml").is_empty());
+    }
+
+    #[test]
+    fn a_timeout_beyond_the_queue_lease_needs_a_restart() {
+        let lease = Duration::from_secs(10) + Duration::from_secs(60);
+        assert!(longer_than_lease(&config(BASE), lease, "impulse.toml").is_empty());
+        let longer = config(&BASE.replace("timeout = \"10s\"", "timeout = \"11s\""));
+        assert_eq!(
+            longer_than_lease(&longer, lease, "impulse.toml").len(),
+            1,
+            "functions.orders.timeout"
+        );
+    }
+
+    #[test]
+    fn changes_list_functions_and_http_triggers() {
+        let old = config(BASE);
+        let new = config(
+            &BASE
+                .replace("/audit", "/audit-2")
+                .replace("path = \"/hook\"", "path = \"/hook-2\"")
+                .replace("[functions.audit]", "[functions.added]\ntarget = { type = \"http\", endpoint = \"http://127.0.0.1:1/a\" }\n\n[functions.audit]"),
+        );
+        let kept = BTreeSet::from(["orders".to_owned()]);
+        assert_eq!(
+            function_changes(&old, &new, &kept),
+            [
+                "function added: added",
+                "function audit: changed",
+                "trigger hook: changed"
+            ]
+        );
+        let gone = config(&BASE.replace("[functions.audit]\ntarget = { type = \"http\", endpoint = \"http://127.0.0.1:1/audit\" }\n", ""));
+        assert_eq!(
+            function_changes(&old, &gone, &kept),
+            ["function audit: removed"]
+        );
+    }
+
+    #[tokio::test]
+    async fn unchanged_functions_keep_their_stack_and_limits() {
+        let old = config(BASE);
+        let limiter = Limiter::new(&old);
+        let functions = Functions::build(&old, &limiter, None).unwrap_or_else(|e| panic!("{e:?}"));
+        let previous = Previous {
+            config: &old,
+            functions: &functions,
+        };
+        let new = config(&BASE.replace("/audit", "/audit-2"));
+        let rebuilt =
+            Functions::rebuild(&new, &limiter, None, &previous).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(rebuilt.kept, BTreeSet::from(["orders".to_owned()]));
+        assert!(rebuilt.functions.get("orders:1").is_some());
+        assert!(rebuilt.functions.get("audit").is_some());
+
+        // Any change to the limits rebuilds every function under the new limits.
+        let limits = config(&format!("[limits]\naccount_concurrency = 7\n{BASE}"));
+        assert!(limiter_inputs(&limits) != limiter_inputs(&old));
+        let rebuilt = Functions::rebuild(&limits, &Limiter::new(&limits), None, &previous)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(rebuilt.kept.is_empty());
+    }
+}
