@@ -343,8 +343,8 @@ impl Reloader {
     }
 }
 
-/// Runs reloads on SIGHUP and on requests from the admin listener until `stop`; the caller
-/// keeps the triggers' tasks watched meanwhile.
+/// The next reload asked for: on SIGHUP (never forced; its outcome goes only to the log and
+/// the metrics), or by the admin listener. Cancel-safe, for the broker's main loop.
 pub(crate) async fn next_request(
     hangup: &mut Option<tokio::signal::unix::Signal>,
     requests: &mut mpsc::Receiver<Request>,

@@ -651,3 +651,124 @@ async fn kafka_triggers_keep_or_hand_over_their_partitions_without_losing_record
         "the changed trigger was handed over:\n{logs}"
     );
 }
+
+/// The config of a Redis trigger `name` reading `stream` for function `consumer`.
+fn redis_trigger(name: &str, url: &str, stream: &str, batch_size: u32) -> String {
+    format!(
+        r#"[triggers.{name}]
+type = "redis"
+function = "consumer"
+url = "{url}"
+stream = "{stream}"
+group = "{stream}-group"
+starting_position = "earliest"
+batch_size = {batch_size}
+
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_and_schedule_triggers_follow_a_reload_without_losing_entries() {
+    let url = services::require_redis().await;
+    let unique = uuid::Uuid::new_v4();
+    let (kept_stream, changed_stream) = (format!("kept-{unique}"), format!("changed-{unique}"));
+    // Entry `n` of each stream, by stream; and the scheduled events.
+    let seen = Arc::new(Mutex::new(BTreeMap::<String, Vec<i64>>::new()));
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let function = {
+        let (seen, ticks) = (seen.clone(), ticks.clone());
+        FunctionServer::start(move |event: Value| {
+            if event["detail"]["job"] == "tick" {
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+            let mut seen = seen.lock().expect("lock");
+            for record in event["Records"].as_array().into_iter().flatten() {
+                let n = record["fields"]["n"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(-1);
+                let stream = record["stream"].as_str().unwrap_or("?").to_owned();
+                seen.entry(stream).or_default().push(n);
+            }
+            async { axum::Json(json!({})) }
+        })
+        .await
+    };
+    let instance = Instance::new();
+    let config = |batch_size: u32, extra: &str| {
+        format!(
+            "{}{}{}{}{extra}",
+            queue(&instance),
+            http_function("consumer", &function.endpoint()),
+            redis_trigger("kept", &url, &kept_stream, 5),
+            redis_trigger("changed", &url, &changed_stream, batch_size),
+        )
+    };
+    let impulse = Impulse::start_in(&instance, &config(5, "")).await;
+
+    const N: i64 = 600;
+    let adding = {
+        let (url, kept_stream, changed_stream) =
+            (url.clone(), kept_stream.clone(), changed_stream.clone());
+        tokio::spawn(async move {
+            let mut conn = redis::Client::open(url.as_str())
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to redis");
+            for n in 0..N {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XADD").arg(&kept_stream).arg("*").arg("n").arg(n);
+                pipe.cmd("XADD")
+                    .arg(&changed_stream)
+                    .arg("*")
+                    .arg("n")
+                    .arg(n);
+                let _: Vec<String> = pipe.query_async(&mut conn).await.expect("XADD");
+            }
+        })
+    };
+    let count = |stream: &str| seen.lock().expect("lock").get(stream).map_or(0, Vec::len);
+    wait_until("entries to flow on both streams", WAIT, || {
+        count(&kept_stream) >= 50 && count(&changed_stream) >= 50
+    })
+    .await;
+
+    let schedule = "[triggers.tick]\ntype = \"schedule\"\nfunction = \"consumer\"\n\
+                    expression = \"rate(1 second)\"\ninput = { job = \"tick\" }\n";
+    write_config(&instance, &config(20, schedule));
+    let out = reload(&impulse, false).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    for change in ["trigger changed: restarted", "schedules: restarted"] {
+        assert!(stdout.contains(change), "{change}: {stdout}");
+    }
+    assert!(!stdout.contains("trigger kept"), "{stdout}");
+
+    adding.await.expect("join");
+    wait_until("every entry to arrive", WAIT, || {
+        let seen = seen.lock().expect("lock");
+        [&kept_stream, &changed_stream].iter().all(|stream| {
+            let distinct: BTreeSet<i64> =
+                seen.get(*stream).into_iter().flatten().copied().collect();
+            distinct.len() == usize::try_from(N).expect("small")
+        })
+    })
+    .await;
+    let kept = seen.lock().expect("lock")[&kept_stream].clone();
+    let distinct: BTreeSet<i64> = kept.iter().copied().collect();
+    assert_eq!(
+        kept.len(),
+        distinct.len(),
+        "the unchanged trigger delivered entries twice"
+    );
+    eventually("the added schedule to tick", WAIT, async || {
+        match ticks.load(Ordering::SeqCst) {
+            0 | 1 => Err("fewer than 2 ticks".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", impulse.logs()));
+}
