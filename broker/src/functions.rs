@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use impulse_config::{
     split_qualifier, Config, Env, FunctionConfig, ProcessEnv, TargetConfig, VersionConfig, LATEST,
 };
@@ -37,8 +38,10 @@ pub(crate) struct Function {
     /// The function as its callers name it: `orders`, or `orders:2`, `orders:live`. Records
     /// carry its ARN (`impulse_invoker::record::function_arn`).
     pub(crate) qualified: Arc<str>,
-    /// The function's concurrency and rate limits.
-    admission: Admission,
+    /// The function's concurrency and rate limits: shared by its qualifiers, and by its
+    /// `Function`s of every generation while its configuration does not change, so that a
+    /// reload that rebuilds the limits moves all of them (stream triggers' included) at once.
+    admission: Arc<ArcSwap<Admission>>,
     /// The versions attempts run.
     routing: Arc<Routing>,
     /// When failed async attempts are retried.
@@ -107,7 +110,7 @@ impl Function {
         Self {
             name,
             qualified: Arc::from(&*name),
-            admission,
+            admission: Arc::new(ArcSwap::from_pointee(admission)),
             routing: Arc::new(Routing::only(Version {
                 label: Arc::from(LATEST),
                 service,
@@ -177,11 +180,9 @@ impl Routed<'_> {
         self,
         invocation: Invocation,
     ) -> Result<InvocationResponse, CallError> {
-        let _permit = self
-            .function
-            .admission
-            .try_acquire()
-            .map_err(CallError::NotAdmitted)?;
+        // Loaded once: the permit goes back to the limits it came from.
+        let admission = self.function.admission.load_full();
+        let _permit = admission.try_acquire().map_err(CallError::NotAdmitted)?;
         self.version
             .service
             .invoke(invocation)
@@ -194,12 +195,8 @@ impl Routed<'_> {
         self,
         invocation: impl FnOnce() -> Invocation,
     ) -> Result<InvocationResponse, CallError> {
-        let _permit = self
-            .function
-            .admission
-            .acquire()
-            .await
-            .map_err(CallError::NotAdmitted)?;
+        let admission = self.function.admission.load_full();
+        let _permit = admission.acquire().await.map_err(CallError::NotAdmitted)?;
         self.version
             .service
             .invoke(invocation())
@@ -510,6 +507,20 @@ impl Functions {
         }
     }
 
+    /// Moves the functions named in `kept` (carried over from the previous registry by
+    /// [`Functions::rebuild`]) under `limiter`, for every holder of them at once: once the
+    /// reload is certain to apply, as it changes the previous registry's functions too. Calls
+    /// already admitted keep the permits they hold.
+    pub(crate) fn admit_under(&self, limiter: &Limiter, kept: &std::collections::BTreeSet<String>) {
+        for name in kept {
+            if let (Some(qualifiers), Some(admission)) =
+                (self.by_name.get(name), limiter.admission(name))
+            {
+                qualifiers.latest.admission.store(Arc::new(admission));
+            }
+        }
+    }
+
     /// Cancelled once this registry is dropped: every call that started on it has ended.
     pub(crate) fn released(&self) -> tokio_util::sync::CancellationToken {
         self.released.clone()
@@ -557,7 +568,6 @@ impl Previous<'_> {
         let role_before = role.map(|role| self.config.execution_roles.get(role));
         now == before
             && role_now == role_before
-            && config.limits == self.config.limits
             && config.queue.data_dir == self.config.queue.data_dir
     }
 }
