@@ -772,3 +772,92 @@ async fn redis_and_schedule_triggers_follow_a_reload_without_losing_entries() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", impulse.logs()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_process_function_finishes_its_calls_then_stops_its_environments() {
+    let instance = Instance::new();
+    let config = |greeting: &str| {
+        format!(
+            "{}[functions.worker]\ntarget = {{ type = \"process\", command = \"{}\", handler = \
+             \"bootstrap\", environment = {{ GREETING = \"{greeting}\" }} }}\ntimeout = \"30s\"\n",
+            queue(&instance),
+            env!("CARGO_BIN_EXE_lambda_worker"),
+        )
+    };
+    let impulse = Arc::new(
+        Impulse::start_in_with_env(
+            &instance,
+            &config("old"),
+            &[("RUST_LOG", "info,impulse_invoker::process=debug")],
+        )
+        .await,
+    );
+    let client = reqwest::Client::new();
+    let url = impulse.url("/2015-03-31/functions/worker/invocations");
+    let call = |event: Value| call_worker(client.clone(), url.clone(), event);
+    let old_pid = call(json!({ "pid": true })).await["pid"].clone();
+
+    // A call under way on the old environment across the reload.
+    let slow = tokio::spawn(call(json!({ "sleep_ms": 3000, "env": ["GREETING"] })));
+    eventually("the slow call to be running", WAIT, async || match metric(
+        &impulse,
+        "impulse_concurrent_executions{function=\"worker\"}",
+    )
+    .await
+    {
+        1.0 => Ok(()),
+        n => Err(format!("{n} running")),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    write_config(&instance, &config("new"));
+    let out = reload(&impulse, false).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    assert!(stdout.contains("function worker: changed"), "{stdout}");
+
+    let fresh = call(json!({ "env": ["GREETING"] })).await;
+    assert_eq!(fresh["env"]["GREETING"], "new");
+    assert_ne!(
+        fresh["pid"], old_pid,
+        "a new environment for the new configuration"
+    );
+    let finished = slow.await.expect("join");
+    assert_eq!(finished["env"]["GREETING"], "old", "{finished}");
+    assert_eq!(finished["pid"], old_pid);
+
+    // Once its last call ended, the old environment is stopped (well before its idle timeout).
+    let old_pid = old_pid.as_u64().expect("a pid");
+    eventually("the old environment to exit", WAIT, async || {
+        let logs = impulse.logs();
+        let exited = logs.lines().any(|line| {
+            line.contains("Execution environment exited")
+                && line.contains(&format!("pid={old_pid}"))
+        });
+        if exited {
+            Ok(())
+        } else {
+            Err(format!("no exit of {old_pid} logged"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", impulse.logs()));
+    assert!(
+        std::fs::read_to_string(format!("/proc/{old_pid}/status"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+        "process {old_pid} is gone"
+    );
+}
+
+/// Invokes the worker at `url` with `event`; its result.
+async fn call_worker(client: reqwest::Client, url: String, event: Value) -> Value {
+    let response = client
+        .post(url)
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
