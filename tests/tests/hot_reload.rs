@@ -707,17 +707,22 @@ async fn redis_and_schedule_triggers_follow_a_reload_without_losing_entries() {
     };
     let impulse = Impulse::start_in(&instance, &config(5, "")).await;
 
-    const N: i64 = 600;
+    // Entries are added at a steady pace until the reload is over and more have arrived.
+    let stop = Arc::new(AtomicBool::new(false));
     let adding = {
         let (url, kept_stream, changed_stream) =
             (url.clone(), kept_stream.clone(), changed_stream.clone());
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut conn = redis::Client::open(url.as_str())
                 .expect("redis url")
                 .get_multiplexed_async_connection()
                 .await
                 .expect("connect to redis");
-            for n in 0..N {
+            let mut pace = tokio::time::interval(Duration::from_millis(2));
+            let mut n = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                pace.tick().await;
                 let mut pipe = redis::pipe();
                 pipe.cmd("XADD").arg(&kept_stream).arg("*").arg("n").arg(n);
                 pipe.cmd("XADD")
@@ -726,7 +731,9 @@ async fn redis_and_schedule_triggers_follow_a_reload_without_losing_entries() {
                     .arg("n")
                     .arg(n);
                 let _: Vec<String> = pipe.query_async(&mut conn).await.expect("XADD");
+                n += 1;
             }
+            n
         })
     };
     let count = |stream: &str| seen.lock().expect("lock").get(stream).map_or(0, Vec::len);
@@ -746,13 +753,19 @@ async fn redis_and_schedule_triggers_follow_a_reload_without_losing_entries() {
     }
     assert!(!stdout.contains("trigger kept"), "{stdout}");
 
-    adding.await.expect("join");
+    let at_reload = count(&kept_stream).min(count(&changed_stream));
+    wait_until("entries to flow after the reload", WAIT, || {
+        count(&kept_stream).min(count(&changed_stream)) >= at_reload + 100
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let n = adding.await.expect("join");
     wait_until("every entry to arrive", WAIT, || {
         let seen = seen.lock().expect("lock");
         [&kept_stream, &changed_stream].iter().all(|stream| {
             let distinct: BTreeSet<i64> =
                 seen.get(*stream).into_iter().flatten().copied().collect();
-            distinct.len() == usize::try_from(N).expect("small")
+            distinct.len() == usize::try_from(n).expect("small")
         })
     })
     .await;
