@@ -272,6 +272,23 @@ async fn functions_are_added_changed_and_removed_while_calls_run() {
         "ResourceNotFoundException"
     );
 
+    // The read API lists what is configured now.
+    let listed: Value = client
+        .get(impulse.url("/2015-03-31/functions"))
+        .send()
+        .await
+        .expect("ListFunctions")
+        .json()
+        .await
+        .expect("json");
+    let names: BTreeSet<&str> = listed["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["FunctionName"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["a", "added"]), "{listed}");
+
     // The call that started before the reload finishes on the target it started with.
     release.notify_one();
     let (status, body) = slow.await.expect("join");
