@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use impulse_config::{
     split_qualifier, Config, Env, FunctionConfig, ProcessEnv, TargetConfig, VersionConfig, LATEST,
 };
@@ -37,8 +38,10 @@ pub(crate) struct Function {
     /// The function as its callers name it: `orders`, or `orders:2`, `orders:live`. Records
     /// carry its ARN (`impulse_invoker::record::function_arn`).
     pub(crate) qualified: Arc<str>,
-    /// The function's concurrency and rate limits.
-    admission: Admission,
+    /// The function's concurrency and rate limits: shared by its qualifiers, and by its
+    /// `Function`s of every generation while its configuration does not change, so that a
+    /// reload that rebuilds the limits moves all of them (stream triggers' included) at once.
+    admission: Arc<ArcSwap<Admission>>,
     /// The versions attempts run.
     routing: Arc<Routing>,
     /// When failed async attempts are retried.
@@ -107,7 +110,7 @@ impl Function {
         Self {
             name,
             qualified: Arc::from(&*name),
-            admission,
+            admission: Arc::new(ArcSwap::from_pointee(admission)),
             routing: Arc::new(Routing::only(Version {
                 label: Arc::from(LATEST),
                 service,
@@ -177,9 +180,9 @@ impl Routed<'_> {
         self,
         invocation: Invocation,
     ) -> Result<InvocationResponse, CallError> {
-        let _permit = self
-            .function
-            .admission
+        // Loaded once: the permit goes back to the limits it came from.
+        let admission = self.function.admission.load_full();
+        let _permit = admission
             .try_acquire()
             .await
             .map_err(CallError::NotAdmitted)?;
@@ -195,12 +198,8 @@ impl Routed<'_> {
         self,
         invocation: impl FnOnce() -> Invocation,
     ) -> Result<InvocationResponse, CallError> {
-        let _permit = self
-            .function
-            .admission
-            .acquire()
-            .await
-            .map_err(CallError::NotAdmitted)?;
+        let admission = self.function.admission.load_full();
+        let _permit = admission.acquire().await.map_err(CallError::NotAdmitted)?;
         self.version
             .service
             .invoke(invocation())
@@ -220,7 +219,7 @@ impl std::fmt::Debug for Function {
 }
 
 /// A function and its qualified forms.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Qualifiers {
     /// The function itself: `$LATEST`.
     latest: Function,
@@ -232,8 +231,57 @@ struct Qualifiers {
 #[derive(Debug, Default)]
 pub(crate) struct Functions {
     by_name: HashMap<String, Qualifiers>,
-    /// The process pools, stopped at shutdown.
-    processes: Vec<ProcessFunction>,
+    /// The process pools of each function, stopped at shutdown.
+    processes: HashMap<String, Vec<ProcessFunction>>,
+    /// Cancelled when the registry is dropped: once no request, event or trigger holds it any
+    /// more, the pools a reload retired may stop (see [`Functions::released`]).
+    released: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Functions {
+    fn drop(&mut self) {
+        self.released.cancel();
+    }
+}
+
+/// The registry in force, replaced as a whole by a configuration reload. A caller loads it once
+/// per invocation (request, queued event) and keeps that registry until the invocation ends,
+/// so work in flight finishes on the functions it started with.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentFunctions(Arc<arc_swap::ArcSwap<Functions>>);
+
+impl CurrentFunctions {
+    /// The registry in force now.
+    pub(crate) fn load(&self) -> Arc<Functions> {
+        self.0.load_full()
+    }
+
+    /// Puts `functions` in force; returns the registry it replaces.
+    pub(crate) fn replace(&self, functions: Arc<Functions>) -> Arc<Functions> {
+        self.0.swap(functions)
+    }
+}
+
+impl From<Arc<Functions>> for CurrentFunctions {
+    fn from(functions: Arc<Functions>) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::new(functions)))
+    }
+}
+
+/// The registry a configuration reload builds: the new [`Functions`], and the process pools of
+/// the previous one that no function of the new one uses (removed or changed functions), to
+/// stop once the calls still running on them end.
+pub(crate) struct Rebuilt {
+    pub(crate) functions: Functions,
+    pub(crate) retired: Vec<ProcessFunction>,
+    /// The functions that kept their previous stack (same configuration, same role).
+    pub(crate) kept: std::collections::BTreeSet<String>,
+}
+
+/// The registry a reload builds on: the previous configuration and its functions.
+pub(crate) struct Previous<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) functions: &'a Functions,
 }
 
 impl Functions {
@@ -248,7 +296,19 @@ impl Functions {
         limiter: &Limiter,
         isolation: Option<&Arc<Isolation>>,
     ) -> Result<Self, Vec<String>> {
-        Self::build_with(config, limiter, &ProcessEnv, isolation)
+        Self::build_with(config, limiter, &ProcessEnv, isolation, None).map(|built| built.functions)
+    }
+
+    /// [`Functions::build`] for a configuration reload: a function whose configuration (and
+    /// execution role) is unchanged keeps its previous stack, so its process environments and
+    /// its limiter state carry over; the others are built anew under `limiter`.
+    pub(crate) fn rebuild(
+        config: &Config,
+        limiter: &Limiter,
+        isolation: Option<&Arc<Isolation>>,
+        previous: &Previous<'_>,
+    ) -> Result<Rebuilt, Vec<String>> {
+        Self::build_with(config, limiter, &ProcessEnv, isolation, Some(previous))
     }
 
     /// [`Functions::build`] without isolation, reading role secrets' variables from `env`.
@@ -258,7 +318,7 @@ impl Functions {
         limiter: &Limiter,
         env: &dyn Env,
     ) -> Result<Self, Vec<String>> {
-        Self::build_with(config, limiter, env, None)
+        Self::build_with(config, limiter, env, None, None).map(|built| built.functions)
     }
 
     fn build_with(
@@ -266,7 +326,8 @@ impl Functions {
         limiter: &Limiter,
         env: &dyn Env,
         isolation: Option<&Arc<Isolation>>,
-    ) -> Result<Self, Vec<String>> {
+        previous: Option<&Previous<'_>>,
+    ) -> Result<Rebuilt, Vec<String>> {
         let mut targets = Targets {
             client: HttpFunction::default_client(),
             processes: Vec::new(),
@@ -274,8 +335,20 @@ impl Functions {
             isolation: isolation.cloned(),
         };
         let mut by_name = HashMap::new();
+        let mut processes = HashMap::new();
+        let mut kept = std::collections::BTreeSet::new();
         let (roles, mut errors) = resolve_roles(config, env);
         for (name, function) in &config.functions {
+            if let Some(previous) = previous.filter(|previous| previous.unchanged(config, name)) {
+                if let Some(qualifiers) = previous.functions.by_name.get(name) {
+                    by_name.insert(name.clone(), qualifiers.clone());
+                    if let Some(pools) = previous.functions.processes.get(name) {
+                        processes.insert(name.clone(), pools.clone());
+                    }
+                    kept.insert(name.clone());
+                    continue;
+                }
+            }
             let role = function
                 .execution_role
                 .as_deref()
@@ -285,6 +358,7 @@ impl Functions {
                 continue;
             }
             let path = format!("functions.{name}");
+            targets.processes.clear();
             let latest = targets.build(name, LATEST, function, None, role, &path);
             let mut versions = HashMap::new();
             for (number, version) in &function.versions {
@@ -379,15 +453,42 @@ impl Functions {
                     qualified: by_qualifier,
                 },
             );
+            processes.insert(name.clone(), std::mem::take(&mut targets.processes));
         }
-        if errors.is_empty() {
-            Ok(Self {
-                by_name,
-                processes: targets.processes,
+        if !errors.is_empty() {
+            // Pools built for a registry that will not run: nothing calls them.
+            for pools in processes
+                .iter()
+                .filter(|(name, _)| !kept.contains(*name))
+                .map(|(_, pools)| pools)
+            {
+                for pool in pools {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.shutdown().await });
+                }
+            }
+            return Err(errors);
+        }
+        let retired = previous
+            .map(|previous| {
+                previous
+                    .functions
+                    .processes
+                    .iter()
+                    .filter(|(name, _)| !kept.contains(*name))
+                    .flat_map(|(_, pools)| pools.iter().cloned())
+                    .collect()
             })
-        } else {
-            Err(errors)
-        }
+            .unwrap_or_default();
+        Ok(Rebuilt {
+            functions: Self {
+                by_name,
+                processes,
+                released: tokio_util::sync::CancellationToken::new(),
+            },
+            retired,
+            kept,
+        })
     }
 
     /// A registry of `functions` (unqualified only), for tests.
@@ -404,8 +505,28 @@ impl Functions {
                     (function.name.to_string(), qualifiers)
                 })
                 .collect(),
-            processes: Vec::new(),
+            processes: HashMap::new(),
+            released: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Moves the functions named in `kept` (carried over from the previous registry by
+    /// [`Functions::rebuild`]) under `limiter`, for every holder of them at once: once the
+    /// reload is certain to apply, as it changes the previous registry's functions too. Calls
+    /// already admitted keep the permits they hold.
+    pub(crate) fn admit_under(&self, limiter: &Limiter, kept: &std::collections::BTreeSet<String>) {
+        for name in kept {
+            if let (Some(qualifiers), Some(admission)) =
+                (self.by_name.get(name), limiter.admission(name))
+            {
+                qualifiers.latest.admission.store(Arc::new(admission));
+            }
+        }
+    }
+
+    /// Cancelled once this registry is dropped: every call that started on it has ended.
+    pub(crate) fn released(&self) -> tokio_util::sync::CancellationToken {
+        self.released.clone()
     }
 
     /// The function a reference names: `name`, or `name:qualifier` (a version, an alias or
@@ -426,7 +547,31 @@ impl Functions {
 
     /// Stops every process function's environments.
     pub(crate) async fn shutdown(&self) {
-        futures::future::join_all(self.processes.iter().map(ProcessFunction::shutdown)).await;
+        futures::future::join_all(
+            self.processes
+                .values()
+                .flatten()
+                .map(ProcessFunction::shutdown),
+        )
+        .await;
+    }
+}
+
+impl Previous<'_> {
+    /// Whether function `name` of `config` is configured exactly as before, execution role
+    /// included: then its stack is reused as it is.
+    fn unchanged(&self, config: &Config, name: &str) -> bool {
+        let (Some(now), Some(before)) =
+            (config.functions.get(name), self.config.functions.get(name))
+        else {
+            return false;
+        };
+        let role = now.execution_role.as_deref();
+        let role_now = role.map(|role| config.execution_roles.get(role));
+        let role_before = role.map(|role| self.config.execution_roles.get(role));
+        now == before
+            && role_now == role_before
+            && config.queue.data_dir == self.config.queue.data_dir
     }
 }
 

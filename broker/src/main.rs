@@ -20,6 +20,8 @@ mod kafka_trigger;
 mod limiter;
 mod logging;
 mod redis_trigger;
+mod reload;
+mod reload_command;
 mod request_id;
 mod schedule_trigger;
 mod service;
@@ -90,6 +92,12 @@ enum Command {
     /// Exit code: 0 the function returned (or the event was queued, or the dry run passed),
     /// 1 a function error, 3 the broker answered an error (4xx/5xx), 4 no answer.
     Invoke(invoke_command::InvokeArgs),
+    /// Ask a running broker to reload its configuration file (as SIGHUP does) and print the
+    /// outcome: what changed, or every reason it was refused.
+    ///
+    /// Exit code: 0 applied, 1 refused or invalid (the broker keeps its running
+    /// configuration), 3 the broker answered another error, 4 no answer.
+    Reload(reload_command::ReloadArgs),
     /// Run the example function: a Runtime-API worker under a process target, else HTTP.
     ExampleFunction {
         /// Where to listen.
@@ -183,19 +191,20 @@ fn main() -> ExitCode {
             }
         }
         Command::Run {
-            config,
+            config: path,
             shutdown_grace,
         } => {
-            let config = match impulse_config::load(&config) {
+            let config = match impulse_config::load(&path) {
                 Ok(config) => config,
                 Err(errors) => {
                     print_errors(&errors);
                     return ExitCode::FAILURE;
                 }
             };
-            block_on(service::run(config, shutdown_grace))
+            block_on(service::run(path, config, shutdown_grace))
         }
         Command::Invoke(args) => invoke_command::run(&args),
+        Command::Reload(args) => reload_command::run(&args),
         Command::ExampleFunction { listen } => block_on(example_function::run(listen)),
         Command::Queue {
             action: QueueCommand::Salvage { config },

@@ -1,22 +1,24 @@
 //! `impulse run`: wiring the configuration into listeners, and shutting down cleanly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use impulse_config::Config;
-use impulse_invoker::process::Isolation;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AdminState, AppState, TriggerRoutes};
+use crate::api::{self, AdminState};
 use crate::async_invoke::{open_queue, Completions, Dispatcher};
 use crate::auth::Authenticator;
 use crate::connections::Limits;
 use crate::functions::Functions;
 use crate::limiter::Limiter;
+use crate::reload::{self, Reloader, Triggers};
 
 /// How often histogram buffers are folded into the exporter's state.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -25,17 +27,29 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 const LEASES_PER_SLOT: usize = 2;
 
 /// Runs until SIGTERM or SIGINT, then stops accepting, lets in-flight invocations finish for
-/// up to `grace`, and returns.
-pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
+/// up to `grace`, and returns. SIGHUP and `POST /admin/reload` reload `path` ([`reload`]).
+pub(crate) async fn run(path: PathBuf, config: Config, grace: Duration) -> anyhow::Result<()> {
+    // Listened for at once: SIGHUP's default action ends the process.
+    let mut hangup = reload::hangup();
     // The recorder comes first: the limiter registers each function's concurrency gauge.
     let metrics = crate::telemetry::install().context("cannot install the metrics exporter")?;
     let limiter = Limiter::connect(&config, &consumer_name(&config))
         .await
         .context("cannot reach the Redis of limits.scope = \"cluster\"")?;
     let isolation = crate::isolation::start(&config)?;
-    let (functions, triggers) = build(&config, &limiter, isolation.as_ref())?;
-    let functions = Arc::new(functions);
-    let functions_for_shutdown = functions.clone();
+    let functions = match Functions::build(&config, &limiter, isolation.as_ref()) {
+        Ok(functions) => Arc::new(functions),
+        Err(mut errors) => {
+            // Every problem at once: the HTTP triggers' too.
+            errors.extend(
+                api::TriggerRoutes::build(&config)
+                    .err()
+                    .into_iter()
+                    .flatten(),
+            );
+            return Err(cannot_run(&errors));
+        }
+    };
     let queue = open_queue(
         &config.queue,
         &consumer_name(&config),
@@ -43,6 +57,19 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     )
     .await?;
     let completions = Arc::new(Completions::default());
+    let auth = Arc::new(Authenticator::new(&config));
+    let app = reload::app(&reload::Parts {
+        config: &config,
+        functions: &functions,
+        auth: &auth,
+        queue: &queue,
+    })
+    .map_err(|errors| cannot_run(&errors))?;
+    let live = reload::Live {
+        app: Arc::new(ArcSwap::from_pointee(app)),
+        functions: functions.clone().into(),
+        auth: Arc::new(ArcSwap::new(auth)),
+    };
 
     let tls = config
         .server
@@ -57,30 +84,22 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let stop_async = CancellationToken::new();
     let stop_admin = CancellationToken::new();
 
-    let auth = Arc::new(Authenticator::new(&config));
     warn_if_exposed(&config);
-    let app = api::router(AppState {
-        functions: functions.clone(),
-        triggers: Arc::new(triggers),
-        queue: queue.clone(),
-        auth: auth.clone(),
-        catalog: Arc::new(api::Catalog::new(&config, chrono::Utc::now())),
-        mappings: Arc::new(api::Mappings::new(&config, chrono::Utc::now())),
-        account_settings: Arc::new(api::account_settings(&config)),
-    });
     let trigger_server = tokio::spawn(crate::connections::serve(
         trigger_listener,
-        app,
+        api::live_router(live.app.clone()),
         tls.clone(),
         Limits::new("server", &config.server),
         stop_triggers.clone().cancelled_owned(),
     ));
     let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
     let admin = api::admin_router(AdminState {
         ready: ready.clone(),
         sources: sources.clone(),
         metrics: metrics.clone(),
-        auth,
+        auth: live.auth.clone(),
+        reload: reload_requests,
     });
     let admin_server = tokio::spawn(crate::connections::serve(
         admin_listener,
@@ -96,24 +115,23 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             metrics.run_upkeep();
         }
     });
-    let mut schedules = crate::schedule_trigger::start(
-        &config,
+    let mut triggers = Triggers::new(
+        stop_async.clone(),
         queue.clone(),
         completions.clone(),
-        &consumer_name(&config),
-        &stop_async,
-    )
-    .await?;
-    let mut kafka = crate::kafka_trigger::start(&config, &functions, &stop_async).await?;
-    let (mut redis, redis_connected) =
-        crate::redis_trigger::start(&config, &functions, &consumer_name(&config), &stop_async)?;
-    *sources
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = redis_connected;
+        consumer_name(&config),
+        sources,
+    );
+    triggers.start_all(&config, &functions).await?;
     let max_leased = usize::try_from(config.limits.account_concurrency)
         .unwrap_or(usize::MAX)
         .saturating_mul(LEASES_PER_SLOT);
-    let dispatcher = Dispatcher::new(queue, functions, completions, max_leased);
+    let dispatcher = Dispatcher::new(
+        queue.clone(),
+        live.functions.clone(),
+        completions,
+        max_leased,
+    );
     let dispatcher = tokio::spawn(dispatcher.run(stop_async.clone()));
 
     ready.store(true, Ordering::Release);
@@ -126,13 +144,36 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         "Impulse is ready."
     );
 
+    let mut reloader = Reloader::new(reload::Running {
+        path,
+        lease_timeout: lease_timeout(&config),
+        instance: consumer_name(&config),
+        config: Arc::new(config),
+        functions,
+        limiter,
+        isolation,
+        queue,
+        live,
+    });
     // A Kafka source only ends on its own when it cannot go on (its consumer cannot be
     // created, or it lost track of a partition): the process stops, rather than stay up and
     // ready with a trigger that consumes nothing.
-    let failure = tokio::select! {
-        () = crate::shutdown::signal() => None,
-        failure = crate::kafka_trigger::first_failure(&mut kafka) => Some(failure),
+    let shutdown = crate::shutdown::signal();
+    tokio::pin!(shutdown);
+    let failure = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            failure = crate::kafka_trigger::first_failure(&mut triggers.kafka_tasks) => {
+                break Some(failure);
+            }
+            request = reload::next_request(&mut hangup, &mut reloads) => {
+                let outcome = reloader.reload(request.force, &mut triggers).await;
+                // The caller may have gone: the outcome is logged and counted anyway.
+                request.reply.send(outcome).ok();
+            }
+        }
     };
+    drop(reloads);
     if let Some(failure) = &failure {
         tracing::error!(error = %failure, "A Kafka trigger stopped; shutting down.");
     }
@@ -141,11 +182,9 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     stop_triggers.cancel();
     stop_async.cancel();
     let drain = async {
-        let (triggers, dispatcher) = tokio::join!(trigger_server, dispatcher);
-        while schedules.join_next().await.is_some() {}
-        while kafka.join_next().await.is_some() {}
-        while redis.join_next().await.is_some() {}
-        (triggers, dispatcher)
+        let (triggers_served, dispatcher) = tokio::join!(trigger_server, dispatcher);
+        triggers.drain().await;
+        (triggers_served, dispatcher)
     };
     match tokio::time::timeout(grace, drain).await {
         Ok((Ok(Ok(())), Ok(()))) => tracing::info!("In-flight work finished."),
@@ -163,7 +202,7 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             "Grace period over; abandoning work still in flight."
         ),
     }
-    functions_for_shutdown.shutdown().await;
+    reloader.functions().shutdown().await;
     stop_admin.cancel();
     upkeep.abort();
     if let Ok(Err(err)) = tokio::time::timeout(Duration::from_secs(1), admin_server).await {
@@ -176,25 +215,9 @@ pub(crate) async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Builds everything that can fail from the configuration alone, reporting every problem.
-fn build(
-    config: &Config,
-    limiter: &Limiter,
-    isolation: Option<&Arc<Isolation>>,
-) -> anyhow::Result<(Functions, TriggerRoutes)> {
-    let functions = Functions::build(config, limiter, isolation);
-    let triggers = TriggerRoutes::build(config);
-    match (functions, triggers) {
-        (Ok(functions), Ok(triggers)) => Ok((functions, triggers)),
-        (functions, triggers) => {
-            let errors: Vec<String> = [functions.err(), triggers.err()]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .collect();
-            anyhow::bail!("the configuration cannot run:\n  {}", errors.join("\n  "))
-        }
-    }
+/// Every problem that keeps the configuration from running, as one error.
+fn cannot_run(errors: &[String]) -> anyhow::Error {
+    anyhow::anyhow!("the configuration cannot run:\n  {}", errors.join("\n  "))
 }
 
 /// This instance's name in the Redis consumer group: the host name and the trigger port, so

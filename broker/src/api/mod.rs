@@ -132,6 +132,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The trigger listener of a broker whose configuration may be reloaded: each request is
+/// served by the router of the generation in force when it arrives, and keeps that router
+/// (its functions, triggers and auth) until it is answered.
+pub(crate) fn live_router(current: Arc<arc_swap::ArcSwap<Router>>) -> Router {
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let router = Router::clone(&current.load());
+        tower::ServiceExt::oneshot(router, request)
+    }))
+}
+
 /// A Lambda API operation Impulse does not implement (e.g. `CreateFunction`): an error the
 /// SDKs can name, rather than a bare 404 or 405.
 async fn unknown_operation(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {

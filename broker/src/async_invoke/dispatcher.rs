@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Completions;
-use crate::functions::{CallError, Function, Functions};
+use crate::functions::{CallError, CurrentFunctions, Function};
 
 /// How long to wait before retrying a destination write that failed.
 const DESTINATION_RETRY: Duration = Duration::from_secs(10);
@@ -30,7 +30,8 @@ pub(crate) struct Dispatcher {
 
 struct Inner {
     queue: Arc<dyn Queue>,
-    functions: Arc<Functions>,
+    /// Loaded once per event: a reload never changes the function of an attempt under way.
+    functions: CurrentFunctions,
     completions: Arc<Completions>,
     /// Bounds leased events (in flight or waiting for admission), so one saturated function
     /// holds at most this many leases while others keep flowing.
@@ -57,13 +58,13 @@ enum Settlement {
 impl Dispatcher {
     pub(crate) fn new(
         queue: Arc<dyn Queue>,
-        functions: Arc<Functions>,
+        functions: impl Into<CurrentFunctions>,
         completions: Arc<Completions>,
         max_leased: usize,
     ) -> Self {
         let inner = Inner {
             queue,
-            functions,
+            functions: functions.into(),
             completions,
             max_leased,
         };
@@ -122,7 +123,8 @@ impl Inner {
     /// Takes one leased event one step: an attempt (or a pending destination write), and what
     /// follows from it.
     async fn process(&self, mut event: QueuedEvent) -> Settlement {
-        let Some(function) = self.functions.get(&event.function) else {
+        let functions = self.functions.load();
+        let Some(function) = functions.get(&event.function) else {
             // The configuration no longer has this function. Keep the event (it may come
             // back) until it is too old; nothing can be written anywhere for it.
             tracing::warn!(function = %event.function, id = %event.id, "Async event for an unknown function.");

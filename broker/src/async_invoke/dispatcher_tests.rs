@@ -42,7 +42,7 @@ impl Queue for Unused {
 fn dispatcher(function: Function) -> Inner {
     Inner {
         queue: Arc::new(Unused),
-        functions: Arc::new(Functions::of([function])),
+        functions: Arc::new(Functions::of([function])).into(),
         completions: Arc::new(Completions::default()),
         max_leased: 1,
     }

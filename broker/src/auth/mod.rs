@@ -38,6 +38,8 @@ pub(crate) enum Action<'a> {
     /// Read functions' configuration (`ListFunctions`, `GetFunction`,
     /// `GetFunctionConfiguration`).
     ReadFunctions,
+    /// Reload the configuration (`POST /admin/reload`): admins only.
+    Reload,
 }
 
 impl Action<'_> {
@@ -47,6 +49,7 @@ impl Action<'_> {
             Self::Invoke { .. } => "lambda:InvokeFunction",
             Self::ReadMetrics => "impulse:ReadMetrics",
             Self::ReadFunctions => "lambda:GetFunction",
+            Self::Reload => "impulse:ReloadConfig",
         }
     }
 
@@ -55,6 +58,7 @@ impl Action<'_> {
             Self::Invoke { function } => format!("function:{function}"),
             Self::ReadMetrics => "metrics".to_owned(),
             Self::ReadFunctions => "function:*".to_owned(),
+            Self::Reload => "config".to_owned(),
         }
     }
 }
@@ -66,7 +70,8 @@ fn role_allows(role: Role, action: Action<'_>) -> bool {
         (Role::Invoker, Action::Invoke { .. }) => true,
         (Role::ReadOnly, Action::ReadMetrics | Action::ReadFunctions) => true,
         (Role::Invoker, Action::ReadMetrics | Action::ReadFunctions)
-        | (Role::ReadOnly, Action::Invoke { .. }) => false,
+        | (Role::ReadOnly, Action::Invoke { .. })
+        | (Role::Invoker | Role::ReadOnly, Action::Reload) => false,
     }
 }
 

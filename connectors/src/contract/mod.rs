@@ -44,7 +44,8 @@ pub use outcome::Outcome;
 #[cfg(any(feature = "embedded", feature = "redis"))]
 pub(crate) use queue::unix_millis;
 pub use queue::{
-    DecodeError, Delivery, LeaseId, PendingDestination, Queue, QueueError, QueuedEvent,
+    names_function, DecodeError, Delivery, LeaseId, PendingDestination, Queue, QueueError,
+    QueuedEvent,
 };
 pub use sink::{Sink, SinkError};
 pub use source::SourceError;

@@ -79,7 +79,7 @@ pub struct Delivery {
 #[derive(Debug, thiserror::Error)]
 #[error("queue {operation} failed: {message}")]
 pub struct QueueError {
-    /// `enqueue`, `next`, `complete` or `reschedule`.
+    /// `enqueue`, `next`, `complete`, `reschedule` or `count`.
     pub operation: &'static str,
     /// What went wrong, for the operator.
     pub message: String,
@@ -105,6 +105,24 @@ pub trait Queue: Send + Sync + 'static {
         event: QueuedEvent,
         not_before: SystemTime,
     ) -> BoxFuture<'_, Result<(), QueueError>>;
+
+    /// How many events for `function` (unqualified, or under any qualifier) the queue holds,
+    /// due, delayed or leased: a scan, meant for rare administrative checks (a config reload
+    /// removing the function), not for the event path. `None`: this queue cannot tell.
+    fn count_for<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, QueueError>> {
+        let _ = function;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Whether an event's `function` (`name` or `name:qualifier`) is function `name`.
+pub fn names_function(event_function: &str, name: &str) -> bool {
+    event_function
+        .strip_prefix(name)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
 }
 
 // === impl QueuedEvent: encoding ===

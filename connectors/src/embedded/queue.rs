@@ -341,7 +341,44 @@ impl EmbeddedQueue {
     }
 }
 
+impl EmbeddedQueue {
+    /// [`Queue::count_for`]: reads every stored event (a scan of the file).
+    async fn count_events_for(&self, function: &str) -> Result<Option<u64>, QueueError> {
+        let shared = Arc::clone(&self.inner.shared);
+        let function = function.to_owned();
+        let count = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let txn = shared.db.begin_read().map_err(|e| e.to_string())?;
+            let table = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+            let mut count = 0;
+            for entry in table.iter().map_err(|e| e.to_string())? {
+                let (_, value) = entry.map_err(|e| e.to_string())?;
+                // Undecodable records are quarantined at open and belong to no function.
+                if let Ok((_, event)) = decode_record(value.value()) {
+                    if crate::contract::names_function(&event.function, &function) {
+                        count += 1;
+                    }
+                }
+            }
+            Ok(count)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|count| count);
+        count.map(Some).map_err(|message| QueueError {
+            operation: "count",
+            message,
+        })
+    }
+}
+
 impl Queue for EmbeddedQueue {
+    fn count_for<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, QueueError>> {
+        self.count_events_for(function).boxed()
+    }
+
     fn enqueue(&self, event: QueuedEvent) -> BoxFuture<'_, Result<(), QueueError>> {
         self.enqueue_event(event).boxed()
     }
@@ -704,6 +741,38 @@ mod tests {
             .await
             .expect("an event is due")
             .expect("next succeeds")
+    }
+
+    #[tokio::test]
+    async fn counts_the_events_of_a_function_under_every_qualifier() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let queue = EmbeddedQueue::open(dir.path()).expect("opens");
+        for (id, function) in [
+            ("a", "f"),
+            ("b", "f:live"),
+            ("c", "fx"),
+            ("d", "g"),
+            ("e", "f"),
+        ] {
+            let mut event = event(id);
+            event.function = function.to_owned();
+            queue.enqueue(event).await.expect("durable");
+        }
+        // Leased and rescheduled events are queued still.
+        let delivery = queue.next().await.expect("next");
+        let not_before = SystemTime::now() + Duration::from_secs(60);
+        queue
+            .reschedule(delivery.lease, delivery.event, not_before)
+            .await
+            .expect("reschedules");
+        let _leased = queue.next().await.expect("next");
+        for (function, expected) in [("f", 3), ("fx", 1), ("g", 1), ("h", 0)] {
+            assert_eq!(
+                queue.count_for(function).await.expect("counts"),
+                Some(expected),
+                "{function}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -219,6 +219,61 @@ impl RedisQueue {
         })
     }
 
+    /// [`Queue::count_for`]: reads the whole stream and the delayed set, a page at a time. An
+    /// event the mover brings back into the stream during the scan may be counted twice or
+    /// not at all; a refusal that depends on the count errs on neither side for long.
+    async fn count_events_for(&self, function: &str) -> Result<Option<u64>, QueueError> {
+        let inner = &self.inner;
+        let mut connection = inner.manager.clone();
+        let failed = |key: &str, e: RedisError| QueueError {
+            operation: "count",
+            message: format!("reading {key} at {}: {e}", inner.url),
+        };
+        let counts = |encoded: &[u8]| {
+            QueuedEvent::decode(encoded)
+                .is_ok_and(|event| crate::contract::names_function(&event.function, function))
+        };
+        let mut count = 0u64;
+        let mut start = "-".to_owned();
+        loop {
+            let page: Value = redis::cmd("XRANGE")
+                .arg(&inner.stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| failed(&inner.stream, e))?;
+            let entries = parse_entries(page);
+            for entry in &entries {
+                if entry.field(EVENT_FIELD).is_some_and(counts) {
+                    count += 1;
+                }
+            }
+            match entries.last() {
+                Some(last) if entries.len() == PAGE => start = format!("({}", last.id),
+                _ => break,
+            }
+        }
+        let mut offset = 0;
+        loop {
+            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(&inner.delayed)
+                .arg(offset)
+                .arg(offset + PAGE - 1)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| failed(&inner.delayed, e))?;
+            count += members.iter().filter(|member| counts(member)).count() as u64;
+            if members.len() < PAGE {
+                break;
+            }
+            offset += PAGE;
+        }
+        Ok(Some(count))
+    }
+
     async fn next_delivery(&self) -> Result<Delivery, QueueError> {
         let inner = &self.inner;
         loop {
@@ -325,6 +380,13 @@ impl Queue for RedisQueue {
 
     fn next(&self) -> BoxFuture<'_, Result<Delivery, QueueError>> {
         self.next_delivery().boxed()
+    }
+
+    fn count_for<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, QueueError>> {
+        self.count_events_for(function).boxed()
     }
 
     fn complete(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), QueueError>> {

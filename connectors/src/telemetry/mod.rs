@@ -82,6 +82,14 @@ pub const ENVIRONMENTS: &str = "impulse_environments";
 /// label `function`.
 pub const RUNTIME_API_REFUSED_TOTAL: &str = "impulse_runtime_api_refused_total";
 
+/// Counter of configuration reloads; label `outcome` (`applied`, `invalid`, `refused`).
+pub const CONFIG_RELOADS_TOTAL: &str = "impulse_config_reloads_total";
+/// Gauge of the configuration's generation in force: 1 at start, one more per applied reload.
+pub const CONFIG_GENERATION: &str = "impulse_config_generation";
+/// Gauge of a fingerprint of the configuration in force (48 bits of its SHA-256): equal on two
+/// instances when they run the same configuration.
+pub const CONFIG_HASH: &str = "impulse_config_hash";
+
 /// Buckets for [`INIT_DURATION_SECONDS`]: 5 ms to Lambda's 10 s init limit.
 pub const INIT_DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -213,6 +221,18 @@ pub fn describe() {
     );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; the `version` label names the build.");
     metrics::describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads by outcome (applied, invalid, refused)."
+    );
+    metrics::describe_gauge!(
+        CONFIG_GENERATION,
+        "Generation of the configuration in force: 1 at start, +1 per applied reload."
+    );
+    metrics::describe_gauge!(
+        CONFIG_HASH,
+        "Fingerprint (48 bits of SHA-256) of the configuration in force."
+    );
+    metrics::describe_counter!(
         THROTTLES_TOTAL,
         "Admissions refused (sync) or delayed (queued) by a limit."
     );
@@ -341,6 +361,20 @@ pub fn describe() {
         RUNTIME_API_REFUSED_TOTAL,
         "Runtime API connections refused because another user's process made them."
     );
+}
+
+/// Emitted for each configuration reload, with its outcome (`applied`, `invalid`, `refused`).
+pub fn config_reloaded(outcome: &'static str) {
+    metrics::counter!(CONFIG_RELOADS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Emitted when a configuration is put in force (at start and by each applied reload).
+pub fn config_loaded(generation: u64, fingerprint: u64) {
+    #[allow(clippy::cast_precision_loss)] // generations stay far below 2^52
+    metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
+    // Callers keep the fingerprint within 48 bits: exact as an f64.
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(CONFIG_HASH).set(fingerprint as f64);
 }
 
 /// Emitted once at start-up.
