@@ -48,3 +48,37 @@ pub fn build_impulse() -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|_| root.join("target"));
     Ok(target_dir.join("release").join("impulse"))
 }
+
+/// POSTs one event to the target as Impulse's `http` targets do (JSON, a fresh request id, the
+/// deadline `timeout` from now in epoch milliseconds): what every baseline loop sends.
+///
+/// # Errors
+///
+/// The request fails, or the target answers other than 2xx.
+pub async fn post_event(
+    client: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    body: bytes::Bytes,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline_ms = (std::time::SystemTime::now() + timeout)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .to_string();
+    let response = client
+        .post(endpoint.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(
+            "lambda-runtime-aws-request-id",
+            uuid::Uuid::new_v4().to_string(),
+        )
+        .header("lambda-runtime-deadline-ms", deadline_ms)
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    response.bytes().await?;
+    anyhow::ensure!(status.is_success(), "the target answered {status}");
+    Ok(())
+}

@@ -42,7 +42,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD;
@@ -903,26 +903,7 @@ async fn post_partition(
         }
         let body = lambda_kafka_event(&config.bootstrap, &config.topic, partition, &batch);
         batch.clear();
-        let deadline = SystemTime::now() + FUNCTION_TIMEOUT;
-        let deadline_ms = deadline
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .to_string();
-        let response = client
-            .post(endpoint.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(
-                "lambda-runtime-aws-request-id",
-                uuid::Uuid::new_v4().to_string(),
-            )
-            .header("lambda-runtime-deadline-ms", deadline_ms)
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        response.bytes().await?;
-        anyhow::ensure!(status.is_success(), "the target answered {status}");
+        impulse_benches::post_event(&client, &endpoint, body, FUNCTION_TIMEOUT).await?;
     }
 }
 

@@ -499,25 +499,7 @@ async fn read_post_ack(
             continue;
         }
         let body = encode_event(&config.stream, &config.group, &entries);
-        let deadline_ms = (SystemTime::now() + FUNCTION_TIMEOUT)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .to_string();
-        let response = client
-            .post(endpoint.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(
-                "lambda-runtime-aws-request-id",
-                uuid::Uuid::new_v4().to_string(),
-            )
-            .header("lambda-runtime-deadline-ms", deadline_ms)
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        response.bytes().await?;
-        anyhow::ensure!(status.is_success(), "the target answered {status}");
+        impulse_benches::post_event(&client, &endpoint, body, FUNCTION_TIMEOUT).await?;
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         redis
             .xack::<_, _, _, ()>(&config.stream, &config.group, &ids)
