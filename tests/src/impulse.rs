@@ -238,6 +238,19 @@ impl Impulse {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The value of `series` (its name and labels exactly as exported) on `/metrics`; `None`
+    /// when the series is not exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Everything the process logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

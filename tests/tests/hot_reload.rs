@@ -55,15 +55,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The value of `series` (name and labels, exactly as exported) on `/metrics`; 0 if absent.
 async fn metric(impulse: &Impulse, series: &str) -> f64 {
-    let body = reqwest::get(impulse.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    impulse.metric(series).await.unwrap_or(0.0)
 }
 
 async fn invoke(client: &reqwest::Client, impulse: &Impulse, function: &str) -> (u16, Value) {

@@ -105,20 +105,6 @@ fn invoke_url(impulse: &Impulse, function: &str) -> String {
     impulse.url(&format!("/2015-03-31/functions/{function}/invocations"))
 }
 
-/// The value of `series` (exactly as exported, labels included) on `/metrics`.
-async fn metric(client: &reqwest::Client, impulse: &Impulse, series: &str) -> Option<f64> {
-    let text = client
-        .get(impulse.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_sends_its_weight_to_the_second_version() {
     const INVOCATIONS: u64 = 10_000;
@@ -168,11 +154,7 @@ async fn an_alias_sends_its_weight_to_the_second_version() {
         let series = format!(
             r#"impulse_invocations_total{{function="orders",version="{version}",trigger="invoke",outcome="success"}}"#
         );
-        assert_eq!(
-            metric(&client, &impulse, &series).await,
-            Some(n as f64),
-            "{series}"
-        );
+        assert_eq!(impulse.metric(&series).await, Some(n as f64), "{series}");
     }
 }
 
