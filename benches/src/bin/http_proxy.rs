@@ -495,8 +495,8 @@ async fn open_loop(
             (latencies, bad)
         }));
     }
-    pacer.join().ok();
-    // Every permit is released; tasks past the last index stop on a closed semaphore.
+    // Every permit is released once the last index is taken; tasks past it stop on a closed
+    // semaphore. (Joining the pacer first would block this runtime's only thread.)
     let mut latencies = Vec::with_capacity(total as usize);
     let mut bad = 0;
     let finish_wait = Instant::now();
@@ -511,6 +511,7 @@ async fn open_loop(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     permits.close();
+    pacer.join().ok();
     for task in tasks {
         let (l, b) = task.await?;
         latencies.extend(l);
