@@ -12,6 +12,8 @@ use anyhow::Context as _;
 pub struct SideProcess {
     child: Child,
     log: PathBuf,
+    /// `impulse run`'s `server.listen`; unset for other processes.
+    listen: Option<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,6 +33,7 @@ impl SideProcess {
         Ok(Self {
             child,
             log,
+            listen: None,
             _dir: dir,
         })
     }
@@ -64,6 +67,7 @@ impl SideProcess {
             .arg(&path)
             .env("RUST_LOG", "info");
         let mut process = Self::spawn(dir, &mut command, &binary.display().to_string())?;
+        process.listen = Some(listen);
         let client = reqwest::Client::new();
         let url = format!("http://{admin}/readyz");
         let started = Instant::now();
@@ -87,6 +91,15 @@ impl SideProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Where `impulse run` serves triggers and the Invoke API (`server.listen`).
+    ///
+    /// # Panics
+    ///
+    /// For a process not started by [`SideProcess::impulse`].
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.listen.expect("an impulse process")
     }
 
     /// The process id.

@@ -8,7 +8,7 @@
 //! | 2xx with `X-Amz-Function-Error` | function error; the body is the error document |
 //! | 5xx | function error |
 //! | 429 | throttle |
-//! | other 4xx (413 included) | permanent |
+//! | other 4xx (413 included), and 3xx (redirects are not followed) | permanent |
 //! | connect refused, reset, broken body, TLS failure | system error |
 //!
 //! Each request carries `Lambda-Runtime-Aws-Request-Id` and `Lambda-Runtime-Deadline-Ms`, the
@@ -16,11 +16,14 @@
 //! its work. A function with an execution role also sends the role's `headers` (marked
 //! sensitive) on every request.
 //!
-//! `https://` endpoints go over rustls ([`tls`]). Credentials in an endpoint URL
+//! `http://` endpoints are posted to through hyper's pooled client directly ([`plain`]: no
+//! per-request URL parsing, no redirect layer); `https://` endpoints go over reqwest and rustls
+//! ([`tls`]). Credentials in an endpoint URL
 //! (`https://user:password@host/…`) are taken out of the URL once, at construction, and sent
 //! as HTTP Basic authentication: the URL that reqwest sees, and so every error it words,
 //! holds none.
 
+mod plain;
 mod tls;
 
 use std::sync::Arc;
@@ -63,6 +66,9 @@ pub struct HttpFunction {
     role_headers: Option<HeaderMap>,
     /// `Basic …` from the endpoint URL's userinfo, marked sensitive; `None` for most endpoints.
     authorization: Option<HeaderValue>,
+    /// Set for `http://` endpoints: they are posted to through hyper directly, not `client`.
+    /// Shared: a hyper client is large, and this struct is cloned with the service.
+    plain: Option<Arc<plain::PlainEndpoint>>,
 }
 
 /// An endpoint that cannot be used as an `http` target. Its message shows the endpoint with
@@ -93,6 +99,7 @@ impl HttpFunction {
             .map_err(|()| error("the user name or password cannot be sent in a header".into()))?;
         Ok(Self {
             client,
+            plain: plain::PlainEndpoint::new(&url).map(Arc::new),
             endpoint: Arc::new(url),
             authorization,
             role_headers: None,
@@ -133,6 +140,8 @@ impl HttpFunction {
 fn client(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
+        // As for `http://` endpoints ([`plain`]): a function's answer is its result.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .tls_backend_preconfigured(tls)
@@ -214,25 +223,42 @@ impl Invoke for HttpFunction {
             Ok(request_id) => request_id,
             Err(e) => return Box::pin(std::future::ready(Err(InvokeError::System(Box::new(e))))),
         };
-        let mut request = self.client.post(reqwest::Url::clone(&self.endpoint));
-        if let Some(headers) = &self.role_headers {
-            // Validation keeps role headers apart from the ones set below.
-            request = request.headers(headers.clone());
-        }
-        request = request
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(REQUEST_ID_HEADER, request_id);
+        // Validation keeps role headers apart from the ones set below.
+        let mut headers = match &self.role_headers {
+            Some(role_headers) => role_headers.clone(),
+            None => HeaderMap::with_capacity(8),
+        };
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(REQUEST_ID_HEADER, request_id);
         if let Some(authorization) = &self.authorization {
-            request = request.header(http::header::AUTHORIZATION, authorization.clone());
+            headers.insert(http::header::AUTHORIZATION, authorization.clone());
         }
         if let Some(deadline) = invocation.deadline {
             // An integer straight into the header value (a `u128` through `Display` is slow).
-            request = request.header(DEADLINE_HEADER, HeaderValue::from(epoch_millis(deadline)));
+            headers.insert(DEADLINE_HEADER, HeaderValue::from(epoch_millis(deadline)));
         }
         if let Some(client_context) = invocation.client_context {
-            request = request.header(CLIENT_CONTEXT, client_context);
+            headers.insert(CLIENT_CONTEXT, client_context);
         }
-        let request = request.body(invocation.payload);
+        if let Some(plain) = &self.plain {
+            let answer = plain.post(headers, invocation.payload, SYNC_PAYLOAD_LIMIT);
+            return Box::pin(async move {
+                let answer = match answer.await {
+                    Ok(answer) => answer,
+                    Err(ReadError::TooLarge) => return Err(too_large()),
+                    Err(ReadError::Transport(e)) => return Err(InvokeError::System(Box::new(e))),
+                };
+                outcome(answer.status, declared_error(&answer.headers), answer.body)
+            });
+        }
+        let request = self
+            .client
+            .post(reqwest::Url::clone(&self.endpoint))
+            .headers(headers)
+            .body(invocation.payload);
         Box::pin(async move {
             let response = request.send().await.map_err(transport)?;
             classify(response).await
@@ -240,23 +266,37 @@ impl Invoke for HttpFunction {
     }
 }
 
+/// The error type an endpoint declares with `X-Amz-Function-Error` on a 2xx answer.
+fn declared_error(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(FUNCTION_ERROR)
+        .map(|v| v.to_str().unwrap_or("Unhandled").to_owned())
+}
+
+fn too_large() -> InvokeError {
+    function_error(
+        "Function.ResponseSizeTooLarge",
+        &format!("Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_LIMIT} bytes)."),
+    )
+}
+
 async fn classify(mut response: reqwest::Response) -> Result<InvocationResponse, InvokeError> {
     let status = response.status();
-    let declared_error = response
-        .headers()
-        .get(FUNCTION_ERROR)
-        .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
+    let declared_error = declared_error(response.headers());
     let body = match read_capped(&mut response).await {
         Ok(body) => body,
-        Err(ReadError::TooLarge) => {
-            return Err(function_error(
-                "Function.ResponseSizeTooLarge",
-                &format!("Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_LIMIT} bytes)."),
-            ))
-        }
+        Err(ReadError::TooLarge) => return Err(too_large()),
         Err(ReadError::Transport(e)) => return Err(transport(e)),
     };
+    outcome(status, declared_error, body)
+}
 
+/// The result of an answer with `status`, the error type the endpoint declared, and `body`.
+fn outcome(
+    status: http::StatusCode,
+    declared_error: Option<String>,
+    body: Bytes,
+) -> Result<InvocationResponse, InvokeError> {
     if status.is_success() {
         return match declared_error {
             None => Ok(InvocationResponse { payload: body }),
@@ -304,9 +344,19 @@ fn function_error(error_type: &str, message: &str) -> InvokeError {
     }
 }
 
-enum ReadError {
+/// Why a body was not read: over Lambda's limit, or a transport failure.
+enum ReadError<E = reqwest::Error> {
     TooLarge,
-    Transport(reqwest::Error),
+    Transport(E),
+}
+
+impl<E> ReadError<E> {
+    fn map_transport<F>(self, f: impl FnOnce(E) -> F) -> ReadError<F> {
+        match self {
+            Self::TooLarge => ReadError::TooLarge,
+            Self::Transport(e) => ReadError::Transport(f(e)),
+        }
+    }
 }
 
 /// Reads the body, refusing more than Lambda's 6 MB response limit.

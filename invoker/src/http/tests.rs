@@ -137,6 +137,59 @@ async fn other_client_errors_are_permanent() {
 }
 
 #[tokio::test]
+async fn redirects_are_not_followed() {
+    // The redirect's target would succeed: following it would hide the function's answer.
+    let endpoint = serve(
+        Router::new()
+            .route(
+                "/fn",
+                post(|| async {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(http::header::LOCATION, "/elsewhere")],
+                        "moved",
+                    )
+                }),
+            )
+            .route("/elsewhere", post(|| async { "followed" })),
+    )
+    .await;
+    let err = call(&endpoint).await.expect_err("permanent");
+    assert!(
+        matches!(err, InvokeError::Permanent { status: 307, ref message } if message == "moved"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_endpoint_sees_the_headers_reqwest_sent() {
+    let endpoint = serve(Router::new().route(
+        "/fn",
+        post(|headers: HeaderMap| async move {
+            let mut names: Vec<String> = headers
+                .iter()
+                .map(|(name, value)| format!("{name}={}", value.to_str().unwrap_or("?")))
+                .filter(|line| !line.starts_with("lambda-runtime-deadline-ms="))
+                .collect();
+            names.sort();
+            names.join(";")
+        }),
+    ))
+    .await;
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches("/fn")
+        .to_owned();
+    let response = call(&endpoint).await.expect("success");
+    assert_eq!(
+        response.payload,
+        format!(
+            "accept=*/*;content-length=7;content-type=application/json;host={host};lambda-runtime-aws-request-id=req-7"
+        )
+    );
+}
+
+#[tokio::test]
 async fn connection_refused_is_a_system_error() {
     // Bind then drop a listener, so the port is known to be closed.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
