@@ -49,36 +49,76 @@ pub fn build_impulse() -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("release").join("impulse"))
 }
 
-/// POSTs one event to the target as Impulse's `http` targets do (JSON, a fresh request id, the
-/// deadline `timeout` from now in epoch milliseconds): what every baseline loop sends.
-///
-/// # Errors
-///
-/// The request fails, or the target answers other than 2xx.
-pub async fn post_event(
-    client: &reqwest::Client,
-    endpoint: &reqwest::Url,
-    body: bytes::Bytes,
-    timeout: std::time::Duration,
-) -> anyhow::Result<()> {
-    let deadline_ms = (std::time::SystemTime::now() + timeout)
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis()
-        .to_string();
-    let response = client
-        .post(endpoint.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(
-            "lambda-runtime-aws-request-id",
-            uuid::Uuid::new_v4().to_string(),
-        )
-        .header("lambda-runtime-deadline-ms", deadline_ms)
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    response.bytes().await?;
-    anyhow::ensure!(status.is_success(), "the target answered {status}");
-    Ok(())
+/// The baselines' HTTP client: hyper's pooled HTTP/1 client, as Impulse's `http://` targets use
+/// (`impulse_invoker::http`'s plain endpoint: nodelay, the endpoint parsed once), sending the
+/// headers Impulse sends. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Poster {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    uri: hyper::Uri,
+}
+
+impl std::fmt::Debug for Poster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Poster {
+    /// A fresh pool for `endpoint` (`http://` only).
+    ///
+    /// # Errors
+    ///
+    /// `endpoint` is not a URI.
+    pub fn new(endpoint: &str) -> anyhow::Result<Self> {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector);
+        Ok(Self {
+            client,
+            uri: endpoint.parse()?,
+        })
+    }
+
+    /// POSTs one event as Impulse's `http` targets do (JSON, a fresh request id, the deadline
+    /// `timeout` from now in epoch milliseconds) and reads the answer.
+    ///
+    /// # Errors
+    ///
+    /// The request fails, or the target answers other than 2xx.
+    pub async fn post_event(
+        &self,
+        body: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        use http_body_util::BodyExt as _;
+        let deadline_ms = (std::time::SystemTime::now() + timeout)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            .to_string();
+        let request = hyper::Request::post(self.uri.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "*/*")
+            .header(
+                "lambda-runtime-aws-request-id",
+                uuid::Uuid::new_v4().to_string(),
+            )
+            .header("lambda-runtime-deadline-ms", deadline_ms)
+            .body(http_body_util::Full::new(body))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        anyhow::ensure!(status.is_success(), "the target answered {status}");
+        Ok(())
+    }
 }

@@ -18,8 +18,9 @@
 //!   partition, as Impulse's source; each task takes what is already fetched up to the batch
 //!   size, reads each record's key, value and headers (as any correct consumer must, even though
 //!   the bench's records carry none), writes Lambda's Kafka event with plain byte writes (the
-//!   same bytes as Impulse's `encode_event`), and POSTs it with the client Impulse uses
-//!   (`HttpFunction::default_client()`, same headers): one request in flight per partition, no
+//!   same bytes as Impulse's `encode_event`), and POSTs it with hyper's pooled client, as
+//!   Impulse's `http://` targets do ([`impulse_benches::Poster`], same headers): one request in
+//!   flight per partition, no
 //!   limiter, no acks, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
 //!   `http` function and one Kafka trigger on the same topic: fresh `group_id`,
@@ -389,7 +390,7 @@ async fn replica(
                 r1_config,
                 // A fresh pool per replica: its connections close with it, so the target's
                 // connection count belongs to one side.
-                impulse_invoker::http::HttpFunction::default_client(),
+                impulse_benches::Poster::new(&setup.endpoint)?,
                 stop_rx,
             ));
             (None, Some((stop_tx, task)))
@@ -803,12 +804,8 @@ async fn r1_child(config: BaselineConfig) -> anyhow::Result<()> {
         terminate.recv().await;
         stop_tx.send(()).ok();
     });
-    baseline(
-        config,
-        impulse_invoker::http::HttpFunction::default_client(),
-        stop_rx,
-    )
-    .await
+    let poster = impulse_benches::Poster::new(&config.endpoint)?;
+    baseline(config, poster, stop_rx).await
 }
 
 /// Reads every partition of the topic from the start until `stop`, one POSTing task per
@@ -821,7 +818,7 @@ async fn r1_child(config: BaselineConfig) -> anyhow::Result<()> {
 /// group only names the client, nothing is committed.
 async fn baseline(
     config: BaselineConfig,
-    client: reqwest::Client,
+    poster: impulse_benches::Poster,
     mut stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let consumer: Arc<StreamConsumer> =
@@ -837,15 +834,13 @@ async fn baseline(
         );
     }
     consumer.assign(&assignment)?;
-    let endpoint = reqwest::Url::parse(&config.endpoint)?;
     let shared = Arc::new(config);
     let (stopping, stopped) = watch::channel(false);
     let mut workers = JoinSet::new();
     for (partition, queue) in (0..).zip(queues) {
         workers.spawn(post_partition(
             queue,
-            client.clone(),
-            endpoint.clone(),
+            poster.clone(),
             shared.clone(),
             partition,
             stopped.clone(),
@@ -878,8 +873,7 @@ async fn baseline(
 /// POST it, wait for the answer; until `stop`.
 async fn post_partition(
     queue: StreamPartitionQueue<DefaultConsumerContext>,
-    client: reqwest::Client,
-    endpoint: reqwest::Url,
+    poster: impulse_benches::Poster,
     config: Arc<BaselineConfig>,
     partition: i32,
     mut stop: watch::Receiver<bool>,
@@ -903,7 +897,7 @@ async fn post_partition(
         }
         let body = lambda_kafka_event(&config.bootstrap, &config.topic, partition, &batch);
         batch.clear();
-        impulse_benches::post_event(&client, &endpoint, body, FUNCTION_TIMEOUT).await?;
+        poster.post_event(body, FUNCTION_TIMEOUT).await?;
     }
 }
 

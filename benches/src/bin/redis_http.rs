@@ -15,8 +15,8 @@
 //!   runs in its own: `--concurrency` loops, each on a connection of its own, each
 //!   `XREADGROUP … COUNT <batch> BLOCK 1000 STREAMS <stream> >`, the event written by Impulse's
 //!   own encoder (`impulse_connectors::redis::encode_event`, so that both sides write the same
-//!   bytes at the same cost), POSTed with the client Impulse uses
-//!   (`HttpFunction::default_client()`, the same headers), then `XACK` of the batch: no
+//!   bytes at the same cost), POSTed with hyper's pooled client as Impulse's `http://` targets
+//!   do ([`impulse_benches::Poster`], the same headers), then `XACK` of the batch: no
 //!   limiter, no lease refresh, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
 //!   `http` function and one Redis trigger on the stream: a fresh group, `starting_position =
@@ -436,13 +436,13 @@ fn spawn_r6(config: &BaselineConfig) -> anyhow::Result<SideProcess> {
 async fn r6_child(config: BaselineConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let config = Arc::new(config);
-    let client = impulse_invoker::http::HttpFunction::default_client();
+    let poster = impulse_benches::Poster::new(&config.endpoint)?;
     let (stop, stopped) = watch::channel(false);
     let mut loops = JoinSet::new();
     for consumer in 0..config.concurrency {
         loops.spawn(read_post_ack(
             config.clone(),
-            client.clone(),
+            poster.clone(),
             consumer,
             stopped.clone(),
         ));
@@ -460,13 +460,12 @@ async fn r6_child(config: BaselineConfig) -> anyhow::Result<()> {
 
 async fn read_post_ack(
     config: Arc<BaselineConfig>,
-    client: reqwest::Client,
+    poster: impulse_benches::Poster,
     consumer: u32,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // A connection of its own: a blocking read holds it.
     let mut redis = connect(&config.url).await?;
-    let endpoint = reqwest::Url::parse(&config.endpoint)?;
     let options = StreamReadOptions::default()
         .group(&config.group, format!("r6-{consumer}"))
         .count(config.batch_size)
@@ -499,7 +498,7 @@ async fn read_post_ack(
             continue;
         }
         let body = encode_event(&config.stream, &config.group, &entries);
-        impulse_benches::post_event(&client, &endpoint, body, FUNCTION_TIMEOUT).await?;
+        poster.post_event(body, FUNCTION_TIMEOUT).await?;
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         redis
             .xack::<_, _, _, ()>(&config.stream, &config.group, &ids)
