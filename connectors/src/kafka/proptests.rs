@@ -142,14 +142,13 @@ fn events_are_valid_json_of_exactly_the_predicted_size() {
             let headers = found["headers"].as_array().cloned().unwrap_or_default();
             prop_assert_eq!(headers.len(), record.headers.len());
             for (encoded, (name, value)) in headers.iter().zip(&record.headers) {
-                let expected = match value {
-                    None => Value::Null,
-                    // Signed bytes, as Lambda sends Java's `byte[]`.
-                    Some(bytes) => json!(bytes
-                        .iter()
-                        .map(|b| i8::from_ne_bytes([*b]))
-                        .collect::<Vec<_>>()),
-                };
+                // Signed bytes, as Lambda sends Java's `byte[]`; a null value as no bytes.
+                let expected = json!(value
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| i8::from_ne_bytes([*b]))
+                    .collect::<Vec<_>>());
                 prop_assert_eq!(&encoded[name.as_str()], &expected);
             }
         }
