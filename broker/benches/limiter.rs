@@ -2,8 +2,8 @@
 //! tokio `Semaphore` `try_acquire` + drop, in the same run; plus the metric handle updates on
 //! the invocation path (the concurrency gauge, and the invoker's per-attempt counter and
 //! histogram) on their own; and `Admission::try_acquire` + drop with `limits.scope = "cluster"`
-//! on the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the case is
-//! skipped, saying so, when it cannot be reached), driven by a current-thread runtime. That case
+//! on the Redis at `IMPULSE_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`; the bench fails,
+//! naming `scripts/services.sh up redis`, when it cannot be reached), driven by a current-thread runtime. That case
 //! is a busy function's: after the first admissions it reuses its kept slot and takes cells from
 //! blocks, with a Redis round-trip whenever a block runs out or a slot has been reused for 1 s.
 //! `cluster_limiter_try_acquire_refused_round_trip` is the other end: every call asks Redis (the
@@ -74,7 +74,7 @@ fn ample_config() -> Config {
 
 /// [`ample_admission`]'s function with cluster scope, on a stream of its own, beside a function
 /// `full` of one reserved slot; `None` when Redis cannot be reached.
-fn ample_cluster_limiter(runtime: &tokio::runtime::Runtime) -> Option<Limiter> {
+fn ample_cluster_limiter(runtime: &tokio::runtime::Runtime) -> Limiter {
     let url = std::env::var("IMPULSE_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let mut config = ample_config();
@@ -93,13 +93,11 @@ fn ample_cluster_limiter(runtime: &tokio::runtime::Runtime) -> Option<Limiter> {
         url,
         stream: format!("impulse-bench-limiter-{}", std::process::id()),
     });
-    match runtime.block_on(Limiter::connect(&config, "bench")) {
-        Ok(limiter) => Some(limiter),
-        Err(e) => {
-            eprintln!("skipping {CLUSTER}: {e}");
-            None
-        }
-    }
+    runtime
+        .block_on(Limiter::connect(&config, "bench"))
+        .unwrap_or_else(|e| {
+            panic!("{CLUSTER} needs Redis ({e}): start it with `scripts/services.sh up redis`")
+        })
 }
 
 /// The broker's exporter, with the broker's buckets for the invocation duration histogram.
@@ -176,7 +174,8 @@ fn admission(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    if let Some(limiter) = ample_cluster_limiter(&runtime) {
+    {
+        let limiter = ample_cluster_limiter(&runtime);
         let admission = limiter.admission("bench").expect("configured");
         group.bench_function(CLUSTER, |b| {
             b.iter(|| {
