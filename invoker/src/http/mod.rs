@@ -180,19 +180,28 @@ pub struct TransportError(String);
 
 impl From<reqwest::Error> for TransportError {
     fn from(error: reqwest::Error) -> Self {
-        let mut message = error.to_string();
-        let mut cause = std::error::Error::source(&error);
-        while let Some(inner) = cause {
-            let text = inner.to_string();
-            // hyper and reqwest repeat a cause's text in their own; say it once.
-            if !message.ends_with(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            cause = inner.source();
-        }
-        Self(message)
+        Self(with_causes(
+            error.to_string(),
+            std::error::Error::source(&error),
+        ))
     }
+}
+
+/// `message` followed by the text of every cause in the chain from `cause`.
+fn with_causes(
+    mut message: String,
+    mut cause: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        // hyper and reqwest repeat a cause's text in their own; say it once.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 fn transport(error: reqwest::Error) -> InvokeError {

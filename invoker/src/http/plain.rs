@@ -104,17 +104,10 @@ pub(super) struct Answer {
 
 /// Worded as reqwest words its own transport errors, naming the endpoint, with every cause.
 fn transport(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> TransportError {
-    let mut message = format!("error sending request for url ({endpoint})");
-    let mut cause = Some(error);
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    TransportError(message)
+    TransportError(super::with_causes(
+        format!("error sending request for url ({endpoint})"),
+        Some(error),
+    ))
 }
 
 /// Reads `body`, refusing more than `limit` bytes.
