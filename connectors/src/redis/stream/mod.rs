@@ -9,8 +9,14 @@
 //!   exceeds the block time (redis-rs applies its response timeout to blocking reads too).
 //! - A batch ends at `batch_size` entries, at about 6 MB of event, or when `batch_window` has
 //!   passed since its first entry (0: what one read returns).
-//! - Up to `maximum_concurrency` batches are in flight, each in a task of its own; the reader
-//!   waits for a free slot before reading, so entries never wait in memory unleased.
+//! - Up to `maximum_concurrency` batches are in flight, each in a task of its own. The reader
+//!   waits for a free slot before reading, and reads up to one batch per slot at once (at most
+//!   [`READ_AHEAD_LIMIT`] entries): one `XREADGROUP` then feeds several batches. Entries read
+//!   ahead wait in memory already leased to this consumer, their leases kept fresh.
+//! - Final outcomes are acknowledged by one task, which sends everything that finished while
+//!   its previous `XACK` was in flight as one `XACK`; a batch's slot is free once its outcome
+//!   is handed over. At shutdown the task acknowledges what it was given before the source
+//!   returns.
 //! - A janitor keeps the leases of entries in flight fresh (`XCLAIM … JUSTID`, which leaves
 //!   delivery counts alone) and sets the lag gauge. Entries idle for longer than the
 //!   visibility timeout (their consumer stopped) are claimed (`XAUTOCLAIM`) by the reader.
@@ -37,7 +43,7 @@ use bytes::Bytes;
 use impulse_config::{redact_url, RedisTriggerConfig, StartingPosition, SYNC_PAYLOAD_LIMIT};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{RedisError, Value};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{mpsc, OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -56,6 +62,11 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Attempts of `XACK` over transient errors; after them the entries stay pending (delivered
 /// again: a duplicate, never a loss).
 const ACK_ATTEMPTS: u32 = 5;
+/// The most entries one read fetches ahead of the batch it fills, so that large batches times
+/// many slots do not pile up in memory.
+const READ_AHEAD_LIMIT: usize = 1000;
+/// The most finished batches acknowledged by one `XACK`.
+const ACK_GROUP: usize = 256;
 
 /// Mutex helpers: nothing panics while these locks are held.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +129,15 @@ impl RedisStreamSettings {
                 .max(1),
             visibility_timeout,
         }
+    }
+}
+
+impl RedisStreamSettings {
+    /// Entries one read asks for when `filled` of the batch being built are there: what the
+    /// batch lacks, plus a batch for each other slot (within [`READ_AHEAD_LIMIT`]).
+    fn read_count(&self, filled: usize) -> usize {
+        let ahead = (self.batch_size * self.maximum_concurrency).min(READ_AHEAD_LIMIT);
+        ahead.max(self.batch_size) - filled
     }
 }
 
@@ -398,8 +418,8 @@ struct Reader {
     conn: Option<MultiplexedConnection>,
     /// Whether this consumer's pending entries were read since the (re)connect.
     recovered: bool,
-    /// Entries read (pending ones, claimed ones, or past a batch's size limit) waiting for the
-    /// next batch; already leased to this consumer and in `held`.
+    /// Entries read (pending ones, claimed ones, read ahead, or past a batch's 6 MB) waiting
+    /// for the next batches; already leased to this consumer and in `held`.
     carry: VecDeque<RedisEntry>,
     next_claim: Instant,
     backoff: Duration,
@@ -464,6 +484,8 @@ impl RedisStreamSource {
             shared.clone(),
             janitor_period(shared.settings.visibility_timeout),
         ));
+        let (acks, ack_queue) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(run_acker(shared.clone(), ack_queue));
         let mut in_flight = JoinSet::new();
         let mut reader = Reader {
             conn: None,
@@ -519,17 +541,23 @@ impl RedisStreamSource {
             shared.metrics.batch_sent(entries.len());
             let handler = handler.clone();
             let shared = shared.clone();
+            let acks = acks.clone();
             in_flight.spawn(async move {
                 let batch = RedisBatch {
                     stream: Arc::from(shared.settings.stream.as_str()),
                     entries,
                 };
                 let (batch, outcome) = handler.handle(batch).await;
-                settle(&shared, &batch, &outcome).await;
+                settle(&shared, &acks, batch, &outcome);
                 drop(slot);
             });
         }
         while in_flight.join_next().await.is_some() {}
+        // The acker ends once it has acknowledged everything handed over.
+        drop(acks);
+        if let Err(e) = acker.await {
+            tracing::error!(trigger = %shared.settings.trigger, error = %e, "The Redis stream acknowledging task failed; unacknowledged entries will be delivered again.");
+        }
         janitor.abort();
         Ok(())
     }
@@ -543,21 +571,45 @@ impl fmt::Debug for RedisStreamSource {
     }
 }
 
-/// Acknowledges the entries of `batch` with a final outcome; the others stay pending (this
-/// consumer reads them again after a restart, another claims them after the visibility
-/// timeout).
-async fn settle(shared: &Shared, batch: &RedisBatch, outcome: &BatchOutcome) {
-    let final_ids: Vec<String> = batch
+/// Hands the entries of `batch` with a final outcome to the acker; the others stay pending
+/// (this consumer reads them again after a restart, another claims them after the visibility
+/// timeout) and are no longer held.
+fn settle(
+    shared: &Shared,
+    acks: &mpsc::UnboundedSender<Vec<String>>,
+    batch: RedisBatch,
+    outcome: &BatchOutcome,
+) {
+    let (finished, unfinished): (Vec<_>, Vec<_>) = batch
         .entries
-        .iter()
+        .into_iter()
         .enumerate()
-        .filter(|(i, _)| outcome.get(*i).is_some())
-        .map(|(_, entry)| entry.id.clone())
-        .collect();
-    shared.ack(&final_ids).await;
-    let mut held = lock(&shared.held);
-    for entry in &batch.entries {
-        held.remove(&entry.id);
+        .partition(|(i, _)| outcome.get(*i).is_some());
+    if !unfinished.is_empty() {
+        let mut held = lock(&shared.held);
+        for (_, entry) in &unfinished {
+            held.remove(&entry.id);
+        }
+    }
+    let finished: Vec<String> = finished.into_iter().map(|(_, entry)| entry.id).collect();
+    if !finished.is_empty() && acks.send(finished).is_err() {
+        // The acker lives until every batch task has ended.
+        tracing::error!(trigger = %shared.settings.trigger, "Redis stream entries finished after the acknowledging task stopped; they will be delivered again.");
+    }
+}
+
+/// Acknowledges finished entries in groups: whatever finished while the previous `XACK` was in
+/// flight goes in the next one. The entries stay held (their leases fresh) until acknowledged.
+/// Ends when every sender is gone and the queue is empty.
+async fn run_acker(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Vec<String>>) {
+    let mut finished = Vec::new();
+    while queue.recv_many(&mut finished, ACK_GROUP).await > 0 {
+        let ids: Vec<String> = finished.drain(..).flatten().collect();
+        shared.ack(&ids).await;
+        let mut held = lock(&shared.held);
+        for id in &ids {
+            held.remove(id);
+        }
     }
 }
 
@@ -602,7 +654,7 @@ async fn next_batch(shared: &Shared, reader: &mut Reader) -> Result<Vec<RedisEnt
             .arg(&s.group)
             .arg(&s.consumer)
             .arg("COUNT")
-            .arg(s.batch_size - batch.len())
+            .arg(s.read_count(batch.len()))
             .arg("BLOCK")
             .arg(u64::try_from(block.as_millis()).unwrap_or(1).max(1))
             .arg("STREAMS")

@@ -393,3 +393,21 @@ fn a_batch_stops_short_of_6_mb_of_event() {
     take_carried(&mut reader, &mut batch, &mut bytes, 1);
     assert_eq!(batch.len(), 1, "batch_size holds");
 }
+
+#[test]
+fn a_read_fetches_a_batch_per_slot_within_the_read_ahead_limit() {
+    let mut s = settings("redis://127.0.0.1", "s", "a");
+    s.batch_size = 10;
+    s.maximum_concurrency = 4;
+    assert_eq!(s.read_count(0), 40, "a batch for each slot");
+    assert_eq!(s.read_count(3), 37, "less what the batch being built has");
+    s.maximum_concurrency = 1000;
+    assert_eq!(s.read_count(0), READ_AHEAD_LIMIT);
+    s.batch_size = 5000;
+    assert_eq!(
+        s.read_count(0),
+        5000,
+        "a batch larger than the limit is read whole"
+    );
+    assert_eq!(s.read_count(4999), 1);
+}
