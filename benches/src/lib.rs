@@ -29,6 +29,7 @@ pub fn build_impulse() -> anyhow::Result<PathBuf> {
             return Ok(PathBuf::from(path));
         }
     }
+    eprintln!("building impulse (cargo build --release -p impulse-broker --bin impulse)…");
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)

@@ -260,7 +260,6 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let bootstrap = kafka::bootstrap();
     kafka::require(&bootstrap).await?;
-    eprintln!("building impulse (cargo build --release -p impulse-broker --bin impulse)…");
     let impulse_bin = tokio::task::spawn_blocking(impulse_benches::build_impulse).await??;
     anyhow::ensure!(
         impulse_bin.exists(),
