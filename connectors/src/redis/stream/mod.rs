@@ -65,8 +65,11 @@ const ACK_ATTEMPTS: u32 = 5;
 /// The most entries one read fetches ahead of the batch it fills, so that large batches times
 /// many slots do not pile up in memory.
 const READ_AHEAD_LIMIT: usize = 1000;
-/// The most finished batches acknowledged by one `XACK`.
+/// The most finished batches the acker takes at once.
 const ACK_GROUP: usize = 256;
+/// The most ids in one `XACK`, so that large batches finishing together make several
+/// commands of a bounded size rather than one huge one.
+const ACK_IDS: usize = 1000;
 
 /// Mutex helpers: nothing panics while these locks are held.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,9 +133,7 @@ impl RedisStreamSettings {
             visibility_timeout,
         }
     }
-}
 
-impl RedisStreamSettings {
     /// Entries one read asks for when `filled` of the batch being built are there: what the
     /// batch lacks, plus a batch for each other slot (within [`READ_AHEAD_LIMIT`]).
     fn read_count(&self, filled: usize) -> usize {
@@ -605,7 +606,9 @@ async fn run_acker(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Vec<S
     let mut finished = Vec::new();
     while queue.recv_many(&mut finished, ACK_GROUP).await > 0 {
         let ids: Vec<String> = finished.drain(..).flatten().collect();
-        shared.ack(&ids).await;
+        for chunk in ids.chunks(ACK_IDS) {
+            shared.ack(chunk).await;
+        }
         let mut held = lock(&shared.held);
         for id in &ids {
             held.remove(id);
