@@ -29,7 +29,7 @@ use impulse_invoker::process::Isolation;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{self, AppState, TriggerRoutes};
+use crate::api::{self, AppShared, AppState, TriggerRoutes};
 use crate::auth::Authenticator;
 use crate::functions::{CurrentFunctions, Functions, Previous};
 use crate::limiter::Limiter;
@@ -120,7 +120,7 @@ pub(crate) struct Parts<'a> {
 pub(crate) fn app(parts: &Parts<'_>) -> Result<Router, Vec<String>> {
     let triggers = TriggerRoutes::build(parts.config)?;
     let now = chrono::Utc::now();
-    Ok(api::router(AppState {
+    Ok(api::router(AppState::new(AppShared {
         functions: parts.functions.clone(),
         triggers: Arc::new(triggers),
         queue: parts.queue.clone(),
@@ -128,7 +128,7 @@ pub(crate) fn app(parts: &Parts<'_>) -> Result<Router, Vec<String>> {
         catalog: Arc::new(api::Catalog::new(parts.config, now)),
         mappings: Arc::new(api::Mappings::new(parts.config, now)),
         account_settings: Arc::new(api::account_settings(parts.config)),
-    }))
+    })))
 }
 
 /// Applies reloads, one at a time.

@@ -32,9 +32,27 @@ use crate::auth::{Authenticator, Denial};
 use crate::functions::{Function, Functions};
 use crate::limiter::Throttle;
 
-/// What the trigger listener's handlers share.
+/// What the trigger listener's handlers share. axum clones the state for every request: one
+/// reference count to update, not one per field (each a count every worker thread touches).
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub(crate) fn new(shared: AppShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub(crate) struct AppShared {
     pub(crate) functions: Arc<Functions>,
     pub(crate) triggers: Arc<TriggerRoutes>,
     pub(crate) queue: Arc<dyn Queue>,

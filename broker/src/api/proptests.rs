@@ -27,7 +27,7 @@ use proptest::test_runner::TestCaseResult;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{router, AppState, TriggerRoutes};
+use super::{router, AppShared, AppState, TriggerRoutes};
 use crate::auth::Authenticator;
 use crate::functions::{standalone, Functions};
 
@@ -169,7 +169,7 @@ fn harness() -> Harness {
     let echo = standalone("echo", &config.functions["echo"], Echo);
     let mirror = standalone("mirror", &config.functions["mirror"], Mirror);
     let queue = Arc::new(Recorder::default());
-    let router = router(AppState {
+    let router = router(AppState::new(AppShared {
         functions: Arc::new(Functions::of([echo, mirror])),
         triggers: Arc::new(TriggerRoutes::build(&config).expect("valid routes")),
         queue: queue.clone(),
@@ -177,7 +177,7 @@ fn harness() -> Harness {
         catalog: Arc::new(super::Catalog::new(&config, chrono::Utc::now())),
         mappings: Arc::new(super::Mappings::new(&config, chrono::Utc::now())),
         account_settings: Arc::new(super::account_settings(&config)),
-    });
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

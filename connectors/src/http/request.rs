@@ -213,11 +213,23 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// The Common Log Format time Lambda uses: `12/Mar/2020:19:03:58 +0000`.
+/// The Common Log Format time Lambda uses: `12/Mar/2020:19:03:58 +0000`. Written from the
+/// fields: a `strftime` pattern is parsed again on every call.
 fn clf_time(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at)
-        .format("%d/%b/%Y:%H:%M:%S +0000")
-        .to_string()
+    use chrono::{Datelike as _, Timelike as _};
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = chrono::DateTime::<chrono::Utc>::from(at);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        t.day(),
+        MONTHS[t.month0() as usize],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
@@ -316,5 +328,26 @@ mod tests {
         assert!(event.get("cookies").is_none());
         assert!(event.get("queryStringParameters").is_none());
         assert_eq!(event["isBase64Encoded"], false);
+    }
+
+    #[test]
+    fn clf_time_matches_the_strftime_pattern() {
+        // Each month, single-digit days and hours, a leap day, and years of 4 digits.
+        let times = [
+            0u64,
+            951_782_400,
+            1_584_039_838,
+            1_709_164_800,
+            4_102_444_799,
+        ]
+        .into_iter()
+        .chain((0..12).map(|month| 1_704_067_200 + month * 31 * 86_400 + 3_723));
+        for secs in times {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            let expected = chrono::DateTime::<chrono::Utc>::from(at)
+                .format("%d/%b/%Y:%H:%M:%S +0000")
+                .to_string();
+            assert_eq!(clf_time(at), expected, "{secs}");
+        }
     }
 }
