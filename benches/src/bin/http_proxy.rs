@@ -447,6 +447,9 @@ async fn open_loop(
     let total = (rate * args.open_loop_secs as f64) as u64;
     let period = Duration::from_secs_f64(1.0 / rate);
     let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    if total == 0 {
+        permits.close();
+    }
     let next = Arc::new(AtomicU64::new(0));
     let mut connections = Vec::new();
     for _ in 0..args.connections {
@@ -486,6 +489,10 @@ async fn open_loop(
                 if i >= total {
                     break;
                 }
+                if i + 1 == total {
+                    // The last request: the other tasks stop on the closed semaphore.
+                    permits.close();
+                }
                 let intended = start + period.mul_f64(i as f64);
                 let ok = connection.exchange().await;
                 latencies.push(intended.elapsed());
@@ -496,25 +503,17 @@ async fn open_loop(
             (latencies, bad)
         }));
     }
-    // Every permit is released once the last index is taken; tasks past it stop on a closed
-    // semaphore. (Joining the pacer first would block this runtime's only thread.)
+    // The task that takes the last index closes the semaphore, which ends the others. (Joining
+    // the pacer first would block this runtime's only thread; it has finished once the last
+    // permit was taken.)
     let mut latencies = Vec::with_capacity(total as usize);
     let mut bad = 0;
-    let finish_wait = Instant::now();
-    loop {
-        if next.load(Ordering::Relaxed) >= total {
-            break;
-        }
-        anyhow::ensure!(
-            finish_wait.elapsed() < Duration::from_secs(60),
-            "the open loop did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    permits.close();
+    let finished = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .map_err(|_| anyhow::anyhow!("the open loop did not finish"))?;
     pacer.join().ok();
-    for task in tasks {
-        let (l, b) = task.await?;
+    for task in finished {
+        let (l, b) = task?;
         latencies.extend(l);
         bad += b;
     }

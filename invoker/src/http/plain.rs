@@ -2,13 +2,13 @@
 //!
 //! reqwest wraps every request in layers an invoker does not need, and their cost is per
 //! request: its redirect layer turns the request's URI back into a string and parses it as a
-//! URL on the way out, and parses the response's URI again on the way back (about 4 % of
-//! Impulse's CPU per HTTP-trigger request in `perf`), and it merges default headers into each
-//! request. Here the endpoint is parsed once, at construction, and every request is built
-//! directly. What the endpoint sees is what reqwest sent: `POST`, `host`, `accept: */*`,
-//! `content-type`, `content-length` and the invoker's own headers. Redirects are not
-//! followed: a function answering 3xx gets the 3xx classified like any other non-2xx answer.
-//! `https://` endpoints keep reqwest and its TLS set-up.
+//! URL on the way out, and parses the response's URI again on the way back (measured in
+//! BENCHMARKS.md, S5), and it merges default headers into each request. Here the endpoint is
+//! parsed once, at construction, and every request is built directly. What the endpoint sees
+//! is what reqwest sent: `POST`, `host`, `accept: */*`, `content-type`, `content-length` and
+//! the invoker's own headers. Redirects are not followed: a function answering 3xx gets the
+//! 3xx classified like any other non-2xx answer. `https://` endpoints keep reqwest and its TLS
+//! set-up.
 
 use std::sync::Arc;
 use std::time::Duration;
