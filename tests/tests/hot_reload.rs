@@ -819,8 +819,13 @@ async fn a_changed_process_function_finishes_its_calls_then_stops_its_environmen
     let call = |event: Value| call_worker(client.clone(), url.clone(), event);
     let old_pid = call(json!({ "pid": true })).await["pid"].clone();
 
-    // A call under way on the old environment across the reload.
-    let slow = tokio::spawn(call(json!({ "sleep_ms": 3000, "env": ["GREETING"] })));
+    // A call under way on the old environment across the reload, held until released.
+    let release = instance
+        .config_path()
+        .with_file_name("release-the-held-call");
+    let slow = tokio::spawn(call(
+        json!({ "hold_until_exists": release, "env": ["GREETING"] }),
+    ));
     eventually("the slow call to be running", WAIT, async || match metric(
         &impulse,
         "impulse_concurrent_executions{function=\"worker\"}",
@@ -845,6 +850,7 @@ async fn a_changed_process_function_finishes_its_calls_then_stops_its_environmen
         fresh["pid"], old_pid,
         "a new environment for the new configuration"
     );
+    std::fs::write(&release, "").expect("release the held call");
     let finished = slow.await.expect("join");
     assert_eq!(finished["env"]["GREETING"], "old", "{finished}");
     assert_eq!(finished["pid"], old_pid);

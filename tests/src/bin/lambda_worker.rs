@@ -6,6 +6,7 @@
 //! | `{"echo": x}` | `{"echo": x, "pid": …}` |
 //! | `{"fail": true}` | a function error of type `Handled.TestFailure` |
 //! | `{"sleep_ms": n}` | sleeps n ms first (combines with the others) |
+//! | `{"hold_until_exists": "path"}` | waits until the file exists first (combines with the others) |
 //! | `{"crash": true}` | `std::process::exit(3)` |
 //! | `{"pid": true}` | `{"pid": …}` |
 //! | `{"context": true}` | the invocation context and the Lambda environment variables |
@@ -57,6 +58,13 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     let (event, context) = event.into_parts();
     if let Some(ms) = event.get("sleep_ms").and_then(Value::as_u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(path) = event.get("hold_until_exists").and_then(Value::as_str) {
+        // The test releases the call from another process: the file's existence is the only
+        // signal, so it is looked at until it appears.
+        while !std::path::Path::new(path).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     if event.get("crash") == Some(&Value::Bool(true)) {
         eprintln!("crashing as asked");
