@@ -1,5 +1,6 @@
 //! The HTTP client the command line uses to reach a running broker (`impulse dlq replay`,
-//! `impulse invoke`): its base URL and a client that trusts an extra CA file.
+//! `impulse invoke`, `impulse reload`): its base URL, a client that trusts an extra CA file,
+//! and the runtime a command runs on.
 
 use impulse_config::Config;
 
@@ -40,6 +41,31 @@ pub(crate) fn client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwes
                 Some(&tls),
                 None,
             )?)
+        }
+    }
+}
+
+/// Runs a command's `future` on a runtime of its own. An error (no runtime, or the command's
+/// own, such as no answer from the broker) is printed and exits with `no_answer`.
+pub(crate) fn run_command(
+    future: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+    no_answer: std::process::ExitCode,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return no_answer;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            no_answer
         }
     }
 }

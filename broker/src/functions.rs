@@ -717,13 +717,7 @@ mod tests {
     use super::*;
 
     fn config(text: &str) -> Config {
-        impulse_config::parse(
-            text,
-            impulse_config::Format::Toml,
-            "t.toml",
-            &BTreeMap::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
+        crate::test_support::toml_config(text, "t.toml")
     }
 
     const TWO_USERS: &str = r#"

@@ -85,23 +85,10 @@ impl From<Outcome> for ExitCode {
 
 /// Runs `impulse invoke`.
 pub(crate) fn run(args: &InvokeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return Outcome::NoAnswer.into();
-        }
-    };
-    match runtime.block_on(invoke(args)) {
-        Ok(outcome) => outcome.into(),
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            Outcome::NoAnswer.into()
-        }
-    }
+    broker_client::run_command(
+        async { invoke(args).await.map(ExitCode::from) },
+        Outcome::NoAnswer.into(),
+    )
 }
 
 async fn invoke(args: &InvokeArgs) -> anyhow::Result<Outcome> {

@@ -532,18 +532,10 @@ fn function_changes(old: &Config, new: &Config, kept: &BTreeSet<String>) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn config(text: &str) -> Config {
-        impulse_config::parse(
-            text,
-            impulse_config::Format::Toml,
-            "impulse.toml",
-            &BTreeMap::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
+        crate::test_support::toml_config(text, "impulse.toml")
     }
 
     const BASE: &str = r#"

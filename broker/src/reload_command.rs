@@ -43,23 +43,7 @@ const API_ERROR: u8 = 3;
 const NO_ANSWER: u8 = 4;
 
 pub(crate) fn run(args: &ReloadArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(NO_ANSWER);
-        }
-    };
-    match runtime.block_on(reload(args)) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(NO_ANSWER)
-        }
-    }
+    broker_client::run_command(reload(args), ExitCode::from(NO_ANSWER))
 }
 
 async fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {

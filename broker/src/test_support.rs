@@ -1,5 +1,5 @@
-//! Fakes for the broker's unit tests: a scripted function target and a destination that fails
-//! on demand.
+//! Fakes for the broker's unit tests: a scripted function target, a destination that fails
+//! on demand, and configurations parsed from TOML text.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use impulse_config::FunctionConfig;
+use impulse_config::{Config, FunctionConfig};
 use impulse_connectors::contract::{Sink, SinkError};
 use impulse_invoker::{Invocation, InvocationResponse, Invoke, InvokeError, TargetFuture};
 
@@ -159,4 +159,16 @@ fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `text` parsed as the TOML file `file` (named in error messages), without environment
+/// variables; panics with the errors when it does not parse.
+pub(crate) fn toml_config(text: &str, file: &str) -> Config {
+    impulse_config::parse(
+        text,
+        impulse_config::Format::Toml,
+        file,
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -72,12 +72,7 @@ async fn metrics(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let head = RequestHead {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-    };
-    if let Some(refused) = refusal(&state, &head, Action::ReadMetrics) {
+    if let Some(refused) = refusal(&state, &method, &uri, &headers, Action::ReadMetrics) {
         return refused;
     }
     impulse_connectors::telemetry::ready(state.ready.load(Ordering::Acquire));
@@ -91,10 +86,21 @@ async fn metrics(
         .into_response()
 }
 
-/// The answer refusing the caller, unless it may take `action` under the authenticator in
-/// force.
-fn refusal(state: &AdminState, head: &RequestHead<'_>, action: Action<'_>) -> Option<Response> {
-    let denial = state.auth.load().check(head, b"", action).err()?;
+/// The answer refusing the caller of a bodiless request, unless it may take `action` under the
+/// authenticator in force.
+fn refusal(
+    state: &AdminState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    action: Action<'_>,
+) -> Option<Response> {
+    let head = RequestHead {
+        method,
+        uri,
+        headers,
+    };
+    let denial = state.auth.load().check(&head, b"", action).err()?;
     record_refusal(&denial);
     Some(
         (
@@ -122,12 +128,7 @@ async fn reload(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let head = RequestHead {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-    };
-    if let Some(refused) = refusal(&state, &head, Action::Reload) {
+    if let Some(refused) = refusal(&state, &method, &uri, &headers, Action::Reload) {
         return refused;
     }
     let (reply, outcome) = tokio::sync::oneshot::channel();
