@@ -581,18 +581,21 @@ fn settle(
     batch: RedisBatch,
     outcome: &BatchOutcome,
 ) {
-    let (finished, unfinished): (Vec<_>, Vec<_>) = batch
-        .entries
-        .into_iter()
-        .enumerate()
-        .partition(|(i, _)| outcome.get(*i).is_some());
-    if !unfinished.is_empty() {
-        let mut held = lock(&shared.held);
-        for (_, entry) in &unfinished {
-            held.remove(&entry.id);
+    let mut finished = Vec::with_capacity(batch.entries.len());
+    let mut unfinished = Vec::new();
+    for (i, entry) in batch.entries.into_iter().enumerate() {
+        if outcome.get(i).is_some() {
+            finished.push(entry.id);
+        } else {
+            unfinished.push(entry.id);
         }
     }
-    let finished: Vec<String> = finished.into_iter().map(|(_, entry)| entry.id).collect();
+    if !unfinished.is_empty() {
+        let mut held = lock(&shared.held);
+        for id in &unfinished {
+            held.remove(id);
+        }
+    }
     if !finished.is_empty() && acks.send(finished).is_err() {
         // The acker lives until every batch task has ended.
         tracing::error!(trigger = %shared.settings.trigger, "Redis stream entries finished after the acknowledging task stopped; they will be delivered again.");
