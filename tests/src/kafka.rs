@@ -4,6 +4,7 @@ use std::time::Duration;
 
 pub use impulse_test_support::kafka::{create_topic, create_topic_with};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -65,8 +66,8 @@ pub async fn produce(
         .expect("delivered");
 }
 
-/// Reads `topic` from the beginning until `count` records arrived (or `timeout` passed) and
-/// returns their values.
+/// Reads `topic` from the beginning (waiting for it to exist) until `count` records arrived
+/// (or `timeout` passed) and returns their values.
 pub async fn read_values(
     bootstrap: &str,
     topic: &str,
@@ -89,6 +90,9 @@ pub async fn read_values(
     while values.len() < count {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => values.push(message.payload().unwrap_or_default().to_vec()),
+            // A topic that a producer has yet to create: librdkafka reports it once and keeps
+            // the subscription, so wait for it until the deadline.
+            Ok(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))) => {}
             Ok(Err(err)) => panic!("reading {topic}: {err}"),
             Err(_) => break,
         }

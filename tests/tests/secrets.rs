@@ -420,6 +420,9 @@ async fn no_secret_reaches_the_log_an_answer_or_the_metrics_of_a_running_broker(
             .await;
     let topic = format!("impulse-secrets-{}", unique());
     kafka::create_topic(&kafka_bootstrap, &topic, 1).await;
+    // The destination topic exists before anything reads it: the reader below must not race
+    // the broker's first write, which would otherwise create it.
+    kafka::create_topic(&kafka_bootstrap, &format!("{topic}-dlq"), 1).await;
     let setup = Setup {
         listen: free_addr(),
         admin: free_addr(),
