@@ -50,24 +50,13 @@ pub fn build_impulse() -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("release").join("impulse"))
 }
 
-/// The baselines' HTTP client: hyper's pooled HTTP/1 client, as Impulse's `http://` targets use
-/// (`impulse_invoker::http`'s plain endpoint: nodelay, the endpoint parsed once), sending the
-/// headers Impulse sends. Cheap to clone; clones share the pool.
-#[derive(Clone)]
+/// The baselines' HTTP client: Impulse's own `http` target (`impulse_invoker::http`), so a
+/// baseline sends the same bytes over the same connection pool as Impulse, and does none of
+/// Impulse's other work (limiter, metrics, retries). Cheap to clone; clones share the pool.
+#[derive(Clone, Debug)]
 pub struct Poster {
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Full<bytes::Bytes>,
-    >,
-    uri: hyper::Uri,
-}
-
-impl std::fmt::Debug for Poster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Poster")
-            .field("uri", &self.uri)
-            .finish_non_exhaustive()
-    }
+    target: impulse_invoker::http::HttpFunction,
+    function: impulse_invoker::Name,
 }
 
 impl Poster {
@@ -75,18 +64,12 @@ impl Poster {
     ///
     /// # Errors
     ///
-    /// `endpoint` is not a URI.
+    /// `endpoint` is not a URL.
     pub fn new(endpoint: &str) -> anyhow::Result<Self> {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(std::time::Duration::from_secs(90))
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(connector);
+        let client = impulse_invoker::http::HttpFunction::default_client();
         Ok(Self {
-            client,
-            uri: endpoint.parse()?,
+            target: impulse_invoker::http::HttpFunction::new(client, endpoint)?,
+            function: impulse_invoker::Name::new("baseline"),
         })
     }
 
@@ -101,25 +84,20 @@ impl Poster {
         body: bytes::Bytes,
         timeout: std::time::Duration,
     ) -> anyhow::Result<()> {
-        use http_body_util::BodyExt as _;
-        let deadline_ms = (std::time::SystemTime::now() + timeout)
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .to_string();
-        let request = hyper::Request::post(self.uri.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "*/*")
-            .header(
-                "lambda-runtime-aws-request-id",
-                uuid::Uuid::new_v4().to_string(),
-            )
-            .header("lambda-runtime-deadline-ms", deadline_ms)
-            .body(http_body_util::Full::new(body))?;
-        let response = self.client.request(request).await?;
-        let status = response.status();
-        response.into_body().collect().await?;
-        anyhow::ensure!(status.is_success(), "the target answered {status}");
+        use impulse_invoker::Invoke as _;
+        let invocation = impulse_invoker::Invocation {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            function: self.function,
+            trigger: self.function,
+            payload: body,
+            deadline: Some(tokio::time::Instant::now() + timeout),
+            client_context: None,
+            log_tail: None,
+        };
+        self.target
+            .invoke(invocation)
+            .await
+            .map_err(|e| anyhow::anyhow!("the target failed: {e}"))?;
         Ok(())
     }
 }

@@ -18,10 +18,9 @@
 //!   partition, as Impulse's source; each task takes what is already fetched up to the batch
 //!   size, reads each record's key, value and headers (as any correct consumer must, even though
 //!   the bench's records carry none), writes Lambda's Kafka event with plain byte writes (the
-//!   same bytes as Impulse's `encode_event`), and POSTs it with hyper's pooled client, as
-//!   Impulse's `http://` targets do ([`impulse_benches::Poster`], same headers): one request in
-//!   flight per partition, no
-//!   limiter, no acks, no retries.
+//!   same bytes as Impulse's `encode_event`), and POSTs it through Impulse's own `http`
+//!   target ([`impulse_benches::Poster`]: the same client, connections and headers): one
+//!   request in flight per partition, no limiter, no acks, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
 //!   `http` function and one Kafka trigger on the same topic: fresh `group_id`,
 //!   `starting_position = "earliest"`, the batch size, `batch_window = "0s"`, the limiter on but

@@ -15,8 +15,8 @@
 //!   runs in its own: `--concurrency` loops, each on a connection of its own, each
 //!   `XREADGROUP … COUNT <batch> BLOCK 1000 STREAMS <stream> >`, the event written by Impulse's
 //!   own encoder (`impulse_connectors::redis::encode_event`, so that both sides write the same
-//!   bytes at the same cost), POSTed with hyper's pooled client as Impulse's `http://` targets
-//!   do ([`impulse_benches::Poster`], the same headers), then `XACK` of the batch: no
+//!   bytes at the same cost), POSTed through Impulse's own `http` target
+//!   ([`impulse_benches::Poster`]: the same client and headers), then `XACK` of the batch: no
 //!   limiter, no lease refresh, no retries.
 //! - **B = Impulse**: `target/release/impulse run` (built first; `IMPULSE_BIN` overrides) with one
 //!   `http` function and one Redis trigger on the stream: a fresh group, `starting_position =

@@ -16,14 +16,15 @@
 //! its work. A function with an execution role also sends the role's `headers` (marked
 //! sensitive) on every request.
 //!
-//! `http://` endpoints are posted to through hyper's pooled client directly ([`plain`]: no
-//! per-request URL parsing, no redirect layer); `https://` endpoints go over reqwest and rustls
-//! ([`tls`]). Credentials in an endpoint URL
-//! (`https://user:password@host/…`) are taken out of the URL once, at construction, and sent
-//! as HTTP Basic authentication: the URL that reqwest sees, and so every error it words,
-//! holds none.
+//! `http://` endpoints are posted to over hyper's HTTP/1 connections directly ([`plain`]: no
+//! per-request URL parsing, no redirect layer; [`pool`]: each connection driven by the call
+//! it carries); `https://` endpoints go over reqwest and rustls ([`tls`]). Credentials in an
+//! endpoint URL (`https://user:password@host/…`) are taken out of the URL once, at
+//! construction, and sent as HTTP Basic authentication: the URL that reqwest sees, and so
+//! every error it words, holds none.
 
 mod plain;
+mod pool;
 mod tls;
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! `http://` endpoints through hyper's pooled HTTP/1 client directly, one pool per function.
+//! `http://` endpoints through hyper's HTTP/1 connections directly, one [`ConnectionPool`] per
+//! function, each connection driven by the task whose request it carries.
 //!
 //! reqwest wraps every request in layers an invoker does not need, and their cost is per
 //! request: its redirect layer turns the request's URI back into a string and parses it as a
@@ -11,22 +12,22 @@
 //! set-up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::ConnectionPool;
 use super::{ReadError, TransportError};
 
-/// A function's own pooled client for one `http://` endpoint.
+/// A function's own connections to one `http://` endpoint.
 pub(super) struct PlainEndpoint {
-    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
-    /// Parsed once; cloning shares its bytes.
-    uri: http::Uri,
+    pool: ConnectionPool,
+    /// The request target: the endpoint's path and query (origin form), parsed once.
+    path: http::Uri,
+    /// The `host` header: the endpoint's authority, without the default port.
+    host: HeaderValue,
     /// For transport errors: the endpoint without credentials.
     shown: Arc<str>,
 }
@@ -47,15 +48,19 @@ impl PlainEndpoint {
             return None;
         }
         let uri = http::Uri::try_from(url.as_str()).ok()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let path = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .parse()
+            .ok()?;
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str()?),
+            None => url.host_str()?.to_owned(),
+        };
         Some(Self {
-            client,
-            uri,
+            pool: ConnectionPool::new(uri),
+            path,
+            host: HeaderValue::try_from(host).ok()?,
             shown: Arc::from(url.as_str()),
         })
     }
@@ -63,7 +68,7 @@ impl PlainEndpoint {
     /// `POST`s `payload` with `headers` (the invoker's, already built); the answer's status,
     /// headers and body, the body read up to `limit` bytes.
     pub(super) fn post(
-        &self,
+        self: &Arc<Self>,
         headers: HeaderMap,
         payload: Bytes,
         limit: usize,
@@ -71,21 +76,24 @@ impl PlainEndpoint {
     {
         let mut request = http::Request::new(Full::new(payload));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = self.path.clone();
         *request.headers_mut() = headers;
-        request
-            .headers_mut()
-            .insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-        let sent = self.client.request(request);
-        let shown = self.shown.clone();
+        let sent_headers = request.headers_mut();
+        sent_headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        sent_headers.insert(http::header::HOST, self.host.clone());
+        let endpoint = Arc::clone(self);
         async move {
-            let response = sent
-                .await
-                .map_err(|e| ReadError::Transport(transport(&shown, &e)))?;
+            let failed = |e: &(dyn std::error::Error + 'static)| {
+                ReadError::Transport(transport(&endpoint.shown, e))
+            };
+            let (response, mut connection) =
+                endpoint.pool.send(request).await.map_err(|e| failed(&e))?;
             let (parts, body) = response.into_parts();
-            let body = read_capped(body, limit)
+            let body = connection
+                .drive(read_capped(body, limit))
                 .await
-                .map_err(|e| e.map_transport(|e| transport(&shown, &e)))?;
+                .map_err(|e| e.map_transport(|e| transport(&endpoint.shown, &e)))?;
+            endpoint.pool.put_back(connection);
             Ok(Answer {
                 status: parts.status,
                 headers: parts.headers,
