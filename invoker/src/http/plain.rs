@@ -83,11 +83,11 @@ impl PlainEndpoint {
         sent_headers.insert(http::header::HOST, self.host.clone());
         let endpoint = Arc::clone(self);
         async move {
-            let failed = |e: &(dyn std::error::Error + 'static)| {
-                ReadError::Transport(transport(&endpoint.shown, e))
-            };
-            let (response, mut connection) =
-                endpoint.pool.send(request).await.map_err(|e| failed(&e))?;
+            let (response, mut connection) = endpoint
+                .pool
+                .send(request)
+                .await
+                .map_err(|e| ReadError::Transport(transport(&endpoint.shown, &e)))?;
             let (parts, body) = response.into_parts();
             let body = connection
                 .drive(read_capped(body, limit))

@@ -32,6 +32,18 @@ struct RawServer {
     close: watch::Sender<bool>,
 }
 
+impl RawServer {
+    /// Tells an [`After::CloseWhenTold`] server to close its one connection, and waits until
+    /// it did.
+    async fn close_its_connection(&mut self) {
+        self.close.send_replace(true);
+        self.closed
+            .recv()
+            .await
+            .expect("the server closed the connection");
+    }
+}
+
 /// A server answering `200 {"n":<request number on its connection>}` to every request. With
 /// `together`, each answer waits until that many requests arrived.
 async fn serve(after: After, together: Option<usize>) -> RawServer {
@@ -157,29 +169,33 @@ async fn sequential_requests_share_one_connection() {
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// Four requests at once through `pool`, each in a task of its own; their answers' bodies.
+async fn post_four_at_once(pool: &Arc<ConnectionPool>, uri: &http::Uri) -> Vec<Bytes> {
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, uri) = (Arc::clone(pool), uri.clone());
+            tokio::spawn(async move { post(&pool, &uri).await.expect("an answer") })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for call in calls {
+        bodies.push(call.await.expect("joined"));
+    }
+    bodies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_open_a_connection_each_and_reuse_them() {
     let server = serve(After::KeepAlive, Some(4)).await;
     let pool = Arc::new(ConnectionPool::new(server.uri.clone()));
-    let calls: Vec<_> = (0..4)
-        .map(|_| {
-            let (pool, uri) = (Arc::clone(&pool), server.uri.clone());
-            tokio::spawn(async move { post(&pool, &uri).await.expect("an answer") })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.expect("joined"), r#"{"n":1}"#);
+    // The server answers once four requests arrived: four connections.
+    for body in post_four_at_once(&pool, &server.uri).await {
+        assert_eq!(body, r#"{"n":1}"#);
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 4);
     // Four idle connections now; the next four requests, together again, take them.
-    let calls: Vec<_> = (0..4)
-        .map(|_| {
-            let (pool, uri) = (Arc::clone(&pool), server.uri.clone());
-            tokio::spawn(async move { post(&pool, &uri).await.expect("an answer") })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.expect("joined"), r#"{"n":2}"#);
+    for body in post_four_at_once(&pool, &server.uri).await {
+        assert_eq!(body, r#"{"n":2}"#);
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 4);
 }
@@ -200,12 +216,7 @@ async fn a_connection_the_server_closed_while_idle_is_replaced() {
     let mut server = serve(After::CloseWhenTold, None).await;
     let pool = ConnectionPool::new(server.uri.clone());
     post(&pool, &server.uri).await.expect("an answer");
-    server.close.send_replace(true);
-    server
-        .closed
-        .recv()
-        .await
-        .expect("the server closed the connection");
+    server.close_its_connection().await;
     // The close reaches the client through the runtime's I/O driver, which a yield lets run
     // (as it has long run when a server's keep-alive timeout closes an idle connection).
     tokio::task::yield_now().await;
@@ -270,12 +281,7 @@ async fn the_sweep_drops_idle_connections_the_server_closed() {
     let pool = ConnectionPool::new(server.uri.clone());
     post(&pool, &server.uri).await.expect("an answer");
     assert_eq!(pool.idle_count(), 1);
-    server.close.send_replace(true);
-    server
-        .closed
-        .recv()
-        .await
-        .expect("the server closed the connection");
+    server.close_its_connection().await;
     let closed_at = Instant::now();
     impulse_test_support::wait::wait_until(
         "the sweep dropped the connection",
