@@ -6,6 +6,7 @@
 //! ([`target`]), Kafka helpers ([`kafka`]), `/proc` readings ([`proc`]), the sides' processes
 //! ([`side`]) and summaries ([`stats`]).
 
+pub mod hyper_proxy;
 pub mod kafka;
 pub mod proc;
 pub mod side;

@@ -11,13 +11,18 @@
 //!   proxy to it.
 //! - **A = nginx reverse proxy**: another single nginx process, `proxy_pass` to an upstream
 //!   with `keepalive 64` (HTTP/1.1, `Connection: ""`), no access log.
+//! - **R5 = a minimal hyper reverse proxy** ([`impulse_benches::hyper_proxy`], this binary in a
+//!   process of its own; `--no-r5` leaves it out): a hyper HTTP/1 server on a multi-thread
+//!   runtime passing each request's body to the target through Impulse's own `http` target.
+//!   It splits Impulse's gap to nginx into what the stack costs (R5/nginx) and what Impulse
+//!   adds (Impulse/R5).
 //! - **B = Impulse**: `target/release/impulse run` (`IMPULSE_BIN` overrides) with one `http`
 //!   function on the target (its limiter on, never binding: `rate.per_second = 1000000`), an
 //!   HTTP trigger `/hello` (sync; S5) and the Invoke API (S2: `POST` of a 50-byte JSON
 //!   document, `RequestResponse`), no `[auth]`. The nginx side serves the same paths.
 //! - **Closed loop** (throughput): `wrk -t1 -c32` (`--wrk-threads`, `--connections`) for
-//!   `--secs` per replica, after one discarded warm-up run per side; replicas ABAB…, each B run
-//!   right after an A run. CPU per request of the proxying process (the nginx process or the
+//!   `--secs` per replica, after one discarded warm-up run per side; replicas A R5 B, A R5 B…
+//!   (ABAB… without R5). CPU per request of the proxying process (the nginx process or the
 //!   whole impulse process) and of the target over the run, from `/proc`. Every replica must
 //!   answer only 2xx.
 //! - **Open loop** (latency): a constant-rate generator in this process sends at
@@ -92,10 +97,19 @@ struct Args {
     /// Start everything, print the URLs and wait for Ctrl-C (for `perf record` by hand).
     #[arg(long)]
     serve_only: bool,
+    /// Leave out R5, the minimal hyper proxy (then only nginx and Impulse run).
+    #[arg(long)]
+    no_r5: bool,
+    /// Internal: run R5 alone, `<listen> <target>`, until killed.
+    #[arg(long, hide = true, num_args = 2)]
+    r5_child: Vec<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let [listen, target] = args.r5_child[..] {
+        return impulse_benches::hyper_proxy::serve(listen, target);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -156,18 +170,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let target = Nginx::target()?;
     let proxy = Nginx::proxy(target.addr)?;
     let impulse = start_impulse(&impulse_bin, target.addr).await?;
+    let r5 = if args.no_r5 {
+        None
+    } else {
+        Some(R5::start(target.addr)?)
+    };
     eprintln!(
-        "target nginx pid {} on {}, proxy nginx pid {} on {}, impulse pid {} on {}",
+        "target nginx pid {} on {}, proxy nginx pid {} on {}, impulse pid {} on {}{}",
         target.pid(),
         target.addr,
         proxy.pid(),
         proxy.addr,
         impulse.pid(),
-        impulse.listen()
+        impulse.listen(),
+        r5.as_ref().map_or(String::new(), |r5| format!(
+            ", R5 pid {} on {}",
+            r5.pid(),
+            r5.addr
+        ))
     );
     for scenario in &scenarios {
         if *scenario != Scenario::Event {
             check_answer(proxy.addr, *scenario).await?;
+            if let Some(r5) = &r5 {
+                check_answer(r5.addr, *scenario).await?;
+            }
         }
         check_answer(impulse.listen(), *scenario).await?;
     }
@@ -186,9 +213,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let sides = |scenario: Scenario| -> Vec<(&'static str, std::net::SocketAddr, u32)> {
-        let mut sides = vec![("nginx", proxy.addr, proxy.pid())];
-        if scenario == Scenario::Event {
-            sides.clear();
+        let mut sides = Vec::new();
+        if scenario != Scenario::Event {
+            sides.push(("nginx", proxy.addr, proxy.pid()));
+            if let Some(r5) = &r5 {
+                sides.push(("R5 hyper", r5.addr, r5.pid()));
+            }
         }
         sides.push(("impulse", impulse.listen(), impulse.pid()));
         sides
@@ -380,28 +410,49 @@ fn closed_loop_summary(
             show(runs[i].iter().map(|r| r.p99_ms).collect(), 2),
         ));
     }
-    if sides.len() == 2 {
-        let ratio = |f: fn(&WrkRun) -> f64| -> Vec<f64> {
-            runs[0]
-                .iter()
-                .zip(&runs[1])
-                .map(|(a, b)| f(b) / f(a))
-                .collect()
-        };
-        let rate = Summary::of(&ratio(|r| r.rate));
-        let cpu = Summary::of(&ratio(|r| r.cpu_us));
+    // Impulse (the last side) against nginx (the first), with the goals; then, with R5 between
+    // them, what the stack costs (R5 against nginx) and what Impulse adds (against R5).
+    let ratio = |a: usize, b: usize, f: fn(&WrkRun) -> f64| -> Option<Summary> {
+        let pairs: Vec<f64> = runs[a]
+            .iter()
+            .zip(&runs[b])
+            .map(|(a, b)| f(b) / f(a))
+            .collect();
+        Summary::of(&pairs)
+    };
+    let steadiness = |rate: Option<Summary>| {
+        if rate.is_some_and(|s| s.within(0.10)) {
+            "steady"
+        } else {
+            "unsteady"
+        }
+    };
+    let last = sides.len() - 1;
+    if last > 0 {
+        let rate = ratio(0, last, |r| r.rate);
+        let cpu = ratio(0, last, |r| r.cpu_us);
         out.push_str(&format!(
             "\nImpulse/nginx rate {} (goal ≥ 1.0: {}), CPU per request {} (goal ≤ 1.2: {}); {}",
             rate.map_or("n/a".into(), |s| s.display(3)),
             verdict(rate.is_some_and(|s| s.median >= 1.0)),
             cpu.map_or("n/a".into(), |s| s.display(3)),
             verdict(cpu.is_some_and(|s| s.median <= 1.2)),
-            if rate.is_some_and(|s| s.within(0.10)) {
-                "steady"
-            } else {
-                "unsteady"
-            }
+            steadiness(rate)
         ));
+    }
+    for (a, b) in [(0, 1), (1, last)] {
+        if last == 2 {
+            let rate = ratio(a, b, |r| r.rate);
+            let cpu = ratio(a, b, |r| r.cpu_us);
+            out.push_str(&format!(
+                "\n{}/{} rate {}, CPU per request {}; {}",
+                sides[b].0,
+                sides[a].0,
+                rate.map_or("n/a".into(), |s| s.display(3)),
+                cpu.map_or("n/a".into(), |s| s.display(3)),
+                steadiness(rate)
+            ));
+        }
     }
     out.push('\n');
     out
@@ -660,10 +711,11 @@ fn open_loop_summary(
             ));
         }
     }
-    if sides.len() == 2 {
+    let last = sides.len() - 1;
+    if last > 0 {
         let ratios: Vec<f64> = runs[0]
             .iter()
-            .zip(&runs[1])
+            .zip(&runs[last])
             .map(|(a, b)| b.p99_ms / a.p99_ms)
             .collect();
         let p99 = Summary::of(&ratios);
@@ -737,6 +789,38 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// R5 ([`impulse_benches::hyper_proxy`]): this binary again, in a process of its own as
+/// Impulse and nginx are, killed on drop.
+struct R5 {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl R5 {
+    fn start(target: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let addr = free_addr()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["--r5-child", &addr.to_string(), &target.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting R5")?;
+        let mut r5 = Self { child, addr };
+        wait_listening(addr, &mut r5.child, "R5")?;
+        Ok(r5)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for R5 {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
