@@ -440,8 +440,8 @@ fn closed_loop_summary(
             steadiness(rate)
         ));
     }
-    for (a, b) in [(0, 1), (1, last)] {
-        if last == 2 {
+    if last == 2 {
+        for (a, b) in [(0, 1), (1, 2)] {
             let rate = ratio(a, b, |r| r.rate);
             let cpu = ratio(a, b, |r| r.cpu_us);
             out.push_str(&format!(
