@@ -107,6 +107,15 @@ impl SideProcess {
         self.child.id()
     }
 
+    /// The exit status, if the process has exited.
+    ///
+    /// # Errors
+    ///
+    /// The status cannot be read.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn terminate(
         &mut self,

@@ -49,7 +49,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use impulse_benches::proc::{cpu_time, loadavg, process_stat};
-use impulse_benches::side::SideProcess;
+use impulse_benches::side::{free_addr, work_dir, SideProcess};
 use impulse_benches::stats::Summary;
 
 #[global_allocator]
@@ -779,7 +779,7 @@ impl Nginx {
             addr,
             _dir: dir,
         };
-        wait_listening(addr, &mut nginx.child, "nginx")?;
+        wait_listening(addr, || nginx.child.try_wait(), "nginx")?;
         Ok(nginx)
     }
 
@@ -796,34 +796,24 @@ impl Drop for Nginx {
 }
 
 /// R5 ([`impulse_benches::hyper_proxy`]): this binary again, in a process of its own as
-/// Impulse and nginx are, killed on drop.
+/// Impulse and nginx are.
 struct R5 {
-    child: Child,
+    process: SideProcess,
     addr: std::net::SocketAddr,
 }
 
 impl R5 {
     fn start(target: std::net::SocketAddr) -> anyhow::Result<Self> {
         let addr = free_addr()?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(["--r5-child", &addr.to_string(), &target.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting R5")?;
-        let mut r5 = Self { child, addr };
-        wait_listening(addr, &mut r5.child, "R5")?;
-        Ok(r5)
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["--r5-child", &addr.to_string(), &target.to_string()]);
+        let mut process = SideProcess::spawn(work_dir("impulse-bench-r5-")?, &mut command, "R5")?;
+        wait_listening(addr, || process.try_wait(), "R5")?;
+        Ok(Self { process, addr })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for R5 {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+        self.process.pid()
     }
 }
 
@@ -845,15 +835,15 @@ path = "{HELLO_PATH}"
     SideProcess::impulse(binary, &config).await
 }
 
-fn free_addr() -> std::io::Result<std::net::SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
-/// Waits until `addr` accepts connections, failing if `child` exits first.
-fn wait_listening(addr: std::net::SocketAddr, child: &mut Child, what: &str) -> anyhow::Result<()> {
+/// Waits until `addr` accepts connections, failing if the process exits first (`exited`).
+fn wait_listening(
+    addr: std::net::SocketAddr,
+    mut exited: impl FnMut() -> std::io::Result<Option<std::process::ExitStatus>>,
+    what: &str,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = exited()? {
             anyhow::bail!("{what} exited with {status}");
         }
         if std::net::TcpStream::connect(addr).is_ok() {
