@@ -138,23 +138,20 @@ impl ConnectionPool {
         Ok((response, connection))
     }
 
-    /// Returns a connection whose exchange completed to the pool, and closes connections
-    /// idle for longer than [`IDLE_TIMEOUT`].
+    /// Returns a connection whose exchange completed to the pool (the sweep closes it once it
+    /// has been idle too long).
     pub(super) fn put_back(&self, connection: PooledConnection) {
-        if connection.connection.is_none() || connection.sender.is_closed() {
+        if !connection.still_open() {
             return;
         }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // Oldest first: the stale ones are a prefix.
-        let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
-        let closed: Vec<Idle> = idle.drain(..stale).collect();
-        idle.push(Idle {
+        let idle = Idle {
             connection,
-            since: now,
-        });
-        drop(idle);
-        drop(closed);
+            since: Instant::now(),
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(idle);
     }
 
     /// The most recently used idle connection still open, if any.
